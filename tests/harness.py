@@ -1,0 +1,124 @@
+"""One parity harness for every backend: random inputs, tolerances by dtype scaled with the
+reduction length, conversion to/from native arrays, and a check that the backend really ran."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cnngpu import backends
+
+# unit round-off of each dtype (half the machine epsilon)
+_UNIT = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8,
+         "tf32": 2.0 ** -11}
+
+
+def rng(seed=None):
+    """A fresh generator; seeded from the test's own seed so failures reproduce."""
+    return np.random.default_rng(seed)
+
+
+def randn(gen, shape, dtype="float32", scale=1.0):
+    """Random normal values (never zeros), rounded to ``dtype`` and returned as float64 NumPy
+    (the exact values the device sees). bfloat16 rounding is emulated by truncating float32."""
+    a = gen.standard_normal(shape) * scale
+    return round_to(a, dtype)
+
+
+def round_to(a, dtype):
+    a = np.asarray(a, dtype=np.float64)
+    if dtype == "bfloat16":
+        f = a.astype(np.float32)
+        bits = f.view(np.uint32).astype(np.uint64)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16  # round to nearest even
+        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    if dtype == "tf32":
+        dtype = "float32"
+    return a.astype(dtype).astype(np.float64)
+
+
+def tolerance(dtype: str, reduction_len: int = 1, factor: float = 8.0) -> float:
+    """Relative error bound: factor * u * sqrt(reduction_len) + u for output rounding."""
+    u = _UNIT[dtype]
+    return factor * u * math.sqrt(max(reduction_len, 1)) + u
+
+
+def assert_close(actual, expected, dtype: str, reduction_len: int = 1, what: str = "", factor: float = 8.0):
+    """|actual - expected| <= tol * (|expected| + scale), scale = RMS of expected (so that values
+    near zero, produced by cancellation in a long sum, are judged against the sum's magnitude)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: {np.sum(~np.isfinite(actual))} non-finite values (unwritten output?)"
+    tol = tolerance(dtype, reduction_len, factor)
+    scale = float(np.sqrt(np.mean(expected ** 2))) if expected.size else 0.0
+    err = np.abs(actual - expected)
+    bound = tol * (np.abs(expected) + scale + 1e-30)
+    bad = err > bound
+    if bad.any():
+        i = np.unravel_index(np.argmax(err - bound), err.shape)
+        raise AssertionError(f"{what}: {bad.sum()} of {err.size} values off (dtype {dtype}, reduction {reduction_len}, "
+                             f"tol {tol:.2e}); worst at {i}: got {actual[i]!r}, expected {expected[i]!r}")
+
+
+def native(backend_name: str, a: np.ndarray, dtype: str):
+    """NumPy float64 -> the backend's native array of ``dtype`` (torch CPU under the interpreter)."""
+    if backend_name == "numpy":
+        return np.asarray(a, dtype=dtype)
+    if backend_name == "triton":
+        import torch
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64) if a.dtype.kind == "f" else np.ascontiguousarray(a))
+        tdt = getattr(torch, dtype)
+        return t.to(device=dev, dtype=tdt)
+    if backend_name == "cupy":
+        import cupy
+        if dtype == "bfloat16":
+            import torch
+            t = torch.from_numpy(np.ascontiguousarray(a)).to(device="cuda", dtype=torch.bfloat16)
+            return cupy.from_dlpack(t)
+        return cupy.asarray(np.asarray(a, dtype=dtype))
+    raise ValueError(backend_name)
+
+
+def to_f64(x) -> np.ndarray:
+    """Any native array -> float64 (or int64) NumPy."""
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float64) if x.dtype.kind == "f" else x
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        import torch
+        x = x.detach()
+        return x.to("cpu", torch.float64).numpy() if x.is_floating_point() else x.cpu().numpy()
+    if mod.startswith("cupy"):
+        import cupy
+        if str(x.dtype) == "bfloat16":
+            import torch
+            return torch.from_dlpack(x).to("cpu", torch.float64).numpy()
+        return cupy.asnumpy(x).astype(np.float64) if x.dtype.kind == "f" else cupy.asnumpy(x)
+    raise TypeError(type(x))
+
+
+def require(backend_name: str):
+    """Skip the test when the backend cannot run here, with the registry's reason."""
+    if not backends.is_available(backend_name):
+        pytest.skip(backends._why_unavailable(backend_name))
+    return backends.get_backend(backend_name)
+
+
+class launches:
+    """Context manager asserting that ``kernel`` was launched on backend ``be`` inside the block."""
+
+    def __init__(self, be, *kernels):
+        self.be, self.kernels = be, kernels
+
+    def __enter__(self):
+        self.before = {k: self.be.LAUNCHES[k] for k in self.kernels}
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            for k in self.kernels:
+                assert self.be.LAUNCHES[k] > self.before[k], f"kernel {k!r} did not run on backend {self.be.name!r}"
+        return False
