@@ -3,10 +3,9 @@
 Vectorized (sliding-window views + tensordot/einsum; no Python loops over pixels or batch items),
 float16 (computed in float32), float32 and float64.
 """
-from collections import Counter
-
 import numpy as np
 
+from ._common import LAUNCHES  # noqa: F401
 from .basic import (cross_entropy_backward, cross_entropy_forward, linear_backward, linear_forward,
                     relu_backward, relu_forward)
 from .conv import conv2d_backward, conv2d_forward
@@ -17,7 +16,6 @@ from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, 
 name = "numpy"
 array_type = np.ndarray
 DTYPES = ("float16", "float32", "float64")
-LAUNCHES: Counter = Counter()
 
 
 def asarray(a, dtype=None):
