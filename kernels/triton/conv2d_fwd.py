@@ -1,0 +1,299 @@
+"""conv2d forward kernels: a direct (FMA) kernel and an implicit-GEMM (tl.dot) kernel.
+
+Shapes: x (N, C, H, W), w (K, C/groups, R, S), b (K,), y (N, K, P, Q), any strides (every tensor's
+four strides are kernel arguments, so NCHW, channels-last and sliced views need no copy).
+An input row index is ``p * stride_h - pad_h + r * dil_h`` (pad = begin padding), likewise columns.
+
+* ``conv2d_fwd_direct``: one program = BLOCK_M output pixels x BLOCK_N output channels, looping
+  over the (C/groups) * R * S taps with fp32 FMAs. Each output channel column carries its own group,
+  so depthwise / small-group convolutions stay dense (no tile wasted on a tiny per-group GEMM).
+* ``conv2d_fwd_implicit_gemm``: per group, the GEMM Y[M, Kg] = A[M, L] @ B[L, Kg] with
+  M = N*P*Q, Kg = K/groups, L = (C/groups)*R*S; A (im2col of x) is gathered on the fly with masks
+  for padding, B is the weight. fp16/bf16 operands run on tensor cores (wgmma on sm_90) with fp32
+  accumulation; fp32 operands use ``input_precision`` 'ieee' or 'tf32' (PRECISION).
+  Reduction order (FLAT_K=False): taps (r, s) outer, channels inner in BLOCK_K chunks, so one K step
+  is a single tap and BLOCK_K consecutive channels -- contiguous for channels-last x, and for NCHW x
+  the M axis (output columns q) is the contiguous one; only scalar index math per step.
+  FLAT_K=True flattens L in the weight's own (c, r, s) order, decoded per element; used when
+  C/groups is small (e.g. the RGB stem) so a K step is not mostly padding.
+  IS_1X1 (1x1, stride 1, no padding) drops the tap loop and the bounds masks: A is a strided load.
+
+Launch-config tables (``*_CONFIGS``) are the autotuner's configs on a GPU; under
+``TRITON_INTERPRET=1`` one small config replaces each table (autotuning there would run every config
+in the slow interpreter). ``compile_cases()`` yields every table entry for the sm_90 compile test.
+"""
+import os
+
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Shape parameters every autotune key lists (the autotuner appends the tensor dtypes itself);
+# the x strides are in the key too, since NCHW and channels-last tune differently.
+CONV_KEY = ["N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
+            "dil_h", "dil_w", "groups", "sxn", "sxc", "sxh", "sxw"]
+
+
+def _cfg(bm, bn, bk, stages, warps, group_m=8):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
+                         num_stages=stages, num_warps=warps)
+
+
+# H100-oriented tiles: 64..128 x 64..128, K step 32..64, 3..4 pipeline stages.
+FWD_GEMM_CONFIGS = [
+    _cfg(128, 128, 64, 3, 8),
+    _cfg(128, 128, 32, 4, 8),
+    _cfg(128, 64, 64, 4, 4),
+    _cfg(64, 128, 64, 4, 4),
+    _cfg(64, 64, 64, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+]
+FWD_DIRECT_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_stages=2, num_warps=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_stages=2, num_warps=4),
+    triton.Config({"BLOCK_M": 256, "BLOCK_N": 16}, num_stages=2, num_warps=8),
+]
+_INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
+_INTERP_DIRECT = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 8}, num_stages=1, num_warps=1)]
+
+
+def tuned(table, interp_table):
+    """The autotuner's config list: ``table`` on a GPU, one small config under the interpreter."""
+    return interp_table if INTERPRET else table
+
+
+def _prune_gemm(configs, named_args, **kwargs):
+    """Drop tiles far larger than the problem (Kg = K/groups columns, M rows); keep at least one."""
+    kg = named_args["K"] // named_args["groups"]
+    m = named_args["N"] * named_args["P"] * named_args["Q"]
+    keep = [c for c in configs
+            if c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(kg))
+            and c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(m))]
+    return keep or configs[:1]
+
+
+@triton.jit
+def _tile_ids(pid, num_m, num_n, GROUP_M: tl.constexpr):
+    """Grouped ordering of output tiles: GROUP_M row-tiles share each column-tile sweep (L2 reuse)."""
+    width = GROUP_M * num_n
+    group = pid // width
+    first_m = group * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % size_m
+    pid_n = (pid % width) // size_m
+    return pid_m, pid_n
+
+
+@triton.autotune(configs=tuned(FWD_DIRECT_CONFIGS, _INTERP_DIRECT), key=CONV_KEY)
+@triton.jit
+def conv2d_fwd_direct(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    N, C, H, W, K, R, S, P, Q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+    sxn, sxc, sxh, sxw, swk, swc, swr, sws, sb, syn, syk, syp, syq,
+    HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Direct conv: y[n, k, p, q] = b[k] + sum_{c, r, s} x[n, g(k)*Cg + c, h, w] * w[k, c, r, s].
+
+    Grid: (cdiv(N*P*Q, BLOCK_M), cdiv(K, BLOCK_N)); axis 0 = a tile of BLOCK_M output pixels
+    (flattened n, p, q), axis 1 = a tile of BLOCK_N output channels over all groups (each column's
+    group g(k) = k // (K/groups) picks its input channels). GROUPED=False (groups == 1) loads one
+    x value per pixel and broadcasts it over the channel tile (an outer-product FMA).
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if INT64:
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
+    Cg = C // groups
+    Kg = K // groups
+    M = N * P * Q
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    k_ok = offs_k < K
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    h0 = p * stride_h - pad_h
+    w0 = q * stride_w - pad_w
+    x_row = n * sxn
+    c_first = (offs_k // Kg) * Cg          # first input channel of each column's group
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for c in range(0, Cg):
+        for r in range(0, R):
+            h = h0 + r * dil_h
+            h_ok = m_ok & (h >= 0) & (h < H)
+            for s in range(0, S):
+                w = w0 + s * dil_w
+                pix_ok = h_ok & (w >= 0) & (w < W)
+                pix = x_row + h * sxh + w * sxw
+                wv = tl.load(w_ptr + offs_k * swk + c * swc + r * swr + s * sws, mask=k_ok, other=0.0)
+                if GROUPED:
+                    xv = tl.load(x_ptr + pix[:, None] + (c_first + c)[None, :] * sxc,
+                                 mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
+                    acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+                else:
+                    xv = tl.load(x_ptr + pix + c * sxc, mask=pix_ok, other=0.0)
+                    acc += xv.to(tl.float32)[:, None] * wv.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        bv = tl.load(b_ptr + offs_k * sb, mask=k_ok, other=0.0)
+        acc += bv.to(tl.float32)[None, :]
+    y_off = (n * syn + p * syp + q * syq)[:, None] + (offs_k * syk)[None, :]
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
+
+
+@triton.autotune(configs=tuned(FWD_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + ["PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_gemm})
+@triton.jit
+def conv2d_fwd_implicit_gemm(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    N, C, H, W, K, R, S, P, Q,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+    sxn, sxc, sxh, sxw, swk, swc, swr, sws, sb, syn, syk, syp, syq,
+    HAS_BIAS: tl.constexpr, IS_1X1: tl.constexpr, FLAT_K: tl.constexpr, INT64: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Implicit-GEMM conv: per group g, Y_g[M, Kg] = im2col(x)_g[M, L] @ W_g[L, Kg] (+ bias).
+
+    Grid: (cdiv(N*P*Q, BLOCK_M) * cdiv(K/groups, BLOCK_N), groups); axis 0 = one (row tile, column
+    tile) pair in grouped order (GROUP_M row tiles per column sweep), axis 1 = the group.
+    Rows m = (n, p, q) flattened; columns = output channels g*Kg .. g*Kg+Kg-1.
+    """
+    pid = tl.program_id(0)
+    grp = tl.program_id(1)
+    Cg = C // groups
+    Kg = K // groups
+    M = N * P * Q
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(Kg, BLOCK_N)
+    pid_m, pid_n = _tile_ids(pid, num_m, num_n, GROUP_M)
+    if INT64:
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
+        grp = grp.to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    n_ok = offs_n < Kg
+    k_glob = grp * Kg + offs_n
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    x_base = x_ptr + grp * Cg * sxc
+    w_col = w_ptr + k_glob * swk
+    ck = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if IS_1X1:
+        # 1x1, stride 1, pad 0: (h, w) = (p, q), every pixel in bounds; A is a plain strided load.
+        x_row = n * sxn + p * sxh + q * sxw
+        for c0 in range(0, Cg, BLOCK_K):
+            c = c0 + ck
+            c_ok = c < Cg
+            a = tl.load(x_base + x_row[:, None] + (c * sxc)[None, :],
+                        mask=m_ok[:, None] & c_ok[None, :], other=0.0)
+            b = tl.load(w_col[None, :] + (c * swc)[:, None], mask=c_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    elif FLAT_K:
+        # reduction index j = (c * R + r) * S + s, decoded per element (small C/groups)
+        h0 = p * stride_h - pad_h
+        w0 = q * stride_w - pad_w
+        x_row = n * sxn
+        RS = R * S
+        L = Cg * RS
+        for j0 in range(0, L, BLOCK_K):
+            j = j0 + ck
+            j_ok = j < L
+            c = j // RS
+            rs = j % RS
+            r = rs // S
+            s = rs % S
+            h = h0[:, None] + (r * dil_h)[None, :]
+            w = w0[:, None] + (s * dil_w)[None, :]
+            a_ok = m_ok[:, None] & j_ok[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            a = tl.load(x_base + x_row[:, None] + (c * sxc)[None, :] + h * sxh + w * sxw, mask=a_ok, other=0.0)
+            w_off = c * swc + r * swr + s * sws
+            b = tl.load(w_col[None, :] + w_off[:, None], mask=j_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    else:
+        # taps (r, s) outer, BLOCK_K channels inner: one flat loop so the pipeliner sees one loop
+        h0 = p * stride_h - pad_h
+        w0 = q * stride_w - pad_w
+        x_row = n * sxn
+        num_cb = tl.cdiv(Cg, BLOCK_K)
+        for it in range(0, R * S * num_cb):
+            rs = it // num_cb
+            c = (it - rs * num_cb) * BLOCK_K + ck
+            r = rs // S
+            s = rs - r * S
+            h = h0 + r * dil_h
+            w = w0 + s * dil_w
+            row_ok = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            c_ok = c < Cg
+            a = tl.load(x_base + (x_row + h * sxh + w * sxw)[:, None] + (c * sxc)[None, :],
+                        mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+            b = tl.load(w_col[None, :] + (c * swc + r * swr + s * sws)[:, None],
+                        mask=c_ok[:, None] & n_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        bv = tl.load(b_ptr + k_glob * sb, mask=n_ok, other=0.0)
+        acc += bv.to(tl.float32)[None, :]
+    y_off = (n * syn + p * syp + q * syq)[:, None] + (k_glob * syk)[None, :]
+    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+# ------------------------------------------------------------------------------------------------
+# compile-test cases (tests/test_triton_compile.py): every config of every table, per dtype
+# ------------------------------------------------------------------------------------------------
+def signature_for(fn, ptr_dtype: str, constexprs: dict, int64_args=()):
+    """Signature dict for triton.compile: pointers '*<ptr_dtype>', constexprs, other args i32."""
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + ptr_dtype
+        else:
+            sig[name] = "i64" if name in int64_args else "i32"
+    return sig
+
+
+def _opts(cfg):
+    return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+
+
+def compile_cases():
+    """(name, jit_fn, signature, constexprs, options, expect_wgmma) for every autotune config.
+
+    The implicit-GEMM table is built for fp16, bf16 and fp32-tf32 (tensor cores: wgmma expected),
+    fp32-ieee (FMA, no wgmma) and the FLAT_K / 1x1 / int64 specialisations in fp16.
+    """
+    gemm = conv2d_fwd_implicit_gemm.fn
+    for i, cfg in enumerate(FWD_GEMM_CONFIGS):
+        variants = [
+            ("fp16", "ieee", dict(IS_1X1=False, FLAT_K=False), True),
+            ("bf16", "ieee", dict(IS_1X1=False, FLAT_K=False), True),
+            ("fp32", "tf32", dict(IS_1X1=False, FLAT_K=False), True),
+            ("fp32", "ieee", dict(IS_1X1=False, FLAT_K=False), False),
+            ("fp16", "ieee", dict(IS_1X1=True, FLAT_K=False), True),
+            ("fp16", "ieee", dict(IS_1X1=False, FLAT_K=True), True),
+        ]
+        for dt, prec, spec, wgmma in variants:
+            ce = dict(HAS_BIAS=True, INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
+            tag = "1x1" if spec["IS_1X1"] else ("flat" if spec["FLAT_K"] else "taps")
+            yield (f"conv2d_fwd_implicit_gemm[{i}:{dt}:{prec}:{tag}]", gemm, signature_for(gemm, dt, ce), ce,
+                   _opts(cfg), wgmma)
+    ce = dict(HAS_BIAS=True, INT64=True, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **FWD_GEMM_CONFIGS[0].kwargs)
+    yield ("conv2d_fwd_implicit_gemm[0:fp16:int64]", gemm, signature_for(gemm, "fp16", ce), ce,
+           _opts(FWD_GEMM_CONFIGS[0]), True)
+    direct = conv2d_fwd_direct.fn
+    for i, cfg in enumerate(FWD_DIRECT_CONFIGS):
+        for dt, grouped in (("fp32", True), ("fp16", False), ("bf16", True)):
+            ce = dict(HAS_BIAS=True, GROUPED=grouped, INT64=False, **cfg.kwargs)
+            yield (f"conv2d_fwd_direct[{i}:{dt}:grouped={grouped}]", direct, signature_for(direct, dt, ce), ce,
+                   _opts(cfg), False)
