@@ -1,0 +1,22 @@
+// Elementwise activation kernels: ReLU forward and backward on contiguous arrays of any shape.
+// Specialisation: -DSCALAR_T=float|half_t|bf16_t. Flat indices are 64-bit.
+#include "scalar.cuh"
+
+// y = max(x, 0); NaN propagates (as numpy.maximum / torch.relu).
+// Grid: 1-D grid-stride loop, one thread per element.
+extern "C" __global__ void relu_fwd(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, long long total) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const float v = load(x, i);
+    store(y, i, v < 0.0f ? 0.0f : v);
+  }
+}
+
+// dx = dy where y > 0, else 0 (y is the forward output).
+// Grid: 1-D grid-stride loop, one thread per element.
+extern "C" __global__ void relu_bwd_mask(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
+                                         scalar_t* __restrict__ dx, long long total) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride)
+    store(dx, i, load(y, i) > 0.0f ? load(dy, i) : 0.0f);
+}
