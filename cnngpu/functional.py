@@ -83,7 +83,8 @@ def _check_vector(name: str, v, length: int, what: str, x=None):
     if v is None:
         return
     if tuple(v.shape) != (length,):
-        raise ValueError(f"{name} must have shape ({length},) ({what}), got {_shape(v)}")
+        where = f", x shape {_shape(x)}" if x is not None else ""
+        raise ValueError(f"{name} must have shape ({length},) ({what}{where}), got {_shape(v)}")
     if x is not None and not _param_dtype_ok(x, v):
         raise TypeError(f"{name} has dtype {dtype_name(v)}, x has dtype {dtype_name(x)}: parameters must "
                         f"match x (or be float32 for half-precision x)")
@@ -401,6 +402,8 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, *, backend: 
     _check_float(be, "x", x)
     _check_same_dtype("x", x, "dy", dy)
     C = int(x.shape[1])
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise TypeError(f"num_groups must be an int, got {num_groups!r}")
     if num_groups < 1 or C % num_groups != 0:
         raise ValueError(f"num_groups={num_groups} must be >= 1 and divide C={C} (x shape {_shape(x)})")
     return be.group_norm_backward(dy, x, num_groups, weight, mean, rstd)
@@ -462,21 +465,26 @@ def cross_entropy(logits, labels, *, backend: Optional[str] = None):
     be = _resolve(backend, logits, labels)
     _check_ndim("logits", logits, 2, "batch, classes")
     _check_float(be, "logits", logits)
-    if labels.ndim != 1 or int(labels.shape[0]) != int(logits.shape[0]):
-        raise ValueError(f"labels must have shape ({int(logits.shape[0])},) to match logits {_shape(logits)}, "
+    _check_labels(labels, logits, "logits")
+    return be.cross_entropy_forward(logits, labels)
+
+
+def _check_labels(labels, ref, ref_name: str):
+    """labels: (M,) integers in [0, classes) for ref (M, classes)."""
+    if labels.ndim != 1 or int(labels.shape[0]) != int(ref.shape[0]):
+        raise ValueError(f"labels must have shape ({int(ref.shape[0])},) to match {ref_name} {_shape(ref)}, "
                          f"got {_shape(labels)}")
     if not dtype_name(labels).startswith(("int", "uint")):
         raise TypeError(f"labels must be an integer array, got dtype {dtype_name(labels)}")
     lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= int(logits.shape[1]):
-        raise ValueError(f"labels must lie in [0, {int(logits.shape[1])}), got values in [{lo}, {hi}]")
-    return be.cross_entropy_forward(logits, labels)
+    if lo < 0 or hi >= int(ref.shape[1]):
+        raise ValueError(f"labels must lie in [0, {int(ref.shape[1])}), got values in [{lo}, {hi}]")
 
 
 def cross_entropy_backward(probs, labels, dloss: float = 1.0, *, backend: Optional[str] = None):
     """Gradient of the mean cross-entropy w.r.t. logits: dloss * (probs - onehot(labels)) / M."""
     be = _resolve(backend, probs, labels)
     _check_ndim("probs", probs, 2, "batch, classes")
-    if labels.ndim != 1 or int(labels.shape[0]) != int(probs.shape[0]):
-        raise ValueError(f"labels must have shape ({int(probs.shape[0])},), got {_shape(labels)}")
+    _check_float(be, "probs", probs)
+    _check_labels(labels, probs, "probs")
     return be.cross_entropy_backward(probs, labels, float(dloss))
