@@ -1,0 +1,205 @@
+// conv2d forward: y = conv(x, w) + b, y (N, K, P, Q) contiguous NCHW.
+//
+// Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
+//   SCALAR_T  float | f16_t | bf16_t   storage type of x, w, b, y (fp32 accumulation always)
+//   VEC       1, or 16 bytes / sizeof(SCALAR_T): elements per global load in the implicit GEMM
+//             (the launcher uses VEC > 1 only when C/groups is a multiple of it)
+//
+// Entry points:
+//   conv2d_fwd_direct_4ch / _1ch   direct convolution, input halo tile per channel in shared
+//                                  memory, 4 (or 1) output channels per thread; any x strides.
+//   conv2d_fwd_implicit_gemm       implicit GEMM (M = N*P*Q pixels, N = K/groups, reduction
+//                                  R*S*C/groups) on x in NHWC and w in (K, R, S, C/groups), both
+//                                  contiguous (the launcher makes them so); bias fused.
+// Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw); ph, pw are the
+// begin paddings and P, Q the output sizes from ConvGeometry (end padding is implied).
+#include "conv2d_igemm.cuh"
+
+#ifndef SCALAR_T
+#define SCALAR_T float
+#endif
+#ifndef VEC
+#define VEC 1
+#endif
+
+typedef SCALAR_T T;
+typedef IgemmCfg<T>::raw RAW;
+
+#define DIRECT_TILE 16  // output tile of the direct kernel: 16 x 16 pixels, one per thread
+
+// ------------------------------------------------------------------------------------------------
+// Direct convolution.
+// Grid: x = output tiles of 16 x 16 pixels (tile_q fastest), y = groups * ceil(Kg / KB) (group
+// major), z = batch n. Block: 256 threads; thread (ty, tx) = (tid / 16, tid % 16) owns output pixel
+// (p0 + ty, q0 + tx) for KB consecutive output channels of the group.
+// Dynamic shared memory: float[IH * IW] input tile (with halo, zero-padded) + float[KB * R * S].
+// ------------------------------------------------------------------------------------------------
+template <int KB>
+__device__ __forceinline__ void conv2d_fwd_direct_impl(
+    const T* __restrict__ x, long long sxn, long long sxc, long long sxh, long long sxw,
+    const T* __restrict__ w, const T* __restrict__ bias, int has_bias, T* __restrict__ y,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    extern __shared__ float direct_smem[];
+    const int Cg = C / G, Kg = K / G, RS = R * S;
+    const int tid = threadIdx.x, ty = tid / DIRECT_TILE, tx = tid % DIRECT_TILE;
+    const int tiles_q = ceil_div(Q, DIRECT_TILE);
+    const int tp = blockIdx.x / tiles_q, tq = blockIdx.x - tp * tiles_q;
+    const int p0 = tp * DIRECT_TILE, q0 = tq * DIRECT_TILE;
+    const int kblocks = ceil_div(Kg, KB);
+    const int g = blockIdx.y / kblocks, kb0 = (blockIdx.y - g * kblocks) * KB;
+    const int n = blockIdx.z;
+    const int IH = (DIRECT_TILE - 1) * sh + (R - 1) * dh + 1;
+    const int IW = (DIRECT_TILE - 1) * sw + (S - 1) * dw + 1;
+    const int hbase = p0 * sh - ph, wbase = q0 * sw - pw;
+    float* tile = direct_smem;
+    float* wt = direct_smem + IH * IW;
+    const int p = p0 + ty, q = q0 + tx;
+    const bool active = p < P && q < Q;
+
+    float acc[KB];
+#pragma unroll
+    for (int kk = 0; kk < KB; ++kk) acc[kk] = 0.0f;
+
+    const T* xn = x + (long long)n * sxn;
+    for (int c = 0; c < Cg; ++c) {
+        const T* xc = xn + (long long)(g * Cg + c) * sxc;
+        for (int i = tid; i < IH * IW; i += blockDim.x) {
+            const int ih = i / IW, iw = i - ih * IW;
+            const int h = hbase + ih, ww = wbase + iw;
+            tile[i] = ((unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W)
+                          ? load_float(xc + (long long)h * sxh + (long long)ww * sxw) : 0.0f;
+        }
+        for (int i = tid; i < KB * RS; i += blockDim.x) {
+            const int kk = i / RS, rs = i - kk * RS, k = kb0 + kk;
+            wt[i] = k < Kg ? load_float(w + ((long long)(g * Kg + k) * Cg + c) * RS + rs) : 0.0f;
+        }
+        __syncthreads();
+        if (active) {
+            const float* tp_ = tile + ty * sh * IW + tx * sw;
+            for (int r = 0; r < R; ++r)
+                for (int s = 0; s < S; ++s) {
+                    const float v = tp_[r * dh * IW + s * dw];
+#pragma unroll
+                    for (int kk = 0; kk < KB; ++kk) acc[kk] = fmaf(v, wt[kk * RS + r * S + s], acc[kk]);
+                }
+        }
+        __syncthreads();
+    }
+    if (!active) return;
+#pragma unroll
+    for (int kk = 0; kk < KB; ++kk) {
+        const int k = kb0 + kk;
+        if (k >= Kg) break;
+        const int kg = g * Kg + k;
+        float v = acc[kk];
+        if (has_bias) v += load_float(bias + kg);
+        y[(((long long)n * K + kg) * P + p) * Q + q] = from_float<T>(v);
+    }
+}
+
+#define DIRECT_PARAMS                                                                          \
+    const T *__restrict__ x, long long sxn, long long sxc, long long sxh, long long sxw,       \
+        const T *__restrict__ w, const T *__restrict__ bias, int has_bias, T *__restrict__ y, \
+        int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh, int sw, int ph, \
+        int pw, int dh, int dw, int G
+#define DIRECT_ARGS x, sxn, sxc, sxh, sxw, w, bias, has_bias, y, N, C, H, W, K, R, S, P, Q, sh, sw, \
+                    ph, pw, dh, dw, G
+
+extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_direct_4ch(DIRECT_PARAMS) {
+    conv2d_fwd_direct_impl<4>(DIRECT_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_direct_1ch(DIRECT_PARAMS) {
+    conv2d_fwd_direct_impl<1>(DIRECT_ARGS);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Implicit GEMM operands. A[m][kidx] = x_nhwc[n][h][w][g*Cg + c] with m = (n, p, q) and
+// kidx = (r*S + s)*Cg + c; B[k][kidx] = w_krsc[g*Kg + k][kidx] (contiguous along kidx).
+// ------------------------------------------------------------------------------------------------
+struct FwdOpA {
+    const RAW* ptr;
+    const long long* s_nb;  // per tile row: n*H*W*C + g*Cg, or -1 past the last pixel
+    const int* s_h0;        // p*sh - ph
+    const int* s_w0;        // q*sw - pw
+    int H, W, C, Cg, S, dh, dw, Kred;
+    struct RS { long long nb; int h0, w0; };
+    struct KS { int c, rr, ss; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const { return RS{s_nb[row], s_h0[row], s_w0[row]}; }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        KS k;
+        k.ok = kidx < Kred;
+        const int rs = kidx / Cg, r = rs / S;
+        k.c = kidx - rs * Cg;
+        k.rr = r * dh;
+        k.ss = (rs - r * S) * dw;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
+        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = r.nb + ((long long)h * W + w) * C + k.c;
+        return true;
+    }
+};
+
+struct FwdOpB {
+    const RAW* ptr;
+    int n0, Kg, g, Kred;
+    struct RS { long long base; bool ok; };
+    struct KS { int kidx; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int k = n0 + row;
+        return RS{(long long)(g * Kg + k) * Kred, k < Kg};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const { return KS{kidx, kidx < Kred}; }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = r.base + k.kidx;
+        return true;
+    }
+};
+
+struct FwdEpilogue {
+    T* y;
+    const T* bias;
+    int has_bias, m0, n0, M, PQ, K, Kg, g;
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int m = m0 + row, k = n0 + col;
+        if (m >= M || k >= Kg) return;
+        const int kg = g * Kg + k, n = m / PQ, pq = m - n * PQ;
+        if (has_bias) v += load_float(bias + kg);
+        y[((long long)n * K + kg) * PQ + pq] = from_float<T>(v);
+    }
+};
+
+// Grid: x = tiles of 128 output pixels m = (n, p, q) of the N*P*Q, y = tiles of 64 output
+// channels within the group, z = group. Block: 256 threads (see conv2d_igemm.cuh).
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gemm(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    __shared__ long long s_nb[IG_BM];
+    __shared__ int s_h0[IG_BM], s_w0[IG_BM];
+    const int g = blockIdx.z, m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * IG_BN;
+    const int Cg = C / G, Kg = K / G, PQ = P * Q, M = N * PQ, Kred = R * S * Cg;
+    for (int row = threadIdx.x; row < IG_BM; row += IG_THREADS) {
+        const int m = m0 + row;
+        if (m < M) {
+            const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
+            s_nb[row] = (long long)n * H * W * C + (long long)g * Cg;
+            s_h0[row] = p * sh - ph;
+            s_w0[row] = q * sw - pw;
+        } else {
+            s_nb[row] = -1;
+            s_h0[row] = 0;
+            s_w0[row] = 0;
+        }
+    }
+    __syncthreads();
+    const FwdOpA a{x_nhwc, s_nb, s_h0, s_w0, H, W, C, Cg, S, dh, dw, Kred};
+    const FwdOpB b{w_krsc, n0, Kg, g, Kred};
+    const FwdEpilogue ep{y, bias, has_bias, m0, n0, M, PQ, K, Kg, g};
+    igemm_tile<T, VEC, true, true>(a, b, ep, 0, ceil_div(Kred, IgemmCfg<T>::BK));
+}
