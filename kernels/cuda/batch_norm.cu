@@ -9,7 +9,7 @@
 // Channel c's values are j in [0, M), M = N*HW, at offset (j / HW * C + c) * HW + j % HW; a
 // chunk is a contiguous range of j, so each block reads runs of HW contiguous elements.
 // Parameters, statistics and partials are float32 (weight/bias given as float32 by the
-// launcher, ones/zeros when absent). Specialisation: -DSCALAR_T=float|half_t|bf16_t.
+// launcher, ones/zeros when absent). Specialisation: -DSCALAR_T=float|f16_t|bf16_t.
 #include "scalar.cuh"
 #include "reduce.cuh"
 
@@ -145,8 +145,8 @@ extern "C" __global__ void batch_norm_bwd_finalize_sums(
     sg += part_g[(long long)c * B + b];
     sgx += part_gx[(long long)c * B + b];
   }
-  sg = warp_sum(sg);
-  sgx = warp_sum(sgx);
+  sg = warp_reduce_sum(sg);
+  sgx = warp_reduce_sum(sgx);
   if (lane == 0) {
     dbias[c] = sg;
     dweight[c] = sgx * invstd[c];

@@ -3,7 +3,7 @@
 // Forward: per row, m = max, s = sum exp(x - m), probs = exp(x - m) / s and
 // row_loss = log(s) - (x[label] - m) (stable: every exponent is <= 0); then one block averages the
 // row losses. Backward: dlogits = dloss / M * (probs - onehot(label)). Labels are int64.
-// Specialisation: -DSCALAR_T=float|half_t|bf16_t. Offsets are 64-bit.
+// Specialisation: -DSCALAR_T=float|f16_t|bf16_t. Offsets are 64-bit.
 #include "scalar.cuh"
 #include "reduce.cuh"
 

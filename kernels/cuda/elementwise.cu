@@ -1,5 +1,5 @@
 // Elementwise activation kernels: ReLU forward and backward on contiguous arrays of any shape.
-// Specialisation: -DSCALAR_T=float|half_t|bf16_t. Flat indices are 64-bit.
+// Specialisation: -DSCALAR_T=float|f16_t|bf16_t. Flat indices are 64-bit.
 #include "scalar.cuh"
 
 // y = max(x, 0); NaN propagates (as numpy.maximum / torch.relu).

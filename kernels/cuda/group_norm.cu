@@ -9,7 +9,7 @@
 //   3. per c: dweight = sum_n rstd*dsx, dbias = sum_n db                    (only with weight)
 //   4. dx = rstd*w*dy - coef_a - (x - mean)*coef_b                          (elementwise)
 // which is dx = rstd * (gw - mean(gw) - xhat*mean(gw*xhat)) over the group, gw = dy*w.
-// weight/bias are float32 (ones/zeros when absent). Specialisation: -DSCALAR_T=float|half_t|
+// weight/bias are float32 (ones/zeros when absent). Specialisation: -DSCALAR_T=float|f16_t|
 // bf16_t. Offsets are 64-bit.
 #include "scalar.cuh"
 #include "reduce.cuh"
@@ -61,8 +61,8 @@ extern "C" __global__ void group_norm_bwd_plane_sums(
     a += g * (load(x, base + k) - mu);
     b += g;
   }
-  a = warp_sum(a);
-  b = warp_sum(b);
+  a = warp_reduce_sum(a);
+  b = warp_reduce_sum(b);
   if (lane == 0) {
     dsx[plane] = a;
     db[plane] = b;

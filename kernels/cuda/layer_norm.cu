@@ -3,7 +3,7 @@
 // Row kernels give each row a warp (blockDim = (32, rows per block)) or a whole block
 // (blockDim = (threads, 1)); reductions use warp shuffles (+ shared memory across warps). Row
 // statistics are two-pass (mean, then mean squared deviation) in float32. weight/bias are float32
-// (ones/zeros when absent, supplied by the launcher). Specialisation: -DSCALAR_T=float|half_t|
+// (ones/zeros when absent, supplied by the launcher). Specialisation: -DSCALAR_T=float|f16_t|
 // bf16_t. Row offsets are 64-bit (M*D may pass 2^31).
 #include "scalar.cuh"
 #include "reduce.cuh"

@@ -1,6 +1,6 @@
 // Linear layer helpers around the cuBLAS GEMMs (done by cupy.matmul in the launcher): bias add
 // on the (M, out) GEMM result and the bias gradient (column sums of dy over the M rows).
-// Specialisation: -DSCALAR_T=float|half_t|bf16_t. Offsets are 64-bit.
+// Specialisation: -DSCALAR_T=float|f16_t|bf16_t. Offsets are 64-bit.
 #include "scalar.cuh"
 
 // y[row, j] += bias[j] in place (float arithmetic, one rounding).

@@ -2,7 +2,7 @@
 //
 // Window of output (p, q): rows p*sh - ph + r*dh (r < kh), cols q*sw - pw + s*dw (s < kw).
 // Backward passes are gathers (one thread per input pixel, no atomics): each pixel visits only
-// the windows that can contain it. Specialisation: -DSCALAR_T=float|half_t|bf16_t.
+// the windows that can contain it. Specialisation: -DSCALAR_T=float|f16_t|bf16_t.
 // Flat indices and plane offsets are 64-bit: N*C*H*W may pass 2^31.
 #include "scalar.cuh"
 

@@ -5,23 +5,13 @@
 // block size must be a multiple of 32 and at most 1024, and `smem` must hold 32 floats (block_sum,
 // block_max) or 3 * 32 floats (block_welford). Results are returned to every thread.
 #pragma once
+#include "common.cuh"
 
 #define FULL_MASK 0xffffffffu
 #define NEG_INF_F __int_as_float((int)0xff800000u)
 
-// ---- plain sums / maxima ---------------------------------------------------------------------
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
-  return v;
-}
-
+// ---- sums / maxima over 1-D or 2-D blocks (warp_reduce_sum/_max come from common.cuh) --------
+// Thread index and warp count for 1-D or 2-D blocks (common.cuh's block_reduce_sum is 1-D only).
 __device__ __forceinline__ int flat_thread_id() { return threadIdx.x + threadIdx.y * blockDim.x; }
 
 __device__ __forceinline__ int warps_per_block() { return (blockDim.x * blockDim.y) >> 5; }
@@ -30,32 +20,32 @@ __device__ __forceinline__ int warps_per_block() { return (blockDim.x * blockDim
 // every warp re-reduces the (at most 32) parked totals so all threads hold the block total.
 __device__ __forceinline__ float block_sum(float v, float* smem) {
   const int tid = flat_thread_id(), lane = tid & 31, warp = tid >> 5;
-  v = warp_sum(v);
+  v = warp_reduce_sum(v);
   __syncthreads();                      // smem may still be read by a previous call
   if (lane == 0) smem[warp] = v;
   __syncthreads();
   v = lane < warps_per_block() ? smem[lane] : 0.0f;
-  return warp_sum(v);
+  return warp_reduce_sum(v);
 }
 
 __device__ __forceinline__ float block_max(float v, float* smem) {
   const int tid = flat_thread_id(), lane = tid & 31, warp = tid >> 5;
-  v = warp_max(v);
+  v = warp_reduce_max(v);
   __syncthreads();
   if (lane == 0) smem[warp] = v;
   __syncthreads();
   v = lane < warps_per_block() ? smem[lane] : NEG_INF_F;
-  return warp_max(v);
+  return warp_reduce_max(v);
 }
 
 // Row reductions for kernels that give each row either one warp (blockDim.x == 32, blockDim.y
 // rows per block) or the whole block (blockDim.y == 1). The branch is uniform over the block.
 __device__ __forceinline__ float row_sum(float v, float* smem) {
-  return blockDim.x == 32 ? warp_sum(v) : block_sum(v, smem);
+  return blockDim.x == 32 ? warp_reduce_sum(v) : block_sum(v, smem);
 }
 
 __device__ __forceinline__ float row_max(float v, float* smem) {
-  return blockDim.x == 32 ? warp_max(v) : block_max(v, smem);
+  return blockDim.x == 32 ? warp_reduce_max(v) : block_max(v, smem);
 }
 
 // ---- Welford / Chan statistics ---------------------------------------------------------------

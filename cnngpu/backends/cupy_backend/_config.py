@@ -1,0 +1,115 @@
+"""Launch configurations of the cupy backend's non-conv kernels, as pure functions of the problem
+size (and the device's SM count where occupancy matters), so they can be unit-tested without a GPU.
+
+Every function returns plain ints/tuples: grids and blocks in CUDA order (x, y, z), chunk sizes,
+workspace lengths in float32 elements. Limits respected everywhere: gridDim.x < 2**31,
+gridDim.y <= 65535, block size a multiple of 32 and <= 1024.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+from ...geometry import ceil_div
+
+BLOCK = 256                 # threads per block of the 1-D kernels
+GRID_X_MAX = 2 ** 31 - 1
+GRID_Y_MAX = 65535
+WARPS_PER_BLOCK = BLOCK // 32
+MAX_BLOCK_COUNT = 2 ** 22   # elements per block-partial: float counts stay exact (< 2**24)
+
+
+def elementwise_grid(total: int, block: int = BLOCK, max_blocks: int = 65535 * 32) -> Tuple[int]:
+    """1-D grid for a grid-stride loop over ``total`` elements: one element per thread up to
+    ``max_blocks`` blocks, beyond that each thread loops."""
+    if total < 1:
+        raise ValueError(f"total must be >= 1, got {total}")
+    return (min(ceil_div(total, block), max_blocks),)
+
+
+def warp_per_item_grid(items: int, block: int = BLOCK) -> Tuple[int]:
+    """Grid giving each of ``items`` (channels, planes) one warp of a ``block``-thread block."""
+    return (ceil_div(items, block // 32),)
+
+
+def thread_per_item_grid(items: int, block: int = BLOCK) -> Tuple[int]:
+    """Grid giving each of ``items`` one thread."""
+    return (ceil_div(items, block),)
+
+
+def bn_partition(C: int, M: int, num_sms: int, block: int = BLOCK, min_per_thread: int = 4,
+                 blocks_per_sm: int = 4) -> Tuple[int, int]:
+    """Split each channel's M = N*H*W values into B contiguous chunks, one block each.
+
+    Returns (B, chunk) with B * chunk >= M > (B - 1) * chunk (no empty block). Aims at
+    ``blocks_per_sm * num_sms`` blocks over all C channels, but gives a block at least
+    ``block * min_per_thread`` values; more than one block per channel whenever C is small next to
+    the SM count and M is large enough. B <= 65535 (gridDim.y); chunk <= 2**22 (exact float counts).
+    """
+    if C < 1 or M < 1 or num_sms < 1:
+        raise ValueError(f"C, M and num_sms must be >= 1, got {C}, {M}, {num_sms}")
+    target = ceil_div(blocks_per_sm * num_sms, C)
+    most_useful = ceil_div(M, block * min_per_thread)
+    B = max(1, min(target, most_useful, GRID_Y_MAX))
+    B = max(B, ceil_div(M, MAX_BLOCK_COUNT))
+    if B > GRID_Y_MAX:
+        raise ValueError(f"batch_norm: {M} values per channel is more than this kernel handles")
+    chunk = ceil_div(M, B)
+    return ceil_div(M, chunk), chunk
+
+
+def bn_workspace(C: int, B: int, training_forward: bool) -> int:
+    """float32 elements of the per-(channel, chunk) partials: 3 arrays (count, mean, M2) for the
+    training forward, 2 (sum g, sum g*(x-mean)) for the backward."""
+    return (3 if training_forward else 2) * C * B
+
+
+def row_launch(M: int, D: int, max_grid: int = 65535) -> Tuple[Tuple[int, int, int], Tuple[int]]:
+    """(block, grid) for the row kernels (layer norm, softmax cross-entropy) over M rows of D.
+
+    D <= 1024: a warp per row, 8 rows per 256-thread block. Larger rows: one block per row with
+    enough threads that each handles about 8 values (64..1024, a power of two). Rows beyond
+    ``max_grid * rows_per_block`` are covered by the kernels' block-stride loop.
+    """
+    if M < 1 or D < 1:
+        raise ValueError(f"M and D must be >= 1, got {M}, {D}")
+    if D <= 1024:
+        block = (32, BLOCK // 32, 1)
+    else:
+        tx = 64
+        while tx < 1024 and tx * 8 < D:
+            tx *= 2
+        block = (tx, 1, 1)
+    return block, (min(ceil_div(M, block[1]), max_grid),)
+
+
+def column_partition(M: int, D: int, num_sms: int, min_rows: int = 32,
+                     blocks_per_sm: int = 4) -> Tuple[Tuple[int, int, int], int]:
+    """Grid and rows per chunk of the column-sum kernels ((32, 8) blocks over a (M, D) array):
+    grid (ceil(D / 32), G), each block summing ``rows`` consecutive rows of 32 columns.
+    G (<= 1024) is the number of float32 partial rows the finalize kernel adds up."""
+    if M < 1 or D < 1 or num_sms < 1:
+        raise ValueError(f"M, D and num_sms must be >= 1, got {M}, {D}, {num_sms}")
+    tiles = ceil_div(D, 32)
+    G = max(1, min(ceil_div(M, min_rows), ceil_div(blocks_per_sm * num_sms, tiles), 1024))
+    rows = ceil_div(M, G)
+    G = ceil_div(M, rows)
+    return (tiles, G, 1), rows
+
+
+def group_norm_threads(L: int) -> int:
+    """Threads of the one-block-per-group forward kernel: about 4 values per thread, 32..512."""
+    t = 32
+    while t < 512 and t * 4 < L:
+        t *= 2
+    return t
+
+
+SCALAR_T = {"float32": "float", "float16": "f16_t", "bfloat16": "bf16_t"}
+
+
+def scalar_define(dtype_name: str) -> dict:
+    """The -D defines that specialise a kernel file for tensors of ``dtype_name``."""
+    try:
+        return {"SCALAR_T": SCALAR_T[dtype_name]}
+    except KeyError:
+        raise TypeError(f"the cupy kernels take float32, float16 or bfloat16, got {dtype_name}") from None

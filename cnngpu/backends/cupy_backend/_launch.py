@@ -1,0 +1,66 @@
+"""Launch plumbing shared by the cupy backend's non-conv op modules (pool, norm, basic): kernel
+lookup by (file, entry point, dtype), scalar argument packing, contiguity, float32 parameters.
+
+Kept apart from the pure configuration functions (_config.py) and from the op modules so that a
+CPU test can substitute the device pieces (``cupy``, ``get_function``, ``sm_count``) in one place.
+"""
+from __future__ import annotations
+
+import functools
+
+import cupy
+import numpy as np
+
+from ...functional import dtype_name
+from . import _module
+from ._common import launched
+from ._config import scalar_define
+
+
+def i32(v) -> np.int32:
+    """An int kernel argument (checked to fit)."""
+    v = int(v)
+    if not -2 ** 31 <= v < 2 ** 31:
+        raise ValueError(f"value {v} does not fit the kernel's 32-bit int argument")
+    return np.int32(v)
+
+
+def i64(v) -> np.int64:
+    return np.int64(int(v))
+
+
+def f32(v) -> np.float32:
+    return np.float32(v)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_id: int) -> int:
+    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
+def sm_count() -> int:
+    """Streaming multiprocessors of the current device (cached per device)."""
+    return _sm_count(cupy.cuda.Device().id)
+
+
+def run(fname: str, func: str, dtype: str, grid, block, args, shared_mem: int = 0) -> None:
+    """Launch entry point ``func`` of kernels/cuda/``fname`` specialised for ``dtype`` and record it."""
+    kern = _module.get_function(fname, func, scalar_define(dtype))
+    kern(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=shared_mem)
+    launched(func)
+
+
+def contiguous(x):
+    """x as a C-contiguous cupy array (no copy when it already is one)."""
+    return cupy.ascontiguousarray(x)
+
+
+def float_param(p, n: int, fill: float):
+    """A parameter vector as contiguous float32 (a copy only when needed), or ``fill`` x n when None."""
+    if p is None:
+        return cupy.full((n,), fill, dtype=cupy.float32)
+    return cupy.ascontiguousarray(p.reshape(-1), dtype=cupy.float32)
+
+
+def dtype_of(x) -> str:
+    return dtype_name(x)
