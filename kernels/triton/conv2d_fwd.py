@@ -74,6 +74,14 @@ def _prune_gemm(configs, named_args, **kwargs):
 
 
 @triton.jit
+def _flat_extent(N, per_image, INT64: tl.constexpr):
+    """N * per_image (a flattened GEMM extent such as N*P*Q), in int64 when INT64 so it cannot wrap."""
+    if INT64:
+        return tl.cast(N, tl.int64) * per_image
+    return N * per_image
+
+
+@triton.jit
 def _tile_ids(pid, num_m, num_n, GROUP_M: tl.constexpr):
     """Grouped ordering of output tiles: GROUP_M row-tiles share each column-tile sweep (L2 reuse)."""
     width = GROUP_M * num_n
@@ -109,7 +117,7 @@ def conv2d_fwd_direct(
         pid_n = pid_n.to(tl.int64)
     Cg = C // groups
     Kg = K // groups
-    M = N * P * Q
+    M = _flat_extent(N, P * Q, INT64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
@@ -168,7 +176,7 @@ def conv2d_fwd_implicit_gemm(
     grp = tl.program_id(1)
     Cg = C // groups
     Kg = K // groups
-    M = N * P * Q
+    M = _flat_extent(N, P * Q, INT64)
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(Kg, BLOCK_N)
     pid_m, pid_n = _tile_ids(pid, num_m, num_n, GROUP_M)
