@@ -1,0 +1,10 @@
+"""Benchmarks for cnngpu (not part of the test suite: ``testpaths = tests``).
+
+- ``bench/shapes.py``: the shape lists (ResNet-50 layers, LeNet-5, CIFAR-10) with analytic FLOPs
+  and minimum bytes per op.
+- ``bench/cases.py``: one runnable case per (op, shape, provider, dtype).
+- ``bench/timing.py``: CUDA-event / CPU timers and the ceiling measurements.
+- ``bench/test_bench_*.py``: pytest-benchmark suites (``python -m pytest bench``).
+- ``python -m bench.gpu_report``: the one-call GPU report (see bench/results/README.md).
+"""
+from . import _kernels_alias  # noqa: F401  (cnngpu.kernels importable from a plain checkout)
