@@ -1,0 +1,150 @@
+"""The main-job demo: ``python -m cnngpu demo`` trains LeNet on the shipped digits to >= 95%
+held-out accuracy, writes its figures, and validates its options (numpy backend, ~10 s CPU)."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cnngpu import backends
+from cnngpu.__main__ import main
+from cnngpu.demo import TARGET_ACCURACY, _Progress, load_digits, run_demo, split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_ok(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head == PNG_MAGIC and os.path.getsize(path) > 1000
+
+
+def test_cli_demo_reaches_target_and_writes_figures(tmp_path):
+    """The real command, default settings, as a user runs it (exit 0 means >= 95%)."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "figs"
+    proc = subprocess.run([sys.executable, "-m", "cnngpu", "demo", "--backend", "numpy", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    assert "epoch  1/8" in text and "epoch  8/8" in text
+    assert "per-layer time per training batch" in text
+    for layer in ("Conv2d", "BatchNorm2d", "MaxPool2d", "Linear"):
+        assert layer in text
+    final = [ln for ln in text.splitlines() if ln.startswith("held-out accuracy")]
+    assert final, text
+    acc = float(final[-1].split()[2])
+    assert acc >= TARGET_ACCURACY, text
+    for name in ("first_layer_filters.png", "loss_curve.png"):
+        assert _png_ok(str(out / name)), name
+
+
+def test_run_demo_result_fields(tmp_path):
+    """In-process: a 3-epoch run still learns (accuracy asserted), figures written, per-layer times."""
+    pytest.importorskip("matplotlib")
+    res = run_demo("numpy", epochs=3, seed=1, out=str(tmp_path), progress=False, verbose=False)
+    assert res.backend == "numpy" and res.dtype == "float32"
+    assert len(res.epochs) == 3
+    assert res.test_accuracy >= 0.90  # 3 epochs reach ~0.95 (0.947 with seed 1); a broken net stays ~0.1
+    assert res.epochs[-1]["loss"] < res.epochs[0]["loss"]
+    assert len(res.step_losses) == 3 * int(np.ceil(1438 / 32))
+    assert np.all(np.isfinite(res.step_losses))
+    names = [r["layer"] for r in res.layer_times]
+    assert names == ["Conv2d", "BatchNorm2d", "MaxPool2d", "Conv2d", "BatchNorm2d", "MaxPool2d", "Flatten",
+                     "Linear", "ReLU", "Linear"]
+    assert all(r["fwd_ms"] > 0 and r["bwd_ms"] > 0 for r in res.layer_times)
+    assert res.layer_times[0]["shape"] == (32, 6, 16, 16)
+    assert set(res.figures) == {"filters", "loss_curve"}
+    assert all(_png_ok(p) for p in res.figures.values())
+
+
+def test_cli_exits_1_below_target(tmp_path, capsys):
+    """A run that cannot reach 95% (one epoch at a tiny learning rate) fails the command."""
+    rc = main(["demo", "--backend", "numpy", "--epochs", "1", "--lr", "1e-4", "--quiet", "--out", str(tmp_path)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "below the 95% target" in err
+
+
+def test_cli_backend_and_dtype_validation(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--backend", "torchscript"])
+    assert e.value.code == 2
+    assert "invalid choice: 'torchscript'" in capsys.readouterr().err
+    # numpy has no bfloat16: a clear message and exit status 2, before any training
+    assert main(["demo", "--backend", "numpy", "--dtype", "bfloat16", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bfloat16" in err and "numpy" in err
+    with pytest.raises(SystemExit):
+        main(["demo", "--epochs", "0"])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    if not backends.is_available("cupy"):
+        assert main(["demo", "--backend", "cupy", "--out", str(tmp_path)]) == 2
+        assert "cannot run here" in capsys.readouterr().err
+
+
+def test_cli_info(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "numpy" in text and "available" in text and "default backend:" in text
+
+
+def test_plain_progress_bar_without_tqdm(monkeypatch):
+    """Without tqdm the demo draws its own bar on a terminal."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    s = Tty()
+    bar = _Progress(4, "epoch 1/1", enabled=True, stream=s)
+    assert bar.plain and bar.bar is None
+    for _ in range(4):
+        bar.update(0.5)
+    bar.close()
+    assert "4/4" in s.getvalue() and "#" * _Progress.WIDTH in s.getvalue()
+    quiet = io.StringIO()  # not a terminal: nothing drawn
+    bar = _Progress(4, "x", enabled=True, stream=quiet)
+    bar.update(0.5)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+def test_shipped_digits_are_sklearn_digits():
+    images, labels = load_digits(upsample=1)
+    assert images.shape == (1797, 1, 8, 8) and labels.shape == (1797,)
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert np.array_equal(np.bincount(labels), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    up, _ = load_digits()
+    assert up.shape == (1797, 1, 16, 16) and np.array_equal(up[:, :, ::2, ::2], images)
+    tr, te = split(1797)
+    assert len(te) == 359 and len(np.intersect1d(tr, te)) == 0 and len(tr) + len(te) == 1797
+    sk = pytest.importorskip("sklearn.datasets")
+    ref = sk.load_digits()
+    assert np.array_equal(images[:, 0] * 16, ref.images) and np.array_equal(labels, ref.target)
+
+
+def test_pyproject_ships_data_and_script():
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        cfg = tomllib.load(f)
+    assert cfg["project"]["scripts"]["cnngpu"] == "cnngpu.__main__:main"
+    assert "data/*.npz" in cfg["tool"]["setuptools"]["package-data"]["cnngpu"]
+    assert os.path.isfile(os.path.join(ROOT, "cnngpu", "data", "digits.npz"))
+
+
+def test_console_script_runs():
+    """The installed ``cnngpu`` entry point (pyproject [project.scripts]) reaches the same main()."""
+    import shutil
+    exe = shutil.which("cnngpu") or os.path.join(os.path.dirname(sys.executable), "cnngpu")
+    if not os.path.isfile(exe):
+        pytest.skip("the cnngpu script is not installed in this environment (pip install -e .)")
+    proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "default backend:" in proc.stdout, proc.stderr
