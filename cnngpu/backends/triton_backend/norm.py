@@ -1,0 +1,354 @@
+"""Triton launchers for batch norm (+ fused ReLU), layer norm and group norm.
+
+Kernels: ``cnngpu.kernels.triton.batch_norm`` / ``layer_norm`` / ``group_norm``. Statistics are
+float32 tensors; arithmetic is float32 for every input dtype; parameters may be float32 for half x.
+
+Layouts: batch and group norm read x, dy, y through (n, c, l) strides, so contiguous NCHW,
+channels-last and channel/batch slices need no copy; a tensor whose H and W cannot be merged into
+one strided axis (e.g. a slice along W) is copied with ``.contiguous()`` first. Their outputs keep
+x's memory format (channels-last in, channels-last out). Layer norm views x as (M, D) rows (a copy
+when the trailing dims do not merge).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+
+from cnngpu.kernels.triton import batch_norm as BN
+from cnngpu.kernels.triton import group_norm as GN
+from cnngpu.kernels.triton import layer_norm as LN
+
+from ._common import empty, launched
+
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers
+# ----------------------------------------------------------------------------------------------
+def _tag(dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "fp16"
+
+
+def _ncl_strides(t):
+    """(sn, sc, sl) of t seen as (N, C, L) without a copy: 4-D (N, C, H, W) with mergeable H, W,
+    2-D (N, C) as (1, C, N). None when H and W do not merge into one strided axis."""
+    if t.dim() == 2:
+        return (0, t.stride(1), t.stride(0))
+    sn, sc = t.stride(0), t.stride(1)
+    sizes, strides = list(t.shape[2:]), list(t.stride()[2:])
+    # drop size-1 dims, then every remaining dim must be (next size) x (next stride)
+    dims = [(s, st) for s, st in zip(sizes, strides) if s != 1]
+    if not dims:
+        return (sn, sc, 1)
+    for (s0, st0), (s1, st1) in zip(dims, dims[1:]):
+        if st0 != s1 * st1:
+            return None
+    return (sn, sc, dims[-1][1])
+
+
+def _as_ncl(t):
+    """(t or a contiguous copy, (sn, sc, sl)); see _ncl_strides."""
+    st = _ncl_strides(t)
+    if st is None:
+        t = t.contiguous()
+        st = _ncl_strides(t)
+    return t, st
+
+
+def _empty_like_layout(x):
+    """A poisoned output shaped like x, channels-last when x is (and not plain contiguous)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        N, C, H, W = x.shape
+        return empty((N, H, W, C), x.dtype, x.device).permute(0, 3, 1, 2)
+    return empty(x.shape, x.dtype, x.device)
+
+
+def _num_sms(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2
+
+
+# ----------------------------------------------------------------------------------------------
+# batch norm
+# ----------------------------------------------------------------------------------------------
+class BatchNormPlan(NamedTuple):
+    """How a batch-norm reduction is cut: tile (BLOCK_C x BLOCK_R), NCB channel blocks, NLB tiles
+    per sample row, T = N*NLB tiles per channel block, S split programs per channel block of
+    TILES_PER_SPLIT tiles each."""
+    BLOCK_C: int
+    BLOCK_R: int
+    NCB: int
+    NLB: int
+    T: int
+    S: int
+    TILES_PER_SPLIT: int
+
+
+# programs the split reductions aim for: 4 per SM on a GPU; a handful in the interpreter (so
+# tests exercise the multi-program merge at tiny sizes). Tests may override it.
+TARGET_PROGRAMS_PER_SM = 4
+
+
+def batch_norm_plan(N: int, C: int, L: int, c_stride_one: bool, dtype, device) -> BatchNormPlan:
+    """Pick the tile with the least lane waste on (C, L) (ties: the one whose contiguous axis is
+    wider), and split the N*L reduction over S programs per channel block."""
+    best = None
+    for bc, br in BN.TILES[_tag(dtype)]:
+        waste = (triton.cdiv(C, bc) * bc / C) * (triton.cdiv(L, br) * br / L)
+        contiguous_width = bc if c_stride_one else br
+        key = (round(waste, 2), -contiguous_width)
+        if best is None or key < best[0]:
+            best = (key, bc, br)
+    _, bc, br = best
+    ncb, nlb = triton.cdiv(C, bc), triton.cdiv(L, br)
+    T = N * nlb
+    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    S = max(1, min(T, triton.cdiv(target, ncb)))
+    tps = triton.cdiv(T, S)
+    S = triton.cdiv(T, tps)
+    return BatchNormPlan(bc, br, ncb, nlb, T, S, tps)
+
+
+def _bn_geometry(x):
+    if x.dim() == 2:
+        return 1, int(x.shape[1]), int(x.shape[0])
+    return int(x.shape[0]), int(x.shape[1]), int(x.shape[2]) * int(x.shape[3])
+
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, relu):
+    """x (N, C, H, W) or (N, C) -> (y like x, mean (C,) fp32, invstd (C,) fp32).
+
+    training: batch statistics, split over several programs per channel (partial Welford/Chan
+    stats + combine), running stats blended in place (unbiased variance) inside the combine
+    kernel. eval: one fused pass using the running stats. relu fuses max(y, 0).
+    """
+    x, xs = _as_ncl(x)
+    N, C, L = _bn_geometry(x)
+    plan = batch_norm_plan(N, C, L, xs[1] == 1, x.dtype, x.device)
+    dev = x.device
+    y = _empty_like_layout(x)
+    ys = _ncl_strides(y)
+    mean = empty((C,), torch.float32, dev)
+    invstd = empty((C,), torch.float32, dev)
+    if training:
+        pmean = empty((plan.S, C), torch.float32, dev)
+        pm2 = empty((plan.S, C), torch.float32, dev)
+        pcount = empty((plan.S,), torch.float32, dev)
+        BN.batch_norm_fwd_partial_stats[(plan.NCB, plan.S)](
+            x, pmean, pm2, pcount, C, L, plan.T, plan.TILES_PER_SPLIT, plan.NLB, *xs,
+            BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS)
+        launched("batch_norm_fwd_partial_stats")
+        count = N * L
+        has_running = running_mean is not None
+        BN.batch_norm_fwd_combine_stats[(triton.cdiv(C, BN.COMBINE_BLOCK_C),)](
+            pmean, pm2, pcount, mean, invstd,
+            running_mean if has_running else mean, running_var if has_running else invstd,
+            C, plan.S, eps, momentum, count / (count - 1),
+            HAS_RUNNING=has_running, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS)
+        launched("batch_norm_fwd_combine_stats")
+    BN.batch_norm_fwd_normalize[(plan.NCB * N * plan.NLB,)](
+        x, y, mean, invstd,
+        weight if weight is not None else mean, bias if bias is not None else mean,
+        running_mean if not training else mean, running_var if not training else invstd,
+        C, L, plan.NLB, plan.NCB, eps, *xs, *ys,
+        FROM_RUNNING=not training, HAS_W=weight is not None, HAS_B=bias is not None, RELU=bool(relu),
+        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS)
+    launched("batch_norm_fwd_normalize")
+    return y, mean, invstd
+
+
+def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
+    """dy, x, y like x -> (dx like x, dweight (C,) | None, dbias (C,) | None), through the ReLU
+    mask y > 0 when relu. The per-channel sums of g and g*xhat are split over several programs
+    per channel (partial sums + reduce), then one pass writes dx."""
+    x, xs = _as_ncl(x)
+    dy, ds = _as_ncl(dy)
+    y, ys = _as_ncl(y)
+    N, C, L = _bn_geometry(x)
+    plan = batch_norm_plan(N, C, L, xs[1] == 1, x.dtype, x.device)
+    dev = x.device
+    dx = _empty_like_layout(x)
+    os_ = _ncl_strides(dx)
+    has_w = weight is not None
+    dweight = dbias = None
+    if has_w:
+        dweight = empty((C,), weight.dtype, dev)
+        dbias = empty((C,), weight.dtype, dev)
+    sum_g = sum_gx = mean
+    if training or has_w:
+        psum_g = empty((plan.S, C), torch.float32, dev)
+        psum_gx = empty((plan.S, C), torch.float32, dev)
+        BN.batch_norm_bwd_partial_sums[(plan.NCB, plan.S)](
+            dy, x, y, mean, invstd, psum_g, psum_gx, C, L, plan.T, plan.TILES_PER_SPLIT, plan.NLB,
+            *ds, *xs, *ys, RELU=bool(relu), BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R,
+            num_warps=BN.NUM_WARPS)
+        launched("batch_norm_bwd_partial_sums")
+        sum_g = empty((C,), torch.float32, dev)
+        sum_gx = empty((C,), torch.float32, dev)
+        BN.batch_norm_bwd_reduce_partials[(triton.cdiv(C, BN.COMBINE_BLOCK_C),)](
+            psum_g, psum_gx, sum_g, sum_gx, dweight if has_w else sum_g, dbias if has_w else sum_gx,
+            C, plan.S, HAS_W=has_w, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS)
+        launched("batch_norm_bwd_reduce_partials")
+    BN.batch_norm_bwd_dx[(plan.NCB * N * plan.NLB,)](
+        dy, x, y, dx, mean, invstd, weight if has_w else mean, sum_g, sum_gx,
+        C, L, plan.NLB, plan.NCB, 1.0 / (N * L), *ds, *xs, *ys, *os_,
+        TRAINING=bool(training), RELU=bool(relu), HAS_W=has_w,
+        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS)
+    launched("batch_norm_bwd_dx")
+    return dx, dweight, dbias
+
+
+# ----------------------------------------------------------------------------------------------
+# layer norm
+# ----------------------------------------------------------------------------------------------
+def layer_norm_block(D: int, dtype) -> int:
+    """The smallest BLOCK_D of the table that holds a row of D values, else the largest (the
+    kernels then walk the row in chunks)."""
+    blocks = LN.ROW_BLOCKS[_tag(dtype)]
+    for bd in blocks:
+        if bd >= D:
+            return bd
+    return blocks[-1]
+
+
+def _rows_view(t, M: int, D: int):
+    """t as (M, D) rows: a view when the dims merge, else a contiguous copy."""
+    return t.reshape(M, D)
+
+
+def layer_norm_forward(x, normalized_ndim, weight, bias, eps):
+    """x (..., *normalized_shape) -> (y like x (contiguous), mean (M,) fp32, rstd (M,) fp32), M the
+    product of the leading dims: one program per row, stats by chunked two-pass + Chan merge."""
+    D = math.prod(x.shape[x.dim() - normalized_ndim:])
+    M = x.numel() // D if D else 0
+    x2 = _rows_view(x, M, D)
+    dev = x.device
+    y = empty((M, D), x.dtype, dev)
+    mean = empty((M,), torch.float32, dev)
+    rstd = empty((M,), torch.float32, dev)
+    w = weight.reshape(D) if weight is not None else None
+    b = bias.reshape(D) if bias is not None else None
+    LN.layer_norm_fwd_fused[(M,)](
+        x2, y, w if w is not None else mean, b if b is not None else mean, mean, rstd,
+        D, x2.stride(0), x2.stride(1), eps,
+        HAS_W=w is not None, HAS_B=b is not None, BLOCK_D=layer_norm_block(D, x.dtype),
+        num_warps=LN.NUM_WARPS)
+    launched("layer_norm_fwd_fused")
+    return y.reshape(x.shape), mean, rstd
+
+
+def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
+    """dy, x like x -> (dx like x (contiguous), dweight | None, dbias | None) shaped like weight.
+
+    dx: one program per row. dweight/dbias: column sums of dy*xhat and dy over the M rows, split
+    over S programs per column block into (S, D) partials, then summed (no atomics)."""
+    D = math.prod(x.shape[x.dim() - normalized_ndim:])
+    M = x.numel() // D if D else 0
+    x2 = _rows_view(x, M, D)
+    dy2 = _rows_view(dy, M, D)
+    dev = x.device
+    dx = empty((M, D), x.dtype, dev)
+    has_w = weight is not None
+    w = weight.reshape(D) if has_w else mean
+    LN.layer_norm_bwd_dx_fused[(M,)](
+        dy2, x2, dx, w, mean, rstd, D, dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
+        HAS_W=has_w, BLOCK_D=layer_norm_block(D, x.dtype), num_warps=LN.NUM_WARPS)
+    launched("layer_norm_bwd_dx_fused")
+    if not has_w:
+        return dx.reshape(x.shape), None, None
+    bm, bd = LN.DWDB_TILE[_tag(x.dtype)]
+    ndb = triton.cdiv(D, bd)
+    target = TARGET_PROGRAMS_PER_SM * _num_sms(dev)
+    S = max(1, min(triton.cdiv(M, bm), triton.cdiv(target, ndb)))
+    rps = triton.cdiv(M, S)
+    S = triton.cdiv(M, rps)
+    pdw = empty((S, D), torch.float32, dev)
+    pdb = empty((S, D), torch.float32, dev)
+    LN.layer_norm_bwd_dwdb_partial[(ndb, S)](
+        dy2, x2, mean, rstd, pdw, pdb, M, D, rps,
+        dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
+        BLOCK_M=bm, BLOCK_D=bd, num_warps=LN.NUM_WARPS)
+    launched("layer_norm_bwd_dwdb_partial")
+    dweight = empty(weight.shape, weight.dtype, dev)
+    dbias = empty(weight.shape, weight.dtype, dev)
+    LN.sum_partial_rows_pair[(triton.cdiv(D, LN.REDUCE_BLOCK),)](
+        pdw, pdb, dweight, dbias, S, D, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+    launched("sum_partial_rows_pair")
+    return dx.reshape(x.shape), dweight, dbias
+
+
+# ----------------------------------------------------------------------------------------------
+# group norm
+# ----------------------------------------------------------------------------------------------
+def group_norm_tile(CPG: int, L: int, c_stride_one: bool, dtype):
+    """(BLOCK_C, BLOCK_L) with the least lane waste on (CPG, L); ties: wider contiguous axis."""
+    best = None
+    for bc, bl in GN.TILES[_tag(dtype)]:
+        waste = (triton.cdiv(CPG, bc) * bc / CPG) * (triton.cdiv(L, bl) * bl / L)
+        key = (round(waste, 2), -(bc if c_stride_one else bl))
+        if best is None or key < best[0]:
+            best = (key, bc, bl)
+    return best[1], best[2]
+
+
+def _ncl(t):
+    """t (N, C, *) as an (N, C, L) view (a contiguous copy when the spatial dims do not merge)."""
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
+def group_norm_forward(x, num_groups, weight, bias, eps):
+    """x (N, C, *) -> (y like x, keeping channels-last, mean (N, G) fp32, rstd (N, G) fp32): one
+    program per (n, group), stats by tiled two-pass + Chan merge, then the affine pass."""
+    N, C, G = int(x.shape[0]), int(x.shape[1]), int(num_groups)
+    x3 = _ncl(x)
+    L = int(x3.shape[2])
+    dev = x.device
+    y = _empty_like_layout(x)
+    y3 = y.view(N, C, L)
+    mean = empty((N, G), torch.float32, dev)
+    rstd = empty((N, G), torch.float32, dev)
+    CPG = C // G
+    bc, bl = group_norm_tile(CPG, L, x3.stride(1) == 1, x.dtype)
+    GN.group_norm_fwd_fused[(N * G,)](
+        x3, y3, weight if weight is not None else mean, bias if bias is not None else mean, mean, rstd,
+        C, L, G, CPG, eps, *x3.stride(), *y3.stride(),
+        HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=bc, BLOCK_L=bl, num_warps=GN.NUM_WARPS)
+    launched("group_norm_fwd_fused")
+    return y, mean, rstd
+
+
+def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
+    """dy, x (N, C, *) -> (dx like x, dweight (C,) | None, dbias (C,) | None): one program per
+    (n, group) writes dx and the per-(n, c) sums of dy*xhat and dy; a second kernel adds the N
+    rows of those partials into dweight, dbias."""
+    N, C, G = int(x.shape[0]), int(x.shape[1]), int(num_groups)
+    x3 = _ncl(x)
+    dy3 = _ncl(dy)
+    L = int(x3.shape[2])
+    dev = x.device
+    dx = _empty_like_layout(x)
+    dx3 = dx.view(N, C, L)
+    CPG = C // G
+    has_w = weight is not None
+    pdw = pdb = mean
+    if has_w:
+        pdw = empty((N, C), torch.float32, dev)
+        pdb = empty((N, C), torch.float32, dev)
+    bc, bl = group_norm_tile(CPG, L, x3.stride(1) == 1, x.dtype)
+    GN.group_norm_bwd_dx[(N * G,)](
+        dy3, x3, dx3, weight if has_w else mean, mean, rstd, pdw, pdb, C, L, G, CPG,
+        *dy3.stride(), *x3.stride(), *dx3.stride(),
+        HAS_W=has_w, BLOCK_C=bc, BLOCK_L=bl, num_warps=GN.NUM_WARPS)
+    launched("group_norm_bwd_dx")
+    if not has_w:
+        return dx, None, None
+    dweight = empty((C,), weight.dtype, dev)
+    dbias = empty((C,), weight.dtype, dev)
+    LN.sum_partial_rows_pair[(triton.cdiv(C, LN.REDUCE_BLOCK),)](
+        pdw, pdb, dweight, dbias, N, C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+    launched("sum_partial_rows_pair")
+    return dx, dweight, dbias

@@ -1,0 +1,292 @@
+"""Triton batch norm (+ fused ReLU), layer norm and group norm, forward and backward, vs the NumPy
+reference (on the same dtype-rounded inputs). Under TRITON_INTERPRET=1 on CPU tensors.
+
+Backward calls get the reference's forward outputs (y, mean, invstd/rstd) on both backends, so
+each kernel is judged on identical inputs. "forced" cases shrink the tile tables and raise the
+program target so every reduction is cut over several programs per channel / column block and
+every row is walked in several chunks: the partial + combine paths run even at tiny sizes.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+import cnngpu.functional as F
+from harness import assert_close, launches, native, randn, require, rng, round_to, to_f64
+
+DTYPES = ["float32", "float16", "bfloat16"]
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+@pytest.fixture(scope="module")
+def be():
+    return require("triton")
+
+
+def _layout(t, layout):
+    """The same values as a channels-last or a sliced (non-contiguous) tensor."""
+    import torch
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced":
+        shape = list(t.shape)
+        shape[1] *= 2
+        shape[-1] *= 2
+        big = torch.zeros(shape, dtype=t.dtype, device=t.device)
+        idx = (slice(None), slice(None, None, 2)) + (slice(None),) * (t.dim() - 3) + (slice(None, None, 2),)
+        big[idx] = t
+        return big[idx]
+    if layout == "transposed":            # (M, D) stored column-major
+        return t.t().contiguous().t()
+    return t
+
+
+def _param_dtype(dtype, kind):
+    return dtype if kind == "x" else "float32"
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """Tiny tiles and a large program target: many programs per channel, many chunks per row."""
+    from cnngpu.backends.triton_backend import norm
+    from cnngpu.kernels.triton import batch_norm as BN, group_norm as GN, layer_norm as LN
+    monkeypatch.setattr(BN, "TILES", {"fp32": ((1, 4), (2, 8)), "fp16": ((1, 8), (4, 4))})
+    monkeypatch.setattr(GN, "TILES", {"fp32": ((1, 4), (2, 8)), "fp16": ((2, 4), (4, 2))})
+    monkeypatch.setattr(LN, "ROW_BLOCKS", {"fp32": (8,), "fp16": (16,)})
+    monkeypatch.setattr(LN, "DWDB_TILE", {"fp32": (2, 8), "fp16": (4, 8)})
+    monkeypatch.setattr(norm, "TARGET_PROGRAMS_PER_SM", 64)
+    return norm
+
+
+# ----------------------------------------------------------------------------------------------
+# batch norm
+# ----------------------------------------------------------------------------------------------
+# (shape, layout, affine, param dtype kind, forced split)
+BN_CASES = [
+    ((2, 3, 5, 7), "contiguous", True, "f32", False),
+    ((2, 3, 5, 7), "contiguous", True, "x", True),        # several programs per channel
+    ((1, 1, 3, 5), "contiguous", False, "f32", True),     # N = 1, C = 1, no affine
+    ((3, 5, 4, 3), "channels_last", True, "f32", True),
+    ((2, 3, 3, 5), "sliced", True, "f32", False),         # channel and W slices: H, W do not merge
+    ((19, 3), "contiguous", True, "x", True),             # 2-D (N, C)
+    ((2, 4, 1, 1), "contiguous", True, "f32", False),     # L = 1
+]
+
+
+def _bn_id(c):
+    return "x".join(map(str, c[0])) + f"-{c[1]}-{'affine' if c[2] else 'noaffine'}-p{c[3]}" + ("-forced" if c[4] else "")
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["norelu", "relu"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BN_CASES, ids=_bn_id)
+def test_batch_norm_fwd_bwd(be, request, case, dtype, training, relu):
+    shape, layout, affine, pkind, force = case
+    norm = request.getfixturevalue("forced") if force else None
+    pdt = _param_dtype(dtype, pkind)
+    gen = rng(_seed(case, dtype, training, relu))
+    C = shape[1]
+    count = int(np.prod(shape)) // C
+    # a per-channel offset so the channels' means differ
+    x = round_to(randn(gen, shape, "float64", scale=2.0) + randn(gen, (1, C) + (1,) * (len(shape) - 2), "float64"),
+                 dtype)
+    w = randn(gen, (C,), pdt) if affine else None
+    b = randn(gen, (C,), pdt) if affine else None
+    rm = randn(gen, (C,), pdt)
+    rv = round_to(np.abs(randn(gen, (C,), pdt)) + 0.5, pdt)
+    momentum, eps = 0.3, 1e-5
+
+    def on(backend, a, dt):
+        return None if a is None else native(backend, a, dt)
+
+    np_dt = {"float32": "float32", "float16": "float16", "bfloat16": "float32"}
+    rm_t, rv_t = on("triton", rm, pdt), on("triton", rv, pdt)
+    rm_n, rv_n = rm.astype(np_dt[pdt]), rv.astype(np_dt[pdt])
+    xt = _layout(native("triton", x, dtype), layout)
+    kernels = (["batch_norm_fwd_partial_stats", "batch_norm_fwd_combine_stats"] if training else []) + \
+        ["batch_norm_fwd_normalize"]
+    if force and training:
+        plan = norm.batch_norm_plan(*norm._bn_geometry(xt), xt.stride(1) == 1 and xt.dim() == 4, xt.dtype, xt.device)
+        assert plan.S > 1, plan
+    with launches(be, *kernels):
+        y, mean, invstd = F.batch_norm(xt, on("triton", w, pdt), on("triton", b, pdt), rm_t, rv_t,
+                                       training=training, momentum=momentum, eps=eps, relu=relu, backend="triton")
+    xn = x.astype(np_dt[dtype])
+    yr, mr, ir = F.batch_norm(xn, None if w is None else w.astype(np_dt[pdt]),
+                              None if b is None else b.astype(np_dt[pdt]), rm_n, rv_n,
+                              training=training, momentum=momentum, eps=eps, relu=relu, backend="numpy")
+    assert y.dtype == xt.dtype and tuple(y.shape) == shape
+    assert mean.dtype == invstd.dtype and str(mean.dtype) == "torch.float32"
+    assert_close(to_f64(mean), mr, "float32", count, what="batch_norm mean")
+    assert_close(to_f64(invstd), ir, "float32", count, what="batch_norm invstd")
+    assert_close(to_f64(y), yr, dtype, count, what="batch_norm y")
+    # running stats: updated in place when training (unbiased variance), untouched in eval
+    assert_close(to_f64(rm_t), rm_n, pdt, count, what="running_mean")
+    assert_close(to_f64(rv_t), rv_n, pdt, count, what="running_var")
+    if not training:
+        np.testing.assert_array_equal(to_f64(rm_t), round_to(rm, pdt))
+
+    # backward on the reference's forward outputs (same ReLU mask, same statistics)
+    dy = randn(gen, shape, dtype)
+    dyt = _layout(native("triton", dy, dtype), layout)
+    yrt = _layout(native("triton", yr.astype(np.float64), dtype), layout)
+    kernels = (["batch_norm_bwd_partial_sums", "batch_norm_bwd_reduce_partials"] if (training or affine) else []) + \
+        ["batch_norm_bwd_dx"]
+    with launches(be, *kernels):
+        dx, dw, db = F.batch_norm_backward(dyt, xt, yrt, on("triton", w, pdt), native("triton", mr, "float32"),
+                                           native("triton", ir, "float32"), training=training, relu=relu,
+                                           backend="triton")
+    dxr, dwr, dbr = F.batch_norm_backward(dy.astype(np_dt[dtype]), xn, yr, None if w is None else w.astype(np_dt[pdt]),
+                                          mr, ir, training=training, relu=relu, backend="numpy")
+    assert dx.dtype == xt.dtype and tuple(dx.shape) == shape
+    assert_close(to_f64(dx), dxr, dtype, count, what="batch_norm dx")
+    if affine:
+        assert str(dw.dtype) == f"torch.{pdt}" and str(db.dtype) == f"torch.{pdt}"
+        assert_close(to_f64(dw), dwr, pdt, count, what="batch_norm dweight")
+        assert_close(to_f64(db), dbr, pdt, count, what="batch_norm dbias")
+    else:
+        assert dw is None and db is None
+
+
+def test_batch_norm_large_offset_is_stable(be, forced):
+    """Mean 1000, std 1: E[x^2] - E[x]^2 in float32 would lose every digit of the variance."""
+    gen = rng(7)
+    x = randn(gen, (4, 2, 6, 5), "float32") + 1000.0
+    _, mean, invstd = F.batch_norm(native("triton", x, "float32"), training=True, backend="triton")
+    _, mr, ir = F.batch_norm(x.astype(np.float32), training=True, backend="numpy")
+    xc = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    exact = 1.0 / np.sqrt(xc.var(axis=1) + 1e-5)
+    assert_close(to_f64(invstd), exact, "float32", xc.shape[1], what="invstd vs float64")
+    assert_close(to_f64(mean), mr, "float32", xc.shape[1], what="mean")
+
+
+# ----------------------------------------------------------------------------------------------
+# layer norm
+# ----------------------------------------------------------------------------------------------
+# (shape, normalized_ndim, layout, affine, forced)
+LN_CASES = [
+    ((4, 10), 1, "contiguous", True, False),
+    ((3, 37), 1, "contiguous", True, True),               # rows walked in chunks, dw/db split
+    ((2, 3, 5, 7), 2, "contiguous", True, True),
+    ((2, 3, 4), 3, "contiguous", False, False),           # M = 1, no affine
+    ((9,), 1, "contiguous", True, True),                  # no leading dims
+    ((6, 11), 1, "transposed", True, True),               # column-major rows (strided loads)
+    ((2, 3, 3, 6), 1, "sliced", True, False),             # non-contiguous, needs a copy
+]
+
+
+def _ln_id(c):
+    return "x".join(map(str, c[0])) + f"-nd{c[1]}-{c[2]}-{'affine' if c[3] else 'noaffine'}" + ("-forced" if c[4] else "")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", LN_CASES, ids=_ln_id)
+def test_layer_norm_fwd_bwd(be, request, case, dtype):
+    shape, nd, layout, affine, force = case
+    if force:
+        request.getfixturevalue("forced")
+    gen = rng(_seed(case, dtype))
+    ns = shape[len(shape) - nd:]
+    D = int(np.prod(ns))
+    pdt = "float32" if dtype == "bfloat16" else dtype
+    x = randn(gen, shape, dtype, scale=3.0)
+    w = randn(gen, ns, pdt) if affine else None
+    b = randn(gen, ns, pdt) if affine else None
+    np_dt = {"float32": "float32", "float16": "float16", "bfloat16": "float32"}
+    xt = _layout(native("triton", x, dtype), layout)
+    with launches(be, "layer_norm_fwd_fused"):
+        y, mean, rstd = F.layer_norm(xt, ns, None if w is None else native("triton", w, pdt),
+                                     None if b is None else native("triton", b, pdt), backend="triton")
+    xn = x.astype(np_dt[dtype])
+    yr, mr, rr = F.layer_norm(xn, ns, None if w is None else w.astype(pdt), None if b is None else b.astype(pdt),
+                              backend="numpy")
+    assert y.dtype == xt.dtype and tuple(y.shape) == shape
+    assert_close(to_f64(mean), mr, "float32", D, what="layer_norm mean")
+    assert_close(to_f64(rstd), rr, "float32", D, what="layer_norm rstd")
+    assert_close(to_f64(y), yr, dtype, D, what="layer_norm y")
+
+    dy = randn(gen, shape, dtype)
+    dyt = _layout(native("triton", dy, dtype), layout)
+    kernels = ["layer_norm_bwd_dx_fused"] + (["layer_norm_bwd_dwdb_partial", "sum_partial_rows_pair"] if affine else [])
+    with launches(be, *kernels):
+        dx, dw, db = F.layer_norm_backward(dyt, xt, None if w is None else native("triton", w, pdt),
+                                           native("triton", mr, "float32"), native("triton", rr, "float32"), nd,
+                                           backend="triton")
+    dxr, dwr, dbr = F.layer_norm_backward(dy.astype(np_dt[dtype]), xn, None if w is None else w.astype(pdt),
+                                          mr, rr, nd, backend="numpy")
+    M = int(np.prod(shape)) // D
+    assert_close(to_f64(dx), dxr, dtype, D, what="layer_norm dx")
+    if affine:
+        assert tuple(dw.shape) == ns and str(dw.dtype) == f"torch.{pdt}"
+        assert_close(to_f64(dw), dwr, pdt, M, what="layer_norm dweight")
+        assert_close(to_f64(db), dbr, pdt, M, what="layer_norm dbias")
+    else:
+        assert dw is None and db is None
+
+
+# ----------------------------------------------------------------------------------------------
+# group norm / instance norm
+# ----------------------------------------------------------------------------------------------
+# (shape, groups, layout, affine, forced)
+GN_CASES = [
+    ((2, 6, 5, 3), 1, "contiguous", True, False),         # one group: layer norm over (C, H, W)
+    ((2, 6, 5, 3), 3, "contiguous", True, True),
+    ((2, 6, 5, 3), 6, "contiguous", True, True),          # instance norm
+    ((1, 3, 7, 5), 3, "channels_last", True, True),       # instance norm, N = 1, channels-last
+    ((3, 8), 2, "contiguous", False, False),              # 2-D (N, C), no affine
+    ((2, 4, 3, 2, 3), 2, "contiguous", True, True),       # 3 spatial dims
+    ((2, 4, 3, 5), 2, "sliced", True, False),             # non-contiguous, needs a copy
+]
+
+
+def _gn_id(c):
+    return "x".join(map(str, c[0])) + f"-g{c[1]}-{c[2]}-{'affine' if c[3] else 'noaffine'}" + ("-forced" if c[4] else "")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GN_CASES, ids=_gn_id)
+def test_group_norm_fwd_bwd(be, request, case, dtype):
+    shape, G, layout, affine, force = case
+    if force:
+        request.getfixturevalue("forced")
+    gen = rng(_seed(case, dtype))
+    N, C = shape[:2]
+    group_len = int(np.prod(shape)) // (N * G)
+    pdt = "float32" if dtype == "bfloat16" else dtype
+    x = randn(gen, shape, dtype, scale=2.0)
+    w = randn(gen, (C,), pdt) if affine else None
+    b = randn(gen, (C,), pdt) if affine else None
+    np_dt = {"float32": "float32", "float16": "float16", "bfloat16": "float32"}
+    xt = _layout(native("triton", x, dtype), layout)
+    with launches(be, "group_norm_fwd_fused"):
+        y, mean, rstd = F.group_norm(xt, G, None if w is None else native("triton", w, pdt),
+                                     None if b is None else native("triton", b, pdt), backend="triton")
+    xn = x.astype(np_dt[dtype])
+    yr, mr, rr = F.group_norm(xn, G, None if w is None else w.astype(pdt), None if b is None else b.astype(pdt),
+                              backend="numpy")
+    assert y.dtype == xt.dtype and tuple(y.shape) == shape and tuple(mean.shape) == (N, G)
+    assert_close(to_f64(mean), mr, "float32", group_len, what="group_norm mean")
+    assert_close(to_f64(rstd), rr, "float32", group_len, what="group_norm rstd")
+    assert_close(to_f64(y), yr, dtype, group_len, what="group_norm y")
+
+    dy = randn(gen, shape, dtype)
+    dyt = _layout(native("triton", dy, dtype), layout)
+    kernels = ["group_norm_bwd_dx"] + (["sum_partial_rows_pair"] if affine else [])
+    with launches(be, *kernels):
+        dx, dw, db = F.group_norm_backward(dyt, xt, G, None if w is None else native("triton", w, pdt),
+                                           native("triton", mr, "float32"), native("triton", rr, "float32"),
+                                           backend="triton")
+    dxr, dwr, dbr = F.group_norm_backward(dy.astype(np_dt[dtype]), xn, G, None if w is None else w.astype(pdt),
+                                          mr, rr, backend="numpy")
+    assert_close(to_f64(dx), dxr, dtype, group_len, what="group_norm dx")
+    if affine:
+        per_channel = int(np.prod(shape)) // C
+        assert str(dw.dtype) == f"torch.{pdt}"
+        assert_close(to_f64(dw), dwr, pdt, per_channel, what="group_norm dweight")
+        assert_close(to_f64(db), dbr, pdt, per_channel, what="group_norm dbias")
+    else:
+        assert dw is None and db is None
