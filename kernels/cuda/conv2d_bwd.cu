@@ -1,0 +1,404 @@
+// conv2d backward: dX, dW and db of y = conv(x, w) + b (y, dy: (N, K, P, Q)).
+//
+// Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
+//   SCALAR_T  float | f16_t | bf16_t   storage type of dy, x, w and of dx, dw, db (fp32 accumulation)
+//   VEC       1, or 16 bytes / sizeof(SCALAR_T): elements per global load of the implicit GEMMs
+//             (the launcher uses VEC > 1 for dX only when K/groups is a multiple of it, for dW only
+//             when both C/groups and K/groups are)
+//
+// Entry points (grid mapping in the comment above each):
+//   conv2d_bwd_dx_implicit_gemm   dX[n,h,w][c] = sum_{r,s,k} dY[n,p,q][k] * W[k][c][r][s] as an
+//                                 implicit GEMM per stride-residue class (no zero-inserted dY)
+//   conv2d_bwd_dx_direct          one thread per dx element, gather over (r, s, k)  (tiny channels)
+//   conv2d_bwd_dw_implicit_gemm   dW[k][(r,s,c)] = sum_{n,p,q} dY[n,p,q][k] * x[n,h,w][c], split-K
+//   conv2d_bwd_dw_direct          one block per weight element (and split), block reduction
+//   conv2d_bwd_db                 one block per output channel (and split), block reduction
+//   conv2d_bwd_sum_splits         out[i] = sum_s ws[s][i] in a fixed order (deterministic split-K)
+// Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw) with ph, pw the
+// begin paddings; the end padding is implied by P, Q. Offsets into tensors are 64-bit; the flat
+// GEMM extents (N*H*W, N*P*Q, C/groups*R*S) are int and checked to fit by the launcher.
+#include "conv2d_igemm.cuh"
+
+#ifndef SCALAR_T
+#define SCALAR_T float
+#endif
+#ifndef VEC
+#define VEC 1
+#endif
+
+typedef SCALAR_T T;
+typedef IgemmCfg<T>::raw RAW;
+
+#define DX_MAX_TAPS 32  // R, S limit of the dX implicit GEMM's per-class tap tables
+#define RED_THREADS 256  // block size of the reduction kernels (dw_direct, db, sum_splits)
+
+// ================================================================================================
+// dX implicit GEMM.
+//
+// Stride-residue classes: input row h = a + sh*i (0 <= a < sh) receives contributions only from
+// the taps r with (a + ph - r*dh) divisible by sh, each from dy row p = i + (a + ph - r*dh) / sh.
+// So the pixels of one class (a, b) form a dense GEMM:
+//   rows m = (n, i, j) of N * Hc * Wc (Hc = ceil((H - a) / sh), Wc likewise),
+//   cols c of C/groups, reduction kidx = (tap t = tr * ns + ts, k) over nr * ns * K/groups,
+//   A[m][kidx] = dy_nhwc[n][i + dp[tr]][j + dq[ts]][g*Kg + k]  (zero outside 0 <= p < P, 0 <= q < Q)
+//   B[c][kidx] = w_grsck[g][r[tr]][s[ts]][c][k]                 (weights as (G, R, S, Cg, Kg))
+// Both operands are contiguous along k (KFAST). A class with no valid tap gets dx = 0.
+// ================================================================================================
+struct DxTaps {  // the valid taps of one residue class (built by thread 0 in shared memory)
+    int nr, ns;
+    int r[DX_MAX_TAPS], dp[DX_MAX_TAPS];  // tap rows and their dy row offsets
+    int s[DX_MAX_TAPS], dq[DX_MAX_TAPS];  // tap cols and their dy col offsets
+};
+
+struct DxTapIdx {
+    int k, tr, ts;
+    bool ok;
+};
+
+__device__ __forceinline__ DxTapIdx dx_decode(int kidx, int Kred, int Kg, int ns) {
+    DxTapIdx d;
+    d.ok = kidx < Kred;
+    const int kk = d.ok ? kidx : 0;
+    const int t = kk / Kg;
+    d.k = kk - t * Kg;
+    d.tr = t / ns;
+    d.ts = t - d.tr * ns;
+    return d;
+}
+
+struct DxOpA {  // dY (N, P, Q, K) contiguous
+    const RAW* ptr;
+    const long long* s_nb;  // per tile row: n*P*Q*K + g*Kg, or -1 past the class's last pixel
+    const int* s_i;         // class-local row i
+    const int* s_j;         // class-local col j
+    const DxTaps* taps;
+    int P, Q, K, Kg, Kred;
+    struct RS { long long nb; int i, j; };
+    struct KS { int k, dp, dq; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const { return RS{s_nb[row], s_i[row], s_j[row]}; }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
+        KS k;
+        k.ok = d.ok;
+        k.k = d.k;
+        k.dp = d.ok ? taps->dp[d.tr] : 0;
+        k.dq = d.ok ? taps->dq[d.ts] : 0;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int p = r.i + k.dp, q = r.j + k.dq;
+        if (!k.ok || r.nb < 0 || (unsigned)p >= (unsigned)P || (unsigned)q >= (unsigned)Q) return false;
+        off = r.nb + ((long long)p * Q + q) * K + k.k;
+        return true;
+    }
+};
+
+struct DxOpB {  // W as (G, R, S, Cg, Kg) contiguous
+    const RAW* ptr;
+    const DxTaps* taps;
+    int n0, g, R, S, Cg, Kg, Kred;
+    struct RS { int c; bool ok; };
+    struct KS { long long base; bool ok; };  // base = ((g*R + r)*S + s) * Cg * Kg + k
+    __device__ __forceinline__ RS rstate(int row) const { return RS{n0 + row, n0 + row < Cg}; }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
+        KS k;
+        k.ok = d.ok;
+        const int r = d.ok ? taps->r[d.tr] : 0, s = d.ok ? taps->s[d.ts] : 0;
+        k.base = (long long)((g * R + r) * S + s) * Cg * Kg + d.k;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = k.base + (long long)r.c * Kg;
+        return true;
+    }
+};
+
+struct DxEpilogue {  // dx (N, C, H, W) contiguous
+    T* dx;
+    const long long* s_out;  // per tile row: n*C*H*W + h*W + w, or -1
+    long long HW;
+    int n0, Cg, g;
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int c = n0 + col;
+        const long long o = s_out[row];
+        if (o < 0 || c >= Cg) return;
+        dx[o + (long long)(g * Cg + c) * HW] = from_float<T>(v);
+    }
+};
+
+// Grid: x = tiles of 128 pixels of one residue class (ceil(N * ceil(H/sh) * ceil(W/sw) / 128),
+// blocks past the class's own pixel count exit), y = tiles of 64 input channels of the group,
+// z = g * (sh * sw) + a * sw + b (group, residue class). Block: 256 threads (conv2d_igemm.cuh).
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_gemm(
+    const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    __shared__ long long s_nb[IG_BM], s_out[IG_BM];
+    __shared__ int s_i[IG_BM], s_j[IG_BM];
+    __shared__ DxTaps taps;
+    const int classes = sh * sw;
+    const int g = blockIdx.z / classes, cls = blockIdx.z - g * classes;
+    const int a = cls / sw, b = cls - a * sw;
+    const int Hc = a < H ? (H - a + sh - 1) / sh : 0;
+    const int Wc = b < W ? (W - b + sw - 1) / sw : 0;
+    const int HWc = Hc * Wc, Mc = N * HWc;
+    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * IG_BN;
+    if (m0 >= Mc) return;  // uniform over the block
+    const int Cg = C / G, Kg = K / G;
+    if (threadIdx.x == 0) {
+        int nr = 0, ns = 0;
+        for (int r = 0; r < R; ++r) {
+            const int t = a + ph - r * dh;  // may be negative; C's % and / are exact when sh | t
+            if (t % sh == 0) {
+                taps.r[nr] = r;
+                taps.dp[nr] = t / sh;
+                ++nr;
+            }
+        }
+        for (int s = 0; s < S; ++s) {
+            const int t = b + pw - s * dw;
+            if (t % sw == 0) {
+                taps.s[ns] = s;
+                taps.dq[ns] = t / sw;
+                ++ns;
+            }
+        }
+        taps.nr = nr;
+        taps.ns = ns > 0 ? ns : 1;  // ns is a divisor in dx_decode; Kred = 0 when either is 0
+        if (ns == 0) taps.nr = 0;
+    }
+    for (int row = threadIdx.x; row < IG_BM; row += IG_THREADS) {
+        const int m = m0 + row;
+        if (m < Mc) {
+            const int n = m / HWc, ij = m - n * HWc, i = ij / Wc, j = ij - i * Wc;
+            s_nb[row] = (long long)n * P * Q * K + (long long)g * Kg;
+            s_out[row] = (long long)n * C * H * W + (long long)(a + i * sh) * W + (b + j * sw);
+            s_i[row] = i;
+            s_j[row] = j;
+        } else {
+            s_nb[row] = -1;
+            s_out[row] = -1;
+            s_i[row] = 0;
+            s_j[row] = 0;
+        }
+    }
+    __syncthreads();
+    const int Kred = taps.nr * taps.ns * Kg;
+    const DxOpA opa{dy_nhwc, s_nb, s_i, s_j, &taps, P, Q, K, Kg, Kred};
+    const DxOpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
+    const DxEpilogue ep{dx, s_out, (long long)H * W, n0, Cg, g};
+    igemm_tile<T, VEC, true, true>(opa, opb, ep, 0, ceil_div(Kred, IgemmCfg<T>::BK));
+}
+
+// ================================================================================================
+// dX direct (for few channels per group, e.g. depthwise): one thread per dx element (n, c, h, w),
+// summing over the taps (r, s) that reach it and the group's Kg output channels.
+// Grid: 1-D, grid-stride loop over the N*C*H*W elements (64-bit index). Block: 256 threads.
+// dy: any strides (elements); w: (K, Cg, R, S) contiguous; dx: (N, C, H, W) contiguous.
+// ================================================================================================
+extern "C" __global__ void __launch_bounds__(256) conv2d_bwd_dx_direct(
+    const T* __restrict__ dy, long long sdn, long long sdk, long long sdp, long long sdq,
+    const T* __restrict__ w, T* __restrict__ dx,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    const int Cg = C / G, Kg = K / G;
+    const long long total = (long long)N * C * H * W;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        long long rest = e;
+        const int wx = (int)(rest % W);
+        rest /= W;
+        const int h = (int)(rest % H);
+        rest /= H;
+        const int c = (int)(rest % C);
+        const int n = (int)(rest / C);
+        const int g = c / Cg, cl = c - g * Cg;
+        const T* dyn = dy + (long long)n * sdn + (long long)g * Kg * sdk;
+        const T* wc = w + ((long long)g * Kg * Cg + cl) * R * S;
+        float acc = 0.0f;
+        for (int r = 0; r < R; ++r) {
+            const int tp = h + ph - r * dh;
+            if (tp < 0) break;  // decreases with r
+            if (tp % sh != 0) continue;
+            const int p = tp / sh;
+            if (p >= P) continue;
+            for (int s = 0; s < S; ++s) {
+                const int tq = wx + pw - s * dw;
+                if (tq < 0) break;
+                if (tq % sw != 0) continue;
+                const int q = tq / sw;
+                if (q >= Q) continue;
+                const T* d = dyn + (long long)p * sdp + (long long)q * sdq;
+                const T* wk = wc + r * S + s;
+                for (int k = 0; k < Kg; ++k)
+                    acc = fmaf(load_float(d + (long long)k * sdk), load_float(wk + (long long)k * Cg * R * S), acc);
+            }
+        }
+        dx[e] = from_float<T>(acc);
+    }
+}
+
+// ================================================================================================
+// dW implicit GEMM with split-K over the N*P*Q reduction.
+//   rows a = (r, s, c) of Cg*R*S (c fastest), cols k of Kg, reduction kidx = (n, p, q),
+//   A[a][kidx] = x_nhwc[n][p*sh - ph + r*dh][q*sw - pw + s*dw][g*Cg + c]   (contiguous along a)
+//   B[k][kidx] = dy_nhwc[n][p][q][g*Kg + k]                                (contiguous along k)
+// Both operands are contiguous along their rows (KFAST = false). Split z covers the BK-slices
+// [z * kt_chunk, min((z + 1) * kt_chunk, ceil(N*P*Q / BK))); with splits > 1 each split writes its
+// fp32 partial dW to ws[split] and conv2d_bwd_sum_splits adds them up, else dW is written directly.
+// ================================================================================================
+struct DwOpA {  // x (N, H, W, C) contiguous
+    const RAW* ptr;
+    int m0, Cg, S, CgRS, H, W, C, P, Q, PQ, NPQ, sh, sw, ph, pw, dh, dw, g;
+    struct RS { int coff, rr, ss; bool ok; };
+    struct KS { long long nbase; int hp, wq; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int a = m0 + row, rs = a / Cg, c = a - rs * Cg, r = rs / S, s = rs - r * S;
+        return RS{g * Cg + c, r * dh - ph, s * dw - pw, a < CgRS};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        KS k;
+        k.ok = kidx < NPQ;
+        const int kk = k.ok ? kidx : 0;
+        const int n = kk / PQ, pq = kk - n * PQ, p = pq / Q, q = pq - p * Q;
+        k.nbase = (long long)n * H * W * C;
+        k.hp = p * sh;
+        k.wq = q * sw;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = k.hp + r.rr, w = k.wq + r.ss;
+        if (!(r.ok && k.ok) || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = k.nbase + ((long long)h * W + w) * C + r.coff;
+        return true;
+    }
+};
+
+struct DwOpB {  // dy (N, P, Q, K) contiguous
+    const RAW* ptr;
+    int n0, Kg, K, NPQ, g;
+    struct RS { int koff; bool ok; };
+    struct KS { long long pix; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const { return RS{g * Kg + n0 + row, n0 + row < Kg}; }
+    __device__ __forceinline__ KS kstate(int kidx) const { return KS{(long long)kidx * K, kidx < NPQ}; }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = k.pix + r.koff;
+        return true;
+    }
+};
+
+struct DwEpilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice of ws
+    T* dw;
+    float* ws;  // nullptr: write dw
+    int m0, n0, Cg, RS, CgRS, Kg, g;
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int a = m0 + row, k = n0 + col;
+        if (a >= CgRS || k >= Kg) return;
+        const int rs = a / Cg, c = a - rs * Cg;
+        const long long o = ((long long)(g * Kg + k) * Cg + c) * RS + rs;
+        if (ws)
+            ws[o] = v;
+        else
+            dw[o] = from_float<T>(v);
+    }
+};
+
+// Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 64 output channels of the group,
+// z = g * splits + split. Block: 256 threads. ws: (splits, K, Cg, R, S) fp32, used iff splits > 1.
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dw_implicit_gemm(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
+    const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
+    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * IG_BN;
+    const int Cg = C / G, Kg = K / G, RS = R * S, CgRS = Cg * RS, PQ = P * Q, NPQ = N * PQ;
+    const int ktiles = ceil_div(NPQ, IgemmCfg<T>::BK);
+    const int kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * K * CgRS : nullptr;
+    const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, P, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
+    const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
+    const DwEpilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
+    igemm_tile<T, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
+}
+
+// ================================================================================================
+// dW direct (few channels per group): one block per (weight element, split).
+// Grid: x = weight element e = ((k*Cg + c)*R + r)*S + s of K*Cg*R*S, y = split; block 256 threads
+// sum dy[n][k][p][q] * x[n][g*Cg+c][h][w] over the split's range [split*chunk, +chunk) of the
+// flat (n, p, q) index, then a block reduction (fixed order: deterministic). splits == 1 writes
+// dw (K, Cg, R, S) contiguous, else ws[split][e] in fp32. dy and x: any strides (elements).
+// ================================================================================================
+extern "C" __global__ void __launch_bounds__(RED_THREADS) conv2d_bwd_dw_direct(
+    const T* __restrict__ dy, long long sdn, long long sdk, long long sdp, long long sdq,
+    const T* __restrict__ x, long long sxn, long long sxc, long long sxh, long long sxw,
+    T* __restrict__ dw, float* __restrict__ ws, int splits, long long chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
+    __shared__ float scratch[32];
+    const int Cg = C / G, Kg = K / G;
+    const int e = blockIdx.x, split = blockIdx.y;
+    const int s = e % S, r = (e / S) % R, c = (e / (R * S)) % Cg, k = e / (R * S * Cg);
+    const int gc = (k / Kg) * Cg + c;
+    const long long PQ = (long long)P * Q, NPQ = (long long)N * PQ;
+    const long long begin = split * chunk, end = min(begin + chunk, NPQ);
+    const int roff = r * dh - ph, soff = s * dwl - pw;
+    float acc = 0.0f;
+    for (long long i = begin + threadIdx.x; i < end; i += RED_THREADS) {
+        const int n = (int)(i / PQ), pq = (int)(i - n * PQ), p = pq / Q, q = pq - p * Q;
+        const int h = p * sh + roff, w = q * sw + soff;
+        if ((unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) continue;
+        acc = fmaf(load_float(dy + n * sdn + k * sdk + p * sdp + q * sdq),
+                   load_float(x + n * sxn + gc * sxc + h * sxh + w * sxw), acc);
+    }
+    acc = block_reduce_sum(acc, scratch);
+    if (threadIdx.x == 0) {
+        if (splits > 1)
+            ws[(long long)split * K * Cg * R * S + e] = acc;
+        else
+            dw[e] = from_float<T>(acc);
+    }
+}
+
+// ================================================================================================
+// db: one block per (output channel k, split); sums dy[n][k][p][q] over the split's range of the
+// flat (n, p, q) index with a block reduction. Grid: x = K, y = split; block 256 threads.
+// splits == 1 writes db (K,), else ws[split][k] in fp32. dy: any strides (elements).
+// ================================================================================================
+extern "C" __global__ void __launch_bounds__(RED_THREADS) conv2d_bwd_db(
+    const T* __restrict__ dy, long long sdn, long long sdk, long long sdp, long long sdq,
+    T* __restrict__ db, float* __restrict__ ws, int splits, long long chunk, int N, int K, int P, int Q) {
+    __shared__ float scratch[32];
+    const int k = blockIdx.x, split = blockIdx.y;
+    const long long PQ = (long long)P * Q, NPQ = (long long)N * PQ;
+    const long long begin = split * chunk, end = min(begin + chunk, NPQ);
+    float acc = 0.0f;
+    for (long long i = begin + threadIdx.x; i < end; i += RED_THREADS) {
+        const int n = (int)(i / PQ), pq = (int)(i - n * PQ), p = pq / Q, q = pq - p * Q;
+        acc += load_float(dy + n * sdn + k * sdk + p * sdp + q * sdq);
+    }
+    acc = block_reduce_sum(acc, scratch);
+    if (threadIdx.x == 0) {
+        if (splits > 1)
+            ws[(long long)split * K + k] = acc;
+        else
+            db[k] = from_float<T>(acc);
+    }
+}
+
+// ================================================================================================
+// Deterministic split-K finish: out[i] = sum over s = 0..splits-1 (in order) of ws[s * numel + i].
+// Grid: 1-D, grid-stride loop over numel (64-bit). Block: 256 threads.
+// ================================================================================================
+extern "C" __global__ void __launch_bounds__(RED_THREADS) conv2d_bwd_sum_splits(
+    const float* __restrict__ ws, int splits, long long numel, T* __restrict__ out) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < numel;
+         i += (long long)gridDim.x * blockDim.x) {
+        float v = 0.0f;
+        for (int s = 0; s < splits; ++s) v += ws[(long long)s * numel + i];
+        out[i] = from_float<T>(v);
+    }
+}
