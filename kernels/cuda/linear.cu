@@ -1,15 +1,21 @@
-// Linear layer helpers around the cuBLAS GEMMs (done by cupy.matmul in the launcher): bias add
-// on the (M, out) GEMM result and the bias gradient (column sums of dy over the M rows).
+// Linear layer helpers around the float32 cuBLAS GEMMs (cupy.matmul in the launcher): the forward
+// epilogue (bias add + one rounding to the storage type) and the bias gradient (column sums of dy
+// over the M rows).
 // Specialisation: -DSCALAR_T=float|f16_t|bf16_t. Offsets are 64-bit.
 #include "scalar.cuh"
 
-// y[row, j] += bias[j] in place (float arithmetic, one rounding).
+// Forward epilogue: y[row, j] = acc[row, j] + bias[j] (bias only when has_bias), rounded to the
+// storage type once; acc is the float32 cuBLAS GEMM result x @ w.T.
 // Grid: 1-D grid-stride loop, one thread per element i = row*out + j.
-extern "C" __global__ void linear_bias_add_rows(scalar_t* __restrict__ y, const scalar_t* __restrict__ bias,
-                                                long long total, int out) {
+extern "C" __global__ void linear_fwd_bias_epilogue(const float* __restrict__ acc, const scalar_t* __restrict__ bias,
+                                                    scalar_t* __restrict__ y, long long total, int out,
+                                                    int has_bias) {
   const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride)
-    store(y, i, load(y, i) + load(bias, (int)(i % out)));
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    float v = acc[i];
+    if (has_bias) v += load(bias, i % out);
+    store(y, i, v);
+  }
 }
 
 #define COLSUM_TX 32

@@ -23,8 +23,8 @@ extern "C" __global__ void max_pool2d_fwd_window_argmax(
     const long long plane = t / P;
     const scalar_t* xp = x + plane * ((long long)H * W);
     const int h0 = p * sh - ph, w0 = q * sw - pw;
-    float best = 0.0f;
-    int best_idx = -1;
+    float best = __int_as_float((int)0xff800000u);  // -inf: a window with no real pixel (dilation
+    int best_idx = -1;                               // can skip them all) gives -inf, argmax -1
     for (int r = 0; r < kh; ++r) {
       const int h = h0 + r * dh;
       if (h < 0 || h >= H) continue;

@@ -15,7 +15,7 @@ from .pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,
 
 name = "cupy"
 array_type = cupy.ndarray
-DTYPES = ("float16", "float32")
+DTYPES = ("float16", "bfloat16", "float32")  # bfloat16: numpy dtype from ml_dtypes (cupy >= 14)
 
 
 def asarray(a, dtype=None):

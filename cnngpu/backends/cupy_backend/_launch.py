@@ -13,8 +13,8 @@ import numpy as np
 
 from ...functional import dtype_name
 from . import _module
-from ._common import launched
-from ._config import scalar_define
+from ._common import empty, launched
+from ._config import BLOCK, elementwise_grid, scalar_define
 
 
 def i32(v) -> np.int32:
@@ -55,11 +55,36 @@ def contiguous(x):
     return cupy.ascontiguousarray(x)
 
 
+def cast_to_float32(a):
+    """A contiguous float32 copy of ``a`` (a itself when it already is contiguous float32), widened by
+    the cast_to_float32 kernel, so half and bfloat16 never depend on cupy's own dtype support."""
+    a = contiguous(a)
+    if a.dtype == cupy.float32:
+        return a
+    out = cupy.empty(a.shape, dtype=cupy.float32)
+    if a.size:
+        run("elementwise.cu", "cast_to_float32", dtype_of(a), elementwise_grid(a.size), (BLOCK,),
+            (a, out, i64(a.size)))
+    return out
+
+
+def cast_from_float32(a32, dtype):
+    """A float32 contiguous array rounded to ``dtype`` (a fresh output array; a32 itself for float32)."""
+    dtype = cupy.dtype(dtype)
+    if dtype == cupy.float32:
+        return a32
+    out = empty(a32.shape, dtype)
+    if a32.size:
+        run("elementwise.cu", "cast_from_float32", dtype.name, elementwise_grid(a32.size), (BLOCK,),
+            (a32, out, i64(a32.size)))
+    return out
+
+
 def float_param(p, n: int, fill: float):
     """A parameter vector as contiguous float32 (a copy only when needed), or ``fill`` x n when None."""
     if p is None:
         return cupy.full((n,), fill, dtype=cupy.float32)
-    return cupy.ascontiguousarray(p.reshape(-1), dtype=cupy.float32)
+    return cast_to_float32(p.reshape(-1))
 
 
 def dtype_of(x) -> str:
