@@ -77,6 +77,10 @@ def render_markdown(report: dict) -> str:
     if "copy" in ceil:
         c = ceil["copy"]
         L.append(f"| copy bandwidth | {c['GB/s']:.0f} GB/s | {c['bytes'] / 1e9:.2f} GB read+written in {c['ms']:.3f} ms |")
+    if "copy_error" in ceil:
+        L.append(f"| copy bandwidth | error | {ceil['copy_error']} |")
+    if "error" in ceil:
+        L.append(f"| (all) | not measured | {ceil['error']} |")
     for dt, c in (ceil.get("matmul") or {}).items():
         if "error" in c:
             L.append(f"| matmul {dt} | error | {c['error']} |")
@@ -172,8 +176,8 @@ def render_plot(report: dict, path: str) -> bool:
         ax.legend(fontsize=6, loc="best")
         ax.grid(True, which="both", axis="y", lw=0.3)
     fig.suptitle(f"{report['meta'].get('device', '')}: time / {base} (below the dashed line = faster)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 

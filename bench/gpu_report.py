@@ -1,0 +1,417 @@
+"""One-call GPU report: parity suite, timings of every op x shape x backend against torch, ceilings.
+
+    python -m bench.gpu_report                 # on a CUDA machine; about 9 minutes at most
+    python -m bench.gpu_report --quick         # the ``quick`` shapes only
+    python -m bench.gpu_report --cpu-dry-run   # whole pipeline on the CPU, tiny shapes (testing)
+
+Steps (each bounded in time; partial results are written as they come):
+1. ``pytest -m gpu tests`` in a subprocess with a timeout; pass/fail counts and failing ids.
+2. In a worker subprocess (bench/worker.py): ceilings (device copy bandwidth; fp16/bf16/tf32/fp32
+   matmul TFLOP/s with torch), then every (op, shape, dtype) group: torch NCHW (cuDNN for conv,
+   the baseline), torch channels_last, triton, cupy -- outputs checked against torch, then timed
+   with CUDA events (warm-up, L2 flush before every rep, median). Shapes tagged ``quick`` first,
+   so a run cut short by the time budget still covers every op. A hung case is killed after
+   ``--case-timeout`` s and a crashed worker restarted; either is recorded as that case's error.
+3. bench/results/<gpu>-<date>/: report.md (ms, TFLOP/s or GB/s from the analytic counts in
+   bench/shapes.py, % of the measured ceiling, time / torch), ratio_vs_torch.png, report.json
+   (GPU, versions, git commit, every record), results.jsonl (raw), parity.log, worker.log.
+   report.md/json are rewritten every ~20 s while the run goes on.
+
+Without CUDA it exits with status 2 and says so, unless ``--cpu-dry-run`` is given: then the
+same pipeline runs numpy vs torch-CPU on tiny shapes, and the report is labelled CPU throughout.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from . import cases as C
+from . import report_md
+from . import shapes as S
+from ._kernels_alias import REPO_ROOT
+
+EXIT_NO_CUDA = 2
+GPU_PROVIDERS = ("torch", "torch_cl", "triton", "cupy")       # torch (NCHW) first: the baseline
+CPU_PROVIDERS = ("torch_cpu", "numpy")
+TIMING = {
+    "cuda": {"warmup": 2, "target_s": 0.03, "min_reps": 5, "max_reps": 30},
+    "cpu": {"warmup": 1, "target_s": 0.02, "min_reps": 3, "max_reps": 10},
+}
+METHOD = {
+    "cuda": ("Each case: inputs drawn once per (op, shape, dtype) and shared by all backends; the output "
+             "is checked against torch's (max relative L2 error over outputs; MISMATCH above the dtype's "
+             "tolerance, excluded from the ratios); then {warmup} warm-up calls (compilation and autotuning "
+             "happen before them, in the checked call), then reps sized to ~{target_s} s of op time "
+             "({min_reps}..{max_reps}), each preceded by a 256 MB write that evicts L2, timed alone between "
+             "two CUDA events; the median is reported. TFLOP/s = 2*N*K*P*Q*(C/groups)*R*S / time (same "
+             "count for fwd, dX, dW); GB/s = the op's minimum bytes (inputs read once, outputs written "
+             "once; bench/shapes.py) / time. % ceiling: of the fp16/bf16/tf32/fp32 torch matmul TFLOP/s "
+             "(conv) or the device copy bandwidth (others), measured in this run. torch = "
+             "torch.nn.functional NCHW (cuDNN), torch_cl = channels_last; backward ops through autograd. "
+             "float32 = IEEE fp32 math (cnngpu precision='ieee', torch TF32 off)."),
+    "cpu": ("CPU DRY RUN (pipeline test, not a GPU measurement): numpy backend vs torch CPU on tiny shapes; "
+            "time.perf_counter around each call, {warmup} warm-up, {min_reps}..{max_reps} reps, median. "
+            "Ceilings: numpy copy bandwidth and numpy float32 matmul on this CPU."),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# environment
+# ----------------------------------------------------------------------------------------------
+def _cmd(args, cwd=REPO_ROOT) -> Optional[str]:
+    try:
+        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=20).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def cuda_device() -> Optional[str]:
+    """The CUDA device's name, or None when torch sees none."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> Dict[str, str]:
+    v = {"python": platform.python_version()}
+    for mod in ("numpy", "torch", "triton", "cupy"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception as e:
+            v[mod] = f"unavailable ({type(e).__name__})"
+    try:
+        import torch
+        v["torch CUDA"] = str(torch.version.cuda)
+        if torch.cuda.is_available():
+            v["cuDNN"] = str(torch.backends.cudnn.version())
+    except Exception:
+        pass
+    return v
+
+
+def git_info() -> Dict[str, object]:
+    commit = _cmd(["git", "rev-parse", "HEAD"])
+    dirty = _cmd(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {"git_commit": commit or "unknown (not a git checkout)", "git_dirty": bool(dirty)}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
+
+
+def default_out_dir(label: str, date: str) -> str:
+    base = os.path.join(REPO_ROOT, "bench", "results", f"{slug(label)}-{date}")
+    out, i = base, 2
+    while os.path.exists(out):
+        out, i = f"{base}-{i}", i + 1
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# plan
+# ----------------------------------------------------------------------------------------------
+def build_plan(mode: str, ops, dtypes, providers, shape_set: str) -> List[dict]:
+    """Tasks in run order: ceilings, then (op, shape, dtype) groups, ``quick`` shapes first."""
+    tiers: List[List[dict]] = [[], []]
+    for op in ops:
+        for sh in S.shapes_for(op):
+            if shape_set == "tiny" and "tiny" not in sh.tags:
+                continue
+            if shape_set == "quick" and "quick" not in sh.tags:
+                continue
+            tier = 0 if (shape_set != "all" or "quick" in sh.tags) else 1
+            for dt in dtypes:
+                tiers[tier].append({"kind": "group", "op": op, "shape": sh.name, "dtype": dt,
+                                    "providers": list(providers)})
+    tasks = [{"id": "ceilings", "kind": "ceilings"}]
+    for i, t in enumerate(tiers[0] + tiers[1]):
+        t["id"] = f"g{i:04d}"
+        tasks.append(t)
+    return tasks
+
+
+def pending(tasks: List[dict], done) -> List[tuple]:
+    out = []
+    for t in tasks:
+        if t["kind"] == "ceilings":
+            if (t["id"], None) not in done:
+                out.append((t, None))
+        else:
+            out += [(t, p) for p in t["providers"] if (t["id"], p) not in done]
+    return out
+
+
+def record_failure(results_path: str, task: dict, provider: Optional[str], status: str, note: str):
+    from .worker import append, base_record, shape_by_name
+    if task["kind"] == "ceilings":
+        append(results_path, {"task": task["id"], "provider": None, "ceilings": {"error": f"{status}: {note}"}})
+        return
+    rec = base_record(task, shape_by_name(task["shape"]), provider)
+    rec.update(status=status, note=note)
+    append(results_path, rec)
+
+
+# ----------------------------------------------------------------------------------------------
+# the worker loop: restart on crash, kill on hang, stop at the deadline
+# ----------------------------------------------------------------------------------------------
+def _read_progress(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _kill(proc: subprocess.Popen):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)   # the worker's own process group (started by us)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_timings(out_dir: str, plan: dict, deadline: float, case_timeout: float, max_restarts: int,
+                on_tick=None) -> Dict[str, int]:
+    from .worker import done_keys
+    plan_path = os.path.join(out_dir, "plan.json")
+    results_path = os.path.join(out_dir, "results.jsonl")
+    progress_path = os.path.join(out_dir, "progress.json")
+    with open(plan_path, "w") as f:
+        json.dump(plan, f, indent=1)
+    tasks = plan["tasks"]
+    by_id = {t["id"]: t for t in tasks}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    stats = {"restarts": 0, "timeouts": 0, "crashes": 0}
+    last_tick = time.time()
+    while True:
+        todo = pending(tasks, done_keys(results_path))
+        if not todo:
+            break
+        if time.time() >= deadline or stats["restarts"] > max_restarts:
+            why = ("not run: the time budget ran out" if time.time() >= deadline
+                   else f"not run: the worker failed {stats['restarts']} times")
+            print(f"[gpu_report] {why} ({len(todo)} cases left)", flush=True)
+            for t, p in todo:
+                record_failure(results_path, t, p, "not run", why)
+            break
+        if os.path.exists(progress_path):
+            os.remove(progress_path)
+        with open(os.path.join(out_dir, "worker.log"), "a") as wlog:
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", plan_path, results_path, progress_path],
+                                    cwd=REPO_ROOT, env=env, stdout=None, stderr=wlog, start_new_session=True)
+            failure = None
+            while proc.poll() is None:
+                time.sleep(0.25)
+                now = time.time()
+                prog = _read_progress(progress_path)
+                if now >= deadline:
+                    _kill(proc)
+                    failure = (prog, "timeout", "the run's time budget ran out during this case")
+                elif prog and prog["task"] != "__finished__" and now - prog["t"] > case_timeout:
+                    _kill(proc)
+                    stats["timeouts"] += 1
+                    failure = (prog, "timeout", f"no result after {case_timeout:.0f} s (hung or too slow): killed")
+                if on_tick and now - last_tick > 20:
+                    last_tick = now
+                    on_tick()
+            rc = proc.returncode
+        prog = _read_progress(progress_path) if failure is None else failure[0]
+        if failure is None and rc != 0:
+            stats["crashes"] += 1
+            sig = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+            failure = (prog, "error", f"the worker died during this case ({sig}); see worker.log")
+        if failure is not None:
+            stats["restarts"] += 1
+            prog = failure[0]
+            if prog and prog["task"] in by_id and (prog["task"], prog["provider"]) not in done_keys(results_path):
+                t = by_id[prog["task"]]
+                record_failure(results_path, t, prog["provider"], failure[1], failure[2])
+                print(f"[gpu_report] {t['id']} {t.get('op', '')} {t.get('shape', '')} {prog['provider']}: "
+                      f"{failure[1]}: {failure[2]}", flush=True)
+    if os.path.exists(progress_path):
+        os.remove(progress_path)
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# assembling the report
+# ----------------------------------------------------------------------------------------------
+def load_results(results_path: str):
+    ceilings, records = {}, {}
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if r.get("task") == "ceilings":
+                    ceilings = r["ceilings"]
+                else:
+                    records[(r["task"], r["provider"])] = r   # the last line of a case wins
+    return ceilings, list(records.values())
+
+
+def derive(records: List[dict], ceilings: dict, baseline: str) -> List[dict]:
+    """Add rates, % of ceiling and time / baseline to each record (in place; returns them sorted)."""
+    base_ms = {(r["op"], r["shape"], r["dtype"]): r["ms"] for r in records
+               if r["provider"] == baseline and r["status"] == "ok" and r["ms"]}
+    copy = (ceilings.get("copy") or {}).get("GB/s")
+    mm = ceilings.get("matmul") or {}
+    for r in records:
+        r["tflops"] = r["gbps"] = r["pct_ceiling"] = r["ratio"] = None
+        if not r.get("ms"):
+            continue
+        sec = r["ms"] * 1e-3
+        if r["metric"] == "flops":
+            r["tflops"] = r["flops"] / sec / 1e12
+            peak = (mm.get(r["dtype"]) or {}).get("TFLOP/s")
+            r["pct_ceiling"] = 100 * r["tflops"] / peak if peak else None
+        else:
+            r["gbps"] = r["bytes"] / sec / 1e9
+            r["pct_ceiling"] = 100 * r["gbps"] / copy if copy else None
+        b = base_ms.get((r["op"], r["shape"], r["dtype"]))
+        if b and r["status"] == "ok":
+            r["ratio"] = r["ms"] / b
+    order = {op: i for i, op in enumerate(S.ALL_OPS)}
+    return sorted(records, key=lambda r: (order.get(r["op"], 99), r["task"], r["provider"] != baseline))
+
+
+def assemble(out_dir: str, meta: dict, config: dict, parity: Optional[dict]) -> dict:
+    ceilings, records = load_results(os.path.join(out_dir, "results.jsonl"))
+    results = derive(records, ceilings, config["baseline"])
+    counts: Dict[str, int] = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    meta = dict(meta, wall_s=round(time.time() - meta["t_start"], 1), case_counts=counts)
+    return {"meta": meta, "config": config, "ceilings": ceilings, "parity": parity, "results": results}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu_report", description=__doc__.split("\n")[0])
+    ap.add_argument("--cpu-dry-run", action="store_true",
+                    help="no GPU needed: run the pipeline with numpy vs torch CPU on tiny shapes (labelled CPU)")
+    ap.add_argument("--quick", action="store_true", help="time only the shapes tagged 'quick'")
+    ap.add_argument("--out", help="output folder (default bench/results/<device>-<date>)")
+    ap.add_argument("--budget-s", type=float, default=540.0,
+                    help="total wall-clock budget in seconds, parity included (default 540)")
+    ap.add_argument("--parity-timeout", type=float, default=200.0, help="limit for the parity suite (s)")
+    ap.add_argument("--no-parity", action="store_true", help="skip the parity suite")
+    ap.add_argument("--parity-paths", default="tests", help="comma-separated paths for the parity run")
+    ap.add_argument("--case-timeout", type=float, default=90.0,
+                    help="kill a case with no result after this many seconds (compilation included)")
+    ap.add_argument("--max-restarts", type=int, default=8, help="worker restarts before giving up")
+    ap.add_argument("--ops", help=f"comma-separated subset of {','.join(S.ALL_OPS)}")
+    ap.add_argument("--dtypes", default=None, help="comma-separated dtypes (GPU default float16,float32)")
+    ap.add_argument("--providers", default=None,
+                    help=f"comma-separated, baseline first (GPU default {','.join(GPU_PROVIDERS)})")
+    args = ap.parse_args(argv)
+    t_start = time.time()
+    deadline = t_start + args.budget_s
+
+    device = cuda_device()
+    if device is None and not args.cpu_dry_run:
+        print("bench.gpu_report: no CUDA device is visible to torch (torch.cuda.is_available() is False), so "
+              "there is nothing to measure. Run it on a CUDA machine, or pass --cpu-dry-run to exercise the "
+              "pipeline on the CPU (numpy vs torch CPU, tiny shapes).", file=sys.stderr)
+        return EXIT_NO_CUDA
+    mode = "cpu" if args.cpu_dry_run else "cuda"
+    if mode == "cpu":
+        label, providers, dtypes, shape_set = f"CPU dry run: {cpu_name()}", CPU_PROVIDERS, ["float32"], "tiny"
+    else:
+        label, providers, dtypes = device, GPU_PROVIDERS, ["float16", "float32"]
+        shape_set = "quick" if args.quick else "all"
+    if args.providers:
+        providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    if args.dtypes:
+        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    ops = [o.strip() for o in args.ops.split(",")] if args.ops else list(S.ALL_OPS)
+    for o in ops:
+        if o not in S.ALL_OPS:
+            ap.error(f"unknown op {o!r}; choose from {','.join(S.ALL_OPS)}")
+    for p in providers:
+        if p not in C.ALL_PROVIDERS:
+            ap.error(f"unknown provider {p!r}; choose from {','.join(C.ALL_PROVIDERS)}")
+
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    out_dir = os.path.abspath(args.out or default_out_dir("cpu-dry-run" if mode == "cpu" else device, date))
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {"device": label, "mode": mode, "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "host_cpu": cpu_name(), "versions": versions(), "driver": None, "t_start": t_start,
+            "command": " ".join(["python -m bench.gpu_report"] + (argv if argv is not None else sys.argv[1:]))}
+    meta.update(git_info())
+    if mode == "cuda":
+        meta["driver"] = _cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    tasks = build_plan(mode, ops, dtypes, providers, shape_set)
+    config = {"mode": "CPU dry run" if mode == "cpu" else "CUDA", "baseline": providers[0], "ops": ops,
+              "dtypes": dtypes, "providers": list(providers), "shape_set": shape_set,
+              "timing": TIMING[mode], "method": METHOD[mode].format(**TIMING[mode]),
+              "budget_s": args.budget_s, "case_timeout_s": args.case_timeout}
+    print(f"[gpu_report] {label}: {len(tasks) - 1} (op, shape, dtype) groups x {len(providers)} providers "
+          f"-> {out_dir}", flush=True)
+
+    parity = None
+    if args.no_parity:
+        config["parity_note"] = "--no-parity"
+    elif mode == "cpu":
+        config["parity_note"] = "CPU dry run: the gpu-marked suite needs a CUDA device"
+    else:
+        from .parity import run_parity
+        limit = max(10.0, min(args.parity_timeout, deadline - time.time() - 60))
+        print(f"[gpu_report] parity suite: pytest -m gpu {args.parity_paths} (limit {limit:.0f} s)", flush=True)
+        parity = run_parity(os.path.join(out_dir, "parity.log"), limit, paths=args.parity_paths.split(","))
+        c = parity["counts"]
+        print(f"[gpu_report] parity: {c['passed']} passed, {c['failed']} failed, {c['error']} errors, "
+              f"{c['skipped']} skipped in {parity['wall_s']} s{' (TIMED OUT)' if parity['timed_out'] else ''}",
+              flush=True)
+
+    def write(final=False):
+        report = assemble(out_dir, meta, config, parity)
+        if final:
+            return report_md.write_outputs(report, out_dir)
+        report = dict(report, summary=report_md.summary_rows(report))
+        with open(os.path.join(out_dir, report_md.REPORT_JSON), "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        with open(os.path.join(out_dir, report_md.REPORT_MD), "w") as f:
+            f.write(report_md.render_markdown(report))
+        return None
+
+    write()
+    plan = {"mode": mode, "t_start": t_start, "timing": TIMING[mode], "tasks": tasks}
+    stats = run_timings(out_dir, plan, deadline - 15, args.case_timeout, args.max_restarts, on_tick=write)
+    meta["worker"] = stats
+    paths = write(final=True)
+    counts = assemble(out_dir, meta, config, parity)["meta"]["case_counts"]
+    print(f"[gpu_report] done in {time.time() - t_start:.0f} s: cases {counts}; worker {stats}", flush=True)
+    for k, p in paths.items():
+        print(f"[gpu_report] wrote {p}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
