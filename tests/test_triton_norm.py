@@ -55,7 +55,7 @@ def forced(monkeypatch):
     from cnngpu.kernels.triton import batch_norm as BN, group_norm as GN, layer_norm as LN
     monkeypatch.setattr(BN, "TILES", {"fp32": ((1, 4), (2, 8)), "fp16": ((1, 8), (4, 4))})
     monkeypatch.setattr(GN, "TILES", {"fp32": ((1, 4), (2, 8)), "fp16": ((2, 4), (4, 2))})
-    monkeypatch.setattr(LN, "ROW_BLOCKS", {"fp32": (8,), "fp16": (16,)})
+    monkeypatch.setattr(LN, "ROW_BLOCKS", {"fp32": (8,), "fp16": (8,)})
     monkeypatch.setattr(LN, "DWDB_TILE", {"fp32": (2, 8), "fp16": (4, 8)})
     monkeypatch.setattr(norm, "TARGET_PROGRAMS_PER_SM", 64)
     return norm
@@ -87,8 +87,14 @@ def _bn_id(c):
 def test_batch_norm_fwd_bwd(be, request, case, dtype, training, relu):
     shape, layout, affine, pkind, force = case
     norm = request.getfixturevalue("forced") if force else None
+    _check_batch_norm(be, norm, shape, layout, affine, pkind, dtype, training, relu, rng(_seed(case, dtype, training, relu)))
+
+
+def _check_batch_norm(be, norm, shape, layout, affine, pkind, dtype, training, relu, gen):
+    """Forward (y, stats, running stats) and backward of one case on triton vs numpy; ``norm``: the
+    launcher module when the case must split each channel over several programs, else None."""
+    force = norm is not None
     pdt = _param_dtype(dtype, pkind)
-    gen = rng(_seed(case, dtype, training, relu))
     C = shape[1]
     count = int(np.prod(shape)) // C
     # a per-channel offset so the channels' means differ
@@ -188,8 +194,17 @@ def _ln_id(c):
 def test_layer_norm_fwd_bwd(be, request, case, dtype):
     shape, nd, layout, affine, force = case
     if force:
-        request.getfixturevalue("forced")
-    gen = rng(_seed(case, dtype))
+        norm = request.getfixturevalue("forced")
+        D = int(np.prod(shape[len(shape) - nd:]))
+        M = int(np.prod(shape)) // D
+        cpu = norm.torch.device("cpu")
+        assert norm.layer_norm_block(D, getattr(norm.torch, dtype)) < D                # rows walked in chunks
+        if M > 4:
+            assert norm.layer_norm_dwdb_plan(M, D, getattr(norm.torch, dtype), cpu)[3] > 1  # several row slabs
+    _check_layer_norm(be, shape, nd, layout, affine, dtype, rng(_seed(case, dtype)))
+
+
+def _check_layer_norm(be, shape, nd, layout, affine, dtype, gen):
     ns = shape[len(shape) - nd:]
     D = int(np.prod(ns))
     pdt = "float32" if dtype == "bfloat16" else dtype
@@ -253,7 +268,10 @@ def test_group_norm_fwd_bwd(be, request, case, dtype):
     shape, G, layout, affine, force = case
     if force:
         request.getfixturevalue("forced")
-    gen = rng(_seed(case, dtype))
+    _check_group_norm(be, shape, G, layout, affine, dtype, rng(_seed(case, dtype)))
+
+
+def _check_group_norm(be, shape, G, layout, affine, dtype, gen):
     N, C = shape[:2]
     group_len = int(np.prod(shape)) // (N * G)
     pdt = "float32" if dtype == "bfloat16" else dtype
@@ -290,3 +308,32 @@ def test_group_norm_fwd_bwd(be, request, case, dtype):
         assert_close(to_f64(db), dbr, pdt, per_channel, what="group_norm dbias")
     else:
         assert dw is None and db is None
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU: real sizes (skipped without a CUDA device)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("relu", [False, True], ids=["norelu", "relu"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,layout", [((32, 64, 56, 56), "contiguous"), ((32, 256, 14, 14), "channels_last"),
+                                          ((8, 2048, 7, 7), "contiguous"), ((1, 3, 224, 224), "contiguous"),
+                                          ((256, 512), "contiguous")])
+def test_gpu_batch_norm_real_sizes(be, shape, layout, dtype, training, relu):
+    _check_batch_norm(be, None, shape, layout, True, "f32", dtype, training, relu, rng(_seed(shape, dtype, training)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,nd", [((4096, 768), 1), ((64, 50, 1000), 1), ((16, 64, 28, 28), 3), ((3, 70000), 1)])
+def test_gpu_layer_norm_real_sizes(be, shape, nd, dtype):
+    _check_layer_norm(be, shape, nd, "contiguous", True, dtype, rng(_seed(shape, dtype)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,G,layout", [((32, 64, 28, 28), 32, "contiguous"), ((8, 128, 56, 56), 128, "contiguous"),
+                                            ((16, 256, 14, 14), 8, "channels_last"), ((2, 64, 56, 56), 1, "contiguous")])
+def test_gpu_group_norm_real_sizes(be, shape, G, layout, dtype):
+    _check_group_norm(be, shape, G, layout, True, dtype, rng(_seed(shape, G, dtype)))

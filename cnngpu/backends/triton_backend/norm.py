@@ -220,6 +220,17 @@ def _rows_view(t, M: int, D: int):
     return t.reshape(M, D)
 
 
+def layer_norm_dwdb_plan(M: int, D: int, dtype, device):
+    """(BLOCK_M, BLOCK_D, column blocks, S row slabs, rows per slab) for the dweight/dbias
+    partial sums: enough slabs that cdiv(D, BLOCK_D) * S programs fill the device."""
+    bm, bd = LN.DWDB_TILE[_tag(dtype)]
+    ndb = triton.cdiv(D, bd)
+    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    S = max(1, min(triton.cdiv(M, bm), triton.cdiv(target, ndb)))
+    rps = triton.cdiv(M, S)
+    return bm, bd, ndb, triton.cdiv(M, rps), rps
+
+
 def layer_norm_forward(x, normalized_ndim, weight, bias, eps):
     """x (..., *normalized_shape) -> (y like x (contiguous), mean (M,) fp32, rstd (M,) fp32), M the
     product of the leading dims: one program per row, stats by chunked two-pass + Chan merge."""
@@ -260,12 +271,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     launched("layer_norm_bwd_dx_fused")
     if not has_w:
         return dx.reshape(x.shape), None, None
-    bm, bd = LN.DWDB_TILE[_tag(x.dtype)]
-    ndb = triton.cdiv(D, bd)
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(dev)
-    S = max(1, min(triton.cdiv(M, bm), triton.cdiv(target, ndb)))
-    rps = triton.cdiv(M, S)
-    S = triton.cdiv(M, rps)
+    bm, bd, ndb, S, rps = layer_norm_dwdb_plan(M, D, x.dtype, dev)
     pdw = empty((S, D), torch.float32, dev)
     pdb = empty((S, D), torch.float32, dev)
     LN.layer_norm_bwd_dwdb_partial[(ndb, S)](
