@@ -1,0 +1,391 @@
+"""cnngpu.torch: autograd Functions and nn.Modules on our kernels.
+
+- numpy-backed path (CPU tensors): torch.autograd.gradcheck in float64 on every wrapper, values and
+  gradients against torch's own ops, modules vs torch.nn (state_dict, running stats), and the same
+  small net trained with torch.optim through our modules and through torch.nn.
+- triton-backed path (CPU tensors under TRITON_INTERPRET=1 here, CUDA on a GPU): fp32 vs torch ops.
+- cupy path via DLPack: CUDA only (gpu marker).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as TF  # noqa: E402
+from torch.autograd import gradcheck  # noqa: E402
+
+from cnngpu import backends  # noqa: E402
+import cnngpu.torch as ct  # noqa: E402
+from harness import launches, tolerance  # noqa: E402
+
+F64 = torch.float64
+
+
+def _t(shape, seed, dtype=F64, grad=True, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=dtype).to(device).requires_grad_(grad)
+
+
+def _numpy_be():
+    return backends.get_backend("numpy")
+
+
+def _triton_or_skip():
+    try:
+        return backends.get_backend("triton")
+    except Exception as e:  # unavailable, or its op modules still missing
+        pytest.skip(f"triton backend cannot be used here: {type(e).__name__}: {e}")
+
+
+# ----------------------------------------------------------------------------------------------
+# gradcheck (float64, numpy-backed) + forward/backward against torch's own ops
+# ----------------------------------------------------------------------------------------------
+def _check_vs_torch(ours, ref, inputs, rtol=1e-10, atol=1e-10):
+    """Forward values and the gradients of a random projection agree with torch's implementation."""
+    y, yr = ours(*inputs), ref(*inputs)
+    torch.testing.assert_close(y, yr, rtol=rtol, atol=atol)
+    w = _t(tuple(y.shape), 99, dtype=y.dtype, grad=False)
+    diff = [i for i in inputs if isinstance(i, torch.Tensor) and i.requires_grad]
+    g = torch.autograd.grad((y * w).sum(), diff)
+    gr = torch.autograd.grad((yr * w).sum(), diff)
+    for a, b in zip(g, gr):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+CONV_CASES = [  # (x shape, w shape, stride, padding, dilation, groups, bias)
+    ((2, 3, 6, 5), (4, 3, 3, 2), 1, 1, 1, 1, True),
+    ((1, 4, 7, 7), (4, 2, 3, 3), 2, (1, 0), 1, 2, False),
+    ((2, 2, 7, 6), (3, 2, 3, 3), 1, "same", (2, 1), 1, True),
+    ((1, 3, 5, 5), (6, 1, 2, 2), (2, 1), 0, 1, 3, True),
+]
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups,bias", CONV_CASES)
+def test_conv2d_gradcheck_and_torch(xs, ws, stride, padding, dilation, groups, bias):
+    x, w = _t(xs, 1), _t(ws, 2)
+    b = _t((ws[0],), 3) if bias else None
+    inputs = (x, w, b) if bias else (x, w)
+
+    def ours(x, w, b=None):
+        return ct.conv2d(x, w, b, stride, padding, dilation, groups)
+
+    def ref(x, w, b=None):
+        return TF.conv2d(x, w, b, stride, padding, dilation, groups)
+
+    with launches(_numpy_be(), "conv2d_fwd_im2col_gemm", "conv2d_bwd_dx_col2im", "conv2d_bwd_dw_im2col_gemm"):
+        assert gradcheck(ours, inputs)
+    _check_vs_torch(ours, ref, inputs)
+
+
+def test_conv2d_only_needed_grads():
+    """needs_input_grad is honoured: a frozen weight gets no gradient, x still does."""
+    x, w = _t((1, 2, 5, 5), 4), _t((3, 2, 3, 3), 5, grad=False)
+    y = ct.conv2d(x, w, padding=1)
+    y.sum().backward()
+    assert w.grad is None and x.grad is not None
+    torch.testing.assert_close(x.grad, torch.autograd.grad(TF.conv2d(x, w, padding=1).sum(), x)[0])
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation,ceil", [(2, None, 0, 1, False), (3, 2, 1, 1, True),
+                                                            ((2, 3), (1, 2), (1, 1), (2, 1), False)])
+def test_max_pool2d_gradcheck_and_torch(k, stride, padding, dilation, ceil):
+    x = _t((2, 3, 7, 8), 6)
+
+    def ours(x):
+        return ct.max_pool2d(x, k, stride, padding, dilation, ceil)
+
+    def ref(x):
+        return TF.max_pool2d(x, k, stride, padding, dilation, ceil)
+
+    with launches(_numpy_be(), "max_pool2d_fwd", "max_pool2d_bwd_scatter"):
+        assert gradcheck(ours, (x,))
+    _check_vs_torch(ours, ref, (x,))
+    y, idx = ct.max_pool2d(x, k, stride, padding, dilation, ceil, return_indices=True)
+    _, idx_ref = TF.max_pool2d(x, k, stride, padding, dilation, ceil, return_indices=True)
+    assert idx.dtype == torch.int64 and not idx.requires_grad
+    assert torch.equal(idx, idx_ref)
+
+
+@pytest.mark.parametrize("k,stride,padding,ceil,cip", [(2, None, 0, False, True), (3, 2, 1, True, True),
+                                                       (3, 2, 1, False, False)])
+def test_avg_pool2d_gradcheck_and_torch(k, stride, padding, ceil, cip):
+    x = _t((2, 2, 7, 6), 7)
+
+    def ours(x):
+        return ct.avg_pool2d(x, k, stride, padding, ceil, cip)
+
+    def ref(x):
+        return TF.avg_pool2d(x, k, stride, padding, ceil, cip)
+
+    with launches(_numpy_be(), "avg_pool2d_fwd", "avg_pool2d_bwd"):
+        assert gradcheck(ours, (x,))
+    _check_vs_torch(ours, ref, (x,))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_gradcheck_and_torch(training, relu, affine):
+    x = _t((3, 4, 3, 2), 8) * 2 + 0.5
+    x = x.detach().requires_grad_(True)
+    w, b = (_t((4,), 9), _t((4,), 10)) if affine else (None, None)
+    rm, rv = _t((4,), 11, grad=False), _t((4,), 12, grad=False).abs() + 0.5
+    inputs = (x, w, b) if affine else (x,)
+
+    def ours(x, w=None, b=None):
+        return ct.batch_norm(x, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, relu=relu)
+
+    def ref(x, w=None, b=None):
+        y = TF.batch_norm(x, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5)
+        return torch.relu(y) if relu else y
+
+    with launches(_numpy_be(), "batch_norm_forward", "batch_norm_backward"):
+        assert gradcheck(ours, inputs)
+    _check_vs_torch(ours, ref, inputs)
+
+
+def test_batch_norm_updates_running_stats_like_torch():
+    x = _t((4, 3, 2, 3), 13, grad=False)
+    rm, rv = torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64)
+    rm2, rv2 = rm.clone(), rv.clone()
+    for _ in range(3):
+        ct.batch_norm(x, rm, rv, None, None, True, 0.2, 1e-5)
+        TF.batch_norm(x, rm2, rv2, None, None, True, 0.2, 1e-5)
+    torch.testing.assert_close(rm, rm2)
+    torch.testing.assert_close(rv, rv2)
+
+
+@pytest.mark.parametrize("ns,affine,bias", [((5,), True, True), ((3, 5), True, False), ((3, 5), False, False)])
+def test_layer_norm_gradcheck_and_torch(ns, affine, bias):
+    x = _t((2, 3, 5), 14)
+    w = _t(ns, 15) if affine else None
+    b = _t(ns, 16) if affine and bias else None
+    inputs = tuple(t for t in (x, w, b) if t is not None)
+
+    def split(args):
+        it = iter(args[1:])
+        return (next(it) if affine else None), (next(it) if affine and bias else None)
+
+    def ours(*args):
+        return ct.layer_norm(args[0], ns, *split(args))
+
+    def ref(*args):
+        return TF.layer_norm(args[0], ns, *split(args))
+
+    with launches(_numpy_be(), "layer_norm_forward", "layer_norm_backward"):
+        assert gradcheck(ours, inputs)
+    _check_vs_torch(ours, ref, inputs)
+
+
+@pytest.mark.parametrize("groups,affine,shape", [(2, True, (2, 4, 3, 2)), (3, True, (2, 3, 5)),
+                                                 (1, False, (3, 2, 2, 2))])
+def test_group_norm_gradcheck_and_torch(groups, affine, shape):
+    x = _t(shape, 17)
+    C = shape[1]
+    inputs = (x, _t((C,), 18), _t((C,), 19)) if affine else (x,)
+
+    def ours(x, w=None, b=None):
+        return ct.group_norm(x, groups, w, b)
+
+    def ref(x, w=None, b=None):
+        return TF.group_norm(x, groups, w, b)
+
+    with launches(_numpy_be(), "group_norm_forward", "group_norm_backward"):
+        assert gradcheck(ours, inputs)
+    _check_vs_torch(ours, ref, inputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# modules vs torch.nn
+# ----------------------------------------------------------------------------------------------
+def test_modules_match_torch_names_and_init():
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(3, 8, 3, padding=1, groups=1)
+    torch.manual_seed(0)
+    ours = ct.Conv2d(3, 8, 3, padding=1)
+    assert list(dict(ours.named_parameters())) == ["weight", "bias"]
+    torch.testing.assert_close(ours.weight, ref.weight)  # same init sequence as torch
+    torch.testing.assert_close(ours.bias, ref.bias)
+    assert isinstance(ours.weight, torch.nn.Parameter)
+    bn, bn_ref = ct.BatchNorm2d(5, relu=True), torch.nn.BatchNorm2d(5)
+    assert list(bn.state_dict()) == list(bn_ref.state_dict())
+    bn.load_state_dict(bn_ref.state_dict())
+    assert dict(bn.named_buffers()).keys() == {"running_mean", "running_var", "num_batches_tracked"}
+    ln, gn = ct.LayerNorm((4, 4)), ct.GroupNorm(2, 6)
+    assert list(ln.state_dict()) == list(torch.nn.LayerNorm((4, 4)).state_dict())
+    assert list(gn.state_dict()) == list(torch.nn.GroupNorm(2, 6).state_dict())
+    assert "relu=True" in repr(bn)
+
+
+def test_batchnorm_module_train_eval_vs_torch():
+    bn = ct.BatchNorm2d(3, momentum=0.3, relu=True, dtype=F64)
+    ref = torch.nn.BatchNorm2d(3, momentum=0.3, dtype=F64)
+    with torch.no_grad():
+        for p in (bn.weight, ref.weight):
+            p.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    for s in range(3):
+        x = _t((4, 3, 3, 3), 20 + s, grad=False) * (s + 1)
+        torch.testing.assert_close(bn(x), torch.relu(ref(x)))
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+    assert int(bn.num_batches_tracked) == 3
+    bn.eval()
+    ref.eval()
+    x = _t((2, 3, 3, 3), 30)
+    _check_vs_torch(bn, lambda x: torch.relu(ref(x)), (x,))
+    assert int(bn.num_batches_tracked) == 3  # eval does not count
+    free = ct.BatchNorm2d(3, track_running_stats=False, dtype=F64).eval()  # batch stats even in eval
+    torch.testing.assert_close(free(x), torch.nn.BatchNorm2d(3, track_running_stats=False, dtype=F64).eval()(x))
+
+
+def _nets(ours: bool, dtype):
+    """The same small CNN from our modules or torch.nn (BN+ReLU fused in ours)."""
+    if ours:
+        layers = [ct.Conv2d(1, 4, 3, padding=1), ct.BatchNorm2d(4, relu=True), ct.MaxPool2d(2),
+                  ct.Conv2d(4, 6, 3, padding=1, bias=False), ct.GroupNorm(2, 6), ct.AvgPool2d(2),
+                  torch.nn.Flatten(), ct.LayerNorm(24), torch.nn.Linear(24, 5)]
+    else:
+        layers = [torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.ReLU()),
+                  torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 6, 3, padding=1, bias=False), torch.nn.GroupNorm(2, 6),
+                  torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.LayerNorm(24), torch.nn.Linear(24, 5)]
+    return torch.nn.Sequential(*layers).to(dtype)
+
+
+def _train_pair(dtype, steps, backend_kw=None, device="cpu"):
+    torch.manual_seed(0)
+    ref = _nets(False, dtype).to(device)
+    ours = _nets(True, dtype).to(device)
+    if backend_kw:
+        for m in ours.modules():
+            if hasattr(m, "backend"):
+                m.backend = backend_kw
+    sd = {k.replace("1.0.", "1."): v for k, v in ref.state_dict().items()}  # ref wraps BN+ReLU in a Sequential
+    ours.load_state_dict(sd)
+    opt_r = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    opt_o = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 1, 8, 8, generator=g, dtype=dtype).to(device)  # one fixed batch: the loss must fall
+    y = torch.randint(0, 5, (6,), generator=g).to(device)
+    losses = []
+    for _ in range(steps):
+        pair = []
+        for net, opt in ((ref, opt_r), (ours, opt_o)):
+            opt.zero_grad()
+            loss = TF.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            pair.append(loss.item())
+        losses.append(pair)
+    return np.array(losses), ref, ours
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_training_with_torch_optim_matches_torch_nn(dtype, rtol):
+    """Five SGD+momentum steps: our modules and torch.nn give the same losses, parameters and
+    running statistics."""
+    losses, ref, ours = _train_pair(dtype, 5)
+    np.testing.assert_allclose(losses[:, 1], losses[:, 0], rtol=rtol)
+    assert losses[-1, 1] < 0.8 * losses[0, 1]  # it did train
+    sd_ref = {k.replace("1.0.", "1."): v for k, v in ref.state_dict().items()}
+    sd = ours.state_dict()
+    assert sd.keys() == sd_ref.keys()
+    for k in sd:
+        torch.testing.assert_close(sd[k], sd_ref[k], rtol=rtol, atol=rtol, msg=lambda m: f"{k}: {m}")
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+# ----------------------------------------------------------------------------------------------
+def test_backend_choice_and_errors():
+    x = _t((1, 1, 4, 4), 40, dtype=torch.float32, grad=False)
+    assert ct.pick_backend(x) == "numpy"
+    with pytest.raises(ValueError, match="unknown backend"):
+        ct.max_pool2d(x, 2, backend="cudnn")
+    with pytest.raises(TypeError, match="bfloat16"):
+        ct.avg_pool2d(x.bfloat16(), 2)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        ct.conv2d(np.zeros((1, 1, 4, 4)), x)
+    if not backends.is_available("cupy"):
+        with pytest.raises(backends.BackendUnavailableError):
+            ct.avg_pool2d(x, 2, backend="cupy")
+    with pytest.raises(ValueError, match="momentum=None"):
+        ct.BatchNorm2d(3, momentum=None)
+    with pytest.raises(ValueError, match="stride"):  # functional.py's validation reaches torch users
+        ct.conv2d(x, torch.ones(1, 1, 3, 3), stride=0)
+    with pytest.raises(ValueError, match="divisible"):
+        ct.Conv2d(3, 4, 3, groups=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# triton-backed path: interpreter on CPU here (fp32), CUDA on a GPU
+# ----------------------------------------------------------------------------------------------
+def _triton_device():
+    be = _triton_or_skip()
+    return be, be.device()
+
+
+def test_triton_path_ops_match_torch():
+    be, dev = _triton_device()
+    f32 = torch.float32
+    x = _t((2, 3, 6, 6), 50, dtype=f32, device=dev)
+    w, b = _t((4, 3, 3, 3), 51, dtype=f32, device=dev), _t((4,), 52, dtype=f32, device=dev)
+    g1, b1 = _t((3,), 53, dtype=f32, device=dev), _t((3,), 54, dtype=f32, device=dev)
+    tol = dict(rtol=tolerance("float32", 27 * 36 * 2, factor=32), atol=1e-4)
+    cases = [
+        ("conv2d", lambda x, w, b: ct.conv2d(x, w, b, 1, 1, backend="triton"),
+         lambda x, w, b: TF.conv2d(x, w, b, 1, 1), (x, w, b)),
+        ("max_pool2d", lambda x: ct.max_pool2d(x, 3, 2, 1, backend="triton"),
+         lambda x: TF.max_pool2d(x, 3, 2, 1), (x,)),
+        ("avg_pool2d", lambda x: ct.avg_pool2d(x, 2, backend="triton"), lambda x: TF.avg_pool2d(x, 2), (x,)),
+        ("batch_norm", lambda x, g, b: ct.batch_norm(x, None, None, g, b, True, relu=True, backend="triton"),
+         lambda x, g, b: torch.relu(TF.batch_norm(x, None, None, g, b, True)), (x, g1, b1)),
+        ("layer_norm", lambda x: ct.layer_norm(x, (6, 6), backend="triton"), lambda x: TF.layer_norm(x, (6, 6)), (x,)),
+        ("group_norm", lambda x, g, b: ct.group_norm(x, 3, g, b, backend="triton"),
+         lambda x, g, b: TF.group_norm(x, 3, g, b), (x, g1, b1)),
+    ]
+    for name, ours, ref, inputs in cases:
+        before = sum(be.LAUNCHES.values())
+        y, yr = ours(*inputs), ref(*inputs)
+        assert y.device.type == dev.type and y.dtype == f32
+        torch.testing.assert_close(y, yr, **tol, msg=lambda m: f"{name} forward: {m}")
+        wgt = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(dev)
+        diff = [t for t in inputs if t.requires_grad]
+        gs = torch.autograd.grad((y * wgt).sum(), diff)
+        grs = torch.autograd.grad((yr * wgt).sum(), diff)
+        for i, (a, r) in enumerate(zip(gs, grs)):
+            torch.testing.assert_close(a, r, **tol, msg=lambda m: f"{name} grad {i}: {m}")
+        assert sum(be.LAUNCHES.values()) > before, f"{name}: no triton kernel ran"
+
+
+def test_triton_path_training_matches_torch_nn():
+    _triton_or_skip()
+    dev = backends.get_backend("triton").device()
+    losses, _, _ = _train_pair(torch.float32, 3, backend_kw="triton", device=dev)
+    np.testing.assert_allclose(losses[:, 1], losses[:, 0], rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA only: default backend choice on CUDA tensors and the cupy path via DLPack
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [None, "cupy", "numpy"])
+def test_cuda_tensors_each_backend(backend):
+    if backend == "cupy" and not backends.is_available("cupy"):
+        pytest.skip(backends._why_unavailable("cupy"))
+    x = _t((2, 3, 8, 8), 60, dtype=torch.float32, device="cuda")
+    w = _t((4, 3, 3, 3), 61, dtype=torch.float32, device="cuda")
+    g, b = _t((4,), 62, dtype=torch.float32, device="cuda"), _t((4,), 63, dtype=torch.float32, device="cuda")
+    rm, rv = torch.zeros(4, device="cuda"), torch.ones(4, device="cuda")
+    rm2, rv2 = rm.clone(), rv.clone()
+    y = ct.batch_norm(ct.conv2d(x, w, padding=1, backend=backend), rm, rv, g, b, True, relu=True, backend=backend)
+    y = ct.max_pool2d(y, 2, backend=backend)
+    yr = TF.max_pool2d(torch.relu(TF.batch_norm(TF.conv2d(x, w, padding=1), rm2, rv2, g, b, True)), 2)
+    assert y.is_cuda
+    torch.testing.assert_close(y, yr, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(rm, rm2, rtol=1e-5, atol=1e-6)  # running stats updated in the buffers
+    wgt = torch.randn_like(y)
+    ga = torch.autograd.grad((y * wgt).sum(), (x, w, g, b))
+    gr = torch.autograd.grad((yr * wgt).sum(), (x, w, g, b))
+    for a, r in zip(ga, gr):
+        torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-3)
