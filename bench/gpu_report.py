@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from . import _procs
 from . import cases as C
 from . import report_md
 from . import shapes as S
@@ -186,14 +187,6 @@ def _read_progress(path: str) -> Optional[dict]:
         return None
 
 
-def _kill(proc: subprocess.Popen):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)   # the worker's own process group (started by us)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def run_timings(out_dir: str, plan: dict, deadline: float, case_timeout: float, max_restarts: int,
                 on_tick=None) -> Dict[str, int]:
     from .worker import done_keys
@@ -222,24 +215,25 @@ def run_timings(out_dir: str, plan: dict, deadline: float, case_timeout: float, 
         if os.path.exists(progress_path):
             os.remove(progress_path)
         with open(os.path.join(out_dir, "worker.log"), "a") as wlog:
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", plan_path, results_path, progress_path],
-                                    cwd=REPO_ROOT, env=env, stdout=None, stderr=wlog, start_new_session=True)
+            proc = _procs.spawn([sys.executable, "-m", "bench.worker", plan_path, results_path, progress_path],
+                                cwd=REPO_ROOT, env=env, stdout=None, stderr=wlog)
             failure = None
             while proc.poll() is None:
                 time.sleep(0.25)
                 now = time.time()
                 prog = _read_progress(progress_path)
                 if now >= deadline:
-                    _kill(proc)
+                    _procs.kill(proc)
                     failure = (prog, "timeout", "the run's time budget ran out during this case")
                 elif prog and prog["task"] != "__finished__" and now - prog["t"] > case_timeout:
-                    _kill(proc)
+                    _procs.kill(proc)
                     stats["timeouts"] += 1
                     failure = (prog, "timeout", f"no result after {case_timeout:.0f} s (hung or too slow): killed")
                 if on_tick and now - last_tick > 20:
                     last_tick = now
                     on_tick()
             rc = proc.returncode
+            _procs.forget(proc)
         prog = _read_progress(progress_path) if failure is None else failure[0]
         if failure is None and rc != 0:
             stats["crashes"] += 1
@@ -318,12 +312,12 @@ def main(argv=None) -> int:
                     help="no GPU needed: run the pipeline with numpy vs torch CPU on tiny shapes (labelled CPU)")
     ap.add_argument("--quick", action="store_true", help="time only the shapes tagged 'quick'")
     ap.add_argument("--out", help="output folder (default bench/results/<device>-<date>)")
-    ap.add_argument("--budget-s", type=float, default=540.0,
-                    help="total wall-clock budget in seconds, parity included (default 540)")
-    ap.add_argument("--parity-timeout", type=float, default=200.0, help="limit for the parity suite (s)")
+    ap.add_argument("--budget-s", type=float, default=480.0,
+                    help="total wall-clock budget in seconds, parity included (default 480)")
+    ap.add_argument("--parity-timeout", type=float, default=150.0, help="limit for the parity suite (s)")
     ap.add_argument("--no-parity", action="store_true", help="skip the parity suite")
     ap.add_argument("--parity-paths", default="tests", help="comma-separated paths for the parity run")
-    ap.add_argument("--case-timeout", type=float, default=90.0,
+    ap.add_argument("--case-timeout", type=float, default=60.0,
                     help="kill a case with no result after this many seconds (compilation included)")
     ap.add_argument("--max-restarts", type=int, default=8, help="worker restarts before giving up")
     ap.add_argument("--ops", help=f"comma-separated subset of {','.join(S.ALL_OPS)}")
@@ -375,6 +369,54 @@ def main(argv=None) -> int:
     print(f"[gpu_report] {label}: {len(tasks) - 1} (op, shape, dtype) groups x {len(providers)} providers "
           f"-> {out_dir}", flush=True)
 
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        parity, stats = _measure(args, mode, out_dir, meta, config, tasks, deadline, t_start)
+    except _Interrupted as e:
+        _procs.kill_all()
+        meta["interrupted"] = str(e)
+        print(f"[gpu_report] interrupted ({e}): writing what was measured", flush=True)
+        parity, stats = _state.get("parity"), {"interrupted": str(e)}
+        from .worker import done_keys
+        results_path = os.path.join(out_dir, "results.jsonl")
+        for t, p in pending(tasks, done_keys(results_path)):
+            record_failure(results_path, t, p, "not run", f"the report was interrupted ({e})")
+    meta["worker"] = stats
+    paths = _write(out_dir, meta, config, parity, final=True)
+    counts = assemble(out_dir, meta, config, parity)["meta"]["case_counts"]
+    print(f"[gpu_report] done in {time.time() - t_start:.0f} s: cases {counts}; worker {stats}", flush=True)
+    for p in paths.values():
+        print(f"[gpu_report] wrote {p}", flush=True)
+    return 130 if "interrupted" in meta else 0
+
+
+class _Interrupted(Exception):
+    pass
+
+
+_state: Dict[str, object] = {}
+
+
+def _interrupt(signum, frame):
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def _write(out_dir, meta, config, parity, final=False):
+    """Write report.md/json (and at the end the PNG) from what results.jsonl holds now."""
+    report = assemble(out_dir, meta, config, parity)
+    if final:
+        return report_md.write_outputs(report, out_dir)
+    report = dict(report, summary=report_md.summary_rows(report))
+    with open(os.path.join(out_dir, report_md.REPORT_JSON), "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    with open(os.path.join(out_dir, report_md.REPORT_MD), "w") as f:
+        f.write(report_md.render_markdown(report))
+    return {}
+
+
+def _measure(args, mode, out_dir, meta, config, tasks, deadline, t_start):
+    """The parity suite (GPU only), then the timing worker loop; returns (parity, worker stats)."""
     parity = None
     if args.no_parity:
         config["parity_note"] = "--no-parity"
@@ -385,32 +427,17 @@ def main(argv=None) -> int:
         limit = max(10.0, min(args.parity_timeout, deadline - time.time() - 60))
         print(f"[gpu_report] parity suite: pytest -m gpu {args.parity_paths} (limit {limit:.0f} s)", flush=True)
         parity = run_parity(os.path.join(out_dir, "parity.log"), limit, paths=args.parity_paths.split(","))
+        _state["parity"] = parity
         c = parity["counts"]
         print(f"[gpu_report] parity: {c['passed']} passed, {c['failed']} failed, {c['error']} errors, "
               f"{c['skipped']} skipped in {parity['wall_s']} s{' (TIMED OUT)' if parity['timed_out'] else ''}",
               flush=True)
 
-    def write(final=False):
-        report = assemble(out_dir, meta, config, parity)
-        if final:
-            return report_md.write_outputs(report, out_dir)
-        report = dict(report, summary=report_md.summary_rows(report))
-        with open(os.path.join(out_dir, report_md.REPORT_JSON), "w") as f:
-            json.dump(report, f, indent=1, default=str)
-        with open(os.path.join(out_dir, report_md.REPORT_MD), "w") as f:
-            f.write(report_md.render_markdown(report))
-        return None
-
-    write()
-    plan = {"mode": mode, "t_start": t_start, "timing": TIMING[mode], "tasks": tasks}
-    stats = run_timings(out_dir, plan, deadline - 15, args.case_timeout, args.max_restarts, on_tick=write)
-    meta["worker"] = stats
-    paths = write(final=True)
-    counts = assemble(out_dir, meta, config, parity)["meta"]["case_counts"]
-    print(f"[gpu_report] done in {time.time() - t_start:.0f} s: cases {counts}; worker {stats}", flush=True)
-    for k, p in paths.items():
-        print(f"[gpu_report] wrote {p}", flush=True)
-    return 0
+    _write(out_dir, meta, config, parity)
+    plan = {"mode": mode, "t_start": t_start, "parent_pid": os.getpid(), "timing": TIMING[mode], "tasks": tasks}
+    stats = run_timings(out_dir, plan, deadline - 15, args.case_timeout, args.max_restarts,
+                        on_tick=lambda: _write(out_dir, meta, config, parity))
+    return parity, stats
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from typing import Dict, List
 
+from . import _procs
 from ._kernels_alias import REPO_ROOT
 
 _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
@@ -74,14 +74,14 @@ def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = 
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = _procs.spawn(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             rc = proc.wait(timeout=timeout_s)
+            _procs.forget(proc)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)   # the group of the pytest we started, only
-            rc = proc.wait()
+            _procs.kill(proc)   # the process group of the pytest we started, only
+            rc = proc.returncode
     wall = time.perf_counter() - t0
     with open(log_path) as f:
         text = f.read()

@@ -63,6 +63,10 @@ def render_markdown(report: dict) -> str:
     L.append(f"- date (UTC): {meta.get('date')}; mode: {cfg['mode']}; wall time: {_fmt(meta.get('wall_s'), '.0f')} s")
     L.append(f"- commit: {meta.get('git_commit')}{' (uncommitted changes)' if meta.get('git_dirty') else ''}")
     L.append("- versions: " + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items()))
+    if meta.get("interrupted"):
+        L.append(f"- **interrupted** ({meta['interrupted']}): the cases not measured are listed as 'not run'")
+    if meta.get("case_counts"):
+        L.append("- cases: " + ", ".join(f"{v} {k}" for k, v in sorted(meta["case_counts"].items())))
     if meta.get("driver"):
         L.append(f"- driver: {meta['driver']}")
     L.append("")

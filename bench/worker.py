@@ -208,7 +208,11 @@ def main(argv=None) -> int:
     from cnngpu import backends
     backends.set_poison(False)   # a verification aid; it would add a fill to every timed call
     done = done_keys(results_path)
+    parent = plan.get("parent_pid")
     for task in plan["tasks"]:
+        if parent is not None and os.getppid() != parent:
+            log("the report process is gone: stopping")
+            return 1
         if task["kind"] == "ceilings":
             if (task["id"], None) in done:
                 continue
