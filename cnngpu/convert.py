@@ -28,7 +28,7 @@ def _kind(x) -> str:
 
 
 def to_numpy(x) -> np.ndarray:
-    """Any numpy/cupy/torch array (or scalar, list) -> numpy.ndarray.
+    """Any numpy/cupy/torch array, cnngpu.nn.Parameter (its data), scalar or list -> numpy.ndarray.
 
     NumPy input is returned as is; torch CPU tensors share memory with the result (DLPack /
     ``Tensor.numpy``); device arrays are copied to the host. bfloat16 becomes float32.
@@ -36,6 +36,8 @@ def to_numpy(x) -> np.ndarray:
     kind = _kind(x)
     if kind == "numpy":
         return x
+    if kind == "other" and type(x).__name__ == "Parameter" and hasattr(x, "data"):  # cnngpu.nn.Parameter
+        return to_numpy(x.data)
     if kind == "torch":
         import torch
         t = x.detach()
@@ -82,9 +84,13 @@ def convert(x, backend: str):
             return t if t.device == dev else t.to(dev)
         a = np.asarray(x)
         if dev.type == "cpu":
+            # copy instead of sharing: read-only memory (torch would let kernels write into it) and
+            # negative or byte-odd strides (torch.from_dlpack aborts the process on those)
+            if not a.flags.writeable or any(st < 0 or st % a.itemsize for st in a.strides):
+                return torch.from_numpy(np.array(a))
             try:
                 return torch.from_dlpack(a)  # zero-copy on the host
-            except (BufferError, RuntimeError, TypeError):  # read-only or unsupported layout
+            except (BufferError, RuntimeError, TypeError):  # a layout DLPack cannot describe
                 return torch.from_numpy(np.array(a))
         return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
     # cupy
