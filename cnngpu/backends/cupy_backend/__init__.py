@@ -22,6 +22,9 @@ def asarray(a, dtype=None):
     """NumPy array, torch CUDA tensor (via DLPack) or cupy array -> cupy array on the current device."""
     if type(a).__module__.startswith("torch"):
         a = cupy.from_dlpack(a)
+    elif not isinstance(a, cupy.ndarray):
+        # host data: convert the dtype with NumPy (ml_dtypes' bfloat16 included) before the copy
+        a = np.asarray(a, dtype=dtype)
     return cupy.asarray(a, dtype=dtype)
 
 
