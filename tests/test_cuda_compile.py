@@ -1,0 +1,211 @@
+"""Tier 3 for the CUDA C kernels: compile every .cu file in kernels/cuda for sm_80 and sm_90 with
+every specialisation the cupy backend can launch (the CUDA_BUILDS of its op modules conv, pool,
+norm, basic), with the same options as the runtime loader (``_module.compile_options``), and read
+the ptxas report.
+
+Fails on: a compile error; a .cu file that no CUDA_BUILDS lists; an entry point listed in
+CUDA_BUILDS that the build does not contain; spill stores/loads, a stack frame or lmem (local
+memory) in any conv2d kernel. Spills in other kernels are reported as warnings. Also checks that
+the 16-bit conv implicit GEMMs use tensor-core mma.sync.
+
+Compiler: nvcc (``nvcc -cubin -arch=sm_XX -Xptxas -v``) when on PATH or at /usr/local/bin/nvcc,
+else NVRTC from PyPI (cuda-bindings + nvidia-cuda-nvrtc), else the tests skip with the reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+from typing import Dict, List, Tuple
+
+import pytest
+
+cupy_backend = pytest.importorskip("cnngpu.backends.cupy_backend", reason="cupy not installed")
+from cnngpu.backends.cupy_backend import _module, basic, conv, norm, pool  # noqa: E402
+from cnngpu.kernels import CUDA_DIR  # noqa: E402
+
+ARCHS = (80, 90)
+MODULES = {"conv": conv, "pool": pool, "norm": norm, "basic": basic}
+STRICT_PREFIX = "conv2d_"  # kernels that must not touch local memory at all
+
+
+def _builds() -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Tuple[Dict, set]]:
+    """(file, sorted defines) -> (defines, entry points listed for it), over every module."""
+    out: Dict = {}
+    for mod in MODULES.values():
+        for fname, entries, defs in mod.CUDA_BUILDS:
+            key = (fname, tuple(sorted((k, str(v)) for k, v in defs.items())))
+            out.setdefault(key, (dict(defs), set()))[1].update(entries)
+    return out
+
+
+BUILDS = _builds()
+BUILD_KEYS = sorted(BUILDS)
+
+
+def _build_id(key) -> str:
+    fname, defs = key
+    return fname.replace(".cu", "") + "-" + "-".join(f"{k}={v}" for k, v in defs)
+
+
+# ------------------------------------------------------------------------------------------------
+# compilers
+# ------------------------------------------------------------------------------------------------
+def _nvcc() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    return "/usr/local/bin/nvcc" if os.access("/usr/local/bin/nvcc", os.X_OK) else None
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError:
+        return None
+    try:
+        res = nvrtc.nvrtcVersion()  # (status, major, minor)
+        return nvrtc if res[0] == nvrtc.nvrtcResult.NVRTC_SUCCESS else None
+    except Exception:  # the library itself is missing
+        return None
+
+
+def _compiler():
+    if _nvcc():
+        return "nvcc"
+    if _nvrtc():
+        return "nvrtc"
+    return None
+
+
+def compile_report(fname: str, defines: Dict, arch: int, ptx: bool = False) -> Tuple[bool, str]:
+    """(ok, compiler log incl. the ptxas report) of kernels/cuda/``fname`` for sm_``arch``.
+    ``ptx=True`` returns the PTX text instead of the report (nvcc only)."""
+    opts = list(_module.compile_options(defines))
+    path = os.path.join(CUDA_DIR, fname)
+    nvcc = _nvcc()
+    if nvcc:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "out")
+            cmd = [nvcc, "-ptx" if ptx else "-cubin", f"-arch=sm_{arch}", *([] if ptx else ["-Xptxas", "-v"]),
+                   *opts, "-o", out, path]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            log = proc.stdout + proc.stderr
+            if ptx and proc.returncode == 0:
+                with open(out) as f:
+                    return True, f.read()
+            return proc.returncode == 0, log
+    nvrtc = _nvrtc()
+    with open(path, "rb") as f:
+        src = f.read()
+    err, prog = nvrtc.nvrtcCreateProgram(src, fname.encode(), 0, [], [])
+    args = [o.encode() for o in opts] + [f"-arch=sm_{arch}".encode(), b"-Xptxas", b"-v"]
+    (res,) = nvrtc.nvrtcCompileProgram(prog, len(args), args)
+    _, n = nvrtc.nvrtcGetProgramLogSize(prog)
+    buf = b" " * n
+    nvrtc.nvrtcGetProgramLog(prog, buf)
+    if ptx and res == nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        _, m = nvrtc.nvrtcGetPTXSize(prog)
+        pbuf = b" " * m
+        nvrtc.nvrtcGetPTX(prog, pbuf)
+        return True, pbuf.decode(errors="replace")
+    return res == nvrtc.nvrtcResult.NVRTC_SUCCESS, buf.decode(errors="replace")
+
+
+_FUNC = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+)'")
+_PROPS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_LMEM = re.compile(r"(\d+) bytes lmem")
+
+
+def parse_ptxas(log: str) -> Dict[str, Dict[str, int]]:
+    """entry point -> {'stack', 'spill_stores', 'spill_loads', 'lmem'} from a ptxas -v report."""
+    funcs: Dict[str, Dict[str, int]] = {}
+    cur = None
+    for line in log.splitlines():
+        m = _FUNC.search(line)
+        if m:
+            cur = m.group(1)
+            funcs[cur] = {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}
+            continue
+        if cur is None:
+            continue
+        m = _PROPS.search(line)
+        if m:
+            funcs[cur].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = _LMEM.search(line)
+        if m:
+            funcs[cur]["lmem"] = int(m.group(1))
+    return funcs
+
+
+# ------------------------------------------------------------------------------------------------
+# tests
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compiler():
+    c = _compiler()
+    if c is None:
+        pytest.skip("no CUDA compiler: neither nvcc (PATH, /usr/local/bin) nor NVRTC from PyPI "
+                    "(pip install cuda-bindings nvidia-cuda-nvrtc-cu12)")
+    return c
+
+
+def test_parse_ptxas():
+    log = ("ptxas info    : Compiling entry function 'k1' for 'sm_90'\n"
+           "ptxas info    : Function properties for k1\n"
+           "ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
+           "ptxas info    : Used 255 registers, 16 bytes lmem, used 1 barriers\n"
+           "ptxas info    : Compiling entry function 'k2' for 'sm_90'\n"
+           "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n")
+    r = parse_ptxas(log)
+    assert r == {"k1": {"stack": 8, "spill_stores": 4, "spill_loads": 12, "lmem": 16},
+                 "k2": {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}}
+
+
+def test_every_cu_file_is_built():
+    files = sorted(f for f in os.listdir(CUDA_DIR) if f.endswith(".cu"))
+    assert files, f"no .cu files in {CUDA_DIR}"
+    built = {fname for fname, _ in BUILDS}
+    missing = [f for f in files if f not in built]
+    assert not missing, f"kernels/cuda files in no op module's CUDA_BUILDS: {missing}"
+    stale = sorted(built - set(files))
+    assert not stale, f"CUDA_BUILDS name files that do not exist: {stale}"
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=[f"sm_{a}" for a in ARCHS])
+@pytest.mark.parametrize("key", BUILD_KEYS, ids=[_build_id(k) for k in BUILD_KEYS])
+def test_compile(compiler, key, arch):
+    fname, _ = key
+    defines, entries = BUILDS[key]
+    ok, log = compile_report(fname, defines, arch)
+    assert ok, f"{fname} {defines} failed to compile for sm_{arch} ({compiler}):\n{log[-4000:]}"
+    funcs = parse_ptxas(log)
+    missing = sorted(e for e in entries if e not in funcs)
+    assert not missing, f"{fname} {defines}: entry points listed in CUDA_BUILDS not in the build: {missing}"
+    bad, soft = [], []
+    for name, st in sorted(funcs.items()):
+        spills = st["spill_stores"] + st["spill_loads"]
+        if name.startswith(STRICT_PREFIX):
+            if spills or st["stack"] or st["lmem"]:
+                bad.append(f"{name}: {st}")
+        elif spills:
+            soft.append(f"{name}: {st}")
+    if soft:
+        warnings.warn(f"{fname} {defines} sm_{arch}: register spills in non-conv kernels: {soft}")
+    assert not bad, f"{fname} {defines} sm_{arch}: local memory / spills in conv kernels:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("fname", [conv.FWD_FILE, conv.BWD_FILE])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_conv_uses_tensor_cores(compiler, fname, dtype):
+    if compiler != "nvcc":
+        pytest.skip("PTX check uses nvcc")
+    ok, ptx = compile_report(fname, conv.defines(dtype, conv.max_vec(dtype)), 80, ptx=True)
+    assert ok, ptx[-4000:]
+    kind = "f16" if dtype == "float16" else "bf16"
+    assert re.search(rf"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{kind}\.{kind}\.f32", ptx), \
+        f"{fname} {dtype}: no m16n8k16 {kind} mma.sync in the PTX"
+    assert "ldmatrix.sync.aligned.m8n8.x4" in ptx
