@@ -246,32 +246,43 @@ def _check_layer_norm(be, shape, nd, layout, affine, dtype, gen):
 # ----------------------------------------------------------------------------------------------
 # group norm / instance norm
 # ----------------------------------------------------------------------------------------------
-# (shape, groups, layout, affine, forced)
+# (shape, groups, layout, affine, path): "fused" = one program per (n, group) walking small tiles;
+# "split" = pieces of every group over several programs (partial stats + combine); None = default
 GN_CASES = [
-    ((2, 6, 5, 3), 1, "contiguous", True, False),         # one group: layer norm over (C, H, W)
-    ((2, 6, 5, 3), 3, "contiguous", True, True),
-    ((2, 6, 5, 3), 6, "contiguous", True, True),          # instance norm
-    ((1, 3, 7, 5), 3, "channels_last", True, True),       # instance norm, N = 1, channels-last
-    ((3, 8), 2, "contiguous", False, False),              # 2-D (N, C), no affine
-    ((2, 4, 3, 2, 3), 2, "contiguous", True, True),       # 3 spatial dims
-    ((2, 4, 3, 5), 2, "sliced", True, False),             # non-contiguous, needs a copy
+    ((2, 6, 5, 3), 1, "contiguous", True, "fused"),       # one group: layer norm over (C, H, W)
+    ((2, 6, 5, 3), 3, "contiguous", True, "split"),
+    ((2, 6, 5, 3), 6, "contiguous", True, "fused"),       # instance norm
+    ((1, 3, 7, 5), 3, "channels_last", True, "split"),    # instance norm, N = 1, channels-last
+    ((1, 12, 5, 4), 2, "contiguous", True, "split"),      # several channel blocks per group
+    ((3, 8), 2, "contiguous", False, None),               # 2-D (N, C), no affine
+    ((2, 4, 3, 2, 3), 2, "contiguous", True, "split"),    # 3 spatial dims
+    ((2, 4, 3, 5), 2, "sliced", True, "fused"),           # non-contiguous, needs a copy
 ]
 
 
 def _gn_id(c):
-    return "x".join(map(str, c[0])) + f"-g{c[1]}-{c[2]}-{'affine' if c[3] else 'noaffine'}" + ("-forced" if c[4] else "")
+    return "x".join(map(str, c[0])) + f"-g{c[1]}-{c[2]}-{'affine' if c[3] else 'noaffine'}-{c[4] or 'default'}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GN_CASES, ids=_gn_id)
-def test_group_norm_fwd_bwd(be, request, case, dtype):
-    shape, G, layout, affine, force = case
-    if force:
-        request.getfixturevalue("forced")
+def test_group_norm_fwd_bwd(be, request, monkeypatch, case, dtype):
+    shape, G, layout, affine, path = case
+    if path is not None:
+        norm = request.getfixturevalue("forced")
+        if path == "fused":
+            monkeypatch.setattr(norm, "TARGET_PROGRAMS_PER_SM", 0)
+        N, C = shape[:2]
+        L = int(np.prod(shape[2:]))
+        plan = norm.group_norm_plan(N, G, C // G, L, layout == "channels_last", getattr(norm.torch, dtype),
+                                    norm.torch.device("cpu"))
+        assert plan.fused == (path == "fused") and plan.NCBG * plan.NLB > 1, plan
+        assert path == "fused" or plan.S > 1 or plan.NCBG > 1, plan
     _check_group_norm(be, shape, G, layout, affine, dtype, rng(_seed(case, dtype)))
 
 
 def _check_group_norm(be, shape, G, layout, affine, dtype, gen):
+    from cnngpu.backends.triton_backend import norm
     N, C = shape[:2]
     group_len = int(np.prod(shape)) // (N * G)
     pdt = "float32" if dtype == "bfloat16" else dtype
@@ -280,7 +291,11 @@ def _check_group_norm(be, shape, G, layout, affine, dtype, gen):
     b = randn(gen, (C,), pdt) if affine else None
     np_dt = {"float32": "float32", "float16": "float16", "bfloat16": "float32"}
     xt = _layout(native("triton", x, dtype), layout)
-    with launches(be, "group_norm_fwd_fused"):
+    x3 = xt.reshape(N, C, -1)
+    plan = norm.group_norm_plan(N, G, C // G, x3.shape[2], x3.stride(1) == 1, xt.dtype, xt.device)
+    fwd = ["group_norm_fwd_fused"] if plan.fused else \
+        ["group_norm_fwd_partial_stats", "group_norm_fwd_combine_stats", "group_norm_fwd_normalize"]
+    with launches(be, *fwd):
         y, mean, rstd = F.group_norm(xt, G, None if w is None else native("triton", w, pdt),
                                      None if b is None else native("triton", b, pdt), backend="triton")
     xn = x.astype(np_dt[dtype])
@@ -293,7 +308,9 @@ def _check_group_norm(be, shape, G, layout, affine, dtype, gen):
 
     dy = randn(gen, shape, dtype)
     dyt = _layout(native("triton", dy, dtype), layout)
-    kernels = ["group_norm_bwd_dx"] + (["sum_partial_rows_pair"] if affine else [])
+    kernels = ["group_norm_bwd_dx"] if plan.fused else \
+        ["group_norm_bwd_partial_sums", "sum_partial_rows_pair", "group_norm_bwd_dx_tiles"]
+    kernels += ["sum_partial_rows_pair"] if affine else []
     with launches(be, *kernels):
         dx, dw, db = F.group_norm_backward(dyt, xt, G, None if w is None else native("triton", w, pdt),
                                            native("triton", mr, "float32"), native("triton", rr, "float32"),

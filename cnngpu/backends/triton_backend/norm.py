@@ -306,9 +306,36 @@ def _ncl(t):
     return t.reshape(t.shape[0], t.shape[1], -1)
 
 
+class GroupNormPlan(NamedTuple):
+    """How group norm is cut: tile (BLOCK_C x BLOCK_L), NCBG channel blocks per group, NLB l-blocks.
+    fused: one program per (n, group) (enough groups to fill the device); otherwise each group is
+    split into NCBG x S pieces of LPS l-blocks (partial stats + combine)."""
+    BLOCK_C: int
+    BLOCK_L: int
+    NCBG: int
+    NLB: int
+    fused: bool
+    S: int
+    LPS: int
+
+
+def group_norm_plan(N: int, G: int, CPG: int, L: int, c_stride_one: bool, dtype, device) -> GroupNormPlan:
+    """The tile of group_norm_tile, and the split path when N*G programs would leave SMs idle."""
+    bc, bl = group_norm_tile(CPG, L, c_stride_one, dtype)
+    ncbg, nlb = triton.cdiv(CPG, bc), triton.cdiv(L, bl)
+    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    if N * G >= target:
+        return GroupNormPlan(bc, bl, ncbg, nlb, True, 1, nlb)
+    S = max(1, min(nlb, triton.cdiv(target, N * G * ncbg)))
+    lps = triton.cdiv(nlb, S)
+    return GroupNormPlan(bc, bl, ncbg, nlb, False, triton.cdiv(nlb, lps), lps)
+
+
 def group_norm_forward(x, num_groups, weight, bias, eps):
-    """x (N, C, *) -> (y like x, keeping channels-last, mean (N, G) fp32, rstd (N, G) fp32): one
-    program per (n, group), stats by tiled two-pass + Chan merge, then the affine pass."""
+    """x (N, C, *) -> (y like x, keeping channels-last, mean (N, G) fp32, rstd (N, G) fp32).
+
+    Fused path: one program per (n, group), stats by tiled two-pass + Chan merge, then the affine
+    pass. Split path (few groups): partial stats per piece, a combine, then one program per tile."""
     N, C, G = int(x.shape[0]), int(x.shape[1]), int(num_groups)
     x3 = _ncl(x)
     L = int(x3.shape[2])
@@ -318,19 +345,39 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
     mean = empty((N, G), torch.float32, dev)
     rstd = empty((N, G), torch.float32, dev)
     CPG = C // G
-    bc, bl = group_norm_tile(CPG, L, x3.stride(1) == 1, x.dtype)
-    GN.group_norm_fwd_fused[(N * G,)](
-        x3, y3, weight if weight is not None else mean, bias if bias is not None else mean, mean, rstd,
-        C, L, G, CPG, eps, *x3.stride(), *y3.stride(),
-        HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=bc, BLOCK_L=bl, num_warps=GN.NUM_WARPS)
-    launched("group_norm_fwd_fused")
+    plan = group_norm_plan(N, G, CPG, L, x3.stride(1) == 1, x.dtype, dev)
+    w = weight if weight is not None else mean
+    b = bias if bias is not None else mean
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L,
+                 num_warps=GN.NUM_WARPS)
+    if plan.fused:
+        GN.group_norm_fwd_fused[(N * G,)](
+            x3, y3, w, b, mean, rstd, C, L, G, CPG, eps, *x3.stride(), *y3.stride(), **flags)
+        launched("group_norm_fwd_fused")
+        return y, mean, rstd
+    pieces = N * G * plan.NCBG
+    pcount = empty((pieces, plan.S), torch.float32, dev)
+    pmean = empty((pieces, plan.S), torch.float32, dev)
+    pm2 = empty((pieces, plan.S), torch.float32, dev)
+    GN.group_norm_fwd_partial_stats[(pieces, plan.S)](
+        x3, pcount, pmean, pm2, L, G, CPG, plan.NCBG, plan.LPS, plan.S, *x3.stride(),
+        BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+    launched("group_norm_fwd_partial_stats")
+    GN.group_norm_fwd_combine_stats[(N * G,)](
+        pcount, pmean, pm2, mean, rstd, plan.NCBG * plan.S, eps, BLOCK=GN.COMBINE_BLOCK, num_warps=GN.NUM_WARPS)
+    launched("group_norm_fwd_combine_stats")
+    GN.group_norm_fwd_normalize[(pieces * plan.NLB,)](
+        x3, y3, w, b, mean, rstd, L, G, CPG, plan.NCBG, plan.NLB, *x3.stride(), *y3.stride(), **flags)
+    launched("group_norm_fwd_normalize")
     return y, mean, rstd
 
 
 def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
-    """dy, x (N, C, *) -> (dx like x, dweight (C,) | None, dbias (C,) | None): one program per
-    (n, group) writes dx and the per-(n, c) sums of dy*xhat and dy; a second kernel adds the N
-    rows of those partials into dweight, dbias."""
+    """dy, x (N, C, *) -> (dx like x, dweight (C,) | None, dbias (C,) | None).
+
+    Fused path: one program per (n, group) writes dx and the per-(n, c) sums of dy*xhat and dy.
+    Split path: per-piece partial sums, reduced to (N, C), then one program per tile writes dx.
+    dweight/dbias: a last kernel adds the N rows of the (N, C) sums."""
     N, C, G = int(x.shape[0]), int(x.shape[1]), int(num_groups)
     x3 = _ncl(x)
     dy3 = _ncl(dy)
@@ -340,21 +387,39 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
     dx3 = dx.view(N, C, L)
     CPG = C // G
     has_w = weight is not None
-    pdw = pdb = mean
-    if has_w:
-        pdw = empty((N, C), torch.float32, dev)
-        pdb = empty((N, C), torch.float32, dev)
-    bc, bl = group_norm_tile(CPG, L, x3.stride(1) == 1, x.dtype)
-    GN.group_norm_bwd_dx[(N * G,)](
-        dy3, x3, dx3, weight if has_w else mean, mean, rstd, pdw, pdb, C, L, G, CPG,
-        *dy3.stride(), *x3.stride(), *dx3.stride(),
-        HAS_W=has_w, BLOCK_C=bc, BLOCK_L=bl, num_warps=GN.NUM_WARPS)
-    launched("group_norm_bwd_dx")
+    w = weight if has_w else mean
+    plan = group_norm_plan(N, G, CPG, L, x3.stride(1) == 1, x.dtype, dev)
+    sum_gx = sum_g = mean
+    if has_w or not plan.fused:
+        sum_gx = empty((N, C), torch.float32, dev)
+        sum_g = empty((N, C), torch.float32, dev)
+    if plan.fused:
+        GN.group_norm_bwd_dx[(N * G,)](
+            dy3, x3, dx3, w, mean, rstd, sum_gx, sum_g, C, L, G, CPG,
+            *dy3.stride(), *x3.stride(), *dx3.stride(),
+            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+        launched("group_norm_bwd_dx")
+    else:
+        pieces = N * G * plan.NCBG
+        psum_gx = empty((plan.S, N * C), torch.float32, dev)
+        psum_g = empty((plan.S, N * C), torch.float32, dev)
+        GN.group_norm_bwd_partial_sums[(pieces, plan.S)](
+            dy3, x3, mean, rstd, psum_gx, psum_g, C, N * C, L, G, CPG, plan.NCBG, plan.LPS,
+            *dy3.stride(), *x3.stride(), BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+        launched("group_norm_bwd_partial_sums")
+        LN.sum_partial_rows_pair[(triton.cdiv(N * C, LN.REDUCE_BLOCK),)](
+            psum_gx, psum_g, sum_gx, sum_g, plan.S, N * C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+        launched("sum_partial_rows_pair")
+        GN.group_norm_bwd_dx_tiles[(pieces * plan.NLB,)](
+            dy3, x3, dx3, w, mean, rstd, sum_gx, sum_g, C, L, G, CPG, plan.NCBG, plan.NLB,
+            *dy3.stride(), *x3.stride(), *dx3.stride(),
+            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+        launched("group_norm_bwd_dx_tiles")
     if not has_w:
         return dx, None, None
     dweight = empty((C,), weight.dtype, dev)
     dbias = empty((C,), weight.dtype, dev)
     LN.sum_partial_rows_pair[(triton.cdiv(C, LN.REDUCE_BLOCK),)](
-        pdw, pdb, dweight, dbias, N, C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+        sum_gx, sum_g, dweight, dbias, N, C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
     launched("sum_partial_rows_pair")
     return dx, dweight, dbias
