@@ -69,6 +69,7 @@ def test_cuda_builds_cover_every_specialisation_the_launcher_picks():
                 assert (f, tuple(sorted(conv.defines(dt, v).items()))) in builds
     assert conv.vec_width("float16", 8, 16) == 8 and conv.vec_width("float16", 8, 12) == 1
     assert conv.vec_width("float32", 4) == 4 and conv.vec_width("bfloat16", 24) == 8
+    assert conv.vec_width("float16", 8, ptrs=(256, 4096)) == 8 and conv.vec_width("float16", 8, ptrs=(258,)) == 1
     with pytest.raises(TypeError, match="float64"):
         conv.defines("float64")
 
@@ -366,3 +367,137 @@ def test_gpu_torch_tensor_via_dlpack(cb):
     assert_close(_host(y), ref, "float32", g.c_per_group * g.R * g.S, what="y from torch tensors")
     ty = torch.from_dlpack(y)
     assert ty.device.type == "cuda" and tuple(ty.shape) == y.shape
+
+
+# ================================================================================================
+# CPU: dry run of the launchers against the kernels' real parameter lists
+# ================================================================================================
+# The launchers run with NumPy-backed stand-ins for cupy arrays and a fake kernel that checks the
+# argument list against the entry point's .param list in nvcc's PTX (u64: pointer or long long,
+# u32: int) and the grid against CUDA's limits. Catches argument order/count/type slips and bad
+# grids before any GPU sees the code; the values computed are not checked here (GPU tests do).
+class _FakeArr:
+    def __init__(self, a, ptr=1 << 20):
+        self.a, self._ptr = a, ptr
+
+    shape = property(lambda self: self.a.shape)
+    dtype = property(lambda self: self.a.dtype)
+    strides = property(lambda self: self.a.strides)
+    itemsize = property(lambda self: self.a.itemsize)
+    size = property(lambda self: self.a.size)
+    data = property(lambda self: type("D", (), {"ptr": self._ptr})())
+
+    def view(self, dtype):
+        return _FakeArr(self.a.view(dtype), self._ptr)
+
+    def transpose(self, *axes):
+        return _FakeArr(self.a.transpose(*axes), self._ptr)
+
+    def reshape(self, *shape):
+        return _FakeArr(self.a.reshape(*shape), self._ptr)
+
+
+class _FakeCupy:
+    uint16 = np.uint16
+
+    @staticmethod
+    def ascontiguousarray(a):
+        return _FakeArr(np.ascontiguousarray(a.a), 1 << 21)
+
+
+@pytest.fixture(scope="module")
+def ptx_params():
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    nvcc = shutil.which("nvcc") or "/usr/local/bin/nvcc"
+    if not shutil.which(nvcc):
+        pytest.skip("nvcc not found (needed for the kernels' PTX parameter lists)")
+    from cnngpu.backends.cupy_backend import _module
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fname in (conv.FWD_FILE, conv.BWD_FILE):
+            path = f"{tmp}/k.ptx"
+            subprocess.run([nvcc, "-ptx", "-arch=sm_80", *_module.compile_options(conv.defines("float16", 8)),
+                            "-o", path, f"{_module.CUDA_DIR}/{fname}"], check=True, capture_output=True)
+            text = open(path).read()
+            for m in re.finditer(r"\.entry (\w+)\(([^)]*)\)", text):
+                out[m.group(1)] = [int(b) for b in re.findall(r"\.param \.[usb](\d+)", m.group(2))]
+    return out
+
+
+@pytest.fixture
+def dry(monkeypatch, ptx_params):
+    from cnngpu.backends.cupy_backend import _module
+    calls = []
+
+    def get_function(fname, entry, defines):
+        assert entry in ptx_params, f"{entry} is not an entry point of {fname}"
+
+        def kern(grid, block, args, shared_mem=0):
+            bits = []
+            for v in args:
+                if isinstance(v, _FakeArr):
+                    bits.append(64)
+                elif isinstance(v, np.int64):
+                    bits.append(64)
+                elif isinstance(v, np.int32):
+                    bits.append(32)
+                else:
+                    raise AssertionError(f"{entry}: argument of type {type(v).__name__}")
+            assert bits == ptx_params[entry], f"{entry}: passed {bits}, kernel takes {ptx_params[entry]}"
+            assert len(grid) == 3 or len(grid) == 1, grid
+            assert 1 <= grid[0] < 2 ** 31 and all(1 <= v <= 65535 for v in grid[1:]), f"{entry}: grid {grid}"
+            assert block in ((256,), (128,)), block
+            assert shared_mem <= 48 * 1024
+            calls.append((entry, dict(defines), grid, args))
+        return kern
+
+    monkeypatch.setattr(_module, "get_function", get_function)
+    monkeypatch.setattr(conv, "_cupy", lambda: _FakeCupy)
+    monkeypatch.setattr(conv, "num_sms", lambda: 132)
+    monkeypatch.setattr(conv, "empty", lambda shape, dtype: _FakeArr(np.full(shape, np.nan, dtype=dtype)))
+    return calls
+
+
+def _fake_inputs(case, dtype):
+    g = _geometry(case)
+    npdt = np.dtype(dtype) if dtype != "bfloat16" else __import__("ml_dtypes").bfloat16
+    mk = lambda shape: _FakeArr(np.zeros(shape, dtype=npdt))  # noqa: E731
+    return g, mk((g.N, g.C, g.H, g.W)), mk((g.K, g.c_per_group, g.R, g.S)), mk((g.K,)), mk((g.N, g.K, g.P, g.Q))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("case", GEOMETRIES + BIG, ids=_IDS + _BIG_IDS)
+def test_dry_run_launch_arguments(dry, case, dtype, monkeypatch):
+    g, x, w, b, dy = _fake_inputs(case, dtype)
+    for algo in ("direct", "implicit_gemm"):
+        y = conv.conv2d_forward(x, w, b, g, algo=algo)
+        assert y.shape == (g.N, g.K, g.P, g.Q) and y.dtype == x.dtype
+        monkeypatch.setattr(conv, "BWD_ALGO", algo)
+        gx, gw, gb = conv.conv2d_backward(dy, x, w, g)
+        assert (gx.shape, gw.shape, gb.shape) == (x.shape, w.shape, (g.K,))
+        assert gx.dtype == gw.dtype == gb.dtype == x.dtype
+    entries = [c[0] for c in dry]
+    assert "conv2d_fwd_implicit_gemm" in entries and any(e.startswith("conv2d_fwd_direct_") for e in entries)
+    assert {"conv2d_bwd_dx_direct", "conv2d_bwd_dw_direct", "conv2d_bwd_dw_implicit_gemm",
+            "conv2d_bwd_db"} <= set(entries)
+    builds = {(f, tuple(sorted(d.items()))) for f, _, d in conv.CUDA_BUILDS}
+    for entry, defs, grid, _ in dry:
+        fname = conv.FWD_FILE if entry.startswith("conv2d_fwd") else conv.BWD_FILE
+        assert (fname, tuple(sorted(defs.items()))) in builds, f"{entry} launched with unlisted {defs}"
+        assert defs["SCALAR_T"] == conv.SCALAR_T[dtype]
+
+
+def test_dry_run_split_k_and_vec(dry):
+    case = ("split", 16, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, True)
+    g, x, w, b, dy = _fake_inputs(case, "float16")
+    conv.conv2d_backward(dy, x, w, g)
+    by = {c[0]: c for c in dry}
+    _, defs, grid, args = by["conv2d_bwd_dw_implicit_gemm"]
+    assert defs["VEC"] == 8                                   # C/groups = K/groups = 16
+    splits = int(args[4])
+    assert splits > 1 and grid[2] == splits                   # 16*32*32 = 16384 terms, one tile
+    assert "conv2d_bwd_sum_splits" in by
+    assert by["conv2d_bwd_dx_implicit_gemm"][1]["VEC"] == 8

@@ -76,11 +76,13 @@ def max_vec(dtype: str) -> int:
     return 16 // ITEMSIZE[dtype]
 
 
-def vec_width(dtype: str, *counts: int) -> int:
+def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
     """VEC for an implicit GEMM whose vectorised runs have lengths ``counts`` (channels per group):
-    16-byte loads when every count is a multiple of them, else scalar loads."""
+    16-byte loads when every count is a multiple of them and every operand base address in
+    ``ptrs`` is 16-byte aligned (a channels-last view of a slice may not be), else scalar loads."""
     v = max_vec(dtype)
-    return v if all(int(c) % v == 0 for c in counts) else 1
+    ok = all(int(c) % v == 0 for c in counts) and all(int(p) % 16 == 0 for p in ptrs)
+    return v if ok else 1
 
 
 def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
@@ -323,7 +325,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         algo = choose_algo(g)
     y = empty((g.N, g.K, g.P, g.Q), x.dtype)
     has_bias = np.int32(b is not None)
-    bias = cp.ascontiguousarray(b) if b is not None else y
+    bias = cp.ascontiguousarray(_raw(b)) if b is not None else y
     if algo == "direct":
         plan = direct_fwd_plan(g)
         if plan is None:
@@ -331,16 +333,16 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
                              f"too large: stride {g.stride}, dilation {g.dilation}, kernel {(g.R, g.S)}, "
                              f"groups {g.groups}, N {g.N}); use algo='implicit_gemm'")
         entry, _, grid, smem = plan
-        wc = cp.ascontiguousarray(w)
+        wc = cp.ascontiguousarray(_raw(w))
         args = (x, *_strides(x), wc, bias, has_bias, y, *_geom_args(g))
         _launch(FWD_FILE, entry, "conv2d_fwd_direct", dt, 1, grid, (DIRECT_THREADS,), args, smem)
         return y
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
     grid = fwd_igemm_grid(g)
-    vec = vec_width(dt, g.c_per_group)
     x_nhwc = _nhwc(x)
     w_krsc = cp.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
+    vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
     args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
     _launch(FWD_FILE, "conv2d_fwd_implicit_gemm", "conv2d_fwd_implicit_gemm", dt, vec, grid, (IG_THREADS,), args)
     return y
@@ -362,11 +364,12 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         grid = dx_igemm_grid(g)
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
         w_grsck = cp.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
-        args = (dy_nhwc(), w_grsck, dx, *_geom_args(g))
+        d = dy_nhwc()
+        args = (d, w_grsck, dx, *_geom_args(g))
         _launch(BWD_FILE, "conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", dt,
-                vec_width(dt, Kg), grid, (IG_THREADS,), args)
+                vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr)), grid, (IG_THREADS,), args)
         return dx
-    wc = cp.ascontiguousarray(w)
+    wc = cp.ascontiguousarray(_raw(w))
     args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
     _launch(BWD_FILE, "conv2d_bwd_dx_direct", "conv2d_bwd_dx_direct", dt, 1, flat_grid(dx.size),
             (256,), args)
@@ -378,9 +381,11 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dw_igemm_plan(g, dt, num_sms())
         ws = _workspace(splits, dw.size)
-        args = (_nhwc(x), dy_nhwc(), dw, ws, np.int32(splits), _i32(kt_chunk), *_geom_args(g))
+        xn, d = _nhwc(x), dy_nhwc()
+        args = (xn, d, dw, ws, np.int32(splits), _i32(kt_chunk), *_geom_args(g))
+        vec = vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
         _launch(BWD_FILE, "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm", dt,
-                vec_width(dt, g.c_per_group, g.k_per_group), grid, (IG_THREADS,), args)
+                vec, grid, (IG_THREADS,), args)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
     else:
         grid, splits, chunk = dw_direct_plan(g, num_sms())
