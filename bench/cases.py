@@ -60,8 +60,20 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def unavailable(provider: str, dtype: str, shape=None) -> Optional[str]:
-    """None when ``provider`` can run ``dtype`` (on ``shape``) here, else the reason."""
+# the backend functions (cnngpu/backends/ops.py) each benchmark op needs
+BACKEND_FUNCS = {
+    "conv_fwd": ("conv2d_forward",), "conv_dx": ("conv2d_backward",), "conv_dw": ("conv2d_backward",),
+    "maxpool_fwd": ("max_pool2d_forward",), "maxpool_bwd": ("max_pool2d_forward", "max_pool2d_backward"),
+    "avgpool_fwd": ("avg_pool2d_forward",), "avgpool_bwd": ("avg_pool2d_backward",),
+    "bn_relu_fwd": ("batch_norm_forward",), "bn_relu_bwd": ("batch_norm_forward", "batch_norm_backward"),
+    "layernorm_fwd": ("layer_norm_forward",), "layernorm_bwd": ("layer_norm_forward", "layer_norm_backward"),
+    "groupnorm_fwd": ("group_norm_forward",), "groupnorm_bwd": ("group_norm_forward", "group_norm_backward"),
+}
+
+
+def unavailable(provider: str, dtype: str, shape=None, op: Optional[str] = None) -> Optional[str]:
+    """None when ``provider`` can run ``dtype`` (on ``shape``, for ``op``) here, else the reason
+    (the registry's reason, an import error of a backend not finished yet, a missing op, ...)."""
     if provider not in CPU_PROVIDERS + GPU_PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}; choose one of {CPU_PROVIDERS + GPU_PROVIDERS}")
     if provider in TORCH_PROVIDERS:
@@ -94,6 +106,9 @@ def unavailable(provider: str, dtype: str, shape=None) -> Optional[str]:
         return f"backend {provider!r} does not support {dtype} (supported: {', '.join(be.DTYPES)})"
     if provider == "numpy" and dtype == "tf32":
         return "the numpy backend has no tf32 mode"
+    missing = [f for f in BACKEND_FUNCS.get(op, ()) if not callable(getattr(be, f, None))]
+    if missing:
+        return f"backend {provider!r} has no {', '.join(missing)} yet"
     return None
 
 
@@ -203,7 +218,7 @@ class Case:
 def make_case(op: str, shape, provider: str, dtype: str, inputs: Optional[Dict[str, object]] = None,
               seed: int = 0) -> Case:
     """Build the case; raises ``Unavailable`` (with the reason) when the provider cannot run it."""
-    why = unavailable(provider, dtype, shape)
+    why = unavailable(provider, dtype, shape, op)
     if why is not None:
         raise Unavailable(why)
     if inputs is None:

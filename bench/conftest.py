@@ -118,13 +118,13 @@ def run_bench(benchmark, _baselines):
     run here; records FLOPs / bytes and the achieved rate in ``benchmark.extra_info``."""
 
     def go(op, shape, provider, dtype):
-        why = C.unavailable(provider, dtype, shape)
+        why = C.unavailable(provider, dtype, shape, op)
         if why is not None:
             pytest.skip(f"{provider} unavailable: {why}")
         inputs = _baselines.get(op, shape, provider, dtype)
         case = C.make_case(op, shape, provider, dtype, inputs=inputs)
         err = None
-        if provider != C.baseline(provider) and C.unavailable(C.baseline(provider), dtype, shape) is None:
+        if provider != C.baseline(provider) and C.unavailable(C.baseline(provider), dtype, shape, op) is None:
             err = C.rel_error(case.result(), _baselines.reference(op, shape, provider, dtype))
             tol = C.CHECK_TOL[dtype]
             assert err <= tol, (f"{provider} {op} {shape.name} {dtype}: relative error {err:.3e} vs "

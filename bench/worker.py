@@ -140,7 +140,7 @@ def run_group(task: dict, plan: dict, done, results_path: str, progress_path: st
         t0 = time.perf_counter()
         case = None
         try:
-            why = C.unavailable(prov, dt, shape)
+            why = C.unavailable(prov, dt, shape, op)
             if why is not None:
                 raise C.Unavailable(why)
             if inputs is None:

@@ -90,6 +90,17 @@ def test_provider_selection():
     assert not C.provider_runs("triton", big, "bfloat16", "quick", ["float16"])
 
 
+def test_unavailable_says_why(monkeypatch):
+    from cnngpu import backends
+    pool = S.select("maxpool_bwd", "tiny")[0]
+    assert C.unavailable("numpy", "float32", pool, "maxpool_bwd") is None
+    monkeypatch.delattr(backends.get_backend("numpy"), "max_pool2d_backward")
+    assert "has no max_pool2d_backward" in C.unavailable("numpy", "float32", pool, "maxpool_bwd")
+    if G.cuda_device() is None:
+        with pytest.raises(C.Unavailable, match="CUDA"):
+            C.make_case("maxpool_fwd", pool, "torch", "float16")
+
+
 # ----------------------------------------------------------------------------------------------
 # analytic counts, by hand and against the arrays the numpy backend really reads and writes
 # ----------------------------------------------------------------------------------------------
