@@ -209,6 +209,60 @@ def test_dx_residue_decomposition_matches_reference(case):
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
 
 
+def _dw_by_igemm_mapping(x, dy, g: ConvGeometry, dtype: str):
+    """dW computed as conv2d_bwd_dw_implicit_gemm maps it: rows a = (r, s, c), reduction over the
+    flat (n, p, q) index of NHWC x / dy, split into the launcher's kt_chunk ranges, each split's
+    tile stored at the epilogue's dW offset in its own workspace slice, slices summed in order."""
+    _, splits, kt = conv.dw_igemm_plan(g, dtype, 132)
+    bk = conv.bk(dtype)
+    G, Cg, Kg, RS = g.groups, g.c_per_group, g.k_per_group, g.R * g.S
+    sh, sw = g.stride
+    PQ, NPQ = g.P * g.Q, g.N * g.P * g.Q
+    x_nhwc = x.transpose(0, 2, 3, 1).ravel()
+    dy_nhwc = dy.transpose(0, 2, 3, 1).ravel()
+    a = np.arange(Cg * RS)
+    rs, c = a // Cg, a % Cg
+    r, s = rs // g.S, rs % g.S
+    kidx = np.arange(NPQ)
+    n, pq = kidx // PQ, kidx % PQ
+    p, q = pq // g.Q, pq % g.Q
+    k = np.arange(Kg)
+    ws = np.full((splits, g.K * Cg * RS), np.nan)
+    for gi in range(G):
+        h = p[None, :] * sh + (r * g.dilation[0] - g.pad[0])[:, None]
+        w_ = q[None, :] * sw + (s * g.dilation[1] - g.pad[1])[:, None]
+        ok = (h >= 0) & (h < g.H) & (w_ >= 0) & (w_ < g.W)
+        off = n[None, :] * g.H * g.W * g.C + (h * g.W + w_) * g.C + (gi * Cg + c)[:, None]
+        A = np.where(ok, x_nhwc[np.where(ok, off, 0)], 0.0)                # (Cg*RS, NPQ)
+        B = dy_nhwc[kidx[None, :] * g.K + gi * Kg + k[:, None]]             # (Kg, NPQ)
+        o = ((gi * Kg + k[None, :]) * Cg + c[:, None]) * RS + rs[:, None]   # (Cg*RS, Kg)
+        for sp in range(splits):
+            lo, hi = sp * kt * bk, min((sp + 1) * kt * bk, NPQ)
+            assert lo < hi, "empty split"
+            ws[sp, o] = A[:, lo:hi] @ B[:, lo:hi].T
+    assert not np.any(np.isnan(ws)), "a workspace element was not written"
+    return splits, ws.sum(axis=0).reshape(g.K, Cg, g.R, g.S)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", [
+    ("split_3x3", 16, 4, 32, 30, 6, 3, 3, 1, 1, 1, 1, True),
+    ("split_g2_s2_d2", 20, 6, 33, 31, 4, 3, 2, 2, (2, 1), (2, 1), 2, True),
+    ("nosplit", 1, 3, 9, 7, 5, 3, 2, 2, 1, 1, 1, True),
+], ids=["split_3x3", "split_g2_s2_d2", "nosplit"])
+def test_dw_split_k_mapping_matches_reference(case, dtype):
+    xs, ws, opts, _ = _split(case)
+    g = _geometry(case)
+    gen = rng(12)
+    x = randn(gen, xs)
+    w = randn(gen, ws)
+    dy = randn(gen, (g.N, g.K, g.P, g.Q))
+    _, ref, _ = F.conv2d_backward(dy, x, w, backend="numpy", need_dx=False, need_db=False, **opts)
+    splits, got = _dw_by_igemm_mapping(x, dy, g, dtype)
+    assert (splits > 1) == case[0].startswith("split")
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+
+
 def test_dx_classes_without_taps():
     # 1x1 stride 2: only class (0, 0) has a tap; the others are all-zero rows of dX
     g = F.conv2d_geometry((1, 2, 5, 5), (2, 2, 1, 1), stride=2)
