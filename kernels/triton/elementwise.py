@@ -1,0 +1,96 @@
+"""ReLU forward and backward.
+
+Every kernel works on a flat int64 index over the output's logical (row-major) order. Two modes:
+
+* FLAT=True: all tensors share one dense layout (contiguous, channels-last, any permutation
+  without gaps), so the flat index is the storage offset of every tensor -- no index math.
+* FLAT=False: the index is decomposed into 4-D coordinates (d0, d1, d2, d3) with sizes
+  (., D1, D2, D3) and each tensor is addressed through its own four strides (lower-rank tensors
+  are padded with leading size-1 dims by the launcher), so sliced views need no copy.
+
+forward:  y = x if x >= 0 else 0 (NaN propagates, as in np.maximum(x, 0)).
+backward: dx = dy where y > 0 else 0, with y the forward output.
+"""
+import triton
+import triton.language as tl
+
+# (BLOCK, num_warps) per element width: one flat block of elements per program.
+CONFIGS = {"fp32": (1024, 4), "fp16": (2048, 4)}
+
+
+@triton.jit
+def _relu_offsets(offs, D1, D2, D3, s0, s1, s2, s3):
+    """Storage offset of the logical element ``offs`` in a (., D1, D2, D3) view with strides s0..s3."""
+    i3 = offs % D3
+    t = offs // D3
+    i2 = t % D2
+    t = t // D2
+    i1 = t % D1
+    i0 = t // D1
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+
+
+@triton.jit
+def relu_fwd_elementwise(
+    x_ptr, y_ptr, total,
+    D1, D2, D3,                       # sizes of the last three (padded) dims
+    sx0, sx1, sx2, sx3,               # x strides (elements)
+    sy0, sy1, sy2, sy3,               # y strides
+    FLAT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # grid: (cdiv(total, BLOCK),); program i owns logical elements [i*BLOCK, (i+1)*BLOCK).
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    if FLAT:
+        x_off = offs
+        y_off = offs
+    else:
+        x_off = _relu_offsets(offs, D1, D2, D3, sx0, sx1, sx2, sx3)
+        y_off = _relu_offsets(offs, D1, D2, D3, sy0, sy1, sy2, sy3)
+    x = tl.load(x_ptr + x_off, mask=mask, other=0.0)
+    y = tl.where(x < 0, tl.zeros_like(x), x)   # NaN < 0 is false: NaN passes through
+    tl.store(y_ptr + y_off, y, mask=mask)
+
+
+@triton.jit
+def relu_bwd_mask(
+    dy_ptr, y_ptr, dx_ptr, total,
+    D1, D2, D3,
+    sd0, sd1, sd2, sd3,               # dy strides
+    sy0, sy1, sy2, sy3,               # y strides
+    sx0, sx1, sx2, sx3,               # dx strides
+    FLAT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # grid: (cdiv(total, BLOCK),); each lane is one element: dx = dy where y > 0, else 0.
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    if FLAT:
+        d_off = offs
+        y_off = offs
+        x_off = offs
+    else:
+        d_off = _relu_offsets(offs, D1, D2, D3, sd0, sd1, sd2, sd3)
+        y_off = _relu_offsets(offs, D1, D2, D3, sy0, sy1, sy2, sy3)
+        x_off = _relu_offsets(offs, D1, D2, D3, sx0, sx1, sx2, sx3)
+    y = tl.load(y_ptr + y_off, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + d_off, mask=mask & (y > 0), other=0.0)
+    tl.store(dx_ptr + x_off, dy, mask=mask)
+
+
+def compile_cases():
+    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x config."""
+    for dt, (block, warps) in CONFIGS.items():
+        for wide in ("fp16", "bf16") if dt == "fp16" else ("fp32",):
+            p = "*" + wide
+            opts = dict(num_warps=warps, num_stages=1)
+            for flat in (True, False):
+                ce = {"FLAT": flat, "BLOCK": block}
+                tag = f"{wide}_{'flat' if flat else 'strided'}"
+                sig = {"x_ptr": p, "y_ptr": p, "total": "i32", "D1": "i32", "D2": "i32", "D3": "i32",
+                       **{f"s{t}{i}": "i32" for t in "xy" for i in range(4)},
+                       "FLAT": "constexpr", "BLOCK": "constexpr"}
+                yield f"relu_fwd_elementwise_{tag}", relu_fwd_elementwise, sig, ce, opts, False
+                sig = {"dy_ptr": p, "y_ptr": p, "dx_ptr": p, "total": "i32", "D1": "i32", "D2": "i32",
+                       "D3": "i32", **{f"s{t}{i}": "i32" for t in "dyx" for i in range(4)},
+                       "FLAT": "constexpr", "BLOCK": "constexpr"}
+                yield f"relu_bwd_mask_{tag}", relu_bwd_mask, sig, ce, opts, False
