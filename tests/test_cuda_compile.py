@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import pytest
 
