@@ -27,7 +27,6 @@ import os
 import pytest
 
 from bench import cases as C
-from bench import shapes as S
 
 SHAPE_SETS = ("auto", "all", "quick", "tiny")
 

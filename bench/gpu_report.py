@@ -247,8 +247,9 @@ def run_timings(out_dir: str, plan: dict, deadline: float, case_timeout: float, 
                 record_failure(results_path, t, prog["provider"], failure[1], failure[2])
                 print(f"[gpu_report] {t['id']} {t.get('op', '')} {t.get('shape', '')} {prog['provider']}: "
                       f"{failure[1]}: {failure[2]}", flush=True)
-    if os.path.exists(progress_path):
-        os.remove(progress_path)
+    for scratch in (progress_path, plan_path):   # report.json holds the configuration
+        if os.path.exists(scratch):
+            os.remove(scratch)
     return stats
 
 

@@ -89,7 +89,7 @@ def render_markdown(report: dict) -> str:
         if "error" in c:
             L.append(f"| matmul {dt} | error | {c['error']} |")
         else:
-            L.append(f"| matmul {dt} | {c['TFLOP/s']:.1f} TFLOP/s | {c['n']}^3 in {c['ms']:.3f} ms |")
+            L.append(f"| matmul {dt} | {c['TFLOP/s']:.4g} TFLOP/s | {c['n']}^3 in {c['ms']:.3f} ms |")
     L.append("")
     par = report.get("parity")
     L.append("## Parity suite")

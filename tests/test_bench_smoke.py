@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 
 import cnngpu
-from bench import cases as C
-from bench import gpu_report as G
-from bench import parity as PAR
-from bench import report_md as R
-from bench import shapes as S
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:          # plain `pytest` (not `python -m pytest`) does not add the root
+    sys.path.insert(0, REPO)
+
+from bench import cases as C  # noqa: E402
+from bench import gpu_report as G  # noqa: E402
+from bench import parity as PAR  # noqa: E402
+from bench import report_md as R  # noqa: E402
+from bench import shapes as S  # noqa: E402
 
 # (C, H, K, kernel, stride, pad, expected output size): the ResNet-50 layer set of issue 5
 RESNET50 = {
