@@ -25,8 +25,8 @@ import triton.language as tl
 
 # (BLOCK_C, BLOCK_L) per element width; the launcher picks the least lane waste on (CPG, L).
 TILES = {
-    "fp32": ((1, 2048), (4, 512), (16, 128), (64, 32)),
-    "fp16": ((1, 4096), (4, 1024), (16, 256), (64, 64)),
+    "fp32": ((1, 1024), (4, 256), (16, 64), (64, 16)),
+    "fp16": ((1, 1024), (4, 256), (16, 64), (64, 16)),
 }
 NUM_WARPS = 4
 COMBINE_BLOCK = 128          # pieces merged per step in group_norm_fwd_combine_stats

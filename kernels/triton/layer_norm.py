@@ -16,11 +16,16 @@ import triton.language as tl
 
 # BLOCK_D per element width: the launcher takes the smallest that holds a row, else the largest
 # (the row is then walked in chunks).
-ROW_BLOCKS = {"fp32": (128, 512, 2048), "fp16": (256, 1024, 4096)}
+ROW_BLOCKS = {"fp32": (128, 512, 2048), "fp16": (128, 512, 2048)}
 # dweight/dbias partial tile (BLOCK_M rows x BLOCK_D columns)
-DWDB_TILE = {"fp32": (16, 128), "fp16": (32, 128)}
+DWDB_TILE = {"fp32": (8, 128), "fp16": (8, 128)}
 REDUCE_BLOCK = 256
 NUM_WARPS = 4
+
+
+def row_warps(block_d: int) -> int:
+    """Warps for a BLOCK_D-wide row program: about 8 values per thread (register budget)."""
+    return max(4, min(16, block_d // 256))
 
 
 @triton.jit
@@ -171,16 +176,17 @@ def compile_cases():
     for dt, blocks in (*ROW_BLOCKS.items(), ("bf16", ROW_BLOCKS["fp16"][:1])):
         p = "*" + dt
         for bd in blocks:
+            ropts = dict(opts, num_warps=row_warps(bd))
             sig = {"x_ptr": p, "y_ptr": p, "w_ptr": pf, "b_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
                    "D": i32, "sxm": i64, "sxd": i64, "eps": f32,
                    "HAS_W": "constexpr", "HAS_B": "constexpr", "BLOCK_D": "constexpr"}
             yield (f"layer_norm_fwd_fused_{dt}_d{bd}", layer_norm_fwd_fused, sig,
-                   {"HAS_W": True, "HAS_B": True, "BLOCK_D": bd}, opts, False)
+                   {"HAS_W": True, "HAS_B": True, "BLOCK_D": bd}, ropts, False)
             sig = {"dy_ptr": p, "x_ptr": p, "dx_ptr": p, "w_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
                    "D": i32, "sdm": i64, "sdd": i64, "sxm": i64, "sxd": i64,
                    "HAS_W": "constexpr", "BLOCK_D": "constexpr"}
             yield (f"layer_norm_bwd_dx_fused_{dt}_d{bd}", layer_norm_bwd_dx_fused, sig,
-                   {"HAS_W": True, "BLOCK_D": bd}, opts, False)
+                   {"HAS_W": True, "BLOCK_D": bd}, ropts, False)
         bm, bd = DWDB_TILE["fp16" if dt == "bf16" else dt]
         sig = {"dy_ptr": p, "x_ptr": p, "mean_ptr": pf, "rstd_ptr": pf, "pdw_ptr": pf, "pdb_ptr": pf,
                "M": i32, "D": i32, "ROWS_PER_SPLIT": i32, "sdm": i64, "sdd": i64, "sxm": i64, "sxd": i64,

@@ -243,11 +243,11 @@ def layer_norm_forward(x, normalized_ndim, weight, bias, eps):
     rstd = empty((M,), torch.float32, dev)
     w = weight.reshape(D) if weight is not None else None
     b = bias.reshape(D) if bias is not None else None
+    bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_fwd_fused[(M,)](
         x2, y, w if w is not None else mean, b if b is not None else mean, mean, rstd,
         D, x2.stride(0), x2.stride(1), eps,
-        HAS_W=w is not None, HAS_B=b is not None, BLOCK_D=layer_norm_block(D, x.dtype),
-        num_warps=LN.NUM_WARPS)
+        HAS_W=w is not None, HAS_B=b is not None, BLOCK_D=bd, num_warps=LN.row_warps(bd))
     launched("layer_norm_fwd_fused")
     return y.reshape(x.shape), mean, rstd
 
@@ -265,9 +265,10 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     dx = empty((M, D), x.dtype, dev)
     has_w = weight is not None
     w = weight.reshape(D) if has_w else mean
+    bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_bwd_dx_fused[(M,)](
         dy2, x2, dx, w, mean, rstd, D, dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
-        HAS_W=has_w, BLOCK_D=layer_norm_block(D, x.dtype), num_warps=LN.NUM_WARPS)
+        HAS_W=has_w, BLOCK_D=bd, num_warps=LN.row_warps(bd))
     launched("layer_norm_bwd_dx_fused")
     if not has_w:
         return dx.reshape(x.shape), None, None
