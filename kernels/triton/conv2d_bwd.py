@@ -31,7 +31,8 @@ db -- ``conv2d_bwd_db``: column sums of dY over (N, P, Q), split the same way.
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import CONV_KEY, _cfg, _flat_extent, _opts, _tile_ids, signature_for, tuned
+from .conv2d_fwd import (CONV_KEY, FP32_DOTS, _cfg, _flat_extent, _opts, _tag, _tile_ids, gemm_variants,
+                         signature_for, tuned)
 
 DY_KEY = ["sdn", "sdk", "sdp", "sdq"]
 
@@ -455,47 +456,40 @@ def _sig(fn, dt, ce, fp32_args=(), int_ptr_args=()):
 def compile_cases():
     """(name, jit_fn, signature, constexprs, options, expect_wgmma) for every autotune config.
 
-    GEMM tables: fp16, bf16, fp32-tf32 (wgmma expected), fp32-ieee (no wgmma), fp16 FLAT variant.
-    The dW GEMM is built as the split-K variant (out = fp32 workspace); with SPLIT == 1 only the
-    pointer type of out differs.
+    GEMM tables: see ``conv2d_fwd.gemm_variants`` (fp16 / bf16 / fp32-tf32 expect wgmma, fp32-ieee
+    must not use it, FLAT reduction variant), plus INT64 variants. The dW GEMM is built as the
+    split-K variant (out = fp32 workspace); with SPLIT == 1 only the pointer type of out differs.
+    Direct / reduction kernels: every config, dtypes rotated over configs, plus INT64 variants.
     """
-    variants = [("fp16", "ieee", False, True), ("bf16", "ieee", False, True), ("fp32", "tf32", False, True),
-                ("fp32", "ieee", False, False), ("fp16", "ieee", True, True)]
     dx = conv2d_bwd_dx_implicit_gemm.fn
-    for i, cfg in enumerate(DX_GEMM_CONFIGS):
-        for dt, prec, flat, wgmma in variants:
-            ce = dict(FLAT_K=flat, INT64=False, PRECISION=prec, **cfg.kwargs)
-            yield (f"conv2d_bwd_dx_implicit_gemm[{i}:{dt}:{prec}:{'flat' if flat else 'taps'}]", dx,
-                   _sig(dx, dt, ce, int_ptr_args=("tab_ptr",)), ce, _opts(cfg), wgmma)
+    for i, cfg, dt, prec, spec, wgmma in gemm_variants(DX_GEMM_CONFIGS, FP32_DOTS, [{"FLAT_K": True}]):
+        ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
+        yield (f"conv2d_bwd_dx_implicit_gemm[{i}:{dt}:{prec}:{_tag(spec)}]", dx,
+               _sig(dx, dt, ce, int_ptr_args=("tab_ptr",)), ce, _opts(cfg), wgmma)
+    ce = dict(FLAT_K=False, INT64=True, PRECISION="ieee", **DX_GEMM_CONFIGS[0].kwargs)
+    yield ("conv2d_bwd_dx_implicit_gemm[0:fp16:int64]", dx, _sig(dx, "fp16", ce, int_ptr_args=("tab_ptr",)), ce,
+           _opts(DX_GEMM_CONFIGS[0]), True)
     dw = conv2d_bwd_dw_implicit_gemm.fn
-    for i, cfg in enumerate(DW_GEMM_CONFIGS):
-        for dt, prec, flat, wgmma in variants:
-            ce = dict(FLAT_N=flat, INT64=False, PRECISION=prec, **cfg.kwargs)
-            yield (f"conv2d_bwd_dw_implicit_gemm[{i}:{dt}:{prec}:{'flat' if flat else 'taps'}]", dw,
-                   _sig(dw, dt, ce, fp32_args=("out_ptr",)), ce, _opts(cfg), wgmma)
+    for i, cfg, dt, prec, spec, wgmma in gemm_variants(DW_GEMM_CONFIGS, FP32_DOTS, [{"FLAT_N": True}]):
+        ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
+        yield (f"conv2d_bwd_dw_implicit_gemm[{i}:{dt}:{prec}:{_tag(spec)}]", dw,
+               _sig(dw, dt, ce, fp32_args=("out_ptr",)), ce, _opts(cfg), wgmma)
     ce = dict(FLAT_N=False, INT64=True, PRECISION="ieee", **DW_GEMM_CONFIGS[0].kwargs)
     yield ("conv2d_bwd_dw_implicit_gemm[0:fp16:int64]", dw, _sig(dw, "fp16", ce, fp32_args=("out_ptr",)), ce,
            _opts(DW_GEMM_CONFIGS[0]), True)
+    rot = ("fp32", "fp16", "bf16")
     dxd = conv2d_bwd_dx_direct.fn
     for i, cfg in enumerate(DX_DIRECT_CONFIGS):
-        for dt, grouped in (("fp32", True), ("fp16", False), ("bf16", True)):
-            ce = dict(GROUPED=grouped, INT64=False, **cfg.kwargs)
-            yield (f"conv2d_bwd_dx_direct[{i}:{dt}:grouped={grouped}]", dxd,
+        for dt, grouped, int64 in ((rot[i % 3], True, False), (rot[(i + 1) % 3], False, i == 0)):
+            ce = dict(GROUPED=grouped, INT64=int64, **cfg.kwargs)
+            yield (f"conv2d_bwd_dx_direct[{i}:{dt}:grouped={grouped}:int64={int64}]", dxd,
                    _sig(dxd, dt, ce, int_ptr_args=("tab_ptr",)), ce, _opts(cfg), False)
-    dwd = conv2d_bwd_dw_direct.fn
-    for i, cfg in enumerate(DW_DIRECT_CONFIGS):
-        for dt in ("fp32", "fp16", "bf16"):
-            ce = dict(INT64=False, **cfg.kwargs)
-            yield (f"conv2d_bwd_dw_direct[{i}:{dt}]", dwd, _sig(dwd, dt, ce, fp32_args=("out_ptr",)), ce,
-                   _opts(cfg), False)
-    db = conv2d_bwd_db.fn
-    for i, cfg in enumerate(DB_CONFIGS):
-        for dt in ("fp32", "fp16", "bf16"):
-            ce = dict(INT64=False, **cfg.kwargs)
-            yield (f"conv2d_bwd_db[{i}:{dt}]", db, _sig(db, dt, ce, fp32_args=("out_ptr",)), ce, _opts(cfg), False)
-    ss = conv2d_bwd_sum_splits.fn
-    for i, cfg in enumerate(SUM_SPLITS_CONFIGS):
-        for dt in ("fp32", "fp16", "bf16"):
-            ce = dict(INT64=False, **cfg.kwargs)
-            yield (f"conv2d_bwd_sum_splits[{i}:{dt}]", ss, _sig(ss, dt, ce, fp32_args=("ws_ptr",)), ce,
-                   _opts(cfg), False)
+    others = ((conv2d_bwd_dw_direct, DW_DIRECT_CONFIGS, dict(fp32_args=("out_ptr",))),
+              (conv2d_bwd_db, DB_CONFIGS, dict(fp32_args=("out_ptr",))),
+              (conv2d_bwd_sum_splits, SUM_SPLITS_CONFIGS, dict(fp32_args=("ws_ptr",))))
+    for kern, table, ptrs in others:
+        fn = kern.fn
+        for i, cfg in enumerate(table):
+            for dt, int64 in ((rot[i % 3], False), (rot[(i + 1) % 3], i == 0)):
+                ce = dict(INT64=int64, **cfg.kwargs)
+                yield (f"{fn.__name__}[{i}:{dt}:int64={int64}]", fn, _sig(fn, dt, ce, **ptrs), ce, _opts(cfg), False)

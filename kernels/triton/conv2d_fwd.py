@@ -76,9 +76,10 @@ def _prune_gemm(configs, named_args, **kwargs):
 @triton.jit
 def _flat_extent(N, per_image, INT64: tl.constexpr):
     """N * per_image (a flattened GEMM extent such as N*P*Q), in int64 when INT64 so it cannot wrap."""
+    n = N
     if INT64:
-        return tl.cast(N, tl.int64) * per_image
-    return N * per_image
+        n = tl.cast(N, tl.int64)
+    return n * per_image
 
 
 @triton.jit
@@ -275,33 +276,55 @@ def _opts(cfg):
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
 
+def gemm_variants(configs, dtype_variants, spec_variants):
+    """(config index, config, dtype, precision, spec, expect_wgmma) to compile for a GEMM table.
+
+    Every config is built in fp16 and bf16 (tensor cores: wgmma expected on sm_90); the other
+    specialisations (``spec_variants``: fp32 tf32 / ieee, reduction variants) on the first and the
+    last config, the smallest and largest tiles, so the case count stays small.
+    ``dtype_variants``: (dtype, precision, expect_wgmma) besides fp16/bf16;
+    ``spec_variants``: dicts of constexprs for the non-default reduction variants (built in fp16).
+    """
+    default = {k: False for d in spec_variants for k in d}
+    for i, cfg in enumerate(configs):
+        for dt in ("fp16", "bf16"):
+            yield i, cfg, dt, "ieee", default, True
+        if i in (0, len(configs) - 1):
+            for dt, prec, wgmma in dtype_variants:
+                yield i, cfg, dt, prec, default, wgmma
+            for spec in spec_variants:
+                yield i, cfg, "fp16", "ieee", {**default, **spec}, True
+
+
+def _tag(spec):
+    on = [k for k, v in spec.items() if v]
+    return ({"IS_1X1": "1x1", "FLAT_K": "flat", "FLAT_N": "flat"}[on[0]]) if on else "taps"
+
+
+FP32_DOTS = (("fp32", "tf32", True), ("fp32", "ieee", False))
+
+
 def compile_cases():
     """(name, jit_fn, signature, constexprs, options, expect_wgmma) for every autotune config.
 
-    The implicit-GEMM table is built for fp16, bf16 and fp32-tf32 (tensor cores: wgmma expected),
-    fp32-ieee (FMA, no wgmma) and the FLAT_K / 1x1 / int64 specialisations in fp16.
+    Implicit GEMM: see :func:`gemm_variants` (fp16 / bf16 / fp32-tf32 expect wgmma, fp32-ieee must
+    not use it), plus the INT64 variant. Direct kernels: every config, dtypes rotated over configs.
     """
     gemm = conv2d_fwd_implicit_gemm.fn
-    for i, cfg in enumerate(FWD_GEMM_CONFIGS):
-        variants = [
-            ("fp16", "ieee", dict(IS_1X1=False, FLAT_K=False), True),
-            ("bf16", "ieee", dict(IS_1X1=False, FLAT_K=False), True),
-            ("fp32", "tf32", dict(IS_1X1=False, FLAT_K=False), True),
-            ("fp32", "ieee", dict(IS_1X1=False, FLAT_K=False), False),
-            ("fp16", "ieee", dict(IS_1X1=True, FLAT_K=False), True),
-            ("fp16", "ieee", dict(IS_1X1=False, FLAT_K=True), True),
-        ]
-        for dt, prec, spec, wgmma in variants:
-            ce = dict(HAS_BIAS=True, INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-            tag = "1x1" if spec["IS_1X1"] else ("flat" if spec["FLAT_K"] else "taps")
-            yield (f"conv2d_fwd_implicit_gemm[{i}:{dt}:{prec}:{tag}]", gemm, signature_for(gemm, dt, ce), ce,
-                   _opts(cfg), wgmma)
+    for i, cfg, dt, prec, spec, wgmma in gemm_variants(FWD_GEMM_CONFIGS, FP32_DOTS,
+                                                         [{"IS_1X1": True}, {"FLAT_K": True}]):
+        ce = dict(HAS_BIAS=True, INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
+        yield (f"conv2d_fwd_implicit_gemm[{i}:{dt}:{prec}:{_tag(spec)}]", gemm, signature_for(gemm, dt, ce), ce,
+               _opts(cfg), wgmma)
     ce = dict(HAS_BIAS=True, INT64=True, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **FWD_GEMM_CONFIGS[0].kwargs)
     yield ("conv2d_fwd_implicit_gemm[0:fp16:int64]", gemm, signature_for(gemm, "fp16", ce), ce,
            _opts(FWD_GEMM_CONFIGS[0]), True)
     direct = conv2d_fwd_direct.fn
     for i, cfg in enumerate(FWD_DIRECT_CONFIGS):
-        for dt, grouped in (("fp32", True), ("fp16", False), ("bf16", True)):
-            ce = dict(HAS_BIAS=True, GROUPED=grouped, INT64=False, **cfg.kwargs)
-            yield (f"conv2d_fwd_direct[{i}:{dt}:grouped={grouped}]", direct, signature_for(direct, dt, ce), ce,
-                   _opts(cfg), False)
+        dt, grouped = (("fp32", True), ("fp16", False), ("bf16", True))[i % 3]
+        ce = dict(HAS_BIAS=True, GROUPED=grouped, INT64=False, **cfg.kwargs)
+        yield (f"conv2d_fwd_direct[{i}:{dt}:grouped={grouped}]", direct, signature_for(direct, dt, ce), ce,
+               _opts(cfg), False)
+    ce = dict(HAS_BIAS=True, GROUPED=True, INT64=True, **FWD_DIRECT_CONFIGS[0].kwargs)
+    yield ("conv2d_fwd_direct[0:fp32:int64]", direct, signature_for(direct, "fp32", ce), ce,
+           _opts(FWD_DIRECT_CONFIGS[0]), False)
