@@ -130,8 +130,13 @@ def run_group(task: dict, plan: dict, done, results_path: str, progress_path: st
     ref = {}
 
     def reference():
-        if "out" not in ref:
-            ref["out"] = C.make_case(op, shape, base, dt, inputs=inputs).result()
+        if "out" not in ref:      # the baseline's output, computed once (or its failure, kept)
+            try:
+                ref["out"] = C.make_case(op, shape, base, dt, inputs=inputs).result()
+            except Exception as e:
+                ref["out"] = e
+        if isinstance(ref["out"], Exception):
+            raise ref["out"]
         return ref["out"]
 
     for prov in todo:
@@ -152,10 +157,11 @@ def run_group(task: dict, plan: dict, done, results_path: str, progress_path: st
                 ref["out"] = out
             else:
                 try:
-                    err = C.rel_error(out, reference())
-                except C.Unavailable as e:
-                    rec["note"] = f"not checked: baseline unavailable ({e})"
+                    ref_out = reference()
+                except Exception as e:   # the baseline's failure is not this provider's
+                    rec["note"] = f"not checked: baseline {base} failed ({type(e).__name__}: {e})"[:500]
                 else:
+                    err = C.rel_error(out, ref_out)
                     rec["rel_err"] = err
                     rec["check"] = "ok" if err <= C.CHECK_TOL[dt] else "MISMATCH"
                     if rec["check"] != "ok":
