@@ -48,7 +48,9 @@ def relu_fwd_elementwise(
         x_off = _relu_offsets(offs, D1, D2, D3, sx0, sx1, sx2, sx3)
         y_off = _relu_offsets(offs, D1, D2, D3, sy0, sy1, sy2, sy3)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0)
-    y = tl.where(x < 0, tl.zeros_like(x), x)   # NaN < 0 is false: NaN passes through
+    # compare in fp32 (exact for every input dtype; the interpreter mis-compares raw bf16);
+    # NaN < 0 is false, so NaN passes through
+    y = tl.where(x.to(tl.float32) < 0, tl.zeros_like(x), x)
     tl.store(y_ptr + y_off, y, mask=mask)
 
 
@@ -73,7 +75,7 @@ def relu_bwd_mask(
         y_off = _relu_offsets(offs, D1, D2, D3, sy0, sy1, sy2, sy3)
         x_off = _relu_offsets(offs, D1, D2, D3, sx0, sx1, sx2, sx3)
     y = tl.load(y_ptr + y_off, mask=mask, other=0.0)
-    dy = tl.load(dy_ptr + d_off, mask=mask & (y > 0), other=0.0)
+    dy = tl.load(dy_ptr + d_off, mask=mask & (y.to(tl.float32) > 0), other=0.0)
     tl.store(dx_ptr + x_off, dy, mask=mask)
 
 

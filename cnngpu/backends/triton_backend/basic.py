@@ -50,8 +50,11 @@ def _is_dense(t) -> bool:
     return t.permute(perm).is_contiguous()
 
 
-def _view4(*tensors):
-    """Sizes (D1, D2, D3) and per-tensor 4 strides of same-shaped tensors padded to 4-D."""
+def _view4(flat, *tensors):
+    """Sizes (D1, D2, D3) and per-tensor 4 strides of same-shaped tensors padded to 4-D
+    (placeholders when the kernel runs FLAT and reads no strides)."""
+    if flat:
+        return [1, 1, 1], [0] * (4 * len(tensors))
     shape = list(tensors[0].shape)
     pad = 4 - len(shape)
     sizes = [1] * pad + shape
@@ -80,7 +83,7 @@ def relu_forward(x):
         return y
     block, warps = _ew_config(x.dtype)
     flat = _flat_ok(x, y)
-    sizes, strides = _view4(x, y)
+    sizes, strides = _view4(flat, x, y)
     EW.relu_fwd_elementwise[(triton.cdiv(total, block),)](
         x, y, total, *sizes, *strides, FLAT=flat, BLOCK=block, num_warps=warps)
     launched("relu_fwd_elementwise")
@@ -97,7 +100,7 @@ def relu_backward(dy, y):
         return dx
     block, warps = _ew_config(dy.dtype)
     flat = _flat_ok(dy, y, dx)
-    sizes, strides = _view4(dy, y, dx)
+    sizes, strides = _view4(flat, dy, y, dx)
     EW.relu_bwd_mask[(triton.cdiv(total, block),)](
         dy, y, dx, total, *sizes, *strides, FLAT=flat, BLOCK=block, num_warps=warps)
     launched("relu_bwd_mask")
