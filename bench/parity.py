@@ -60,13 +60,24 @@ def parse_log(text: str) -> Dict[str, object]:
             "n_failing_listed": len(failing)}
 
 
+def _have_pytest_timeout() -> bool:
+    try:
+        import pytest_timeout  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = "gpu",
-               paths=("tests",)) -> Dict[str, object]:
-    """Run ``pytest -m <marker> <paths>`` with output to ``log_path``; return counts and status."""
+               paths=("tests",), per_test_timeout_s: int = 60) -> Dict[str, object]:
+    """Run ``pytest -m <marker> <paths>`` with output to ``log_path``; return counts and status.
+    With pytest-timeout installed, one test that hangs fails after ``per_test_timeout_s``."""
     cmd = [sys.executable, "-m", "pytest", "-p", "bench._kernels_alias", "-p", "no:cacheprovider",
            "-m", marker, "-v", "-rfE", "--color=no", *paths]
     if workers > 1 and _have_xdist():
         cmd += ["-n", str(workers)]
+    if per_test_timeout_s and _have_pytest_timeout():
+        cmd += [f"--timeout={int(per_test_timeout_s)}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
