@@ -136,8 +136,10 @@ def default_out_dir(label: str, date: str) -> str:
 # plan
 # ----------------------------------------------------------------------------------------------
 def build_plan(mode: str, ops, dtypes, providers, shape_set: str) -> List[dict]:
-    """Tasks in run order: ceilings, then (op, shape, dtype) groups, ``quick`` shapes first."""
-    tiers: List[List[dict]] = [[], []]
+    """Tasks in run order: ceilings, then (op, shape, dtype) groups: ``quick`` shapes first, and
+    within each tier the ops taken in turn (one group of each op, then the next of each, ...), so
+    a run cut short by its budget still covers every op."""
+    tiers: List[Dict[str, List[dict]]] = [{op: [] for op in ops}, {op: [] for op in ops}]
     for op in ops:
         for sh in S.shapes_for(op):
             if shape_set == "tiny" and "tiny" not in sh.tags:
@@ -146,10 +148,14 @@ def build_plan(mode: str, ops, dtypes, providers, shape_set: str) -> List[dict]:
                 continue
             tier = 0 if (shape_set != "all" or "quick" in sh.tags) else 1
             for dt in dtypes:
-                tiers[tier].append({"kind": "group", "op": op, "shape": sh.name, "dtype": dt,
-                                    "providers": list(providers)})
+                tiers[tier][op].append({"kind": "group", "op": op, "shape": sh.name, "dtype": dt,
+                                        "providers": list(providers)})
+    order: List[dict] = []
+    for tier in tiers:
+        depth = max((len(v) for v in tier.values()), default=0)
+        order += [tier[op][i] for i in range(depth) for op in ops if i < len(tier[op])]
     tasks = [{"id": "ceilings", "kind": "ceilings"}]
-    for i, t in enumerate(tiers[0] + tiers[1]):
+    for i, t in enumerate(order):
         t["id"] = f"g{i:04d}"
         tasks.append(t)
     return tasks

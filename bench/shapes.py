@@ -238,6 +238,10 @@ def _t(*tags) -> FrozenSet[str]:
 CPU_MAX_FLOPS = 250e6
 
 
+# batch-1 (latency) ResNet layers that the GPU report also times in its first, ``quick`` pass
+QUICK_BATCH1 = ("3x3_64_56", "1x1_256to128_56", "3x3_512_7")
+
+
 def _resnet50_convs():
     # (name, C, H, K, R, stride, pad): ResNet-50 layers at their own resolutions (v1.5: stride
     # on the 3x3 conv). The stem sees 224x224; the 1x1s and 3x3s the stage resolutions.
@@ -259,6 +263,8 @@ def _resnet50_convs():
             P = out_size(H, R, s, p)
             flops = 2 * n * K * P * P * C * R * R
             tags = {"quick"} if n == 32 else ({"cpu"} if flops <= CPU_MAX_FLOPS else set())
+            if n == 1 and name in QUICK_BATCH1:
+                tags.add("quick")
             out.append(ConvShape(f"r50_{name}_n{n}", n, C, H, H, K, R, R, stride=s, pad=p, tags=frozenset(tags)))
     return out
 
