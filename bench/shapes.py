@@ -10,8 +10,8 @@ Counting rules (the report's TFLOP/s, GB/s and % of ceiling all come from these)
   LayerNorm/GroupNorm weight and bias have x's dtype; their mean/rstd are float32.
 
 Tags on a shape: ``cpu`` (small enough for numpy vs torch-CPU benchmarks; the others run only on
-a GPU), ``quick`` (the subset ``gpu_report --quick`` times), ``tiny`` (the one or two shapes per
-op family that ``gpu_report --cpu --quick`` and the smoke test time).
+a GPU unless asked for), ``quick`` (what ``gpu_report`` times first, and all that ``gpu_report
+--quick`` times), ``tiny`` (one shape per op family: ``gpu_report --cpu-dry-run`` and the smoke test).
 """
 from __future__ import annotations
 
