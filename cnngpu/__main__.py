@@ -32,6 +32,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"],
                    help="activation and weight dtype (must be supported by the backend; default float32)")
+    d.add_argument("--threads", type=int, default=1,
+                   help="NumPy BLAS threads for the numpy backend (default 1: fastest for these tiny matrices; "
+                        "0 = leave the BLAS default)")
     d.add_argument("--out", default="demo_out", help="folder for the PNG figures (default ./demo_out)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("--quiet", action="store_true", help="no progress bar and only the final result line")
@@ -39,13 +42,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info()
-    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0:
-        parser.error("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+    if args.epochs < 1 or args.batch_size < 2 or args.lr <= 0 or args.threads < 0:
+        parser.error("--epochs must be >= 1, --batch-size >= 2, --lr > 0 and --threads >= 0")
     from .backends import BackendUnavailableError
     from .demo import TARGET_ACCURACY, run_demo
     try:
         result = run_demo(backend=args.backend, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, out=args.out, dtype=args.dtype,
+                          seed=args.seed, out=args.out, dtype=args.dtype, threads=args.threads or None,
                           progress=not (args.no_progress or args.quiet), verbose=not args.quiet)
     except BackendUnavailableError as e:
         print(f"cnngpu demo: backend {args.backend!r} cannot run here: {e}", file=sys.stderr)

@@ -83,6 +83,9 @@ def test_cli_backend_and_dtype_validation(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--epochs", "0"])
     assert "--epochs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--threads", "-1"])
+    assert "--threads >= 0" in capsys.readouterr().err
     if not backends.is_available("cupy"):
         assert main(["demo", "--backend", "cupy", "--out", str(tmp_path)]) == 2
         assert "cannot run here" in capsys.readouterr().err
@@ -148,3 +151,15 @@ def test_console_script_runs():
         pytest.skip("the cnngpu script is not installed in this environment (pip install -e .)")
     proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "default backend:" in proc.stdout, proc.stderr
+
+
+def test_blas_threads_limit():
+    """The demo pins NumPy's BLAS to one thread (tiny GEMMs; no spinning against other processes)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from cnngpu.demo import blas_threads
+    np.ones((4, 4)) @ np.ones((4, 4))  # BLAS loaded
+    with blas_threads(1) as limited:
+        assert limited
+        assert all(d["num_threads"] == 1 for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas")
+    with blas_threads(None) as limited:
+        assert limited
