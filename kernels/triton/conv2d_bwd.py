@@ -70,6 +70,28 @@ CLASS_FIELDS = ("a", "b", "Hc", "Wc", "r0", "nr", "p0", "s0", "ns", "q0")
 N_CLASS_FIELDS = len(CLASS_FIELDS)
 
 
+def _keep_fitting(configs, rows, cols):
+    """Drop tiles far larger than a rows x cols GEMM output (BLOCK_M vs rows, BLOCK_N vs cols)."""
+    keep = [c for c in configs
+            if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(rows))
+            and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(cols))]
+    return keep or configs[:1]
+
+
+def _prune_dx(configs, named_args, **kwargs):
+    """dX tile: rows = pixels of one residue class (about N*H*W / (sh*sw)), columns = C/groups."""
+    a = named_args
+    rows = a["N"] * -(-a["H"] // a["stride_h"]) * -(-a["W"] // a["stride_w"])
+    return _keep_fitting(configs, rows, a["C"] // a["groups"])
+
+
+def _prune_dw(configs, named_args, **kwargs):
+    """dW tile: rows = K/groups, columns = C/groups channels of one tap (all C/groups*R*S if FLAT_N)."""
+    a = named_args
+    cols = a["C"] // a["groups"] * (a["R"] * a["S"] if kwargs.get("FLAT_N") else 1)
+    return _keep_fitting(configs, a["K"] // a["groups"], cols)
+
+
 @triton.jit
 def _class_rows(tab_ptr, cls, N, INT64: tl.constexpr):
     """Load one residue class: (a, b, Hc, Wc, r0, nr, p0, s0, ns, q0) and its row count N*Hc*Wc
@@ -91,7 +113,8 @@ def _class_rows(tab_ptr, cls, N, INT64: tl.constexpr):
     return a, b, Hc, Wc, r0, nr, p0, s0, ns, q0, N * Hc * Wc
 
 
-@triton.autotune(configs=tuned(DX_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + DY_KEY + ["PRECISION"])
+@triton.autotune(configs=tuned(DX_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + DY_KEY + ["PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_dx})
 @triton.jit
 def conv2d_bwd_dx_implicit_gemm(
     dy_ptr, w_ptr, dx_ptr, tab_ptr,
@@ -240,7 +263,8 @@ def conv2d_bwd_dx_direct(
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
 
-@triton.autotune(configs=tuned(DW_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + DY_KEY + ["PRECISION", "SPLIT"])
+@triton.autotune(configs=tuned(DW_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + DY_KEY + ["PRECISION", "SPLIT"],
+                 prune_configs_by={"early_config_prune": _prune_dw})
 @triton.jit
 def conv2d_bwd_dw_implicit_gemm(
     dy_ptr, x_ptr, out_ptr,
