@@ -259,3 +259,38 @@ def test_one_tiny_benchmark_runs_and_gpu_params_skip():
     assert p.returncode == 0, out
     if G.cuda_device() is None:
         assert "2 passed, 1 skipped" in out and "triton unavailable" in out, out
+
+
+TINY = {
+    "conv": S.ConvShape("tc", 2, 3, 7, 7, 4, 3, 3, stride=2, pad=1),
+    "pool": S.PoolShape("tp", 2, 3, 8, 8, 3, 2, 1),
+    "bn": S.BNShape("tb", 2, 3, 5, 5),
+    "layernorm": S.NormShape("tl", "layer", (6, 16), 1),
+    "groupnorm": S.NormShape("tg", "group", (2, 4, 3, 3), groups=2),
+}
+
+
+def _tiny(op):
+    return TINY["conv" if op.startswith("conv") else "pool" if "pool" in op else op.split("_")[0]]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_triton_cases_match_torch_under_the_interpreter(dtype, monkeypatch):
+    """The GPU report's triton cases (inputs, calls through cnngpu.functional, output picking) run
+    here in Triton's interpreter and agree with torch CPU: the glue is right before a GPU sees it."""
+    from cnngpu import backends
+    if G.cuda_device() is None:
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("needs TRITON_INTERPRET=1 (tests/conftest.py sets it without CUDA)")
+        monkeypatch.setattr(C, "_device_sync", lambda: None)
+    try:
+        backends.get_backend("triton")
+    except Exception as e:
+        pytest.skip(f"triton backend unavailable: {type(e).__name__}: {e}")
+    device = "cuda" if G.cuda_device() else "cpu"
+    for op in S.ALL_OPS:
+        sh = _tiny(op)
+        inputs = C.make_inputs(op, sh, dtype, device)
+        ref = C.make_case(op, sh, "torch_cpu", dtype, {k: v.cpu() for k, v in inputs.items()}).result()
+        out = C._cnngpu_case(op, sh, "triton", dtype, inputs).result()
+        assert C.rel_error([o.cpu() for o in out], ref) <= C.CHECK_TOL[dtype], op
