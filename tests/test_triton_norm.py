@@ -158,16 +158,24 @@ def _check_batch_norm(be, norm, shape, layout, affine, pkind, dtype, training, r
         assert dw is None and db is None
 
 
-def test_batch_norm_large_offset_is_stable(be, forced):
-    """Mean 1000, std 1: E[x^2] - E[x]^2 in float32 would lose every digit of the variance."""
-    gen = rng(7)
-    x = randn(gen, (4, 2, 6, 5), "float32") + 1000.0
-    _, mean, invstd = F.batch_norm(native("triton", x, "float32"), training=True, backend="triton")
-    _, mr, ir = F.batch_norm(x.astype(np.float32), training=True, backend="numpy")
-    xc = x.transpose(1, 0, 2, 3).reshape(2, -1)
-    exact = 1.0 / np.sqrt(xc.var(axis=1) + 1e-5)
-    assert_close(to_f64(invstd), exact, "float32", xc.shape[1], what="invstd vs float64")
-    assert_close(to_f64(mean), mr, "float32", xc.shape[1], what="mean")
+@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm"])
+def test_large_offset_is_stable(be, forced, op):
+    """Mean 1000, std 1: E[x^2] - E[x]^2 in float32 would lose every digit of the variance; the
+    chunked two-pass + Chan merge keeps it (checked against float64 on the same values)."""
+    x = randn(rng(7), (4, 2, 6, 5), "float32") + 1000.0
+    xt = native("triton", x, "float32")
+    if op == "batch_norm":
+        _, mean, inv = F.batch_norm(xt, training=True, backend="triton")
+        rows = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    elif op == "layer_norm":
+        _, mean, inv = F.layer_norm(xt, (2, 6, 5), backend="triton")
+        rows = x.reshape(4, -1)
+    else:
+        _, mean, inv = F.group_norm(xt, 2, backend="triton")
+        rows = x.reshape(8, -1)
+    exact = 1.0 / np.sqrt(rows.var(axis=1) + 1e-5)
+    assert_close(to_f64(inv).ravel(), exact, "float32", rows.shape[1], what=f"{op} invstd vs float64")
+    assert_close(to_f64(mean).ravel(), rows.mean(axis=1), "float32", rows.shape[1], what=f"{op} mean vs float64")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ COMBINE_BLOCK_C = 128
 @triton.jit
 def batch_norm_fwd_partial_stats(
     x_ptr,                            # x viewed as (N, C, L), strides (sxn, sxc, sxl)
-    pmean_ptr, pm2_ptr, pcount_ptr,   # out: (S, C) fp32 partial mean and M2, (S,) fp32 count
+    pmean_ptr, pm2_ptr, pcount_ptr,   # out: (S, C) fp32 partial mean of x - x[0, c, 0] and M2,
+                                      # (S,) fp32 count
     C, L, T, TILES_PER_SPLIT, NLB,    # T = N * NLB tiles per channel, NLB = cdiv(L, BLOCK_R)
     sxn, sxc, sxl,
     BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -49,6 +50,9 @@ def batch_norm_fwd_partial_stats(
     cmask = cs < C
     c_off = cs.to(tl.int64) * sxc
     rr = tl.arange(0, BLOCK_R)
+    # statistics of x - pivot, pivot = x[0, c, 0]: the partial means stay O(std), so their rounding
+    # does not spoil the between-tile term of the merge when |mean| >> std
+    pivot = tl.load(x_ptr + c_off, mask=cmask, other=0.0).to(tl.float32)
     count = tl.zeros([BLOCK_C], tl.float32)
     mean = tl.zeros([BLOCK_C], tl.float32)
     m2 = tl.zeros([BLOCK_C], tl.float32)
@@ -60,7 +64,7 @@ def batch_norm_fwd_partial_stats(
         ls = l0 + rr
         m = cmask[:, None] & (ls < L)[None, :]
         offs = n.to(tl.int64) * sxn + c_off[:, None] + ls.to(tl.int64)[None, :] * sxl
-        v = tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        v = tl.where(m, tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32) - pivot[:, None], 0.0)
         nb = tl.minimum(L - l0, BLOCK_R).to(tl.float32)
         bmean = tl.sum(v, axis=1) / nb
         d = tl.where(m, v - bmean[:, None], 0.0)
@@ -77,7 +81,8 @@ def batch_norm_fwd_partial_stats(
 
 @triton.jit
 def batch_norm_fwd_combine_stats(
-    pmean_ptr, pm2_ptr, pcount_ptr,   # (S, C), (S, C), (S,) fp32 partials
+    pmean_ptr, pm2_ptr, pcount_ptr,   # (S, C), (S, C), (S,) fp32 partials (means of x - x[0, c, 0])
+    x_ptr, sxc,                       # x, to read the pivot x[0, c, 0] back
     mean_ptr, invstd_ptr,             # out: (C,) fp32
     rmean_ptr, rvar_ptr,              # running stats (C,), updated in place when HAS_RUNNING
     C, S, eps, momentum, unbias,      # unbias = count / (count - 1)
@@ -100,6 +105,7 @@ def batch_norm_fwd_combine_stats(
         mean += delta * (nb / tot)
         m2 += bm2 + delta * delta * (count * (nb / tot))
         count = tot
+    mean += tl.load(x_ptr + cs.to(tl.int64) * sxc, mask=cmask, other=0.0).to(tl.float32)
     var = m2 / count
     invstd = 1.0 / tl.sqrt_rn(var + eps)
     tl.store(mean_ptr + cs, mean, mask=cmask)
@@ -307,11 +313,13 @@ def compile_cases():
                    "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
             yield (f"batch_norm_bwd_dx_{tag}", batch_norm_bwd_dx, sig,
                    dict(tc, TRAINING=True, RELU=True, HAS_W=True), opts, False)
-    sig = {"pmean_ptr": pf, "pm2_ptr": pf, "pcount_ptr": pf, "mean_ptr": pf, "invstd_ptr": pf,
-           "rmean_ptr": pf, "rvar_ptr": pf, "C": i32, "S": i32, "eps": f32, "momentum": f32, "unbias": f32,
-           "HAS_RUNNING": "constexpr", "BLOCK_C": "constexpr"}
-    yield ("batch_norm_fwd_combine_stats", batch_norm_fwd_combine_stats, sig,
-           {"HAS_RUNNING": True, "BLOCK_C": COMBINE_BLOCK_C}, opts, False)
+    for dt in ("fp32", "fp16", "bf16"):
+        sig = {"pmean_ptr": pf, "pm2_ptr": pf, "pcount_ptr": pf, "x_ptr": "*" + dt, "sxc": i64,
+               "mean_ptr": pf, "invstd_ptr": pf,
+               "rmean_ptr": pf, "rvar_ptr": pf, "C": i32, "S": i32, "eps": f32, "momentum": f32, "unbias": f32,
+               "HAS_RUNNING": "constexpr", "BLOCK_C": "constexpr"}
+        yield (f"batch_norm_fwd_combine_stats_{dt}", batch_norm_fwd_combine_stats, sig,
+               {"HAS_RUNNING": True, "BLOCK_C": COMBINE_BLOCK_C}, opts, False)
     sig = {"psum_g_ptr": pf, "psum_gx_ptr": pf, "sum_g_ptr": pf, "sum_gx_ptr": pf, "dw_ptr": pf, "db_ptr": pf,
            "C": i32, "S": i32, "HAS_W": "constexpr", "BLOCK_C": "constexpr"}
     yield ("batch_norm_bwd_reduce_partials", batch_norm_bwd_reduce_partials, sig,

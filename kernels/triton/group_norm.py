@@ -50,6 +50,9 @@ def group_norm_fwd_fused(
     yb = y_ptr + n * syn
     ci = tl.arange(0, BLOCK_C)
     li = tl.arange(0, BLOCK_L)
+    # statistics of x - pivot, pivot = x[n, c_first, 0]: tile means stay O(std), so the merge
+    # stays accurate when |mean| >> std
+    pivot = tl.load(xb + c_first.to(tl.int64) * sxc).to(tl.float32)
     count = 0.0
     mean = 0.0
     m2 = 0.0
@@ -61,6 +64,7 @@ def group_norm_fwd_fused(
             ls = l0 + li
             m = cmask[:, None] & (ls < L)[None, :]
             v = tl.load(xb + coff + ls.to(tl.int64)[None, :] * sxl, mask=m, other=0.0).to(tl.float32)
+            v = tl.where(m, v - pivot, 0.0)
             nb = (tl.minimum(CPG - c0, BLOCK_C) * tl.minimum(L - l0, BLOCK_L)).to(tl.float32)
             bmean = tl.sum(tl.sum(v, axis=1), axis=0) / nb
             dv = tl.where(m, v - bmean, 0.0)
@@ -71,6 +75,7 @@ def group_norm_fwd_fused(
             m2 += bm2 + delta * delta * (count * (nb / tot))
             count = tot
     rstd = 1.0 / tl.sqrt_rn(m2 / count + eps)
+    mean += pivot
     tl.store(mean_ptr + pid, mean)
     tl.store(rstd_ptr + pid, rstd)
     for c0 in range(0, CPG, BLOCK_C):
@@ -162,7 +167,7 @@ def group_norm_bwd_dx(
 @triton.jit
 def group_norm_fwd_partial_stats(
     x_ptr,                            # (N, C, L) view with strides
-    pcount_ptr, pmean_ptr, pm2_ptr,   # out: (N*G*NCBG, S) fp32 count, mean, M2 of each piece
+    pcount_ptr, pmean_ptr, pm2_ptr,   # out: (N*G*NCBG, S) fp32 count, mean of x - x[n, c_first, 0], M2
     L, G, CPG, NCBG, LPS, S,          # LPS = l-blocks per slab
     sxn, sxc, sxl,
     BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
@@ -178,6 +183,7 @@ def group_norm_fwd_partial_stats(
     cs = (row % G) * CPG + c0 + ci
     cmask = c0 + ci < CPG
     coff = n * sxn + cs.to(tl.int64)[:, None] * sxc
+    pivot = tl.load(x_ptr + n * sxn + ((row % G) * CPG).to(tl.int64) * sxc).to(tl.float32)   # x[n, c_first, 0]
     li = tl.arange(0, BLOCK_L)
     nc = tl.minimum(CPG - c0, BLOCK_C)
     l_start = split * LPS * BLOCK_L
@@ -189,6 +195,7 @@ def group_norm_fwd_partial_stats(
         ls = l0 + li
         m = cmask[:, None] & (ls < l_end)[None, :]
         v = tl.load(x_ptr + coff + ls.to(tl.int64)[None, :] * sxl, mask=m, other=0.0).to(tl.float32)
+        v = tl.where(m, v - pivot, 0.0)
         nb = (nc * tl.minimum(l_end - l0, BLOCK_L)).to(tl.float32)
         bmean = tl.sum(tl.sum(v, axis=1), axis=0) / nb
         dv = tl.where(m, v - bmean, 0.0)
@@ -206,9 +213,10 @@ def group_norm_fwd_partial_stats(
 
 @triton.jit
 def group_norm_fwd_combine_stats(
-    pcount_ptr, pmean_ptr, pm2_ptr,   # (N*G, P) fp32 pieces, P = NCBG * S
+    pcount_ptr, pmean_ptr, pm2_ptr,   # (N*G, P) fp32 pieces, P = NCBG * S (means of x - pivot)
+    x_ptr, sxn, sxc,                  # x, to read the pivot x[n, c_first, 0] back
     mean_ptr, rstd_ptr,               # out: (N*G,) fp32
-    P, eps,
+    P, G, CPG, eps,
     BLOCK: tl.constexpr,
 ):
     # grid: (N*G,); program r merges the P pieces of group r: mean = sum(n_i mu_i) / n,
@@ -232,7 +240,8 @@ def group_norm_fwd_combine_stats(
         d = tl.load(pmean_ptr + base + k0 + k, mask=km, other=0.0) - mean
         acc_m2 += tl.load(pm2_ptr + base + k0 + k, mask=km, other=0.0) + cnt * d * d
     rstd = 1.0 / tl.sqrt_rn(tl.sum(acc_m2, axis=0) / total + eps)
-    tl.store(mean_ptr + row, mean)
+    pivot = tl.load(x_ptr + (row // G) * sxn + ((row % G) * CPG).to(tl.int64) * sxc).to(tl.float32)
+    tl.store(mean_ptr + row, mean + pivot)
     tl.store(rstd_ptr + row, rstd)
 
 
@@ -405,6 +414,8 @@ def compile_cases():
                    "sum_gx_ptr": pf, "sum_g_ptr": pf, "C": i32, "L": i32, **split, "NLB": i32,
                    **strides("d", "x", "o"), "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
             yield (f"group_norm_bwd_dx_tiles_{tag}", group_norm_bwd_dx_tiles, sig, dict(tc, HAS_W=True), opts, False)
-    sig = {"pcount_ptr": pf, "pmean_ptr": pf, "pm2_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf, "P": i32, "eps": f32,
-           "BLOCK": "constexpr"}
-    yield ("group_norm_fwd_combine_stats", group_norm_fwd_combine_stats, sig, {"BLOCK": COMBINE_BLOCK}, opts, False)
+    for dt in ("fp32", "fp16", "bf16"):
+        sig = {"pcount_ptr": pf, "pmean_ptr": pf, "pm2_ptr": pf, "x_ptr": "*" + dt, "sxn": i64, "sxc": i64,
+               "mean_ptr": pf, "rstd_ptr": pf, "P": i32, "G": i32, "CPG": i32, "eps": f32, "BLOCK": "constexpr"}
+        yield (f"group_norm_fwd_combine_stats_{dt}", group_norm_fwd_combine_stats, sig, {"BLOCK": COMBINE_BLOCK},
+               opts, False)

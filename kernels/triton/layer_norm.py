@@ -40,12 +40,17 @@ def layer_norm_fwd_fused(
     row = tl.program_id(0).to(tl.int64)
     xrow = x_ptr + row * sxm
     cols = tl.arange(0, BLOCK_D)
+    # statistics of x - pivot, pivot = x[row, 0]: chunk means stay O(std), so the merge keeps
+    # full accuracy
+    # when |mean| >> std
+    pivot = tl.load(xrow).to(tl.float32)
     count = 0.0
     mean = 0.0
     m2 = 0.0
     for d0 in range(0, D, BLOCK_D):
         dm = d0 + cols < D
         v = tl.load(xrow + (d0 + cols).to(tl.int64) * sxd, mask=dm, other=0.0).to(tl.float32)
+        v = tl.where(dm, v - pivot, 0.0)
         nb = tl.minimum(D - d0, BLOCK_D).to(tl.float32)
         bmean = tl.sum(v, axis=0) / nb
         dv = tl.where(dm, v - bmean, 0.0)
@@ -56,6 +61,7 @@ def layer_norm_fwd_fused(
         m2 += bm2 + delta * delta * (count * (nb / tot))
         count = tot
     rstd = 1.0 / tl.sqrt_rn(m2 / count + eps)
+    mean += pivot
     tl.store(mean_ptr + row, mean)
     tl.store(rstd_ptr + row, rstd)
     yrow = y_ptr + row * D

@@ -145,7 +145,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         count = N * L
         has_running = running_mean is not None
         BN.batch_norm_fwd_combine_stats[(triton.cdiv(C, BN.COMBINE_BLOCK_C),)](
-            pmean, pm2, pcount, mean, invstd,
+            pmean, pm2, pcount, x, xs[1], mean, invstd,
             running_mean if has_running else mean, running_var if has_running else invstd,
             C, plan.S, eps, momentum, count / (count - 1),
             HAS_RUNNING=has_running, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS)
@@ -365,7 +365,8 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
         BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
     launched("group_norm_fwd_partial_stats")
     GN.group_norm_fwd_combine_stats[(N * G,)](
-        pcount, pmean, pm2, mean, rstd, plan.NCBG * plan.S, eps, BLOCK=GN.COMBINE_BLOCK, num_warps=GN.NUM_WARPS)
+        pcount, pmean, pm2, x3, x3.stride(0), x3.stride(1), mean, rstd, plan.NCBG * plan.S, G, CPG, eps,
+        BLOCK=GN.COMBINE_BLOCK, num_warps=GN.NUM_WARPS)
     launched("group_norm_fwd_combine_stats")
     GN.group_norm_fwd_normalize[(pieces * plan.NLB,)](
         x3, y3, w, b, mean, rstd, L, G, CPG, plan.NCBG, plan.NLB, *x3.stride(), *y3.stride(), **flags)
