@@ -186,6 +186,12 @@ def _geom_args(g: ConvGeometry):
             g.stride[0], g.stride[1], g.pad[0], g.pad[1], g.dilation[0], g.dilation[1], g.groups)
 
 
+def _dot_precision(x: torch.Tensor, precision: str) -> str:
+    """tl.dot input_precision: the caller's 'ieee' / 'tf32' for float32 operands; half operands
+    (exact products, fp32 accumulation either way) always get 'ieee', so they share one kernel."""
+    return precision if x.dtype == torch.float32 else "ieee"
+
+
 def _record(name: str, int64: bool, variant: str = "") -> None:
     launched(name)
     if variant:
@@ -208,6 +214,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     """
     if algo == "auto":
         algo = choose_algo(g)
+    precision = _dot_precision(x, precision)
     y = alloc_nchw((g.N, g.K, g.P, g.Q), x)
     M = g.N * g.P * g.Q
     int64 = needs_int64(_layouts(x, w, b, y), extents=(M,))
@@ -324,6 +331,7 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bo
     (:func:`split_k`) into an fp32 workspace summed deterministically.
     """
     dx_algo, dw_algo = choose_bwd_algos(g)
+    precision = _dot_precision(x, precision)
     dx = _grad_x(dy, w, x, g, dx_algo, precision) if need_dx else None
     dw = _grad_w(dy, x, g, dw_algo, precision) if need_dw else None
     db = _grad_b(dy, g) if need_db else None
