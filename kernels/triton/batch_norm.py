@@ -29,6 +29,7 @@ TILES = {
     "fp16": ((1, 1024), (4, 256), (16, 64), (64, 16)),
 }
 NUM_WARPS = 4
+NUM_STAGES = 1               # launchers pass it too: what the compile cases build is what runs
 COMBINE_BLOCK_C = 128
 
 
@@ -277,7 +278,7 @@ def batch_norm_bwd_dx(
 
 def compile_cases():
     """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x tile."""
-    opts = dict(num_warps=NUM_WARPS, num_stages=1)
+    opts = dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
     i32, i64, f32, pf = "i32", "i64", "fp32", "*fp32"
     red = {"C": i32, "L": i32, "T": i32, "TILES_PER_SPLIT": i32, "NLB": i32}
     til = {"C": i32, "L": i32, "NLB": i32, "NCB": i32}

@@ -29,6 +29,7 @@ TILES = {
     "fp16": ((1, 1024), (4, 256), (16, 64), (64, 16)),
 }
 NUM_WARPS = 4
+NUM_STAGES = 1               # launchers pass it too: what the compile cases build is what runs
 COMBINE_BLOCK = 128          # pieces merged per step in group_norm_fwd_combine_stats
 
 
@@ -374,7 +375,7 @@ def group_norm_bwd_dx_tiles(
 
 def compile_cases():
     """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x tile."""
-    opts = dict(num_warps=NUM_WARPS, num_stages=1)
+    opts = dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
     i32, i64, f32, pf = "i32", "i64", "fp32", "*fp32"
     geo = {"C": i32, "L": i32, "G": i32, "CPG": i32}
 

@@ -21,6 +21,7 @@ ROW_BLOCKS = {"fp32": (128, 512, 2048), "fp16": (128, 512, 2048)}
 DWDB_TILE = {"fp32": (8, 128), "fp16": (8, 128)}
 REDUCE_BLOCK = 256
 NUM_WARPS = 4
+NUM_STAGES = 1               # launchers pass it too: what the compile cases build is what runs
 
 
 def row_warps(block_d: int) -> int:
@@ -176,7 +177,7 @@ def sum_partial_rows_pair(
 
 def compile_cases():
     """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x config."""
-    opts = dict(num_warps=NUM_WARPS, num_stages=1)
+    opts = dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
     i32, i64, f32, pf = "i32", "i64", "fp32", "*fp32"
     # bf16 shares the fp16 tables: one row block is enough to prove the bf16 path compiles
     for dt, blocks in (*ROW_BLOCKS.items(), ("bf16", ROW_BLOCKS["fp16"][:1])):

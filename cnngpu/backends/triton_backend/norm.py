@@ -7,7 +7,13 @@ Layouts: batch and group norm read x, dy, y through (n, c, l) strides, so contig
 channels-last and channel/batch slices need no copy; a tensor whose H and W cannot be merged into
 one strided axis (e.g. a slice along W) is copied with ``.contiguous()`` first. Their outputs keep
 x's memory format (channels-last in, channels-last out). Layer norm views x as (M, D) rows (a copy
-when the trailing dims do not merge).
+when the trailing dims do not merge); its outputs are contiguous.
+
+Parallelism: every reduction is cut so that about TARGET_PROGRAMS_PER_SM programs per SM run:
+batch norm always splits each channel block over S programs (partial stats + combine), layer
+norm's dweight/dbias split the rows into S slabs, group norm switches from one program per
+(n, group) to pieces of each group when N*G programs are too few. Tests shrink the tile tables
+and raise the target to force every split path at tiny sizes.
 """
 from __future__ import annotations
 
@@ -140,7 +146,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         pcount = empty((plan.S,), torch.float32, dev)
         BN.batch_norm_fwd_partial_stats[(plan.NCB, plan.S)](
             x, pmean, pm2, pcount, C, L, plan.T, plan.TILES_PER_SPLIT, plan.NLB, *xs,
-            BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS)
+            BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
         launched("batch_norm_fwd_partial_stats")
         count = N * L
         has_running = running_mean is not None
@@ -148,7 +154,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
             pmean, pm2, pcount, x, xs[1], mean, invstd,
             running_mean if has_running else mean, running_var if has_running else invstd,
             C, plan.S, eps, momentum, count / (count - 1),
-            HAS_RUNNING=has_running, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS)
+            HAS_RUNNING=has_running, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
         launched("batch_norm_fwd_combine_stats")
     BN.batch_norm_fwd_normalize[(plan.NCB * N * plan.NLB,)](
         x, y, mean, invstd,
@@ -156,7 +162,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         running_mean if not training else mean, running_var if not training else invstd,
         C, L, plan.NLB, plan.NCB, eps, *xs, *ys,
         FROM_RUNNING=not training, HAS_W=weight is not None, HAS_B=bias is not None, RELU=bool(relu),
-        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS)
+        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
     launched("batch_norm_fwd_normalize")
     return y, mean, invstd
 
@@ -185,19 +191,19 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
         BN.batch_norm_bwd_partial_sums[(plan.NCB, plan.S)](
             dy, x, y, mean, invstd, psum_g, psum_gx, C, L, plan.T, plan.TILES_PER_SPLIT, plan.NLB,
             *ds, *xs, *ys, RELU=bool(relu), BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R,
-            num_warps=BN.NUM_WARPS)
+            num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
         launched("batch_norm_bwd_partial_sums")
         sum_g = empty((C,), torch.float32, dev)
         sum_gx = empty((C,), torch.float32, dev)
         BN.batch_norm_bwd_reduce_partials[(triton.cdiv(C, BN.COMBINE_BLOCK_C),)](
             psum_g, psum_gx, sum_g, sum_gx, dweight if has_w else sum_g, dbias if has_w else sum_gx,
-            C, plan.S, HAS_W=has_w, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS)
+            C, plan.S, HAS_W=has_w, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
         launched("batch_norm_bwd_reduce_partials")
     BN.batch_norm_bwd_dx[(plan.NCB * N * plan.NLB,)](
         dy, x, y, dx, mean, invstd, weight if has_w else mean, sum_g, sum_gx,
         C, L, plan.NLB, plan.NCB, 1.0 / (N * L), *ds, *xs, *ys, *os_,
         TRAINING=bool(training), RELU=bool(relu), HAS_W=has_w,
-        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS)
+        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
     launched("batch_norm_bwd_dx")
     return dx, dweight, dbias
 
@@ -247,7 +253,7 @@ def layer_norm_forward(x, normalized_ndim, weight, bias, eps):
     LN.layer_norm_fwd_fused[(M,)](
         x2, y, w if w is not None else mean, b if b is not None else mean, mean, rstd,
         D, x2.stride(0), x2.stride(1), eps,
-        HAS_W=w is not None, HAS_B=b is not None, BLOCK_D=bd, num_warps=LN.row_warps(bd))
+        HAS_W=w is not None, HAS_B=b is not None, BLOCK_D=bd, num_warps=LN.row_warps(bd), num_stages=LN.NUM_STAGES)
     launched("layer_norm_fwd_fused")
     return y.reshape(x.shape), mean, rstd
 
@@ -268,7 +274,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_bwd_dx_fused[(M,)](
         dy2, x2, dx, w, mean, rstd, D, dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
-        HAS_W=has_w, BLOCK_D=bd, num_warps=LN.row_warps(bd))
+        HAS_W=has_w, BLOCK_D=bd, num_warps=LN.row_warps(bd), num_stages=LN.NUM_STAGES)
     launched("layer_norm_bwd_dx_fused")
     if not has_w:
         return dx.reshape(x.shape), None, None
@@ -278,12 +284,12 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     LN.layer_norm_bwd_dwdb_partial[(ndb, S)](
         dy2, x2, mean, rstd, pdw, pdb, M, D, rps,
         dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
-        BLOCK_M=bm, BLOCK_D=bd, num_warps=LN.NUM_WARPS)
+        BLOCK_M=bm, BLOCK_D=bd, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
     launched("layer_norm_bwd_dwdb_partial")
     dweight = empty(weight.shape, weight.dtype, dev)
     dbias = empty(weight.shape, weight.dtype, dev)
     LN.sum_partial_rows_pair[(triton.cdiv(D, LN.REDUCE_BLOCK),)](
-        pdw, pdb, dweight, dbias, S, D, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+        pdw, pdb, dweight, dbias, S, D, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
     launched("sum_partial_rows_pair")
     return dx.reshape(x.shape), dweight, dbias
 
@@ -350,7 +356,7 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
     w = weight if weight is not None else mean
     b = bias if bias is not None else mean
     flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L,
-                 num_warps=GN.NUM_WARPS)
+                 num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
     if plan.fused:
         GN.group_norm_fwd_fused[(N * G,)](
             x3, y3, w, b, mean, rstd, C, L, G, CPG, eps, *x3.stride(), *y3.stride(), **flags)
@@ -362,11 +368,11 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
     pm2 = empty((pieces, plan.S), torch.float32, dev)
     GN.group_norm_fwd_partial_stats[(pieces, plan.S)](
         x3, pcount, pmean, pm2, L, G, CPG, plan.NCBG, plan.LPS, plan.S, *x3.stride(),
-        BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+        BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
     launched("group_norm_fwd_partial_stats")
     GN.group_norm_fwd_combine_stats[(N * G,)](
         pcount, pmean, pm2, x3, x3.stride(0), x3.stride(1), mean, rstd, plan.NCBG * plan.S, G, CPG, eps,
-        BLOCK=GN.COMBINE_BLOCK, num_warps=GN.NUM_WARPS)
+        BLOCK=GN.COMBINE_BLOCK, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
     launched("group_norm_fwd_combine_stats")
     GN.group_norm_fwd_normalize[(pieces * plan.NLB,)](
         x3, y3, w, b, mean, rstd, L, G, CPG, plan.NCBG, plan.NLB, *x3.stride(), *y3.stride(), **flags)
@@ -399,7 +405,7 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
         GN.group_norm_bwd_dx[(N * G,)](
             dy3, x3, dx3, w, mean, rstd, sum_gx, sum_g, C, L, G, CPG,
             *dy3.stride(), *x3.stride(), *dx3.stride(),
-            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
         launched("group_norm_bwd_dx")
     else:
         pieces = N * G * plan.NCBG
@@ -407,21 +413,21 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
         psum_g = empty((plan.S, N * C), torch.float32, dev)
         GN.group_norm_bwd_partial_sums[(pieces, plan.S)](
             dy3, x3, mean, rstd, psum_gx, psum_g, C, N * C, L, G, CPG, plan.NCBG, plan.LPS,
-            *dy3.stride(), *x3.stride(), BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+            *dy3.stride(), *x3.stride(), BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
         launched("group_norm_bwd_partial_sums")
         LN.sum_partial_rows_pair[(triton.cdiv(N * C, LN.REDUCE_BLOCK),)](
-            psum_gx, psum_g, sum_gx, sum_g, plan.S, N * C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+            psum_gx, psum_g, sum_gx, sum_g, plan.S, N * C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
         launched("sum_partial_rows_pair")
         GN.group_norm_bwd_dx_tiles[(pieces * plan.NLB,)](
             dy3, x3, dx3, w, mean, rstd, sum_gx, sum_g, C, L, G, CPG, plan.NCBG, plan.NLB,
             *dy3.stride(), *x3.stride(), *dx3.stride(),
-            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS)
+            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
         launched("group_norm_bwd_dx_tiles")
     if not has_w:
         return dx, None, None
     dweight = empty((C,), weight.dtype, dev)
     dbias = empty((C,), weight.dtype, dev)
     LN.sum_partial_rows_pair[(triton.cdiv(C, LN.REDUCE_BLOCK),)](
-        sum_gx, sum_g, dweight, dbias, N, C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS)
+        sum_gx, sum_g, dweight, dbias, N, C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
     launched("sum_partial_rows_pair")
     return dx, dweight, dbias
