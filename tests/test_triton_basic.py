@@ -158,6 +158,30 @@ def test_linear_empty_batch_gives_zero_grads(be):
     np.testing.assert_array_equal(to_f64(db), np.zeros(4))
 
 
+def test_linear_int64_offsets(be, monkeypatch):
+    """The INT64 kernel variant (chosen when an offset can pass 2^31) computes the same GEMMs;
+    forced here by lowering the launcher's limit, since 2^31-element operands do not fit a CPU test."""
+    from cnngpu.backends.triton_backend import basic
+    assert not basic._needs_int64([_t(np.ones((4, 4)), "float32")], (4, 4, 4))
+    monkeypatch.setattr(basic, "INT32_LIMIT", 64 + basic._HEADROOM)
+    gen = rng(13)
+    x, w, dy = randn(gen, (9, 21), "float32"), randn(gen, (5, 21), "float32"), randn(gen, (9, 5), "float32")
+    with launches(be, "linear_gemm[int64]"):
+        _check_linear(be, x, w, randn(gen, (5,), "float32"), dy, "float32")
+
+
+def test_linear_zero_in_features(be):
+    """in_features = 0: y = bias, dw empty, and db still reduces dy (no dW tile carries it)."""
+    gen = rng(14)
+    b, dy = randn(gen, (4,), "float32"), randn(gen, (3, 4), "float32")
+    x, w = _t(np.zeros((3, 0)), "float32"), _t(np.zeros((4, 0)), "float32")
+    y = be.linear_forward(x, w, _t(b, "float32"))
+    assert_close(to_f64(y), np.broadcast_to(b, (3, 4)), "float32", what="y = bias")
+    dx, dw, db = be.linear_backward(_t(dy, "float32"), x, w)
+    assert dx.shape == (3, 0) and dw.shape == (4, 0)
+    assert_close(to_f64(db), dy.sum(axis=0), "float32", 3, what="db")
+
+
 # ------------------------------------------------------------------------------------------------
 # softmax cross-entropy
 # ------------------------------------------------------------------------------------------------
