@@ -163,3 +163,15 @@ def test_blas_threads_limit():
         assert all(d["num_threads"] == 1 for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas")
     with blas_threads(None) as limited:
         assert limited
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cupy"])
+def test_demo_on_gpu_backends(backend, tmp_path):
+    """On a CUDA machine the demo reaches the target on each GPU backend (default settings)."""
+    if not backends.is_available(backend):
+        pytest.skip(backends._why_unavailable(backend))
+    res = run_demo(backend, out=str(tmp_path), progress=False, verbose=False)
+    assert res.test_accuracy >= TARGET_ACCURACY
+    assert all(_png_ok(p) for p in res.figures.values())
+    assert all(r["fwd_ms"] > 0 for r in res.layer_times)
