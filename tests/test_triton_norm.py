@@ -178,6 +178,48 @@ def test_large_offset_is_stable(be, forced, op):
     assert_close(to_f64(mean).ravel(), rows.mean(axis=1), "float32", rows.shape[1], what=f"{op} mean vs float64")
 
 
+def test_strided_parameters_and_running_stats(be):
+    """weight, bias, running stats and saved statistics given as strided views (every other value
+    of a longer tensor): read correctly, and the running stats are updated in place."""
+    import torch
+    gen = rng(11)
+    x = randn(gen, (3, 4, 5, 3), "float32")
+    w, b, rm, rv = (randn(gen, (4,), "float32") for _ in range(4))
+    rv = np.abs(rv) + 0.5
+
+    def strided(a):
+        big = torch.zeros(2 * a.size, dtype=torch.float32)
+        big[::2] = torch.from_numpy(a)
+        return big[::2]
+
+    rm_t, rv_t = strided(rm), strided(rv)
+    xt = native("triton", x, "float32")
+    y, mean, inv = F.batch_norm(xt, strided(w), strided(b), rm_t, rv_t, momentum=0.2, relu=True, backend="triton")
+    rm_n, rv_n = rm.astype(np.float32), rv.astype(np.float32)
+    yr, mr, ir = F.batch_norm(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), rm_n, rv_n,
+                              momentum=0.2, relu=True, backend="numpy")
+    count = x.size // 4
+    assert_close(to_f64(y), yr, "float32", count, what="y")
+    assert_close(to_f64(rm_t), rm_n, "float32", count, what="running_mean (strided)")
+    assert_close(to_f64(rv_t), rv_n, "float32", count, what="running_var (strided)")
+    dy = randn(gen, x.shape, "float32")
+    yrt = native("triton", yr.astype(np.float64), "float32")
+    dx, dw, db = F.batch_norm_backward(native("triton", dy, "float32"), xt, yrt, strided(w), strided(mr), strided(ir),
+                                       relu=True, backend="triton")
+    dxr, dwr, dbr = F.batch_norm_backward(dy.astype(np.float32), x.astype(np.float32), yr, w.astype(np.float32), mr,
+                                          ir, relu=True, backend="numpy")
+    assert_close(to_f64(dx), dxr, "float32", count, what="dx")
+    assert_close(to_f64(dw), dwr, "float32", count, what="dweight")
+    # layer norm and group norm weights as strided views
+    y, _, _ = F.layer_norm(xt, (3,), strided(w[:3]), strided(b[:3]), backend="triton")
+    yr, _, _ = F.layer_norm(x.astype(np.float32), (3,), w[:3].astype(np.float32), b[:3].astype(np.float32),
+                            backend="numpy")
+    assert_close(to_f64(y), yr, "float32", 3, what="layer_norm y")
+    y, _, _ = F.group_norm(xt, 2, strided(w), strided(b), backend="triton")
+    yr, _, _ = F.group_norm(x.astype(np.float32), 2, w.astype(np.float32), b.astype(np.float32), backend="numpy")
+    assert_close(to_f64(y), yr, "float32", 30, what="group_norm y")
+
+
 # ----------------------------------------------------------------------------------------------
 # layer norm
 # ----------------------------------------------------------------------------------------------

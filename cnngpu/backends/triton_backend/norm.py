@@ -72,6 +72,12 @@ def _empty_like_layout(x):
     return empty(x.shape, x.dtype, x.device)
 
 
+def _unit(t):
+    """A parameter / statistics tensor with unit-stride memory (the kernels index it flat): t itself,
+    or a contiguous copy of a strided view; None stays None."""
+    return t if t is None or t.is_contiguous() else t.contiguous()
+
+
 def _num_sms(device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -133,6 +139,9 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     kernel. eval: one fused pass using the running stats. relu fuses max(y, 0).
     """
     x, xs = _as_ncl(x)
+    weight, bias = _unit(weight), _unit(bias)
+    rm_user, rv_user = running_mean, running_var
+    running_mean, running_var = _unit(running_mean), _unit(running_var)
     N, C, L = _bn_geometry(x)
     plan = batch_norm_plan(N, C, L, xs[1] == 1, x.dtype, x.device)
     dev = x.device
@@ -156,6 +165,10 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
             C, plan.S, eps, momentum, count / (count - 1),
             HAS_RUNNING=has_running, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
         launched("batch_norm_fwd_combine_stats")
+        if has_running and running_mean is not rm_user:        # strided running stats: write back
+            rm_user.copy_(running_mean)
+        if has_running and running_var is not rv_user:
+            rv_user.copy_(running_var)
     BN.batch_norm_fwd_normalize[(plan.NCB * N * plan.NLB,)](
         x, y, mean, invstd,
         weight if weight is not None else mean, bias if bias is not None else mean,
@@ -174,6 +187,7 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     x, xs = _as_ncl(x)
     dy, ds = _as_ncl(dy)
     y, ys = _as_ncl(y)
+    weight, mean, invstd = _unit(weight), _unit(mean), _unit(invstd)
     N, C, L = _bn_geometry(x)
     plan = batch_norm_plan(N, C, L, xs[1] == 1, x.dtype, x.device)
     dev = x.device
@@ -247,8 +261,8 @@ def layer_norm_forward(x, normalized_ndim, weight, bias, eps):
     y = empty((M, D), x.dtype, dev)
     mean = empty((M,), torch.float32, dev)
     rstd = empty((M,), torch.float32, dev)
-    w = weight.reshape(D) if weight is not None else None
-    b = bias.reshape(D) if bias is not None else None
+    w = _unit(weight).reshape(D) if weight is not None else None
+    b = _unit(bias).reshape(D) if bias is not None else None
     bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_fwd_fused[(M,)](
         x2, y, w if w is not None else mean, b if b is not None else mean, mean, rstd,
@@ -270,7 +284,8 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     dev = x.device
     dx = empty((M, D), x.dtype, dev)
     has_w = weight is not None
-    w = weight.reshape(D) if has_w else mean
+    mean, rstd = _unit(mean), _unit(rstd)
+    w = _unit(weight).reshape(D) if has_w else mean
     bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_bwd_dx_fused[(M,)](
         dy2, x2, dx, w, mean, rstd, D, dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
@@ -353,8 +368,8 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
     rstd = empty((N, G), torch.float32, dev)
     CPG = C // G
     plan = group_norm_plan(N, G, CPG, L, x3.stride(1) == 1, x.dtype, dev)
-    w = weight if weight is not None else mean
-    b = bias if bias is not None else mean
+    w = _unit(weight) if weight is not None else mean
+    b = _unit(bias) if bias is not None else mean
     flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L,
                  num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
     if plan.fused:
@@ -395,7 +410,8 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
     dx3 = dx.view(N, C, L)
     CPG = C // G
     has_w = weight is not None
-    w = weight if has_w else mean
+    mean, rstd = _unit(mean), _unit(rstd)
+    w = _unit(weight) if has_w else mean
     plan = group_norm_plan(N, G, CPG, L, x3.stride(1) == 1, x.dtype, dev)
     sum_gx = sum_g = mean
     if has_w or not plan.fused:
