@@ -15,7 +15,9 @@ Training forward = 3 launches:
   batch_norm_fwd_normalize       (tiles,)         y = relu((x - mean) * invstd * w + b)
 Eval forward = batch_norm_fwd_normalize alone, reading the running stats (one pass over x).
 Backward = batch_norm_bwd_partial_sums (C/BLOCK_C, S) -> batch_norm_bwd_reduce_partials
-(C/BLOCK_C,) -> batch_norm_bwd_dx (tiles,). Statistics and all arithmetic are float32.
+(C/BLOCK_C,) -> batch_norm_bwd_dx (tiles,). Statistics and all arithmetic are float32; the
+partial statistics are of x - x[0, c, 0] (a pivot near the mean), added back in the combine, so a
+large common offset costs no accuracy in the merge.
 """
 import triton
 import triton.language as tl
