@@ -44,6 +44,11 @@ def _layout(t, layout):
     return t
 
 
+def norm_torch():
+    import torch
+    return torch
+
+
 def _param_dtype(dtype, kind):
     return dtype if kind == "x" else "float32"
 
@@ -126,6 +131,8 @@ def _check_batch_norm(be, norm, shape, layout, affine, pkind, dtype, training, r
                               None if b is None else b.astype(np_dt[pdt]), rm_n, rv_n,
                               training=training, momentum=momentum, eps=eps, relu=relu, backend="numpy")
     assert y.dtype == xt.dtype and tuple(y.shape) == shape
+    if layout == "channels_last":                       # outputs keep the input's memory format
+        assert y.is_contiguous(memory_format=norm_torch().channels_last)
     assert mean.dtype == invstd.dtype and str(mean.dtype) == "torch.float32"
     assert_close(to_f64(mean), mr, "float32", count, what="batch_norm mean")
     assert_close(to_f64(invstd), ir, "float32", count, what="batch_norm invstd")
@@ -149,6 +156,8 @@ def _check_batch_norm(be, norm, shape, layout, affine, pkind, dtype, training, r
     dxr, dwr, dbr = F.batch_norm_backward(dy.astype(np_dt[dtype]), xn, yr, None if w is None else w.astype(np_dt[pdt]),
                                           mr, ir, training=training, relu=relu, backend="numpy")
     assert dx.dtype == xt.dtype and tuple(dx.shape) == shape
+    if layout == "channels_last":
+        assert dx.is_contiguous(memory_format=norm_torch().channels_last)
     assert_close(to_f64(dx), dxr, dtype, count, what="batch_norm dx")
     if affine:
         assert str(dw.dtype) == f"torch.{pdt}" and str(db.dtype) == f"torch.{pdt}"
@@ -352,6 +361,8 @@ def _check_group_norm(be, shape, G, layout, affine, dtype, gen):
     yr, mr, rr = F.group_norm(xn, G, None if w is None else w.astype(pdt), None if b is None else b.astype(pdt),
                               backend="numpy")
     assert y.dtype == xt.dtype and tuple(y.shape) == shape and tuple(mean.shape) == (N, G)
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=norm_torch().channels_last)
     assert_close(to_f64(mean), mr, "float32", group_len, what="group_norm mean")
     assert_close(to_f64(rstd), rr, "float32", group_len, what="group_norm rstd")
     assert_close(to_f64(y), yr, dtype, group_len, what="group_norm y")
