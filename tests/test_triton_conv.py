@@ -456,3 +456,13 @@ def test_backward_config_pruning():
     big = dict(geo, N=32, H=56, W=56, C=256, K=256)
     assert kb._prune_dx(kb.DX_GEMM_CONFIGS, big) == kb.DX_GEMM_CONFIGS
     assert kb._prune_dw(kb.DW_GEMM_CONFIGS, big) == kb.DW_GEMM_CONFIGS
+
+
+def test_backward_algo_decision_many_groups(conv_mod):
+    """More groups than CUDA's grid axis 1 allows: 'auto' takes the direct kernels for dX and dW."""
+    from cnngpu.geometry import ConvGeometry
+    n = conv_mod._GRID_YZ_MAX + 1
+    many = ConvGeometry(1, 16 * n, 4, 4, 16 * n, 3, 3, 4, 4, (1, 1), (1, 1), (1, 1), (1, 1), n)
+    assert conv_mod.choose_bwd_algos(many) == ("direct", "direct")
+    few = ConvGeometry(1, 16 * 4, 4, 4, 16 * 4, 3, 3, 4, 4, (1, 1), (1, 1), (1, 1), (1, 1), 4)
+    assert conv_mod.choose_bwd_algos(few) == ("implicit_gemm", "implicit_gemm")

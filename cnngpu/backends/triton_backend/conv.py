@@ -95,9 +95,12 @@ def choose_algo(g: ConvGeometry) -> str:
 def choose_bwd_algos(g: ConvGeometry) -> Tuple[str, str]:
     """('direct' | 'implicit_gemm') for dX and for dW, by the same rule as :func:`choose_algo`
     applied to each pass's GEMM: dX[N*H*W, Cg] = dY[., Kg*R*S] @ W (direct when Cg < 8 or
-    Kg*R*S < 16); dW[Kg, Cg*R*S] = dY^T @ im2col(x) (direct when Kg < 8 or Cg*R*S < 16)."""
+    Kg*R*S < 16); dW[Kg, Cg*R*S] = dY^T @ im2col(x) (direct when Kg < 8 or Cg*R*S < 16); both
+    direct when groups exceeds the grid-axis limit of the implicit GEMMs."""
     if BWD_ALGO != "auto":
         return BWD_ALGO, BWD_ALGO
+    if g.groups > _GRID_YZ_MAX:           # the implicit GEMMs put groups on grid axis 1
+        return "direct", "direct"
     cg, kg, rs = g.c_per_group, g.k_per_group, g.R * g.S
     dx = "direct" if (cg < 8 or kg * rs < 16) else "implicit_gemm"
     dw = "direct" if (kg < 8 or cg * rs < 16) else "implicit_gemm"
@@ -263,6 +266,9 @@ def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
         conv2d_bwd_dx_direct[grid](*args, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_bwd_dx_direct", int64)
         return dx
+    if g.groups > _GRID_YZ_MAX:
+        raise ValueError(f"conv2d dX implicit GEMM puts groups on grid axis 1 (at most {_GRID_YZ_MAX}), "
+                         f"got groups={g.groups}")
     flat = g.k_per_group < FLAT_K_MAX_C
     cg = g.c_per_group
     grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),  # noqa: E731
