@@ -220,3 +220,13 @@ def test_cross_entropy_low_precision(be, dtype):
     assert_close(loss, loss64, "float32", M * K, "loss")
     assert_close(probs, probs64, dtype, K, "probs")
     assert_close(dz, dz64, dtype, K, "dlogits")
+
+
+def test_relu_0d_input_stays_an_array():
+    """A 0-d input gives 0-d arrays (not NumPy scalars), so the result can be fed back in."""
+    x = np.asarray(np.float32(-1.5))
+    y = cf.relu(x, backend="numpy")
+    assert isinstance(y, np.ndarray) and y.shape == () and y == 0
+    dx = cf.relu_backward(np.asarray(np.float32(2.0)), np.asarray(cf.relu(np.asarray(np.float32(3.0)))))
+    assert isinstance(dx, np.ndarray) and dx.shape == () and dx == 2.0
+    assert isinstance(cf.relu_backward(np.asarray(np.float32(2.0)), y), np.ndarray)

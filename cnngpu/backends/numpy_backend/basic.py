@@ -14,13 +14,13 @@ from ._common import compute_dtype, launched
 def relu_forward(x):
     """y = max(x, 0) elementwise; any shape; y has x's dtype (NaN propagates)."""
     launched("relu_forward")
-    return np.maximum(x, 0)
+    return np.asarray(np.maximum(x, 0))      # an array even for 0-d x (ufuncs return scalars)
 
 
 def relu_backward(dy, y):
     """dx = dy where y > 0, else 0 (y is the relu output); dx has dy's shape and dtype."""
     launched("relu_backward")
-    return np.where(y > 0, dy, np.zeros((), dtype=dy.dtype)).astype(dy.dtype, copy=False)
+    return np.asarray(np.where(y > 0, dy, np.zeros((), dtype=dy.dtype)).astype(dy.dtype, copy=False))
 
 
 # ----------------------------------------------------------------------------------------------
