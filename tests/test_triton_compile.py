@@ -46,8 +46,10 @@ def _jit_of(fn):
     return fn
 
 
-def build_module_cases(module: str, shard: int, nshards: int) -> dict:
-    """Child-process side: compile this shard of the module's deduplicated cases for sm_90.
+def build_module_cases(module: str, shard: int, nshards: int, arch: int = ARCH, sample: int = 0) -> dict:
+    """Child-process side: compile this shard of the module's deduplicated cases for sm_<arch>
+    (all of them, or with ``sample`` > 0 about that many spread over the list, first and last
+    included). On sm_80 ``wgmma`` does not exist: tensor-core cases must use ``mma.sync`` instead.
 
     Returns {"problems": [module-level errors], "cases": [{name, ok, error, wgmma, expect}]}.
     """
@@ -83,14 +85,19 @@ def build_module_cases(module: str, shard: int, nshards: int) -> dict:
         if key not in seen:
             seen.add(key)
             unique.append(case)
-    target = GPUTarget("cuda", ARCH, 32)
-    for name, fn, sig, ce, opts, expect in unique[shard::nshards]:
+    target = GPUTarget("cuda", arch, 32)
+    todo = unique[shard::nshards]
+    if sample and len(todo) > sample:
+        step = (len(todo) - 1) / (sample - 1)
+        todo = [todo[round(i * step)] for i in range(sample)]
+    for name, fn, sig, ce, opts, expect in todo:
         rec = {"name": name, "expect": bool(expect), "ok": False, "error": "", "wgmma": None}
         try:
             compiled = triton.compile(ASTSource(_jit_of(fn), sig, ce), target=target, options=dict(opts or {}))
             ptx = compiled.asm["ptx"]
             rec["ok"] = bool(compiled.asm.get("cubin"))
             rec["wgmma"] = "wgmma" in ptx
+            rec["mma"] = "mma.sync" in ptx
             if not rec["ok"]:
                 rec["error"] = "no cubin produced"
         except Exception as e:  # noqa: BLE001
@@ -128,6 +135,31 @@ def test_compiles_for_sm90(module, shard, nshards):
     assert not wrong, "\n".join(wrong)
 
 
+SM80_SAMPLE = 4   # cases per module built for sm_80 (Ampere): a portability check, not the full sweep
+
+
+@pytest.mark.parametrize("module", kernel_modules())
+def test_compiles_for_sm80_sample(module):
+    """A spread sample of each module's cases builds for sm_80 too; tensor-core cases (those that
+    expect wgmma on sm_90) lower to mma.sync there, and nothing emits the Hopper-only wgmma."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    proc = subprocess.run([sys.executable, __file__, module, "0", "1", "80", str(SM80_SAMPLE)], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, f"compile worker for {module} crashed:\n{proc.stderr[-4000:]}"
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not res["problems"], f"{PKG}.{module}: " + "; ".join(res["problems"])
+    assert res["cases"], f"{module}: no case built for sm_80"
+    bad = [f"{c['name']}: {c['error']}" for c in res["cases"] if not c["ok"]]
+    assert not bad, f"{len(bad)} of {len(res['cases'])} cases failed to compile for sm_80:\n" + "\n".join(bad)
+    assert not any(c["wgmma"] for c in res["cases"]), "wgmma in sm_80 PTX"
+    wrong = [c["name"] for c in res["cases"] if c["expect"] and not c["mma"]]
+    assert not wrong, f"tensor-core cases without mma.sync on sm_80: {wrong}"
+
+
 if __name__ == "__main__":
-    # worker: python tests/test_triton_compile.py MODULE SHARD NSHARDS -> one JSON line on stdout
-    print(json.dumps(build_module_cases(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+    # worker: python tests/test_triton_compile.py MODULE SHARD NSHARDS [ARCH [SAMPLE]] -> one JSON line
+    a = sys.argv[1:]
+    print(json.dumps(build_module_cases(a[0], int(a[1]), int(a[2]), int(a[3]) if len(a) > 3 else ARCH,
+                                        int(a[4]) if len(a) > 4 else 0)))
