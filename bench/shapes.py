@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Tuple
 
+from cnngpu.geometry import conv_output_size
+
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "tf32": 4, "float64": 8}
 INDEX_BYTES = 8   # int64 max-pool argmax
 STAT_BYTES = 4    # float32 mean / invstd / rstd / running stats / BN parameters
@@ -31,8 +33,8 @@ ALL_OPS = CONV_OPS + POOL_OPS + BN_OPS + LAYER_NORM_OPS + GROUP_NORM_OPS
 
 
 def out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
-    """floor((size + 2*pad - dilation*(kernel-1) - 1) / stride) + 1."""
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    """floor((size + 2*pad - dilation*(kernel-1) - 1) / stride) + 1 (cnngpu's own formula)."""
+    return conv_output_size(size, kernel, stride, pad, dilation)
 
 
 def _prod(shape) -> int:

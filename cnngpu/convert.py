@@ -16,15 +16,10 @@ __all__ = ["to_numpy", "convert", "shares_memory"]
 
 
 def _kind(x) -> str:
-    """'numpy', 'torch', 'cupy' or 'other' for the array's library."""
-    if isinstance(x, np.ndarray):
-        return "numpy"
-    mod = type(x).__module__
-    if mod.startswith("torch"):
-        return "torch"
-    if mod.startswith("cupy"):
-        return "cupy"
-    return "other"
+    """'numpy', 'torch', 'cupy' or 'other' for the array's library (the registry's backend_of,
+    with torch named as the library rather than the 'triton' backend)."""
+    be = _backends.backend_of(x)
+    return {"triton": "torch", None: "other"}.get(be, be)
 
 
 def to_numpy(x) -> np.ndarray:

@@ -3,6 +3,7 @@ reduction length, conversion to/from native arrays, and a check that the backend
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -122,3 +123,23 @@ class launches:
             for k in self.kernels:
                 assert self.be.LAUNCHES[k] > self.before[k], f"kernel {k!r} did not run on backend {self.be.name!r}"
         return False
+
+
+def seed_of(*args) -> int:
+    """A reproducible seed from test parameters (str hashes are salted per process)."""
+    return zlib.crc32(repr(args).encode())
+
+
+def numeric_grad(f, a: np.ndarray, h: float) -> np.ndarray:
+    """Central differences (f(a + h e_i) - f(a - h e_i)) / 2h of the scalar ``f()`` w.r.t. every
+    element of ``a``, which is perturbed in place and restored. Rounding noise ~ u * sum|f terms| / h."""
+    g = np.empty(a.shape)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + h
+        fp = f()
+        a[i] = old - h
+        fm = f()
+        a[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g

@@ -313,16 +313,18 @@ def test_parameters_init_repr_and_state_dict():
         other.load_state_dict({"0.weight": net.state_dict()["0.weight"]})
 
 
-def _triton_or_skip():
-    try:
-        return require("triton")
-    except ImportError as e:  # backend modules still being written
-        pytest.skip(f"triton backend does not import yet: {e}")
+# kernels each device backend must have launched in one LeNet forward/backward (besides "any")
+LENET_KERNELS = {
+    "triton": (),
+    "cupy": ("batch_norm_fwd_normalize_affine_relu", "max_pool2d_fwd_window_argmax", "relu_fwd",
+             "linear_fwd_bias_epilogue", "softmax_xent_fwd_rows", "batch_norm_bwd_dx",
+             "linear_bias_grad_finalize"),
+}
 
 
-@pytest.mark.parametrize("backend", ["triton"])
+@pytest.mark.parametrize("backend", ["triton", pytest.param("cupy", marks=pytest.mark.gpu)])
 def test_lenet_on_device_backend_matches_numpy(backend):
-    be = _triton_or_skip() if backend == "triton" else require(backend)
+    be = require(backend)
     ref = lenet(backend="numpy", dtype="float32", seed=3)
     dev = lenet(backend=backend, dtype="float32", seed=99)
     dev.load_state_dict(ref.state_dict())
@@ -345,3 +347,5 @@ def test_lenet_on_device_backend_matches_numpy(backend):
         assert_close(to_f64(p.grad), grads_r[n].grad, "float32", 400, f"grad {n}", factor=64)
     assert_close(to_f64(dev[1].running_var), ref[1].running_var, "float32", 400, "running_var")
     assert sum(be.LAUNCHES.values()) > before, f"no kernel ran on backend {backend!r}"
+    for k in LENET_KERNELS[backend]:
+        assert be.LAUNCHES[k] > 0, f"{k} never ran in the LeNet pass"

@@ -2,7 +2,6 @@
 (an independent oracle), against float64 central finite differences, for stability with huge
 logits, and in float32/float16 against float64 with the harness tolerances. Everything goes
 through cnngpu.functional with NumPy arrays."""
-import zlib
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import cnngpu.functional as cf
-from harness import assert_close, launches, randn, require, rng
+from harness import assert_close, launches, numeric_grad, randn, require, rng, seed_of
 
 
 @pytest.fixture(scope="module")
@@ -18,31 +17,10 @@ def be():
     return require("numpy")
 
 
-def seed_of(*args):
-    """A reproducible seed from test parameters (str hashes are salted per process)."""
-    return zlib.crc32(repr(args).encode())
-
-
 def T(a, grad=False):
     if a is None:
         return None
     return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
-
-
-def numeric_grad(f, a, h=1e-6):
-    """Central differences of the scalar f() w.r.t. every element of the float64 array a."""
-    flat = a.reshape(-1)
-    assert np.shares_memory(flat, a)
-    g = np.empty(a.size)
-    for i in range(a.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g.reshape(a.shape)
 
 
 def check_fd(analytic, numeric, what, noise):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as TF
 
 from cnngpu import functional as F
-from harness import assert_close, launches, randn, require, rng
+from harness import assert_close, launches, numeric_grad, randn, require, rng
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
 GEOMETRIES = [
@@ -154,20 +154,6 @@ FD_GEOMETRIES = [
 ]
 
 
-def numeric_grad(f, a, eps=1e-2):
-    """Central differences of the scalar f() w.r.t. every element of ``a`` (perturbed in place)."""
-    g = np.empty_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("geom", FD_GEOMETRIES, ids=str)
 def test_conv2d_backward_finite_differences(geom):
     require("numpy")
@@ -180,7 +166,7 @@ def test_conv2d_backward_finite_differences(geom):
 
     dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
     for name, got, arg in (("dx", dx, x), ("dw", dw, w), ("db", db, b)):
-        num = numeric_grad(loss, arg)
+        num = numeric_grad(loss, arg, 1e-2)
         np.testing.assert_allclose(got, num, rtol=1e-8, atol=1e-9, err_msg=name)
 
 

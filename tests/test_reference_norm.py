@@ -4,7 +4,6 @@ of the reference forward itself, for numerical stability under a large common of
 float32/float16 against float64 with the harness tolerances. Everything goes through
 cnngpu.functional with NumPy arrays."""
 import math
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import cnngpu.functional as cf
-from harness import assert_close, launches, randn, require, rng, round_to, tolerance
+from harness import assert_close, launches, numeric_grad, randn, require, rng, round_to, seed_of, tolerance
 
 EPS = 1e-5
 
@@ -20,11 +19,6 @@ EPS = 1e-5
 @pytest.fixture(scope="module")
 def be():
     return require("numpy")
-
-
-def seed_of(*args):
-    """A reproducible seed from test parameters (str hashes are salted per process)."""
-    return zlib.crc32(repr(args).encode())
 
 
 def T(a, grad=False):
@@ -61,23 +55,6 @@ def scales(x, inv, w, dy, n):
     rdy = float(np.sqrt(np.mean(np.asarray(dy) ** 2)))
     return {"y": ax * iv * aw, "mean": ax, "inv": ax * iv * iv, "dx": rdy * iv * aw * max(1.0, ax * iv),
             "dsum": math.sqrt(n) * rdy * max(1.0, ax * iv)}
-
-
-def numeric_grad(f, a, h=1e-6):
-    """Central differences of the scalar f() w.r.t. every element of the float64 array a
-    (perturbed in place and restored). Its rounding noise is about u * sum|terms of f| / h."""
-    assert a.flags.c_contiguous and a.dtype == np.float64
-    flat = a.reshape(-1)
-    g = np.empty(a.size)
-    for i in range(a.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g.reshape(a.shape)
 
 
 def check_fd(analytic, numeric, what, noise=0.0):
