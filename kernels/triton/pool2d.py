@@ -17,6 +17,16 @@ CONFIGS = {"fp32": (512, 4), "fp16": (1024, 4)}
 
 
 @triton.jit
+def _split_nchw(offs, C, D1, D2):
+    """Flat NCHW-order index -> (n, c, i, j) for planes of D1 x D2 (outputs P x Q or inputs H x W)."""
+    j = offs % D2
+    t = offs // D2
+    i = t % D1
+    t = t // D1
+    return t // C, t % C, i, j
+
+
+@triton.jit
 def max_pool2d_fwd_window_max(
     x_ptr, y_ptr, idx_ptr,            # x (N, C, H, W) strided; y, idx (N, C, P, Q) contiguous
     C, H, W, P, Q, total,             # total = N*C*P*Q
@@ -27,12 +37,7 @@ def max_pool2d_fwd_window_max(
     # grid: (cdiv(N*C*P*Q, BLOCK),); program i owns outputs [i*BLOCK, (i+1)*BLOCK) in NCPQ order.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    q = offs % Q
-    t = offs // Q
-    p = t % P
-    t = t // P
-    c = t % C
-    n = t // C
+    n, c, p, q = _split_nchw(offs, C, P, Q)
     base = n * sxn + c * sxc
     h0 = p * SH - PH
     w0 = q * SW - PW
@@ -70,12 +75,7 @@ def max_pool2d_bwd_gather(
     # dy[p, q] where argmax[p, q] == h*W + w. Fixed trip counts NPH x NPW, masked at the edges.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    w = offs % W
-    t = offs // W
-    h = t % H
-    t = t // H
-    c = t % C
-    n = t // C
+    n, c, h, w = _split_nchw(offs, C, H, W)
     me = h * W + w
     dbase = n * sdn + c * sdc
     ibase = n * sin + c * sic
@@ -124,12 +124,7 @@ def avg_pool2d_fwd_window_mean(
     # grid: (cdiv(N*C*P*Q, BLOCK),); each lane is one output pixel; fp32 window sum / divisor.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    q = offs % Q
-    t = offs // Q
-    p = t % P
-    t = t // P
-    c = t % C
-    n = t // C
+    n, c, p, q = _split_nchw(offs, C, P, Q)
     base = n * sxn + c * sxc
     h0 = p * SH - PH
     w0 = q * SW - PW
@@ -159,12 +154,7 @@ def avg_pool2d_bwd_gather(
     # over the windows (p, q) that contain it (same candidate walk as max_pool2d_bwd_gather).
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    w = offs % W
-    t = offs // W
-    h = t % H
-    t = t // H
-    c = t % C
-    n = t // C
+    n, c, h, w = _split_nchw(offs, C, H, W)
     dbase = n * sdn + c * sdc
     p_hi = (h + PH) // SH
     q_hi = (w + PW) // SW
