@@ -22,6 +22,8 @@ large common offset costs no accuracy in the merge.
 import triton
 import triton.language as tl
 
+from ._stats import chan_merge
+
 # (BLOCK_C, BLOCK_R) tile shapes per element width; the launcher picks the one that wastes the
 # fewest lanes on this (C, L) and suits the layout. 1024-value tiles and 4 warps (8 values per
 # thread): the bigger tiles of an earlier table took 200+ registers and spilled in the backward
@@ -72,11 +74,7 @@ def batch_norm_fwd_partial_stats(
         bmean = tl.sum(v, axis=1) / nb
         d = tl.where(m, v - bmean[:, None], 0.0)
         bm2 = tl.sum(d * d, axis=1)
-        tot = count + nb
-        delta = bmean - mean
-        mean += delta * (nb / tot)
-        m2 += bm2 + delta * delta * (count * (nb / tot))
-        count = tot
+        count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
     tl.store(pmean_ptr + split * C + cs, mean, mask=cmask)
     tl.store(pm2_ptr + split * C + cs, m2, mask=cmask)
     tl.store(pcount_ptr + split + cs * 0, count, mask=cmask & (cs == 0))
@@ -103,11 +101,7 @@ def batch_norm_fwd_combine_stats(
         nb = tl.load(pcount_ptr + s + cs * 0)
         bmean = tl.load(pmean_ptr + s * C + cs, mask=cmask, other=0.0)
         bm2 = tl.load(pm2_ptr + s * C + cs, mask=cmask, other=0.0)
-        tot = count + nb
-        delta = bmean - mean
-        mean += delta * (nb / tot)
-        m2 += bm2 + delta * delta * (count * (nb / tot))
-        count = tot
+        count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
     mean += tl.load(x_ptr + cs.to(tl.int64) * sxc, mask=cmask, other=0.0).to(tl.float32)
     var = m2 / count
     invstd = 1.0 / tl.sqrt_rn(var + eps)

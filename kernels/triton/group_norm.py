@@ -23,6 +23,8 @@ All arithmetic and statistics are float32.
 import triton
 import triton.language as tl
 
+from ._stats import chan_merge
+
 # (BLOCK_C, BLOCK_L) per element width; the launcher picks the least lane waste on (CPG, L).
 TILES = {
     "fp32": ((1, 1024), (4, 256), (16, 64), (64, 16)),
@@ -70,11 +72,7 @@ def group_norm_fwd_fused(
             bmean = tl.sum(tl.sum(v, axis=1), axis=0) / nb
             dv = tl.where(m, v - bmean, 0.0)
             bm2 = tl.sum(tl.sum(dv * dv, axis=1), axis=0)
-            tot = count + nb
-            delta = bmean - mean
-            mean += delta * (nb / tot)
-            m2 += bm2 + delta * delta * (count * (nb / tot))
-            count = tot
+            count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
     rstd = 1.0 / tl.sqrt_rn(m2 / count + eps)
     mean += pivot
     tl.store(mean_ptr + pid, mean)
@@ -201,11 +199,7 @@ def group_norm_fwd_partial_stats(
         bmean = tl.sum(tl.sum(v, axis=1), axis=0) / nb
         dv = tl.where(m, v - bmean, 0.0)
         bm2 = tl.sum(tl.sum(dv * dv, axis=1), axis=0)
-        tot = count + nb
-        delta = bmean - mean
-        mean += delta * (nb / tot)
-        m2 += bm2 + delta * delta * (count * (nb / tot))
-        count = tot
+        count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
     out = pid * S + split
     tl.store(pcount_ptr + out, count)
     tl.store(pmean_ptr + out, mean)

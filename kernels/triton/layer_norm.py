@@ -14,6 +14,8 @@ All arithmetic and statistics are float32; loads read x/dy in place through row/
 import triton
 import triton.language as tl
 
+from ._stats import chan_merge
+
 # BLOCK_D per element width: the launcher takes the smallest that holds a row, else the largest
 # (the row is then walked in chunks).
 ROW_BLOCKS = {"fp32": (128, 512, 2048), "fp16": (128, 512, 2048)}
@@ -56,11 +58,7 @@ def layer_norm_fwd_fused(
         bmean = tl.sum(v, axis=0) / nb
         dv = tl.where(dm, v - bmean, 0.0)
         bm2 = tl.sum(dv * dv, axis=0)
-        tot = count + nb
-        delta = bmean - mean
-        mean += delta * (nb / tot)
-        m2 += bm2 + delta * delta * (count * (nb / tot))
-        count = tot
+        count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
     rstd = 1.0 / tl.sqrt_rn(m2 / count + eps)
     mean += pivot
     tl.store(mean_ptr + row, mean)
