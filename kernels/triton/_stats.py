@@ -1,5 +1,6 @@
 """Device helpers shared by the normalization kernels (batch_norm, layer_norm, group_norm)."""
 import triton
+import triton.language as tl  # noqa: F401  (Triton requires triton.language visible to @triton.jit code)
 
 
 @triton.jit
