@@ -22,22 +22,17 @@ Launch-config tables (``*_CONFIGS``) are the autotuner's configs on a GPU; under
 ``TRITON_INTERPRET=1`` one small config replaces each table (autotuning there would run every config
 in the slow interpreter). ``compile_cases()`` yields every table entry for the sm_90 compile test.
 """
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from ._gemm import tuned
+from ._gemm import gemm_config as _cfg
+from ._gemm import grouped_tile_ids as _tile_ids
 
 # Shape parameters every autotune key lists (the autotuner appends the tensor dtypes itself);
 # the x strides are in the key too, since NCHW and channels-last tune differently.
 CONV_KEY = ["N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
             "dil_h", "dil_w", "groups", "sxn", "sxc", "sxh", "sxw"]
-
-
-def _cfg(bm, bn, bk, stages, warps, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
 
 
 # H100-oriented tiles: 64..128 x 64..128, K step 32..64, 3..4 pipeline stages.
@@ -58,11 +53,6 @@ _INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
 _INTERP_DIRECT = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 8}, num_stages=1, num_warps=1)]
 
 
-def tuned(table, interp_table):
-    """The autotuner's config list: ``table`` on a GPU, one small config under the interpreter."""
-    return interp_table if INTERPRET else table
-
-
 def _prune_gemm(configs, named_args, **kwargs):
     """Drop tiles far larger than the problem (Kg = K/groups columns, M rows); keep at least one."""
     kg = named_args["K"] // named_args["groups"]
@@ -80,18 +70,6 @@ def _flat_extent(N, per_image, INT64: tl.constexpr):
     if INT64:
         n = tl.cast(N, tl.int64)
     return n * per_image
-
-
-@triton.jit
-def _tile_ids(pid, num_m, num_n, GROUP_M: tl.constexpr):
-    """Grouped ordering of output tiles: GROUP_M row-tiles share each column-tile sweep (L2 reuse)."""
-    width = GROUP_M * num_n
-    group = pid // width
-    first_m = group * GROUP_M
-    size_m = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % size_m
-    pid_n = (pid % width) // size_m
-    return pid_m, pid_n
 
 
 @triton.autotune(configs=tuned(FWD_DIRECT_CONFIGS, _INTERP_DIRECT), key=CONV_KEY)

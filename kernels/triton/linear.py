@@ -16,19 +16,13 @@ INT64=True computes every offset in int64 (some operand's element offset can pas
 precision; the autotuner adds the dtypes); under ``TRITON_INTERPRET=1`` one small config replaces it.
 ``compile_cases()`` yields every table entry for the sm_90 compile test.
 """
-import os
-
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from ._gemm import gemm_config as _cfg
+from ._gemm import grouped_tile_ids, tuned
 
 GEMM_KEY = ["M", "N", "K", "sam", "sak", "sbk", "sbn", "PRECISION"]
-
-
-def _cfg(bm, bn, bk, stages, warps, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
 
 
 # H100-oriented tiles (BLOCK_M a multiple of 64 and 4/8 warps so wgmma applies), plus small tiles
@@ -45,11 +39,6 @@ GEMM_CONFIGS = [
 _INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
 
 
-def tuned(table, interp_table):
-    """The autotuner's config list: ``table`` on a GPU, one small config under the interpreter."""
-    return interp_table if INTERPRET else table
-
-
 def _prune(configs, named_args, **kwargs):
     """Drop tiles far larger than the problem (M rows, N columns); keep at least one config."""
     m, n = named_args["M"], named_args["N"]
@@ -57,18 +46,6 @@ def _prune(configs, named_args, **kwargs):
             if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(m))
             and c.kwargs["BLOCK_N"] <= max(16, triton.next_power_of_2(n))]
     return keep or configs[-1:]
-
-
-@triton.jit
-def _linear_tile_ids(pid, num_m, num_n, GROUP_M: tl.constexpr):
-    """Grouped ordering of output tiles: GROUP_M row tiles share each column-tile sweep (L2 reuse)."""
-    width = GROUP_M * num_n
-    group = pid // width
-    first_m = group * GROUP_M
-    size_m = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % size_m
-    pid_n = (pid % width) // size_m
-    return pid_m, pid_n
 
 
 @triton.autotune(configs=tuned(GEMM_CONFIGS, _INTERP_GEMM), key=GEMM_KEY,
@@ -93,7 +70,7 @@ def linear_gemm(
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(N, BLOCK_N)
-    pid_m, pid_n = _linear_tile_ids(pid, num_m, num_n, GROUP_M)
+    pid_m, pid_n = grouped_tile_ids(pid, num_m, num_n, GROUP_M)
     rk = tl.arange(0, BLOCK_K)
     if INT64:
         pid_m = pid_m.to(tl.int64)
