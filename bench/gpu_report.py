@@ -38,9 +38,10 @@ from . import _procs
 from . import cases as C
 from . import report_md
 from . import shapes as S
-from ._kernels_alias import REPO_ROOT
+from . import REPO_ROOT
 
 EXIT_NO_CUDA = 2
+EXIT_NOT_INSTALLED = 3
 GPU_PROVIDERS = ("torch", "torch_cl", "triton", "cupy")       # torch (NCHW) first: the baseline
 CPU_PROVIDERS = ("torch_cpu", "numpy")
 TIMING = {
@@ -335,6 +336,12 @@ def main(argv=None) -> int:
     t_start = time.time()
     deadline = t_start + args.budget_s
 
+    try:
+        import cnngpu.kernels  # noqa: F401  (the install maps kernels/ to cnngpu.kernels)
+    except ImportError as e:
+        print(f"bench.gpu_report: cnngpu is not installed from this checkout ({e}); run "
+              "`pip install --no-deps --no-build-isolation -e .` in the repository root first", file=sys.stderr)
+        return EXIT_NOT_INSTALLED
     device = cuda_device()
     if device is None and not args.cpu_dry_run:
         print("bench.gpu_report: no CUDA device is visible to torch (torch.cuda.is_available() is False), so "

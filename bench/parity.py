@@ -13,7 +13,7 @@ import time
 from typing import Dict, List
 
 from . import _procs
-from ._kernels_alias import REPO_ROOT
+from . import REPO_ROOT
 
 _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 _LINE = re.compile(r"::\S*.*\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b|\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b.*::")
@@ -72,7 +72,7 @@ def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = 
                paths=("tests",), per_test_timeout_s: int = 60) -> Dict[str, object]:
     """Run ``pytest -m <marker> <paths>`` with output to ``log_path``; return counts and status.
     With pytest-timeout installed, one test that hangs fails after ``per_test_timeout_s``."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "bench._kernels_alias", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
            "-m", marker, "-v", "-rfE", "--color=no", *paths]
     if workers > 1 and _have_xdist():
         cmd += ["-n", str(workers)]

@@ -14,25 +14,15 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 from . import backends as _backends
+from .dtypes import FLOAT_NAMES, dtype_name
 from .geometry import ConvGeometry, PoolGeometry, conv_output_size, pair, same_padding
 
 Padding = Union[int, Sequence[int], str]
-
-_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def dtype_name(x) -> str:
-    """'float32', 'float16', 'bfloat16', 'float64', 'int64', ... for numpy, cupy and torch arrays."""
-    dt = x.dtype
-    name = getattr(dt, "name", None)
-    if name is None or not isinstance(name, str):
-        name = str(dt).replace("torch.", "")
-    return name
-
-
 def _shape(x) -> Tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
 
@@ -54,7 +44,7 @@ def _resolve(backend: Optional[str], *arrays):
 
 def _check_float(be, name: str, x) -> str:
     dt = dtype_name(x)
-    if dt not in _FLOAT_NAMES:
+    if dt not in FLOAT_NAMES:
         raise TypeError(f"{name} must be a floating-point array, got dtype {dt} with shape {_shape(x)}")
     if dt not in be.DTYPES:
         raise TypeError(f"backend {be.name!r} does not support dtype {dt} for {name} "

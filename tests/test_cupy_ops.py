@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import cnngpu.functional as F
-from cnngpu import backends
 from harness import assert_close, launches, native, randn, require, rng, round_to, to_f64
 
 pytestmark = pytest.mark.gpu

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import cnngpu.functional as F
-from cnngpu import backends
 from harness import assert_close, launches, native, randn, require, rng, to_f64
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
@@ -35,10 +34,6 @@ def _ids(g):
 @pytest.fixture(scope="module")
 def be():
     return require("triton")
-
-
-def _ref():
-    return backends.get_backend("numpy")
 
 
 def _layouts(x, layout):

@@ -65,10 +65,6 @@ _INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
 _INTERP_DIRECT = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 8}, num_stages=1, num_warps=1)]
 _INTERP_SUM = [triton.Config({"BLOCK": 64}, num_stages=1, num_warps=1)]
 
-# per-class table of the dX residue decomposition (int32 rows of CLASS_FIELDS values)
-CLASS_FIELDS = ("a", "b", "Hc", "Wc", "r0", "nr", "p0", "s0", "ns", "q0")
-N_CLASS_FIELDS = len(CLASS_FIELDS)
-
 
 def _keep_fitting(configs, rows, cols):
     """Drop tiles far larger than a rows x cols GEMM output (BLOCK_M vs rows, BLOCK_N vs cols)."""

@@ -14,7 +14,6 @@ from ...geometry import ceil_div
 BLOCK = 256                 # threads per block of the 1-D kernels
 GRID_X_MAX = 2 ** 31 - 1
 GRID_Y_MAX = 65535
-WARPS_PER_BLOCK = BLOCK // 32
 MAX_BLOCK_COUNT = 2 ** 22   # elements per block-partial: float counts stay exact (< 2**24)
 
 

@@ -8,7 +8,7 @@ and the bias gradient (column sums, two-stage, no atomics) are CUDA C kernels.
 """
 from __future__ import annotations
 
-import cupy
+from ._cupy import cupy
 
 from ._common import empty
 from ._config import BLOCK, SCALAR_T, column_partition, elementwise_grid, row_launch, thread_per_item_grid

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-import cupy
+from ._cupy import cupy
 
 from ._common import empty
 from ._config import (BLOCK, SCALAR_T, bn_partition, column_partition, elementwise_grid,

@@ -7,7 +7,7 @@ visits only the windows able to contain it: no atomics, deterministic sums.
 """
 from __future__ import annotations
 
-import cupy
+from ._cupy import cupy
 
 from ...geometry import PoolGeometry
 from ._common import empty

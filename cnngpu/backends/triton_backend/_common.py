@@ -7,8 +7,6 @@ from .. import poison_enabled
 
 LAUNCHES: Counter = Counter()
 
-TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
 
 def empty(shape, dtype, device):
     """torch.empty, filled with NaN (float) or -1 (int) when output poisoning is on."""
