@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 from . import backends as _backends
+from .backends.conv_policy import ALGOS as _ALGOS
 from .dtypes import FLOAT_NAMES, dtype_name
 from .geometry import ConvGeometry, PoolGeometry, conv_output_size, pair, same_padding
 
@@ -160,7 +161,6 @@ def pool2d_geometry(x_shape, kernel_size, stride=None, padding=0, dilation=1, ce
 # ----------------------------------------------------------------------------------------------
 # conv2d
 # ----------------------------------------------------------------------------------------------
-_ALGOS = ("auto", "direct", "implicit_gemm")
 _PRECISIONS = ("ieee", "tf32")
 
 
@@ -195,14 +195,16 @@ def conv2d(x, weight, bias=None, stride=1, padding: Padding = 0, dilation=1, gro
 
 def conv2d_backward(dy, x, weight, stride=1, padding: Padding = 0, dilation=1, groups=1, *,
                     need_dx: bool = True, need_dw: bool = True, need_db: bool = True,
-                    precision: str = "ieee", backend: Optional[str] = None):
+                    algo: str = "auto", precision: str = "ieee", backend: Optional[str] = None):
     """Gradients of conv2d: returns (dx, dweight, dbias); entries not asked for are None.
 
     dy: (N, K, P, Q) as produced by ``conv2d`` with the same arguments; dx: (N, C, H, W);
-    dweight: (K, C/groups, R, S); dbias: (K,).
+    dweight: (K, C/groups, R, S); dbias: (K,). algo: 'auto' (the backend picks per pass), or
+    'direct' / 'implicit_gemm' for both dX and dW (the direct kernel where a backend's implicit
+    GEMM cannot run the geometry). precision as for ``conv2d``.
     """
     be = _resolve(backend, dy, x, weight)
-    _check_conv_opts("auto", precision)
+    _check_conv_opts(algo, precision)
     _check_ndim("x", x, 4, "N, C, H, W")
     _check_float(be, "x", x)
     _check_same_dtype("x", x, "weight", weight)
@@ -212,7 +214,7 @@ def conv2d_backward(dy, x, weight, stride=1, padding: Padding = 0, dilation=1, g
         raise ValueError(f"dy must have shape {(g.N, g.K, g.P, g.Q)} (the conv2d output for x {_shape(x)} "
                          f"and weight {_shape(weight)}), got {_shape(dy)}")
     return be.conv2d_backward(dy, x, weight, g, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
-                              precision=precision)
+                              algo=algo, precision=precision)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def _cupy_module(name):
 
 C = _cupy_module("_config")
 
-GRID_X_MAX, GRID_YZ_MAX = 2 ** 31 - 1, 65535
+from cnngpu.backends.limits import GRID_X_MAX, GRID_YZ_MAX  # noqa: E402
 
 
 def _check_launch(grid, block):

@@ -158,6 +158,21 @@ def test_compiles_for_sm80_sample(module):
     assert not wrong, f"tensor-core cases without mma.sync on sm_80: {wrong}"
 
 
+def test_backward_config_pruning():
+    """The GPU autotune tables drop tiles far larger than the dX / dW GEMM (at least one stays)."""
+    kb = pytest.importorskip("cnngpu.kernels.triton.conv2d_bwd")
+    geo = dict(N=1, C=8, H=7, W=7, K=8, R=3, S=3, stride_h=2, stride_w=2, groups=1)
+    # dX: ~16 rows, 8 channels -> only the 64 x 64 tile; dW: 8 x 8 (taps) -> 64 x 64 only
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kb._prune_dx(kb.DX_GEMM_CONFIGS, geo)} == {(64, 64)}
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kb._prune_dw(kb.DW_GEMM_CONFIGS, geo)} == {(64, 64)}
+    # dW FLAT_N: 8*9 = 72 columns admit BLOCK_N = 128
+    flat = kb._prune_dw(kb.DW_GEMM_CONFIGS, geo, FLAT_N=True)
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in flat} == {(64, 128), (64, 64)}
+    big = dict(geo, N=32, H=56, W=56, C=256, K=256)
+    assert kb._prune_dx(kb.DX_GEMM_CONFIGS, big) == kb.DX_GEMM_CONFIGS
+    assert kb._prune_dw(kb.DW_GEMM_CONFIGS, big) == kb.DW_GEMM_CONFIGS
+
+
 if __name__ == "__main__":
     # worker: python tests/test_triton_compile.py MODULE SHARD NSHARDS [ARCH [SAMPLE]] -> one JSON line
     a = sys.argv[1:]

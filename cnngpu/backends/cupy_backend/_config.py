@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Tuple
 
 from ...geometry import ceil_div
+from ..limits import GRID_YZ_MAX
 
 BLOCK = 256                 # threads per block of the 1-D kernels
-GRID_X_MAX = 2 ** 31 - 1
-GRID_Y_MAX = 65535
 MAX_BLOCK_COUNT = 2 ** 22   # elements per block-partial: float counts stay exact (< 2**24)
 
 
@@ -48,9 +47,9 @@ def bn_partition(C: int, M: int, num_sms: int, block: int = BLOCK, min_per_threa
         raise ValueError(f"C, M and num_sms must be >= 1, got {C}, {M}, {num_sms}")
     target = ceil_div(blocks_per_sm * num_sms, C)
     most_useful = ceil_div(M, block * min_per_thread)
-    B = max(1, min(target, most_useful, GRID_Y_MAX))
+    B = max(1, min(target, most_useful, GRID_YZ_MAX))
     B = max(B, ceil_div(M, MAX_BLOCK_COUNT))
-    if B > GRID_Y_MAX:
+    if B > GRID_YZ_MAX:
         raise ValueError(f"batch_norm: {M} values per channel is more than this kernel handles")
     chunk = ceil_div(M, B)
     return ceil_div(M, chunk), chunk

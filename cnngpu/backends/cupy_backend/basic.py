@@ -48,8 +48,9 @@ def relu_backward(dy, y):
 # ----------------------------------------------------------------------------------------------
 # linear
 # ----------------------------------------------------------------------------------------------
-def linear_forward(x, w, b):
-    """y = x @ w.T + b. x (M, in), w (out, in), b (out,) or None -> y (M, out) of x's dtype."""
+def linear_forward(x, w, b, precision="ieee"):
+    """y = x @ w.T + b. x (M, in), w (out, in), b (out,) or None -> y (M, out) of x's dtype.
+    precision is accepted for the common signature: the fp32 cuBLAS GEMM is used either way."""
     M, out = int(x.shape[0]), int(w.shape[0])
     acc = cupy.matmul(cast_to_float32(x), cast_to_float32(w).T)      # (M, out) float32, cuBLAS
     acc = cupy.ascontiguousarray(acc)
@@ -74,7 +75,7 @@ def _bias_grad(dy):
     return db
 
 
-def linear_backward(dy, x, w, need_db=True):
+def linear_backward(dy, x, w, need_db=True, precision="ieee"):
     """Gradients of y = x @ w.T + b for dy (M, out): dx = dy @ w (M, in), dw = dy.T @ x (out, in),
     db = column sums of dy (out,) or None; all of x's dtype."""
     dy = contiguous(dy)

@@ -4,6 +4,7 @@ from collections import Counter
 import torch
 
 from .. import poison_enabled
+from .. import limits
 
 LAUNCHES: Counter = Counter()
 
@@ -19,3 +20,18 @@ def empty(shape, dtype, device):
 def launched(kernel_name: str) -> None:
     """Record one launch of ``kernel_name`` (tests assert the kernel they meant really ran)."""
     LAUNCHES[kernel_name] += 1
+
+
+def num_sms(device) -> int:
+    """Streaming multiprocessors of ``device`` (a torch.device or its name); ``OFF_GPU_SMS`` for a
+    CPU tensor (the interpreter)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return limits.OFF_GPU_SMS
+
+
+def needs_int64(tensors, extents=(), offset_headroom: int = 0) -> bool:
+    """``limits.needs_int64`` for torch tensors (None entries skipped): pick a kernel's INT64 variant."""
+    layouts = [(tuple(t.shape), tuple(t.stride())) for t in tensors if t is not None]
+    return limits.needs_int64(layouts, extents, offset_headroom)

@@ -18,10 +18,8 @@ from cnngpu.kernels.triton import cross_entropy as CE
 from cnngpu.kernels.triton import elementwise as EW
 from cnngpu.kernels.triton import linear as LIN
 
-from ._common import empty, launched
-
-INT32_LIMIT = 2 ** 31
-_HEADROOM = 2 ** 16           # masked lanes of the last tile may index past the end
+from ..limits import EXTENT_HEADROOM
+from ._common import empty, launched, needs_int64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,23 +108,12 @@ def relu_backward(dy, y):
 # ----------------------------------------------------------------------------------------------
 # linear
 # ----------------------------------------------------------------------------------------------
-def _max_offset(t) -> int:
-    if t is None or t.numel() == 0:
-        return 0
-    return sum((int(s) - 1) * abs(int(st)) for s, st in zip(t.shape, t.stride()))
-
-
-def _needs_int64(tensors, extents) -> bool:
-    """int32 index math could overflow: an element offset or a GEMM extent near 2^31."""
-    return (any(_max_offset(t) >= INT32_LIMIT - _HEADROOM for t in tensors)
-            or any(int(e) >= INT32_LIMIT - _HEADROOM for e in extents))
-
-
 def _gemm(a, a_strides, b, b_strides, c, M, N, K, bias=None, rowsum=None, precision="ieee", tag="fwd"):
     """C (M, N) = A (M, K) @ B (K, N) (+ bias) (rowsum = A summed over K) with ``linear_gemm``."""
     if M == 0 or N == 0:
         return
-    int64 = _needs_int64((a, b, c, bias, rowsum), (M, N, K))
+    # masked lanes of the last tile step past the end: offsets need headroom too
+    int64 = needs_int64((a, b, c, bias, rowsum), (M, N, K), offset_headroom=EXTENT_HEADROOM)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     LIN.linear_gemm[grid](
         a, b, bias if bias is not None else c, c, rowsum if rowsum is not None else c,

@@ -27,7 +27,7 @@ from cnngpu.kernels.triton import batch_norm as BN
 from cnngpu.kernels.triton import group_norm as GN
 from cnngpu.kernels.triton import layer_norm as LN
 
-from ._common import empty, launched
+from ._common import empty, launched, num_sms
 
 
 
@@ -78,12 +78,6 @@ def _unit(t):
     return t if t is None or t.is_contiguous() else t.contiguous()
 
 
-def _num_sms(device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2
-
-
 # ----------------------------------------------------------------------------------------------
 # batch norm
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +112,7 @@ def batch_norm_plan(N: int, C: int, L: int, c_stride_one: bool, dtype, device) -
     _, bc, br = best
     ncb, nlb = triton.cdiv(C, bc), triton.cdiv(L, br)
     T = N * nlb
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    target = TARGET_PROGRAMS_PER_SM * num_sms(device)
     S = max(1, min(T, triton.cdiv(target, ncb)))
     tps = triton.cdiv(T, S)
     S = triton.cdiv(T, tps)
@@ -245,7 +239,7 @@ def layer_norm_dwdb_plan(M: int, D: int, dtype, device):
     partial sums: enough slabs that cdiv(D, BLOCK_D) * S programs fill the device."""
     bm, bd = LN.DWDB_TILE[_tag(dtype)]
     ndb = triton.cdiv(D, bd)
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    target = TARGET_PROGRAMS_PER_SM * num_sms(device)
     S = max(1, min(triton.cdiv(M, bm), triton.cdiv(target, ndb)))
     rps = triton.cdiv(M, S)
     return bm, bd, ndb, triton.cdiv(M, rps), rps
@@ -345,7 +339,7 @@ def group_norm_plan(N: int, G: int, CPG: int, L: int, c_stride_one: bool, dtype,
     """The tile of group_norm_tile, and the split path when N*G programs would leave SMs idle."""
     bc, bl = group_norm_tile(CPG, L, c_stride_one, dtype)
     ncbg, nlb = triton.cdiv(CPG, bc), triton.cdiv(L, bl)
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    target = TARGET_PROGRAMS_PER_SM * num_sms(device)
     if N * G >= target:
         return GroupNormPlan(bc, bl, ncbg, nlb, True, 1, nlb)
     S = max(1, min(nlb, triton.cdiv(target, N * G * ncbg)))
