@@ -1,7 +1,7 @@
 """Backend registry: ``'numpy'`` (the executable specification), ``'cupy'`` and ``'triton'``.
 
 Every backend is a package exposing the same operation set with the same signatures (see
-``cnngpu.backends.ops.OPS`` for the contract) plus array helpers:
+``cnngpu.backends.ops.CONTRACT``, checked by tests/test_backend_contract.py) plus array helpers:
 
     name: str                      backend name
     array_type                     the native array class (numpy.ndarray, cupy.ndarray, torch.Tensor)
