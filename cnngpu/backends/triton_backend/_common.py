@@ -35,3 +35,8 @@ def needs_int64(tensors, extents=(), offset_headroom: int = 0) -> bool:
     """``limits.needs_int64`` for torch tensors (None entries skipped): pick a kernel's INT64 variant."""
     layouts = [(tuple(t.shape), tuple(t.stride())) for t in tensors if t is not None]
     return limits.needs_int64(layouts, extents, offset_headroom)
+
+
+def dtype_tag(dtype) -> str:
+    """The launch-config table key of a torch dtype: 'fp32', or 'fp16' for 16-bit floats."""
+    return "fp32" if dtype == torch.float32 else "fp16"
