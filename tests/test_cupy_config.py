@@ -122,9 +122,9 @@ def test_group_norm_threads(L):
 
 
 def test_scalar_define():
-    assert C.scalar_define("float32") == {"SCALAR_T": "float"}
-    assert C.scalar_define("float16") == {"SCALAR_T": "f16_t"}
-    assert C.scalar_define("bfloat16") == {"SCALAR_T": "bf16_t"}
+    assert C.scalar_define("float32") == {"SCALAR_T": "float", **C.KERNEL_DEFINES}
+    assert C.scalar_define("float16") == {"SCALAR_T": "f16_t", **C.KERNEL_DEFINES}
+    assert C.scalar_define("bfloat16") == {"SCALAR_T": "bf16_t", **C.KERNEL_DEFINES}
     with pytest.raises(TypeError, match="float64"):
         C.scalar_define("float64")
 
@@ -277,6 +277,6 @@ def test_basic_launch_signatures(host, dtype):
 def test_every_listed_entry_point_exists():
     for m in ("pool", "norm", "basic"):
         for fname, entries, defines in _cupy_module(m).CUDA_BUILDS:
-            assert set(defines) == {"SCALAR_T"}
+            assert set(defines) == {"SCALAR_T", *C.KERNEL_DEFINES}
             for e in entries:
                 assert (fname, e) in SIGS, f"{m}.CUDA_BUILDS names {fname}:{e}, which the source lacks"

@@ -29,9 +29,13 @@
 #pragma once
 #include "common.cuh"
 
-#define IG_THREADS 256
-#define IG_BM 128
-#define IG_BN 64
+// Tile constants come from the launcher (-D, cnngpu/backends/cupy_backend/_config.py CONV_DEFINES),
+// the one place they are written; the warp layout below is fixed to them.
+#if !defined(IG_THREADS) || !defined(IG_BM) || !defined(IG_BN)
+#error "IG_THREADS, IG_BM and IG_BN are -D defines from cupy_backend/_config.py CONV_DEFINES"
+#endif
+static_assert(IG_THREADS == 256 && IG_BM == 128 && IG_BN == 64,
+              "the mma / FFMA warp layout is 8 warps of 32 x 32 outputs on a 128 x 64 tile");
 
 template <typename T>
 struct IgemmCfg;

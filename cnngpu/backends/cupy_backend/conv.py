@@ -33,19 +33,14 @@ from .. import conv_policy as policy
 from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
-from ._config import SCALAR_T
+from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_THREADS, RED_THREADS,
+                      SCALAR_T)
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
 
 FWD_FILE = "conv2d_fwd.cu"
 BWD_FILE = "conv2d_bwd.cu"
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-# kernel constants (must match conv2d_igemm.cuh / conv2d_fwd.cu / conv2d_bwd.cu)
-IG_BM, IG_BN, IG_THREADS = 128, 64, 256
-DIRECT_TILE, DIRECT_THREADS = 16, 256
-RED_THREADS = 256
-DX_MAX_TAPS = 32
 
 SMEM_DEFAULT_MAX = 48 * 1024        # dynamic shared memory without an opt-in attribute
 FLAT_GRID_MAX = 65535 * 32          # blocks of the grid-stride kernels
@@ -80,9 +75,10 @@ def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
 
 
 def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
-    """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu."""
+    """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu: the element type, the
+    vector width of the implicit GEMMs' loads and the shared constants (CONV_DEFINES)."""
     try:
-        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec)}
+        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **CONV_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
@@ -265,8 +261,8 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         return dx
     wc = cupy.ascontiguousarray(_raw(w))
     args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
-    _launch(BWD_FILE, "conv2d_bwd_dx_direct", "conv2d_bwd_dx_direct", dt, 1, flat_grid(dx.size),
-            (256,), args)
+    _launch(BWD_FILE, "conv2d_bwd_dx_direct", "conv2d_bwd_dx_direct", dt, 1, flat_grid(dx.size, DIRECT_THREADS),
+            (DIRECT_THREADS,), args)
     return dx
 
 
