@@ -19,16 +19,6 @@
 // GEMM extents (N*H*W, N*P*Q, C/groups*R*S) are int and checked to fit by the launcher.
 #include "conv2d_igemm.cuh"
 
-#ifndef SCALAR_T
-#define SCALAR_T float
-#endif
-#ifndef VEC
-#define VEC 1
-#endif
-
-typedef SCALAR_T T;
-typedef IgemmCfg<T>::raw RAW;
-
 // DX_MAX_TAPS: R, S limit of the dX implicit GEMM's per-class tap tables; RED_THREADS: block size
 // of the reduction kernels (dw_direct, db, sum_splits); DIRECT_THREADS: block of the direct dX.
 // -D defines from cupy_backend/_config.py CONV_DEFINES.

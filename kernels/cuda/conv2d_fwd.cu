@@ -15,16 +15,6 @@
 // begin paddings and P, Q the output sizes from ConvGeometry (end padding is implied).
 #include "conv2d_igemm.cuh"
 
-#ifndef SCALAR_T
-#define SCALAR_T float
-#endif
-#ifndef VEC
-#define VEC 1
-#endif
-
-typedef SCALAR_T T;
-typedef IgemmCfg<T>::raw RAW;
-
 // DIRECT_TILE: output tile of the direct kernel (DIRECT_TILE^2 pixels, one per thread of a
 // DIRECT_THREADS block); -D defines from cupy_backend/_config.py CONV_DEFINES
 #if !defined(DIRECT_TILE) || !defined(DIRECT_THREADS)

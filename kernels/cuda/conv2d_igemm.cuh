@@ -336,3 +336,11 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
         ep.store(row, col, acc.c[i]);
     }
 }
+
+// The specialisation of the conv file that includes this header: SCALAR_T (storage type) and VEC
+// (elements per global load of the implicit GEMMs), -D defines from the launcher (conv.defines).
+#if !defined(SCALAR_T) || !defined(VEC)
+#error "SCALAR_T and VEC are -D defines from cupy_backend/conv.py defines()"
+#endif
+typedef SCALAR_T T;
+typedef IgemmCfg<T>::raw RAW;
