@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnngpu import functional as F
 from cnngpu.geometry import ConvGeometry
-from harness import native, randn, rng
+from harness import native, randn, relayout, rng
 
 # (id, N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
 GEOMETRIES = [
@@ -55,31 +55,6 @@ def geometry(case) -> ConvGeometry:
 def fwd_reduction(case) -> int:
     g = geometry(case)
     return g.c_per_group * g.R * g.S
-
-
-def relayout(a, layout: str):
-    """The same values as ``a`` (N, C, H, W; torch or cupy) in another memory layout: 'nchw',
-    'channels_last' or 'sliced' (a strided view into a larger NaN-filled buffer)."""
-    if type(a).__module__.startswith("torch"):
-        import torch
-        if layout == "nchw":
-            return a.contiguous()
-        if layout == "channels_last":
-            return a.contiguous(memory_format=torch.channels_last)
-        full = lambda shape: torch.full(shape, float("nan"), dtype=a.dtype, device=a.device)  # noqa: E731
-    else:
-        import cupy
-        if layout == "nchw":
-            return cupy.ascontiguousarray(a)
-        if layout == "channels_last":
-            return cupy.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        full = lambda shape: cupy.full(shape, float("nan"), dtype=a.dtype)  # noqa: E731
-    if layout != "sliced":
-        raise ValueError(layout)
-    N, C, H, W = a.shape
-    big = full((N, 2 * C, H + 1, 2 * W + 1))
-    big[:, ::2, 1:, 1::2] = a
-    return big[:, ::2, 1:, 1::2]
 
 
 def fwd_inputs(be_name: str, case, dtype: str, seed: int, layout: str = "nchw"):

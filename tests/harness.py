@@ -82,6 +82,34 @@ def native(backend_name: str, a: np.ndarray, dtype: str):
     raise ValueError(backend_name)
 
 
+def relayout(a, layout: str):
+    """The same values as ``a`` (N, C, H, W; numpy, torch or cupy) in another memory layout:
+    'nchw' (contiguous), 'channels_last', or 'sliced' (a strided view into a larger buffer filled
+    with NaN, or -1 for integers, so a read outside the view shows)."""
+    if type(a).__module__.startswith("torch"):
+        import torch
+        if layout in ("nchw", "channels_last"):
+            return a.contiguous(memory_format=torch.channels_last if layout == "channels_last" else
+                                torch.contiguous_format)
+        full = lambda shape, v: torch.full(shape, v, dtype=a.dtype, device=a.device)  # noqa: E731
+        floating = a.is_floating_point()
+    else:
+        xp = np
+        if type(a).__module__.startswith("cupy"):
+            import cupy as xp
+        if layout in ("nchw", "channels_last"):
+            return (xp.ascontiguousarray(a) if layout == "nchw" else
+                    xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
+        full = lambda shape, v: xp.full(shape, v, dtype=a.dtype)  # noqa: E731
+        floating = a.dtype.kind == "f"
+    if layout != "sliced":
+        raise ValueError(layout)
+    N, C, H, W = a.shape
+    big = full((N, 2 * C, H + 1, 2 * W + 1), float("nan") if floating else -1)
+    big[:, ::2, 1:, 1::2] = a
+    return big[:, ::2, 1:, 1::2]
+
+
 def to_f64(x) -> np.ndarray:
     """Any native array -> float64 (or int64) NumPy."""
     if isinstance(x, np.ndarray):

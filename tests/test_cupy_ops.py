@@ -1,4 +1,4 @@
-"""CuPy backend (CUDA C kernels) vs the NumPy reference: pooling, batch norm (+ReLU, train/eval,
+"""CuPy backend (CUDA C kernels) vs the NumPy reference: batch norm (+ReLU, train/eval,
 running stats), layer norm, group/instance norm, relu, linear, cross-entropy, forward and backward,
 fp32/fp16/bf16, many geometries; a LeNet-5 through the layer API on backend='cupy'.
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import cnngpu.functional as F
-from harness import assert_close, launches, native, randn, require, rng, round_to, to_f64
+from harness import assert_close, launches, native, randn, relayout, require, rng, round_to, to_f64
 
 pytestmark = pytest.mark.gpu
 
@@ -32,93 +32,6 @@ def be():
 
 def nat(a, dtype):
     return native("cupy", a, dtype)
-
-
-def _layout(x, layout):
-    """The same values as a channels-last or a sliced (non-contiguous) cupy array."""
-    import cupy
-    if layout == "channels_last":
-        return cupy.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    if layout == "sliced":
-        big = cupy.zeros((x.shape[0], x.shape[1] * 2, x.shape[2], x.shape[3] * 2), dtype=x.dtype)
-        big[:, ::2, :, ::2] = x
-        return big[:, ::2, :, ::2]
-    return x
-
-
-# ----------------------------------------------------------------------------------------------
-# pooling
-# ----------------------------------------------------------------------------------------------
-# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
-POOL_GEOMS = [
-    (2, 3, 8, 8, 2, 2, 0, 1, False),
-    (2, 3, 7, 9, 2, 2, 0, 1, True),
-    (1, 3, 9, 7, 3, 2, 1, 1, False),
-    (2, 1, 11, 10, 3, 3, 1, 1, True),
-    (1, 5, 6, 7, 3, 1, 1, 1, False),
-    (2, 3, 10, 9, 3, 2, 1, 2, False),
-    (1, 2, 12, 11, 2, 3, 1, 2, True),
-    (1, 3, 5, 9, (2, 3), (1, 2), (1, 0), 1, False),
-    (1, 2, 4, 4, 4, 1, 2, 1, True),
-    (4, 64, 56, 56, 3, 2, 1, 1, False),          # ResNet stem pool at a real size
-]
-
-
-def _pid(g):
-    return "N{}C{}H{}W{}k{}s{}p{}d{}{}".format(*g[:8], "ceil" if g[8] else "")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("geom", POOL_GEOMS, ids=_pid)
-def test_max_pool2d(be, geom, dtype):
-    N, C, H, W, k, s, p, d, ceil = geom
-    gen = rng(_seed("max", geom, dtype))
-    x = randn(gen, (N, C, H, W), dtype)
-    with launches(be, "max_pool2d_fwd_window_argmax"):
-        y, idx = F.max_pool2d(nat(x, dtype), k, s, p, d, ceil, backend="cupy")
-    yr, ir = F.max_pool2d(x, k, s, p, d, ceil, backend="numpy")
-    assert str(y.dtype) == dtype and str(idx.dtype) == "int64"
-    np.testing.assert_array_equal(to_f64(idx), ir)
-    np.testing.assert_array_equal(to_f64(y), yr)                 # a max of dtype values is exact
-    dy = randn(gen, yr.shape, dtype)
-    with launches(be, "max_pool2d_bwd_gather_argmax"):
-        dx = F.max_pool2d_backward(nat(dy, dtype), idx, (N, C, H, W), k, s, p, d, ceil, backend="cupy")
-    dxr = F.max_pool2d_backward(dy, ir, (N, C, H, W), k, s, p, d, ceil, backend="numpy")
-    assert_close(to_f64(dx), dxr, dtype, int(np.prod(np.broadcast_to(k, 2))), "max_pool2d dx")
-
-
-@pytest.mark.parametrize("count_include_pad", [True, False])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("geom", [g for g in POOL_GEOMS if g[7] == 1], ids=_pid)
-def test_avg_pool2d(be, geom, dtype, count_include_pad):
-    N, C, H, W, k, s, p, _, ceil = geom
-    gen = rng(_seed("avg", geom, dtype, count_include_pad))
-    x = randn(gen, (N, C, H, W), dtype)
-    kk = int(np.prod(np.broadcast_to(k, 2)))
-    with launches(be, "avg_pool2d_fwd_window_mean"):
-        y = F.avg_pool2d(nat(x, dtype), k, s, p, ceil, count_include_pad, backend="cupy")
-    yr = F.avg_pool2d(x, k, s, p, ceil, count_include_pad, backend="numpy")
-    assert str(y.dtype) == dtype
-    assert_close(to_f64(y), yr, dtype, kk, "avg_pool2d y")
-    dy = randn(gen, yr.shape, dtype)
-    with launches(be, "avg_pool2d_bwd_gather_windows"):
-        dx = F.avg_pool2d_backward(nat(dy, dtype), (N, C, H, W), k, s, p, ceil, count_include_pad, backend="cupy")
-    dxr = F.avg_pool2d_backward(dy, (N, C, H, W), k, s, p, ceil, count_include_pad, backend="numpy")
-    assert_close(to_f64(dx), dxr, dtype, kk, "avg_pool2d dx")
-
-
-@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
-def test_pool_strided_inputs(be, layout):
-    gen = rng(_seed("pool-layout", layout))
-    x = randn(gen, (2, 5, 9, 8), "float32")
-    xd = _layout(nat(x, "float32"), layout)
-    assert not xd.flags.c_contiguous
-    y, idx = F.max_pool2d(xd, 3, 2, 1, backend="cupy")
-    yr, ir = F.max_pool2d(x, 3, 2, 1, backend="numpy")
-    np.testing.assert_array_equal(to_f64(y), yr)
-    np.testing.assert_array_equal(to_f64(idx), ir)
-    ya = F.avg_pool2d(xd, 2, backend="cupy")
-    assert_close(to_f64(ya), F.avg_pool2d(x, 2, backend="numpy"), "float32", 4, "avg y")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +134,7 @@ def test_batch_norm_eval(be, shape, dtype, affine, relu):
 def test_batch_norm_strided_input(be, layout):
     gen = rng(_seed("bn-layout", layout))
     x = randn(gen, (3, 4, 6, 5), "float32")
-    xd = _layout(nat(x, "float32"), layout)
+    xd = relayout(nat(x, "float32"), layout)
     y, mean, invstd = F.batch_norm(xd, relu=True, backend="cupy")
     yr, mr, ir = F.batch_norm(x, relu=True, backend="numpy")
     assert_close(to_f64(y), yr, "float32", 90, "y")
