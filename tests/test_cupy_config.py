@@ -11,7 +11,6 @@ import importlib
 import math
 import os
 import re
-import sys
 import types
 
 import numpy as np
@@ -19,22 +18,13 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-import cnngpu.backends  # noqa: E402
 from cnngpu import functional as F  # noqa: E402
 from cnngpu.kernels import CUDA_DIR  # noqa: E402
 
 
 def _cupy_module(name):
-    """cnngpu.backends.cupy_backend.<name>; when the package __init__ cannot import yet (another
-    op module missing), the pure modules are loaded under a bare package object instead."""
-    full = f"cnngpu.backends.cupy_backend.{name}"
-    try:
-        return importlib.import_module(full)
-    except ImportError:
-        pkg = types.ModuleType("cnngpu.backends.cupy_backend")
-        pkg.__path__ = [os.path.join(os.path.dirname(cnngpu.backends.__file__), "cupy_backend")]
-        sys.modules[pkg.__name__] = pkg
-        return importlib.import_module(full)
+    """cnngpu.backends.cupy_backend.<name>."""
+    return importlib.import_module(f"cnngpu.backends.cupy_backend.{name}")
 
 
 C = _cupy_module("_config")
