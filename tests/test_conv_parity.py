@@ -20,7 +20,10 @@ from conv_cases import (BIG, GEOMETRIES, bwd_inputs, fwd_inputs, fwd_reduction, 
 from harness import assert_close, launches, require, to_f64
 
 ALGOS = ["direct", "implicit_gemm"]
-FWD_HALF = pick("3x2_s2", "same_s2_d2", "depthwise", "1x1")
+# every geometry in float32, a sample in float16
+DTYPE_CASES = ([pytest.param(c, "float32", id=f"{c[0]}-float32") for c in GEOMETRIES]
+               + [pytest.param(c, "float16", id=f"{c[0]}-float16")
+                  for c in pick("3x2_s2", "same_s2_d2", "depthwise", "1x1")])
 LAYOUT_CASES = pick("3x2_s2", "depthwise", "1x1")
 BWD_LAYOUT_CASES = pick("3x2_s2", "groups2", "depthwise")
 GPU_BF16 = pick("3x2_s2", "groups2", "depthwise", "1x1")
@@ -92,15 +95,9 @@ def _backward(be, case, dtype, seed, algo="auto", layout="nchw", launched=None, 
 # forward
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("case", GEOMETRIES, ids=ids(GEOMETRIES))
-def test_forward_fp32(be, case, algo):
-    _forward(be, case, "float32", 1, algo)
-
-
-@pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("case", FWD_HALF, ids=ids(FWD_HALF))
-def test_forward_fp16(be, case, algo):
-    _forward(be, case, "float16", 2, algo)
+@pytest.mark.parametrize("case,dtype", DTYPE_CASES)
+def test_forward(be, case, dtype, algo):
+    _forward(be, case, dtype, 1, algo)
 
 
 def test_forward_many_channel_blocks(be):
@@ -139,15 +136,9 @@ def test_forward_auto_heuristic(be, case, expected):
 # backward: dX (stride-residue implicit GEMM / direct), dW (split-K), db
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("case", GEOMETRIES, ids=ids(GEOMETRIES))
-def test_backward_fp32(be, case, algo):
-    _backward(be, case, "float32", 11, algo)
-
-
-@pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("case", FWD_HALF, ids=ids(FWD_HALF))
-def test_backward_fp16(be, case, algo):
-    _backward(be, case, "float16", 12, algo)
+@pytest.mark.parametrize("case,dtype", DTYPE_CASES)
+def test_backward(be, case, dtype, algo):
+    _backward(be, case, dtype, 11, algo)
 
 
 @pytest.mark.parametrize("case,expected", [

@@ -96,24 +96,16 @@ def conv2d_bwd():
     """GEMM tables as the forward's (FLAT variants), plus INT64; the dW GEMM as the split-K variant
     (out = fp32 workspace; with SPLIT == 1 only the pointer type of out differs). Direct and
     reduction kernels: every config, dtypes rotated over configs, plus INT64 variants."""
-    dx = CB.conv2d_bwd_dx_implicit_gemm.fn
-    for i, cfg, dt, prec, spec, wgmma in gemm_variants(CB.DX_GEMM_CONFIGS, [{"FLAT_K": True}]):
-        ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-        yield (f"conv2d_bwd_dx_implicit_gemm[{i}:{dt}:{prec}:{_variant(spec)}]", dx,
-               signature_for(dx, dt, ce, int_ptrs=("tab_ptr",)), ce, opts(cfg), wgmma)
-    cfg = CB.DX_GEMM_CONFIGS[0]
-    ce = dict(FLAT_K=False, INT64=True, PRECISION="ieee", **cfg.kwargs)
-    yield ("conv2d_bwd_dx_implicit_gemm[0:fp16:int64]", dx, signature_for(dx, "fp16", ce, int_ptrs=("tab_ptr",)), ce,
-           opts(cfg), True)
-    dw = CB.conv2d_bwd_dw_implicit_gemm.fn
-    for i, cfg, dt, prec, spec, wgmma in gemm_variants(CB.DW_GEMM_CONFIGS, [{"FLAT_N": True}]):
-        ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-        yield (f"conv2d_bwd_dw_implicit_gemm[{i}:{dt}:{prec}:{_variant(spec)}]", dw,
-               signature_for(dw, dt, ce, fp32_ptrs=("out_ptr",)), ce, opts(cfg), wgmma)
-    cfg = CB.DW_GEMM_CONFIGS[0]
-    ce = dict(FLAT_N=False, INT64=True, PRECISION="ieee", **cfg.kwargs)
-    yield ("conv2d_bwd_dw_implicit_gemm[0:fp16:int64]", dw, signature_for(dw, "fp16", ce, fp32_ptrs=("out_ptr",)),
-           ce, opts(cfg), True)
+    gemms = ((CB.conv2d_bwd_dx_implicit_gemm, CB.DX_GEMM_CONFIGS, "FLAT_K", dict(int_ptrs=("tab_ptr",))),
+             (CB.conv2d_bwd_dw_implicit_gemm, CB.DW_GEMM_CONFIGS, "FLAT_N", dict(fp32_ptrs=("out_ptr",))))
+    for kern, table, flat, ptrs in gemms:
+        fn = kern.fn
+        for i, cfg, dt, prec, spec, wgmma in gemm_variants(table, [{flat: True}]):
+            ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
+            yield (f"{fn.__name__}[{i}:{dt}:{prec}:{_variant(spec)}]", fn, signature_for(fn, dt, ce, **ptrs), ce,
+                   opts(cfg), wgmma)
+        ce = {flat: False, "INT64": True, "PRECISION": "ieee", **table[0].kwargs}
+        yield f"{fn.__name__}[0:fp16:int64]", fn, signature_for(fn, "fp16", ce, **ptrs), ce, opts(table[0]), True
     dxd = CB.conv2d_bwd_dx_direct.fn
     for i, cfg in enumerate(CB.DX_DIRECT_CONFIGS):
         for dt, grouped, int64 in ((ROT[i % 3], True, False), (ROT[(i + 1) % 3], False, i == 0)):
