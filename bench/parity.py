@@ -1,4 +1,4 @@
-"""Run the GPU parity suite (``pytest -m gpu tests``) in a subprocess and count its outcomes.
+"""Run the GPU parity suite (``pytest -m 'gpu or cupy' tests``) in a subprocess and count its outcomes.
 
 The subprocess gets a wall-clock limit; on expiry its process group (started here) is killed
 and the counts are read off the verbose per-test lines written so far, marked ``timed_out``.
@@ -68,7 +68,10 @@ def _have_pytest_timeout() -> bool:
         return False
 
 
-def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = "gpu",
+GPU_SUITE = "gpu or cupy"     # the tests that need a GPU, and every cupy-backend test
+
+
+def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = GPU_SUITE,
                paths=("tests",), per_test_timeout_s: int = 60) -> Dict[str, object]:
     """Run ``pytest -m <marker> <paths>`` with output to ``log_path``; return counts and status.
     With pytest-timeout installed, one test that hangs fails after ``per_test_timeout_s``."""

@@ -7,7 +7,7 @@ algorithms through ``algo=``, many geometries (tests/conv_cases.py), channels-la
 layouts, fp32 / fp16 (bf16 and real sizes on a GPU). Outputs are poisoned with NaN (conftest),
 tolerances scale with the reduction length, and every test asserts which kernel ran (LAUNCHES).
 Checks of one backend's launcher only (triton's tap-major variants and INT64 kernels) take that
-backend alone. On a GPU machine: ``python -m pytest -q -m gpu tests/test_conv_parity.py``.
+backend alone. On a GPU machine: ``python -m pytest -q -m 'gpu or cupy' tests/test_conv_parity.py``.
 """
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ BWD_LAYOUT_CASES = pick("3x2_s2", "groups2", "depthwise")
 GPU_BF16 = pick("3x2_s2", "groups2", "depthwise", "1x1")
 
 
-@pytest.fixture(params=["triton", "cupy"])
+@pytest.fixture(params=["triton", pytest.param("cupy", marks=pytest.mark.cupy)])
 def be(request):
     return require(request.param)
 
@@ -262,7 +262,8 @@ def test_triton_backward_int64_variant(tb, algo, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # GPU: bfloat16 (the interpreter's tl.dot on bf16 operands is wrong), larger shapes, real sizes
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", [pytest.param("triton", marks=pytest.mark.gpu), "cupy"])
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=pytest.mark.gpu),
+                                     pytest.param("cupy", marks=pytest.mark.cupy)])
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("case", GPU_BF16, ids=ids(GPU_BF16))
 def test_bf16_forward_backward(backend, case, algo):

@@ -17,6 +17,8 @@ import pytest
 import cnngpu.functional as F
 from harness import assert_close, launches, native, randn, relayout, require, rng, round_to, to_f64
 
+pytestmark = pytest.mark.cupy
+
 
 def real(*values):
     """A parameter at a real size: GPU only."""

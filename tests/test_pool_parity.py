@@ -42,7 +42,7 @@ def _ids(g):
     return "N{}C{}H{}W{}k{}s{}p{}d{}{}".format(*g[:8], "ceil" if g[8] else "")
 
 
-@pytest.fixture(params=list(KERNELS))
+@pytest.fixture(params=["triton", pytest.param("cupy", marks=pytest.mark.cupy)])
 def be(request):
     return require(request.param)
 

@@ -75,7 +75,7 @@ def build_module_cases(module: str, shard: int, nshards: int, arch: int = ARCH, 
         out["problems"].append(f"its compile cases raised {type(e).__name__}: {e}")
         return out
     if not cases:
-        out["problems"].append("compile_cases() yielded no case")
+        out["problems"].append("its compile cases are empty")
     unique, seen = [], set()
     for case in cases:
         if len(case) != 6:
