@@ -18,6 +18,13 @@ from .geometry import ConvGeometry, PoolGeometry, conv_output_size, pair, same_p
 
 Padding = Union[int, Sequence[int], str]
 
+__all__ = [
+    "Padding", "dtype_name", "conv2d_geometry", "pool2d_geometry",
+    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
+    "relu", "relu_backward", "linear", "linear_backward", "cross_entropy", "cross_entropy_backward",
+]
+
 _FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
