@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Any, Iterable, Sequence, Tuple, Union
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -117,7 +117,7 @@ class PoolGeometry:
     ceil_mode: bool
 
 
-def receptive_field(layers) -> Tuple[int, int]:
+def receptive_field(layers: Iterable[Any]) -> Tuple[int, int]:
     """Receptive field (rows, cols) of one output pixel of a stack of conv/pool layers.
 
     ``layers`` is an iterable of objects with optional ``kernel_size``, ``stride`` and ``dilation``
