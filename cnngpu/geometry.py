@@ -48,14 +48,14 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dila
     """
     pad_end = pad if pad_end is None else pad_end
     span = size + pad + pad_end - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if not ceil_mode:
-        return span // stride + 1
+        return span // stride + 1 if span >= 0 else 0
+    # ceil(span / stride) + 1, also for a window longer than the padded input (span < 0): PyTorch
+    # then still gives one window that starts in the input and overhangs its end
     out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + pad:
+    if out > 0 and (out - 1) * stride >= size + pad:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> Tuple[int, int]:
