@@ -239,15 +239,25 @@ def test_parity_runner_counts_and_timeout(tmp_path):
     assert not res["timed_out"] and res["returncode"] == 1 and any("test_b" in f for f in res["failing"])
     h = tmp_path / "test_hang_gpu.py"
     h.write_text("import pytest, time\npytestmark = pytest.mark.gpu\ndef test_h(): time.sleep(600)\n")
-    res = PAR.run_parity(str(tmp_path / "h.log"), 1.0, workers=1, paths=(str(h),))
+    res = PAR.run_parity(str(tmp_path / "h.log"), 3.0, workers=1, paths=(str(h), str(t)))
     assert res["timed_out"] and res["wall_s"] < 30
+    assert res["report_found"], "an interrupted pytest still writes its junit report"
 
 
-def test_parse_log_of_a_cut_off_run():
-    text = ("tests/a.py::test_x[1] PASSED\ntests/a.py::test_x[2] FAILED\n"
-            "[gw0] [ 50%] PASSED tests/a.py::test_y\n")
-    res = PAR.parse_log(text)
-    assert res["counts"]["passed"] == 2 and res["counts"]["failed"] == 1 and not res["summary_found"]
+def test_parse_junit(tmp_path):
+    xml = tmp_path / "r.xml"
+    xml.write_text('<?xml version="1.0"?><testsuites><testsuite name="pytest">'
+                   '<testcase classname="tests.a" name="test_x[1]"/>'
+                   '<testcase classname="tests.a" name="test_x[2]"><failure message="assert 0&#10;more">tb</failure>'
+                   '</testcase><testcase classname="tests.a" name="test_y"><error message="boom">tb</error></testcase>'
+                   '<testcase classname="tests.a" name="test_s"><skipped type="pytest.skip" message="no"/></testcase>'
+                   '<testcase classname="tests.a" name="test_f"><skipped type="pytest.xfail" message=""/></testcase>'
+                   '</testsuite></testsuites>')
+    res = PAR.parse_junit(str(xml))
+    assert res["report_found"]
+    assert res["counts"] == {"passed": 1, "failed": 1, "error": 1, "skipped": 1, "xfailed": 1, "xpassed": 0}
+    assert res["failing"] == ["FAILED tests.a::test_x[2] - assert 0", "ERROR tests.a::test_y - boom"]
+    assert not PAR.parse_junit(str(tmp_path / "missing.xml"))["report_found"]
 
 
 def test_one_tiny_benchmark_runs_and_gpu_params_skip():
