@@ -271,6 +271,59 @@ def test_one_tiny_benchmark_runs_and_gpu_params_skip():
         assert "2 passed, 1 skipped" in out and "triton unavailable" in out, out
 
 
+def _fake_benchmark_json(path):
+    """pytest-benchmark JSON for conv_fwd and maxpool_fwd at two shapes: numpy 2x and 0.5x torch_cpu."""
+    benches = []
+    for op, shapes, flops in (("conv_fwd", ("c1", "c2"), (10 ** 6, 10 ** 8)), ("maxpool_fwd", ("p1", "p2"), (0, 0))):
+        for sh, fl in zip(shapes, flops):
+            for prov, med in (("torch_cpu", 1e-3), ("numpy", 2e-3 if op == "conv_fwd" else 0.5e-3)):
+                benches.append({"name": f"test[{op}-{sh}-{prov}]", "stats": {"median": med, "rounds": 5},
+                                "extra_info": {"op": op, "shape": sh, "provider": prov, "dtype": "float32",
+                                               "flops": fl, "bytes": 10 ** 6 * (1 + shapes.index(sh))}})
+    path.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "TestCPU"}}, "benchmarks": benches}))
+
+
+def test_cpu_suite_summary_table_and_plot(tmp_path):
+    """bench.summary: one geomean table per (op, dtype, provider) and one plot, from pytest-benchmark JSON."""
+    from bench import summary
+    js = tmp_path / "b.json"
+    _fake_benchmark_json(js)
+    png = tmp_path / "b.png"
+    p = subprocess.run([sys.executable, "-m", "bench.summary", str(js), "--png", str(png)], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "| conv_fwd | float32 | numpy | 2.00 | 2.00 | 2.00 | 2 / 2 |" in p.stdout
+    assert "| maxpool_fwd | float32 | numpy | 0.50 | 0.50 | 0.50 | 2 / 2 |" in p.stdout
+    assert "torch_cpu |" not in p.stdout            # the baseline is not compared with itself
+    assert png.stat().st_size > 1000
+    rep = summary.report(json.loads(js.read_text())["benchmarks"])
+    assert {r["metric"] for r in rep["results"] if r["op"] == "conv_fwd"} == {"flops"}
+
+
+def test_plot_has_one_panel_per_op_family(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from bench import summary
+    js = tmp_path / "b.json"
+    _fake_benchmark_json(js)
+    rep = summary.report(json.loads(js.read_text())["benchmarks"])
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        seen["titles"] = [ax.get_title() for ax in axes]
+        seen["scales"] = {(ax.get_xscale(), ax.get_yscale()) for ax in axes}
+        seen["xlabels"] = [ax.get_xlabel() for ax in axes]
+        return real_savefig(fig, *a, **k)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    assert R.render_plot(rep, str(tmp_path / "p.png"), is_baseline=summary._is_baseline)
+    assert seen["titles"] == ["convolution: fwd, dX, dW", "pooling: max, avg; fwd, bwd"]
+    assert seen["scales"] == {("log", "log")}
+    assert "GFLOP" in seen["xlabels"][0] and "MB" in seen["xlabels"][1]
+
+
 TINY = {
     "conv": S.ConvShape("tc", 2, 3, 7, 7, 4, 3, 3, stride=2, pad=1),
     "pool": S.PoolShape("tp", 2, 3, 8, 8, 3, 2, 1),
