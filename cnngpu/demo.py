@@ -37,7 +37,7 @@ TARGET_ACCURACY = 0.95  # held-out accuracy the demo must reach (the CLI exits 1
 log = logging.getLogger(__name__)
 
 # Triton's interpreter (TRITON_INTERPRET=1) runs every kernel program in Python, one program at a
-# time. Measured on the development machine (Intel Xeon, 2 shared cores), one LeNet training step
+# time. Measured on the development machine (AMD EPYC, 2 shared cores), one LeNet training step
 # took 100-120 s at batch 2 and 390 s at batch 8; a held-out evaluation forward pass ~3 s per image.
 _INTERP_STEP_S = (16.0, 47.0)          # seconds per training step: a + b * batch_size
 _INTERP_EVAL_S_PER_IMAGE = 3.0
