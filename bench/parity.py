@@ -42,6 +42,8 @@ def parse_junit(path: str) -> Dict[str, object]:
     except (OSError, ET.ParseError):
         return {"counts": counts, "report_found": False, "failing": [], "n_failing_listed": 0}
     for case in root.iter("testcase"):
+        if not case.get("name"):   # the test running when the run was interrupted: no outcome
+            continue
         tid = f"{case.get('classname', '')}::{case.get('name', '')}"
         kinds = {child.tag: child for child in case}
         if "failure" in kinds or "error" in kinds:

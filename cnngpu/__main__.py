@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,info}")
     d = sub.add_parser("demo", help="train a LeNet-5-style CNN on the bundled 8x8 digits data set",
                        description="Train a LeNet-5-style CNN on the digits data set shipped with cnngpu (1797 "
-                                   "8x8 images upsampled to 16x16; 20%% held out). Exit status 0 when the "
-                                   "held-out accuracy reaches 95%%, 1 below it, 2 when the options cannot run "
+                                   "8x8 images upsampled to 16x16; 20% held out). Exit status 0 when the "
+                                   "held-out accuracy reaches 95%, 1 below it, 2 when the options cannot run "
                                    "here.")
     d.add_argument("--backend", choices=["numpy", "cupy", "triton"], default=None,
                    help="backend to train on (default: the best available here -- triton on a CUDA machine, "

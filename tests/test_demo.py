@@ -140,6 +140,7 @@ def test_demo_help_documents_every_option_with_its_default(capsys):
             assert f"(default: {'./' if action.dest == 'out' else ''}{action.default})" in text, action.dest
     for opt in ("--no-progress", "--quiet", "--backend"):
         assert opt in text
+    assert "%%" not in text
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     for action in demo._actions:   # the README's synopsis lists every option too

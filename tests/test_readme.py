@@ -68,7 +68,10 @@ def _copy_repo(dst: str) -> str:
 def test_readme_block_runs(block, tmp_path):
     if "gpu" in block.tags and not _cuda():
         pytest.skip(f"README.md:{block.line} is marked gpu and no CUDA device is visible")
-    env = dict(os.environ, CNNGPU_BENCH_SHAPES="tiny", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    # a user's shell: none of the PYTEST_* variables of this run (under xdist they would make a
+    # nested pytest-benchmark run think it runs under xdist, and disable it)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(CNNGPU_BENCH_SHAPES="tiny", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
     if block.lang == "python":
         cmd, cwd = [sys.executable, "-c", block.code], str(tmp_path)
     else:

@@ -41,7 +41,7 @@ class Conv2d(Module):
     weight: Parameter
     bias: Optional[Parameter]
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: Optional[IntOrPair] = 1,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
                  padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True, algo: str = "auto",
                  precision: str = "ieee", backend: Optional[str] = None, dtype: str = "float32",
                  seed: Optional[int] = None) -> None:
