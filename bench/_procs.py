@@ -20,9 +20,17 @@ import subprocess
 _LIVE = set()
 
 
+def _child_setup() -> None:
+    os.setpgrp()
+    # SIGINT back to its default: a parent that ignores it (an xdist worker does) would pass that on,
+    # and the parity run's time limit interrupts pytest with SIGINT so that it writes its report
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(cmd, **kwargs) -> subprocess.Popen:
-    """subprocess.Popen in a new process group, remembered until ``kill`` or ``forget``."""
-    proc = subprocess.Popen(cmd, preexec_fn=os.setpgrp, **kwargs)
+    """subprocess.Popen in a new process group (SIGINT at its default), remembered until ``kill`` or
+    ``forget``."""
+    proc = subprocess.Popen(cmd, preexec_fn=_child_setup, **kwargs)
     _LIVE.add(proc)
     return proc
 

@@ -241,7 +241,12 @@ def test_parity_runner_counts_and_timeout(tmp_path):
     h.write_text("import pytest, time\npytestmark = pytest.mark.gpu\ndef test_h(): time.sleep(600)\n")
     # the limit leaves a loaded CI machine time to start pytest: interrupted before its session
     # starts, pytest has no report to write
-    res = PAR.run_parity(str(tmp_path / "h.log"), 15.0, workers=1, paths=(str(t), str(h)))
+    import signal
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # as in an xdist worker: the child must reset it
+    try:
+        res = PAR.run_parity(str(tmp_path / "h.log"), 15.0, workers=1, paths=(str(t), str(h)))
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert res["timed_out"] and res["wall_s"] < 15.0 + PAR.INTERRUPT_GRACE_S + 10
     assert res["report_found"], "an interrupted pytest still writes its junit report"
     assert res["counts"]["passed"] == 1 and res["counts"]["failed"] == 1   # the tests of t ran first
