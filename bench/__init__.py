@@ -3,7 +3,8 @@
 - ``bench/shapes.py``: the shape lists (ResNet-50 layers, LeNet-5, CIFAR-10) with analytic FLOPs
   and minimum bytes per op.
 - ``bench/cases.py``: one runnable case per (op, shape, provider, dtype).
-- ``bench/timing.py``: CUDA-event / CPU timers and the ceiling measurements.
+- ``bench/timing.py``: timers (triton.testing.do_bench, torch.utils.benchmark.Timer) and the ceilings.
+- ``bench/summary.py``: summary table and plot of a pytest-benchmark run.
 - ``bench/test_bench_*.py``: pytest-benchmark suites (``python -m pytest bench``).
 - ``python -m bench.gpu_report``: the one-call GPU report (see bench/results/README.md).
 """

@@ -1,6 +1,16 @@
 """Child processes of the report (parity pytest, timing worker): each in its own process group
 (not its own session, so a machine's clean-up of the caller's session still reaches it), and
-killable as a group -- ours only -- on a timeout or when the report itself is interrupted."""
+killable as a group -- ours only -- on a timeout or when the report itself is interrupted.
+
+Why this is hand-written rather than pytest-timeout / pytest-xdist: the parity run does use both
+(``--timeout`` per test, ``-n`` workers), but something must still bound the run as a whole and
+stop xdist's worker processes, which ``subprocess.run(timeout=...)`` would leave running (it kills
+only the direct child). The timing worker is not a pytest run: it must keep one CUDA context per
+process, record a hung or crashed case as that case's result and go on with the rest of the plan
+in its budget order, and restart after a CUDA error that leaves the process alive but its context
+unusable -- xdist restarts only workers that die, and pytest-timeout's thread method ends the whole
+process without telling the report which case it was.
+"""
 from __future__ import annotations
 
 import os
@@ -10,9 +20,17 @@ import subprocess
 _LIVE = set()
 
 
+def _child_setup() -> None:
+    os.setpgrp()
+    # SIGINT back to its default: a parent that ignores it (an xdist worker does) would pass that on,
+    # and the parity run's time limit interrupts pytest with SIGINT so that it writes its report
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(cmd, **kwargs) -> subprocess.Popen:
-    """subprocess.Popen in a new process group, remembered until ``kill`` or ``forget``."""
-    proc = subprocess.Popen(cmd, preexec_fn=os.setpgrp, **kwargs)
+    """subprocess.Popen in a new process group (SIGINT at its default), remembered until ``kill`` or
+    ``forget``."""
+    proc = subprocess.Popen(cmd, preexec_fn=_child_setup, **kwargs)
     _LIVE.add(proc)
     return proc
 

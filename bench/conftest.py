@@ -2,8 +2,9 @@
 
 Every suite file (bench/test_bench_<family>.py) declares ``BENCH_OPS`` and one test taking the
 ``bench_param`` argument; ``pytest_generate_tests`` below expands it into one benchmark per
-(op, shape, provider, dtype), in that order, grouped per (op, shape, dtype) so pytest-benchmark's
-table compares the providers side by side.
+(op, shape, provider, dtype), in that order; pytest-benchmark prints one table per (op, dtype),
+and at the end this file prints one summary (geometric-mean time / baseline per op, dtype and
+provider) and, with ``--bench-plot PNG``, the plot (bench/summary.py renders both).
 
 Which shapes run (``--bench-shapes`` or env ``CNNGPU_BENCH_SHAPES``):
     auto   (default) every shape for the GPU providers; for the CPU providers (numpy, torch_cpu)
@@ -39,6 +40,26 @@ def pytest_addoption(parser):
                 help=f"comma-separated providers out of {','.join(C.ALL_PROVIDERS)}")
     g.addoption("--bench-dtypes", default=os.environ.get("CNNGPU_BENCH_DTYPES", "float16,float32"),
                 help="comma-separated dtypes for the GPU providers (float16, bfloat16, float32, tf32)")
+    g.addoption("--bench-plot", default=None, metavar="PNG",
+                help="also write the plot of time / baseline per shape (one panel per op family) here")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    """After pytest-benchmark's tables: one summary table (geometric-mean time / baseline per op,
+    dtype and provider; bench/summary.py), and the plot when --bench-plot is given."""
+    session = getattr(config, "_benchmarksession", None)   # pytest-benchmark's session object
+    if session is None or not getattr(session, "benchmarks", None):
+        return
+    from bench import summary
+    rep = summary.report([b.as_dict(include_data=False) for b in session.benchmarks], label="this run")
+    if not rep["results"]:
+        return
+    terminalreporter.write_sep("=", "cnngpu benchmark summary")
+    terminalreporter.write_line(summary.summary_table(rep))
+    png = config.getoption("--bench-plot")
+    if png and summary.R.render_plot(rep, png, is_baseline=summary._is_baseline):
+        terminalreporter.write_line(f"plot: {png}")
 
 
 def _split(value: str, allowed, what: str):
@@ -128,7 +149,7 @@ def run_bench(benchmark, _baselines):
             tol = C.CHECK_TOL[dtype]
             assert err <= tol, (f"{provider} {op} {shape.name} {dtype}: relative error {err:.3e} vs "
                                 f"{C.baseline(provider)} exceeds {tol:.0e}")
-        benchmark.group = f"{op} {shape.name} {dtype}"
+        benchmark.group = f"{op} {dtype}"      # one table per op and dtype: a row per shape x provider
         benchmark.extra_info.update(op=op, shape=shape.name, provider=provider, dtype=dtype,
                                     flops=shape.flops(op), bytes=shape.bytes(op, dtype), rel_err=err)
         benchmark(case.run_sync)

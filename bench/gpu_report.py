@@ -45,23 +45,23 @@ EXIT_NOT_INSTALLED = 3
 GPU_PROVIDERS = ("torch", "torch_cl", "triton", "cupy")       # torch (NCHW) first: the baseline
 CPU_PROVIDERS = ("torch_cpu", "numpy")
 TIMING = {
-    "cuda": {"warmup": 2, "target_s": 0.03, "min_reps": 5, "max_reps": 30},
-    "cpu": {"warmup": 1, "target_s": 0.02, "min_reps": 3, "max_reps": 10},
+    "cuda": {"warmup_ms": 10, "rep_ms": 30},     # triton.testing.do_bench
+    "cpu": {"min_run_time_s": 0.02},             # torch.utils.benchmark.Timer.blocked_autorange
 }
 METHOD = {
     "cuda": ("Each case: inputs drawn once per (op, shape, dtype) and shared by all backends; the output "
              "is checked against torch's (max relative L2 error over outputs; MISMATCH above the dtype's "
-             "tolerance, excluded from the ratios); then {warmup} warm-up calls (compilation and autotuning "
-             "happen before them, in the checked call), then reps sized to ~{target_s} s of op time "
-             "({min_reps}..{max_reps}), each preceded by a 256 MB write that evicts L2, timed alone between "
-             "two CUDA events; the median is reported. TFLOP/s = 2*N*K*P*Q*(C/groups)*R*S / time (same "
+             "tolerance, excluded from the ratios); then triton.testing.do_bench: ~{warmup_ms} ms of warm-up "
+             "calls (compilation and autotuning happen before them, in the checked call), then ~{rep_ms} ms of "
+             "repetitions, each preceded by a 256 MB write that evicts L2, timed alone between two CUDA "
+             "events; the median is reported. TFLOP/s = 2*N*K*P*Q*(C/groups)*R*S / time (same "
              "count for fwd, dX, dW); GB/s = the op's minimum bytes (inputs read once, outputs written "
              "once; bench/shapes.py) / time. % ceiling: of the fp16/bf16/tf32/fp32 torch matmul TFLOP/s "
              "(conv) or the device copy bandwidth (others), measured in this run. torch = "
              "torch.nn.functional NCHW (cuDNN), torch_cl = channels_last; backward ops through autograd. "
              "float32 = IEEE fp32 math (cnngpu precision='ieee', torch TF32 off)."),
     "cpu": ("CPU DRY RUN (pipeline test, not a GPU measurement): numpy backend vs torch CPU on tiny shapes; "
-            "time.perf_counter around each call, {warmup} warm-up, {min_reps}..{max_reps} reps, median. "
+            "torch.utils.benchmark.Timer.blocked_autorange (>= {min_run_time_s} s per case), median per call. "
             "Ceilings: numpy copy bandwidth and numpy float32 matmul on this CPU."),
 }
 

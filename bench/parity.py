@@ -1,71 +1,62 @@
 """Run the GPU parity suite (``pytest -m 'gpu or cupy' tests``) in a subprocess and count its outcomes.
 
-The subprocess gets a wall-clock limit; on expiry its process group (started here) is killed
-and the counts are read off the verbose per-test lines written so far, marked ``timed_out``.
+The outcomes come from pytest's own ``--junitxml`` report, not from its text output. The subprocess
+gets a wall-clock limit; on expiry it is interrupted (SIGINT to its process group: pytest then
+stops, and still writes the report of the tests run so far, marked ``timed_out``), and killed if it
+has not exited after a grace period. The process group matters: with pytest-xdist the tests run
+in grandchildren that a plain ``Popen.kill`` (or ``subprocess.run(timeout=...)``) would leave
+running on the GPU.
 """
 from __future__ import annotations
 
 import os
-import re
+import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from typing import Dict, List
 
 from . import _procs
 from . import REPO_ROOT
 
 _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
-_LINE = re.compile(r"::\S*.*\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b|\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b.*::")
-_SUMMARY = re.compile(r"^=+ (.+) in ([\d.]+)s(?: \([^)]*\))? =+$")
-_WORD = {"PASSED": "passed", "FAILED": "failed", "ERROR": "error", "SKIPPED": "skipped",
-         "XFAIL": "xfailed", "XPASS": "xpassed"}
+INTERRUPT_GRACE_S = 20.0
 
 
-def _have_xdist() -> bool:
+def _have(module: str) -> bool:
     try:
-        import xdist  # noqa: F401
+        __import__(module)
         return True
     except ImportError:
         return False
 
 
-def parse_log(text: str) -> Dict[str, object]:
-    """Outcome counts and failing test ids from pytest ``-v -rfE`` output (complete or cut off)."""
+def parse_junit(path: str) -> Dict[str, object]:
+    """Outcome counts and failing test ids from a pytest ``--junitxml`` file (``report_found``
+    False and zero counts when there is none, e.g. after a hard kill)."""
     counts = {k: 0 for k in _OUTCOMES}
-    summary_found = False
-    for line in reversed(text.splitlines()):
-        m = _SUMMARY.match(line.strip())
-        if m:
-            for n, word in re.findall(r"(\d+) (\w+)", m.group(1)):
-                word = "error" if word == "errors" else word
-                counts[word] = int(n)
-            summary_found = True
-            break
-    if not summary_found:
-        for line in text.splitlines():
-            m = _LINE.search(line)
-            if m:
-                counts[_WORD[m.group(1) or m.group(2)]] += 1
     failing: List[str] = []
-    for line in text.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
-            failing.append(line.strip()[:300])
-    if not failing and not summary_found:
-        for line in text.splitlines():
-            m = _LINE.search(line)
-            if m and (m.group(1) or m.group(2)) in ("FAILED", "ERROR"):
-                failing.append(line.strip()[:300])
-    return {"counts": counts, "summary_found": summary_found, "failing": failing[:50],
-            "n_failing_listed": len(failing)}
-
-
-def _have_pytest_timeout() -> bool:
     try:
-        import pytest_timeout  # noqa: F401
-        return True
-    except ImportError:
-        return False
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return {"counts": counts, "report_found": False, "failing": [], "n_failing_listed": 0}
+    for case in root.iter("testcase"):
+        if not case.get("name"):   # the test running when the run was interrupted: no outcome
+            continue
+        tid = f"{case.get('classname', '')}::{case.get('name', '')}"
+        kinds = {child.tag: child for child in case}
+        if "failure" in kinds or "error" in kinds:
+            tag = "failure" if "failure" in kinds else "error"
+            outcome = "failed" if tag == "failure" else "error"
+            counts[outcome] += 1
+            msg = (kinds[tag].get("message") or "").splitlines()[0] if kinds[tag].get("message") else ""
+            failing.append(f"{outcome.upper()} {tid} - {msg}"[:300])
+        elif "skipped" in kinds:
+            counts["xfailed" if kinds["skipped"].get("type") == "pytest.xfail" else "skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return {"counts": counts, "report_found": True, "failing": failing[:50], "n_failing_listed": len(failing)}
 
 
 GPU_SUITE = "gpu or cupy"     # the tests that need a GPU, and every cupy-backend test
@@ -73,13 +64,17 @@ GPU_SUITE = "gpu or cupy"     # the tests that need a GPU, and every cupy-backen
 
 def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = GPU_SUITE,
                paths=("tests",), per_test_timeout_s: int = 60) -> Dict[str, object]:
-    """Run ``pytest -m <marker> <paths>`` with output to ``log_path``; return counts and status.
-    With pytest-timeout installed, one test that hangs fails after ``per_test_timeout_s``."""
+    """Run ``pytest -m <marker> <paths>`` with output to ``log_path`` and a junit report beside it;
+    return counts and status. With pytest-timeout installed, one test that hangs fails after
+    ``per_test_timeout_s``."""
+    xml_path = os.path.splitext(log_path)[0] + ".xml"
+    if os.path.exists(xml_path):
+        os.remove(xml_path)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-           "-m", marker, "-v", "-rfE", "--color=no", *paths]
-    if workers > 1 and _have_xdist():
+           "-m", marker, "-rfE", "--color=no", f"--junitxml={xml_path}", *paths]
+    if workers > 1 and _have("xdist"):
         cmd += ["-n", str(workers)]
-    if per_test_timeout_s and _have_pytest_timeout():
+    if per_test_timeout_s and _have("pytest_timeout"):
         cmd += [f"--timeout={int(per_test_timeout_s)}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -94,12 +89,16 @@ def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = 
             _procs.forget(proc)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _procs.kill(proc)   # the process group of the pytest we started, only
-            rc = proc.returncode
+            try:
+                os.killpg(proc.pid, signal.SIGINT)      # pytest writes its report of the tests so far
+                rc = proc.wait(timeout=INTERRUPT_GRACE_S)
+                _procs.forget(proc)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                _procs.kill(proc)   # the process group of the pytest we started, only
+                rc = proc.returncode
     wall = time.perf_counter() - t0
-    with open(log_path) as f:
-        text = f.read()
-    res = parse_log(text)
+    res = parse_junit(xml_path)
     res.update({"command": " ".join(cmd[1:]), "returncode": rc, "timed_out": timed_out,
-                "timeout_s": timeout_s, "wall_s": round(wall, 1), "log": os.path.basename(log_path)})
+                "timeout_s": timeout_s, "wall_s": round(wall, 1), "log": os.path.basename(log_path),
+                "junit": os.path.basename(xml_path)})
     return res

@@ -6,7 +6,9 @@ import json
 import math
 import os
 from collections import OrderedDict, defaultdict
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
+
+from . import shapes as S
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -31,13 +33,20 @@ def by_op(results: List[dict]) -> "OrderedDict[str, List[dict]]":
     return out
 
 
-def summary_rows(report: dict) -> List[dict]:
-    """Per (op, dtype, provider): geometric mean of time / baseline over the shapes both ran."""
+def _baseline_test(report: dict, is_baseline: Optional[Callable[[dict], bool]]) -> Callable[[dict], bool]:
+    if is_baseline is not None:
+        return is_baseline
     base = report["config"]["baseline"]
+    return lambda r: r["provider"] == base
+
+
+def summary_rows(report: dict, is_baseline: Optional[Callable[[dict], bool]] = None) -> List[dict]:
+    """Per (op, dtype, provider): geometric mean of time / baseline over the shapes both ran."""
+    is_base = _baseline_test(report, is_baseline)
     acc: Dict[tuple, List[float]] = defaultdict(list)
     counts: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0])
     for r in report["results"]:
-        if r["provider"] == base:
+        if is_base(r):
             continue
         key = (r["op"], r["dtype"], r["provider"])
         counts[key][1] += 1
@@ -142,46 +151,73 @@ def render_markdown(report: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def render_plot(report: dict, path: str) -> bool:
-    """One panel per op: time / baseline per shape (log scale), a series per backend and dtype.
+# op families, one plot panel each (ops of a family share a panel: a series per op x provider x dtype)
+FAMILIES = (("convolution: fwd, dX, dW", S.CONV_OPS), ("pooling: max, avg; fwd, bwd", S.POOL_OPS),
+            ("BatchNorm + ReLU: fwd, bwd", S.BN_OPS),
+            ("LayerNorm, GroupNorm: fwd, bwd", S.LAYER_NORM_OPS + S.GROUP_NORM_OPS))
+_MARKERS = "osD^v<>ph*"
+
+
+def _size(r: dict) -> float:
+    """The x coordinate of a case: GFLOP (conv) or MB moved (the others), from the analytic counts."""
+    return r["flops"] / 1e9 if r["metric"] == "flops" else r["bytes"] / 1e6
+
+
+def render_plot(report: dict, path: str, is_baseline: Optional[Callable[[dict], bool]] = None) -> bool:
+    """Time / baseline vs problem size, one panel per op family, log-log, a series per op x
+    provider x dtype (marker = op, colour = provider and dtype), the parity line dashed.
     Returns False (and writes nothing) when there is nothing to plot or matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
         return False
+    is_base = _baseline_test(report, is_baseline)
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
     base = report["config"]["baseline"]
-    ops = [(op, rows) for op, rows in by_op(report["results"]).items()
-           if any(r.get("ratio") is not None and r["provider"] != base for r in rows)]
-    if not ops:
+    pts = [r for r in report["results"] if not is_base(r) and r.get("ratio") and _size(r) > 0]
+    panels = [(title, ops, [r for r in pts if r["op"] in ops]) for title, ops in FAMILIES]
+    panels = [p for p in panels if p[2]]
+    if not panels:
         return False
-    ncols = 2 if len(ops) > 1 else 1
-    nrows = math.ceil(len(ops) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(ops):]:
+    colours = {k: plt.get_cmap("tab10")(i % 10) for i, k in
+               enumerate(sorted({(r["provider"], r["dtype"]) for r in pts}))}
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, (op, rows) in zip(axes.flat, ops):
-        shapes = list(OrderedDict.fromkeys(r["shape"] for r in rows))
-        series: Dict[tuple, Dict[str, float]] = OrderedDict()
-        for r in rows:
-            if r["provider"] != base and r.get("ratio") is not None:
-                series.setdefault((r["provider"], r["dtype"]), {})[r["shape"]] = r["ratio"]
-        for (prov, dt), pts in series.items():
-            xs = [shapes.index(s) for s in pts]
-            ax.plot(xs, list(pts.values()), marker="o", ms=3, lw=0.8, label=f"{prov} {dt}")
+    for ax, (title, ops, rows) in zip(axes.flat, panels):
+        series: Dict[tuple, List[dict]] = OrderedDict()
+        for r in sorted(rows, key=_size):
+            series.setdefault((r["op"], r["provider"], r["dtype"]), []).append(r)
+        for (op, prov, dt), rs in series.items():
+            ax.plot([_size(r) for r in rs], [r["ratio"] for r in rs], marker=_MARKERS[ops.index(op) % len(_MARKERS)],
+                    ms=5, lw=1.0, color=colours[(prov, dt)], label=f"{op} {prov} {dt}")
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(op, fontsize=9)
-        ax.set_ylabel(f"time / {base}", fontsize=8)
-        ax.set_xticks(range(len(shapes)))
-        ax.set_xticklabels(shapes, rotation=90, fontsize=5)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.legend(fontsize=6, loc="best")
-        ax.grid(True, which="both", axis="y", lw=0.3)
-    fig.suptitle(f"{report['meta'].get('device', '')}: time / {base} (below the dashed line = faster)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=100)
+        ratios = [r["ratio"] for r in rows]
+        ax.set_ylim(min(min(ratios), 1.0) / 1.6, max(max(ratios), 1.0) * 1.6)   # the parity line always shows
+        sizes = [_size(r) for r in rows]
+        ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+        for axis in (ax.xaxis, ax.yaxis):      # plain numbers at the decades and 2x/5x; no crowded minor labels
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_title(title, fontsize=10)
+        unit = "GFLOP per call" if rows[0]["metric"] == "flops" else "MB moved per call"
+        ax.set_xlabel(f"problem size: {unit} (log scale)", fontsize=9)
+        ax.set_ylabel(f"time / {base} (log scale)", fontsize=9)
+        ax.grid(True, which="major", lw=0.4)
+        ax.grid(True, which="minor", lw=0.2, alpha=0.5)
+        ax.legend(fontsize=7, loc="best", ncol=1 if len(series) <= 6 else 2)
+    fig.suptitle(f"{report['meta'].get('device', '')}: time / {base} per shape (below the dashed line = faster)",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 

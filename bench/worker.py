@@ -6,7 +6,8 @@ skips every (task, provider) that already has a line in RESULTS (JSON lines), an
 - ``ceilings``: measures copy bandwidth and matmul throughput (device or CPU) -> one line;
 - ``group``: one (op, shape, dtype) with its providers, baseline first: the same random inputs for
   all; each provider's output is checked against the baseline's (relative error), then timed
-  (CUDA events with warm-up and L2 flush, or perf_counter on the CPU) -> one line per provider.
+  (triton.testing.do_bench: CUDA events, warm-up, L2 flush; torch.utils.benchmark.Timer on the
+  CPU) -> one line per provider.
 
 Before each case it writes ``{"task", "provider", "t"}`` to PROGRESS, so the parent can tell
 which case a hang or a crash happened in, record it, and start a fresh worker for the rest.
@@ -104,8 +105,8 @@ def run_ceilings(mode: str) -> dict:
             except Exception as e:
                 out["matmul"][dt] = {"error": f"{type(e).__name__}: {e}"}
     else:
-        out["copy"] = T.copy_bandwidth_cpu(16 << 20, reps=5)
-        out["matmul"] = {"float32": T.matmul_tflops_cpu(512, reps=3)}
+        out["copy"] = T.copy_bandwidth_cpu(16 << 20, min_run_time_s=0.05)
+        out["matmul"] = {"float32": T.matmul_tflops_cpu(512, min_run_time_s=0.05)}
     return out
 
 
@@ -169,11 +170,9 @@ def run_group(task: dict, plan: dict, done, results_path: str, progress_path: st
                         rec["note"] = f"relative error {err:.2e} vs {base} > {C.CHECK_TOL[dt]:.0e}"
             del out
             if mode == "cuda":
-                t = T.time_cuda(case.run, warmup=tcfg["warmup"], target_s=tcfg["target_s"],
-                                min_reps=tcfg["min_reps"], max_reps=tcfg["max_reps"])
+                t = T.time_cuda(case.run, warmup_ms=tcfg["warmup_ms"], rep_ms=tcfg["rep_ms"])
             else:
-                t = T.time_cpu(case.run, warmup=tcfg["warmup"], target_s=tcfg["target_s"],
-                               min_reps=tcfg["min_reps"], max_reps=tcfg["max_reps"])
+                t = T.time_cpu(case.run_sync, min_run_time_s=tcfg["min_run_time_s"])
             rec.update(ms=t.ms, reps=t.reps, spread=round(t.spread, 4))
         except C.Unavailable as e:
             rec.update(status="unavailable", note=str(e))

@@ -8,21 +8,24 @@ sides live on the same device (numpy <-> torch CPU, torch CUDA <-> cupy) and cop
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import backends as _backends
+from ._typing import Array
 
 __all__ = ["to_numpy", "convert", "shares_memory"]
 
 
-def _kind(x) -> str:
+def _kind(x: Any) -> str:
     """'numpy', 'torch', 'cupy' or 'other' for the array's library (the registry's backend_of,
     with torch named as the library rather than the 'triton' backend)."""
     be = _backends.backend_of(x)
-    return {"triton": "torch", None: "other"}.get(be, be)
+    return {"triton": "torch", None: "other"}.get(be, be or "other")
 
 
-def to_numpy(x) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """Any numpy/cupy/torch array, cnngpu.nn.Parameter (its data), scalar or list -> numpy.ndarray.
 
     NumPy input is returned as is; torch CPU tensors share memory with the result (DLPack /
@@ -50,12 +53,12 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _torch_device():
+def _torch_device() -> Any:  # torch.device (torch is optional)
     import torch
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def convert(x, backend: str):
+def convert(x: Any, backend: str) -> Array:
     """Return ``x`` as a native array of ``backend`` ('numpy' | 'cupy' | 'triton').
 
     Zero-copy (DLPack) when source and target share a device: numpy <-> torch CPU (the triton
@@ -99,6 +102,6 @@ def convert(x, backend: str):
     return cupy.asarray(to_numpy(x))
 
 
-def shares_memory(a, b) -> bool:
+def shares_memory(a: Any, b: Any) -> bool:
     """True when two host arrays/tensors (numpy or torch CPU) view the same memory."""
     return np.shares_memory(to_numpy(a), to_numpy(b))

@@ -16,11 +16,12 @@ scikit-learn's ``load_digits``, stored in ``cnngpu/data/digits.npz`` (no downloa
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
 import numpy as np
 
@@ -33,8 +34,25 @@ SPLIT_SEED = 0          # the held-out split is the same for every run
 TEST_FRACTION = 0.2
 TARGET_ACCURACY = 0.95  # held-out accuracy the demo must reach (the CLI exits 1 below it)
 
+log = logging.getLogger(__name__)
 
-def load_digits(upsample: int = 2):
+# Triton's interpreter (TRITON_INTERPRET=1) runs every kernel program in Python, one program at a
+# time. Measured on the development machine (AMD EPYC, 2 shared cores), one LeNet training step
+# took 100-120 s at batch 2 and 390 s at batch 8; a held-out evaluation forward pass ~3 s per image.
+_INTERP_STEP_S = (16.0, 47.0)          # seconds per training step: a + b * batch_size
+_INTERP_EVAL_S_PER_IMAGE = 3.0
+_N_TRAIN, _N_TEST = 1438, 359          # the fixed split of the 1797 digits (see split())
+
+
+def interpreter_estimate_s(epochs: int, batch_size: int) -> float:
+    """Rough seconds a demo run on the triton backend would take in Triton's CPU interpreter
+    (training steps plus the per-epoch held-out evaluation), from the measurement above."""
+    a, b = _INTERP_STEP_S
+    steps = epochs * -(-_N_TRAIN // batch_size)
+    return steps * (a + b * batch_size) + epochs * _N_TEST * _INTERP_EVAL_S_PER_IMAGE
+
+
+def load_digits(upsample: int = 2) -> Tuple[np.ndarray, np.ndarray]:
     """(images (1797, 1, 8*upsample, 8*upsample) float32 in [0, 1], labels (1797,) int64)."""
     with np.load(DATA_PATH) as d:
         images = d["images"].astype(np.float32) / 16.0
@@ -44,7 +62,7 @@ def load_digits(upsample: int = 2):
     return images[:, None], labels
 
 
-def split(n: int, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED):
+def split(n: int, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> Tuple[np.ndarray, np.ndarray]:
     """Fixed shuffled train/test index split."""
     perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
@@ -53,18 +71,18 @@ def split(n: int, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED):
 
 def build_lenet(backend: str, dtype: str = "float32", seed: int = 0) -> Sequential:
     """LeNet-5-style network for 1x16x16 inputs and 10 classes (convs feed BatchNorm: no bias)."""
-    kw = dict(backend=backend)
+    be = backend
     return Sequential(
-        Conv2d(1, 6, 5, padding=2, bias=False, dtype=dtype, seed=seed, **kw),
-        BatchNorm2d(6, relu=True, dtype=dtype, **kw),
-        MaxPool2d(2, **kw),
-        Conv2d(6, 16, 5, padding=2, bias=False, dtype=dtype, seed=seed + 1, **kw),
-        BatchNorm2d(16, relu=True, dtype=dtype, **kw),
-        MaxPool2d(2, **kw),
-        Flatten(**kw),
-        Linear(16 * 4 * 4, 84, dtype=dtype, seed=seed + 2, **kw),
-        ReLU(**kw),
-        Linear(84, 10, dtype=dtype, seed=seed + 3, **kw),
+        Conv2d(1, 6, 5, padding=2, bias=False, dtype=dtype, seed=seed, backend=be),
+        BatchNorm2d(6, relu=True, dtype=dtype, backend=be),
+        MaxPool2d(2, backend=be),
+        Conv2d(6, 16, 5, padding=2, bias=False, dtype=dtype, seed=seed + 1, backend=be),
+        BatchNorm2d(16, relu=True, dtype=dtype, backend=be),
+        MaxPool2d(2, backend=be),
+        Flatten(backend=be),
+        Linear(16 * 4 * 4, 84, dtype=dtype, seed=seed + 2, backend=be),
+        ReLU(backend=be),
+        Linear(84, 10, dtype=dtype, seed=seed + 3, backend=be),
     )
 
 
@@ -86,7 +104,7 @@ class DemoResult:
     test_accuracy: float
     epochs: List[Dict[str, float]]          # per epoch: loss, train_acc, test_acc, seconds
     step_losses: List[float]
-    layer_times: List[Dict[str, object]]    # per layer: name, shape, fwd_ms, bwd_ms (per batch)
+    layer_times: List[Dict[str, Any]]       # per layer: name, shape, fwd_ms, bwd_ms (per batch)
     seconds: float
     figures: Dict[str, str] = field(default_factory=dict)
 
@@ -97,10 +115,10 @@ class _Progress:
 
     WIDTH = 30
 
-    def __init__(self, total: int, desc: str, enabled: bool, stream=None):
+    def __init__(self, total: int, desc: str, enabled: bool, stream: Optional[TextIO] = None) -> None:
         self.total, self.desc, self.done = total, desc, 0
         self.stream = sys.stderr if stream is None else stream
-        self.bar = None
+        self.bar: Any = None
         self.plain = False
         if not enabled or not getattr(self.stream, "isatty", lambda: False)():
             return
@@ -111,7 +129,7 @@ class _Progress:
             return
         self.bar = tqdm(total=total, desc=desc, leave=False, unit="batch", file=self.stream)
 
-    def update(self, loss: float):
+    def update(self, loss: float) -> None:
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -122,7 +140,7 @@ class _Progress:
                               f"{self.done}/{self.total} loss {loss:.3f}")
             self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         elif self.plain:
@@ -130,7 +148,7 @@ class _Progress:
             self.stream.flush()
 
 
-def _to_backend(a: np.ndarray, backend: str, dtype: str):
+def _to_backend(a: np.ndarray, backend: str, dtype: str) -> Any:
     """A NumPy batch -> the backend's native array in ``dtype`` (bfloat16 included)."""
     return _backends.get_backend(backend).asarray(a, dtype=dtype)
 
@@ -149,7 +167,7 @@ def evaluate(net: Sequential, images: np.ndarray, labels: np.ndarray, backend: s
 
 
 @contextlib.contextmanager
-def blas_threads(n: Optional[int]):
+def blas_threads(n: Optional[int]) -> Iterator[bool]:
     """Limit NumPy's BLAS to ``n`` threads inside the block (needs threadpoolctl; None: no change).
 
     The demo's matrices are tiny (a 32x256 by 256x84 GEMM): one BLAS thread is the fastest, and a
@@ -161,6 +179,8 @@ def blas_threads(n: Optional[int]):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
+        log.warning("threadpoolctl is not installed, so NumPy's BLAS keeps its own thread count; on a busy "
+                    "machine one thread is several times faster (pip install 'cnngpu[demo]')")
         yield False
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
@@ -177,20 +197,19 @@ def run_demo(backend: Optional[str] = None, epochs: int = 8, batch_size: int = 3
     for half precision). threads: NumPy BLAS threads during the run (see ``blas_threads``; None
     leaves the BLAS library's own setting).
     """
-    with blas_threads(threads) as limited:
-        if not limited and verbose:
-            print("note: threadpoolctl is not installed, so NumPy's BLAS keeps its own thread count "
-                  "(pip install threadpoolctl; on a busy machine one thread is much faster)")
+    with blas_threads(threads):
         return _run_demo(backend, epochs, batch_size, lr, momentum, weight_decay, seed, out, progress, verbose, dtype)
 
 
-def _run_demo(backend, epochs, batch_size, lr, momentum, weight_decay, seed, out, progress, verbose,
-              dtype) -> DemoResult:
+def _run_demo(backend: Optional[str], epochs: int, batch_size: int, lr: float, momentum: float,
+              weight_decay: float, seed: int, out: Optional[str], progress: bool, verbose: bool,
+              dtype: str) -> DemoResult:
     backend = backend or _backends.default_backend()
     be = _backends.get_backend(backend)  # says why when the backend cannot run here
     if dtype not in be.DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported by backend {backend!r}; choose one of {be.DTYPES}")
-    say = print if verbose else (lambda *a, **k: None)
+    # the demo's report (the CLI's output, asked for with verbose=True) is printed; notes go to logging
+    say: Callable[[str], None] = print if verbose else (lambda text: None)
     images, labels = load_digits()
     tr, te = split(len(images))
     mean, std = float(images[tr].mean()), float(images[tr].std())
@@ -254,7 +273,7 @@ def _run_demo(backend, epochs, batch_size, lr, momentum, weight_decay, seed, out
             f"held-out acc {test_acc:.4f}  ({rec['seconds']:.2f} s)")
     seconds = time.perf_counter() - t_start
 
-    layer_times = []
+    layer_times: List[Dict[str, Any]] = []
     for j, (layer, shape) in enumerate(net.output_shapes((batch_size, 1, 16, 16))):
         layer_times.append(dict(index=j, layer=type(layer).__name__, shape=shape,
                                 fwd_ms=1e3 * fwd_t[j] / max(n_timed, 1), bwd_ms=1e3 * bwd_t[j] / max(n_timed, 1)))
@@ -271,7 +290,7 @@ def _run_demo(backend, epochs, batch_size, lr, momentum, weight_decay, seed, out
     return result
 
 
-def format_layer_table(rows, backend: str) -> str:
+def format_layer_table(rows: List[Dict[str, Any]], backend: str) -> str:
     total = sum(r["fwd_ms"] + r["bwd_ms"] for r in rows) or 1.0
     lines = [f"per-layer time per training batch on backend {backend!r} (wall clock, device synchronized):",
              f"  {'#':>2}  {'layer':<12} {'output shape':<18} {'forward ms':>10} {'backward ms':>11} {'share':>6}"]
@@ -290,16 +309,18 @@ def save_figures(net: Sequential, result: DemoResult, out: str) -> Dict[str, str
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no figures (pip install 'cnngpu[demo]')")
+        log.warning("matplotlib is not installed: no figures (pip install 'cnngpu[demo]')")
         return {}
     os.makedirs(out, exist_ok=True)
-    paths = {}
+    paths: Dict[str, str] = {}
 
-    w = to_numpy(net[0].weight.data).astype(np.float64)  # (6, 1, 5, 5)
+    conv1 = net[0]
+    assert isinstance(conv1, Conv2d)
+    w = to_numpy(conv1.weight.data).astype(np.float64)  # (6, 1, 5, 5)
     k = w.shape[0]
-    fig, axes = plt.subplots(1, k, figsize=(1.6 * k, 2.0))
+    fig, axes = plt.subplots(1, k, figsize=(1.6 * k, 2.0), squeeze=False)
     lim = float(np.abs(w).max()) or 1.0
-    for i, ax in enumerate(np.atleast_1d(axes)):
+    for i, ax in enumerate(axes[0]):
         ax.imshow(w[i, 0], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_title(f"filter {i}", fontsize=8)
         ax.axis("off")

@@ -11,24 +11,32 @@ conv weights are (K, C/groups, R, S), linear weights are (out_features, in_featu
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from types import ModuleType
+from typing import Any, Optional, Sequence, Tuple, Union
 
 from . import backends as _backends
+from ._typing import Array, IntOrPair, Padding
 from .backends.conv_policy import ALGOS as _ALGOS
 from .dtypes import FLOAT_NAMES, dtype_name
 from .geometry import ConvGeometry, PoolGeometry, conv_output_size, pair, same_padding
 
-Padding = Union[int, Sequence[int], str]
+
+__all__ = [
+    "Padding", "dtype_name", "conv2d_geometry", "pool2d_geometry",
+    "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
+    "relu", "relu_backward", "linear", "linear_backward", "cross_entropy", "cross_entropy_backward",
+]
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _shape(x) -> Tuple[int, ...]:
+def _shape(x: Array) -> Tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
 
 
-def _resolve(backend: Optional[str], *arrays):
+def _resolve(backend: Optional[str], *arrays: Any) -> ModuleType:
     """Pick the backend module and check every non-None array is of its native type."""
     first = next((a for a in arrays if a is not None), None)
     if backend is None:
@@ -43,7 +51,7 @@ def _resolve(backend: Optional[str], *arrays):
     return be
 
 
-def _check_float(be, name: str, x) -> str:
+def _check_float(be: ModuleType, name: str, x: Array) -> str:
     dt = dtype_name(x)
     if dt not in FLOAT_NAMES:
         raise TypeError(f"{name} must be a floating-point array, got dtype {dt} with shape {_shape(x)}")
@@ -53,24 +61,24 @@ def _check_float(be, name: str, x) -> str:
     return dt
 
 
-def _check_same_dtype(ref_name: str, ref, name: str, x):
+def _check_same_dtype(ref_name: str, ref: Array, name: str, x: Array) -> None:
     if x is not None and dtype_name(x) != dtype_name(ref):
         raise TypeError(f"{name} has dtype {dtype_name(x)} but {ref_name} has dtype {dtype_name(ref)}; "
                         f"they must match")
 
 
-def _check_ndim(name: str, x, ndim: int, layout: str):
+def _check_ndim(name: str, x: Array, ndim: int, layout: str) -> None:
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D ({layout}), got shape {_shape(x)}")
 
 
-def _param_dtype_ok(x, p) -> bool:
+def _param_dtype_ok(x: Array, p: Any) -> bool:
     """Norm parameters share x's dtype, or are float32 when x is half precision."""
     dx, dp = dtype_name(x), dtype_name(p)
     return dp == dx or (dx in ("float16", "bfloat16") and dp == "float32")
 
 
-def _check_vector(name: str, v, length: int, what: str, x=None):
+def _check_vector(name: str, v: Any, length: int, what: str, x: Any = None) -> None:
     if v is None:
         return
     if tuple(v.shape) != (length,):
@@ -81,7 +89,7 @@ def _check_vector(name: str, v, length: int, what: str, x=None):
                         f"match x (or be float32 for half-precision x)")
 
 
-def _positive_pair(value, name: str) -> Tuple[int, int]:
+def _positive_pair(value: Any, name: str) -> Tuple[int, int]:
     p = pair(value, name)
     if p[0] < 1 or p[1] < 1:
         raise ValueError(f"{name} must be positive, got {value!r}")
@@ -91,7 +99,8 @@ def _positive_pair(value, name: str) -> Tuple[int, int]:
 # ----------------------------------------------------------------------------------------------
 # geometry
 # ----------------------------------------------------------------------------------------------
-def conv2d_geometry(x_shape, w_shape, stride=1, padding: Padding = 0, dilation=1, groups=1) -> ConvGeometry:
+def conv2d_geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: IntOrPair = 1, padding: Padding = 0,
+                    dilation: IntOrPair = 1, groups: int = 1) -> ConvGeometry:
     """Validate conv2d arguments and return the ConvGeometry (x: N,C,H,W; w: K,C/groups,R,S)."""
     if len(x_shape) != 4:
         raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
@@ -135,7 +144,8 @@ def conv2d_geometry(x_shape, w_shape, stride=1, padding: Padding = 0, dilation=1
     return ConvGeometry(N, C, H, W, K, R, S, P, Q, st, (ph[0], pw[0]), (ph[1], pw[1]), dil, groups)
 
 
-def pool2d_geometry(x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> PoolGeometry:
+def pool2d_geometry(x_shape: Sequence[int], kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                    padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False) -> PoolGeometry:
     """Validate pooling arguments (PyTorch semantics) and return the PoolGeometry."""
     if len(x_shape) != 4:
         raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
@@ -164,15 +174,16 @@ def pool2d_geometry(x_shape, kernel_size, stride=None, padding=0, dilation=1, ce
 _PRECISIONS = ("ieee", "tf32")
 
 
-def _check_conv_opts(algo, precision):
+def _check_conv_opts(algo: Any, precision: Any) -> None:
     if algo not in _ALGOS:
         raise ValueError(f"algo must be one of {_ALGOS}, got {algo!r}")
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding: Padding = 0, dilation=1, groups=1, *,
-           algo: str = "auto", precision: str = "ieee", backend: Optional[str] = None):
+def conv2d(x: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrPair = 1, padding: Padding = 0,
+           dilation: IntOrPair = 1, groups: int = 1, *, algo: str = "auto", precision: str = "ieee",
+           backend: Optional[str] = None) -> Array:
     """2-D convolution (cross-correlation, as in every DL framework).
 
     x: (N, C, H, W); weight: (K, C/groups, R, S); bias: (K,) or None -> y: (N, K, P, Q) with
@@ -193,9 +204,11 @@ def conv2d(x, weight, bias=None, stride=1, padding: Padding = 0, dilation=1, gro
     return be.conv2d_forward(x, weight, bias, g, algo=algo, precision=precision)
 
 
-def conv2d_backward(dy, x, weight, stride=1, padding: Padding = 0, dilation=1, groups=1, *,
-                    need_dx: bool = True, need_dw: bool = True, need_db: bool = True,
-                    algo: str = "auto", precision: str = "ieee", backend: Optional[str] = None):
+def conv2d_backward(dy: Array, x: Array, weight: Array, stride: IntOrPair = 1, padding: Padding = 0,
+                    dilation: IntOrPair = 1, groups: int = 1, *, need_dx: bool = True, need_dw: bool = True,
+                    need_db: bool = True, algo: str = "auto",
+                    precision: str = "ieee", backend: Optional[str] = None
+                    ) -> Tuple[Optional[Array], Optional[Array], Optional[Array]]:
     """Gradients of conv2d: returns (dx, dweight, dbias); entries not asked for are None.
 
     dy: (N, K, P, Q) as produced by ``conv2d`` with the same arguments; dx: (N, C, H, W);
@@ -220,8 +233,9 @@ def conv2d_backward(dy, x, weight, stride=1, padding: Padding = 0, dilation=1, g
 # ----------------------------------------------------------------------------------------------
 # pooling
 # ----------------------------------------------------------------------------------------------
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
-               backend: Optional[str] = None):
+def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False, *, backend: Optional[str] = None
+               ) -> Tuple[Array, Array]:
     """Max pooling. x: (N, C, H, W) -> (y, argmax), both (N, C, P, Q).
 
     argmax (int64) is the flat index ``h * W + w`` of the winning input pixel in its (n, c) plane
@@ -234,8 +248,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return be.max_pool2d_forward(x, g)
 
 
-def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, dilation=1,
-                        ceil_mode=False, *, backend: Optional[str] = None):
+def max_pool2d_backward(dy: Array, argmax: Array, x_shape: Sequence[int], kernel_size: IntOrPair,
+                        stride: Optional[IntOrPair] = None, padding: IntOrPair = 0, dilation: IntOrPair = 1,
+                        ceil_mode: bool = False, *, backend: Optional[str] = None) -> Array:
     """Gradient of max_pool2d: dx (x_shape) gets dy at each window's argmax (summed over windows)."""
     be = _resolve(backend, dy, argmax)
     g = pool2d_geometry(tuple(x_shape), kernel_size, stride, padding, dilation, ceil_mode)
@@ -249,8 +264,8 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0
     return be.max_pool2d_backward(dy, argmax, g)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
-               backend: Optional[str] = None):
+def avg_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> Array:
     """Average pooling (PyTorch semantics). x: (N, C, H, W) -> y: (N, C, P, Q).
 
     count_include_pad: divide by the window size including zero padding (but not the part of a
@@ -263,8 +278,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     return be.avg_pool2d_forward(x, g, count_include_pad=bool(count_include_pad))
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, *, backend: Optional[str] = None):
+def avg_pool2d_backward(dy: Array, x_shape: Sequence[int], kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                        padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True, *,
+                        backend: Optional[str] = None) -> Array:
     """Gradient of avg_pool2d: each input pixel gathers dy / divisor from the windows covering it."""
     be = _resolve(backend, dy)
     _check_float(be, "dy", dy)
@@ -277,15 +293,17 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_m
 # ----------------------------------------------------------------------------------------------
 # normalization
 # ----------------------------------------------------------------------------------------------
-def _check_eps_momentum(eps, momentum=None):
+def _check_eps_momentum(eps: Any, momentum: Any = None) -> None:
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
     if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
         raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
 
 
-def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *, training: bool = True,
-               momentum: float = 0.1, eps: float = 1e-5, relu: bool = False, backend: Optional[str] = None):
+def batch_norm(x: Array, weight: Optional[Array] = None, bias: Optional[Array] = None,
+               running_mean: Optional[Array] = None, running_var: Optional[Array] = None, *, training: bool = True,
+               momentum: float = 0.1, eps: float = 1e-5, relu: bool = False, backend: Optional[str] = None
+               ) -> Tuple[Array, Array, Array]:
     """BatchNorm over (N, H, W) per channel, optionally fused with ReLU. x: (N, C, H, W) or (N, C).
 
     Returns (y, mean, invstd); mean/invstd (C,) float32 (float64 for float64 x) are what backward
@@ -314,8 +332,9 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
                                  momentum=float(momentum), eps=float(eps), relu=bool(relu))
 
 
-def batch_norm_backward(dy, x, y, weight, mean, invstd, *, training: bool = True, relu: bool = False,
-                        backend: Optional[str] = None):
+def batch_norm_backward(dy: Array, x: Array, y: Array, weight: Array, mean: Array, invstd: Array, *,
+                        training: bool = True, relu: bool = False, backend: Optional[str] = None
+                        ) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradient of batch_norm: returns (dx, dweight, dbias) (dweight/dbias None when weight is None).
 
     y is the forward output (its sign gives the ReLU mask when relu=True); mean/invstd as returned
@@ -333,7 +352,9 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, *, training: bool = True
     return be.batch_norm_backward(dy, x, y, weight, mean, invstd, training=bool(training), relu=bool(relu))
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5, *, backend: Optional[str] = None):
+def layer_norm(x: Array, normalized_shape: Union[int, Sequence[int]], weight: Optional[Array] = None,
+               bias: Optional[Array] = None, eps: float = 1e-5, *, backend: Optional[str] = None
+               ) -> Tuple[Array, Array, Array]:
     """LayerNorm over the trailing dims ``normalized_shape``. Returns (y, mean, rstd).
 
     x: (..., *normalized_shape); weight/bias: normalized_shape or None; mean/rstd: (M,) with M the
@@ -354,7 +375,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5, *
     return be.layer_norm_forward(x, len(ns), weight, bias, float(eps))
 
 
-def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim: int, *, backend: Optional[str] = None):
+def layer_norm_backward(dy: Array, x: Array, weight: Array, mean: Array, rstd: Array, normalized_ndim: int, *,
+                        backend: Optional[str] = None) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradient of layer_norm: returns (dx, dweight, dbias) (None for absent weight)."""
     be = _resolve(backend, dy, x, weight)
     if _shape(dy) != _shape(x):
@@ -366,7 +388,8 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim: int, *, back
     return be.layer_norm_backward(dy, x, weight, mean, rstd, int(normalized_ndim))
 
 
-def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, *, backend: Optional[str] = None):
+def group_norm(x: Array, num_groups: int, weight: Optional[Array] = None, bias: Optional[Array] = None,
+               eps: float = 1e-5, *, backend: Optional[str] = None) -> Tuple[Array, Array, Array]:
     """GroupNorm: x (N, C, *) normalized over (C/G, *) per (n, group). Returns (y, mean, rstd).
 
     weight/bias: (C,) or None; mean/rstd: (N, G). InstanceNorm is num_groups == C.
@@ -386,7 +409,8 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5, *,
     return be.group_norm_forward(x, num_groups, weight, bias, float(eps))
 
 
-def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, *, backend: Optional[str] = None):
+def group_norm_backward(dy: Array, x: Array, num_groups: int, weight: Array, mean: Array, rstd: Array, *,
+                        backend: Optional[str] = None) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradient of group_norm: returns (dx, dweight, dbias) (None for absent weight)."""
     be = _resolve(backend, dy, x, weight)
     if _shape(dy) != _shape(x):
@@ -404,14 +428,14 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, *, backend: 
 # ----------------------------------------------------------------------------------------------
 # relu, linear, loss
 # ----------------------------------------------------------------------------------------------
-def relu(x, *, backend: Optional[str] = None):
+def relu(x: Array, *, backend: Optional[str] = None) -> Array:
     """max(x, 0), elementwise, any shape."""
     be = _resolve(backend, x)
     _check_float(be, "x", x)
     return be.relu_forward(x)
 
 
-def relu_backward(dy, y, *, backend: Optional[str] = None):
+def relu_backward(dy: Array, y: Array, *, backend: Optional[str] = None) -> Array:
     """dy * (y > 0), with y the relu output."""
     be = _resolve(backend, dy, y)
     if _shape(dy) != _shape(y):
@@ -420,7 +444,7 @@ def relu_backward(dy, y, *, backend: Optional[str] = None):
     return be.relu_backward(dy, y)
 
 
-def linear(x, weight, bias=None, *, backend: Optional[str] = None):
+def linear(x: Array, weight: Array, bias: Optional[Array] = None, *, backend: Optional[str] = None) -> Array:
     """y = x @ weight.T + bias. x: (M, in_features); weight: (out_features, in_features); bias: (out,)."""
     be = _resolve(backend, x, weight, bias)
     _check_ndim("x", x, 2, "batch, in_features")
@@ -436,7 +460,8 @@ def linear(x, weight, bias=None, *, backend: Optional[str] = None):
     return be.linear_forward(x, weight, bias)
 
 
-def linear_backward(dy, x, weight, *, need_db: bool = True, backend: Optional[str] = None):
+def linear_backward(dy: Array, x: Array, weight: Array, *, need_db: bool = True, backend: Optional[str] = None
+                    ) -> Tuple[Array, Array, Optional[Array]]:
     """Gradient of linear: returns (dx (M, in), dweight (out, in), dbias (out,) or None)."""
     be = _resolve(backend, dy, x, weight)
     _check_ndim("x", x, 2, "batch, in_features")
@@ -448,7 +473,7 @@ def linear_backward(dy, x, weight, *, need_db: bool = True, backend: Optional[st
     return be.linear_backward(dy, x, weight, need_db=bool(need_db))
 
 
-def cross_entropy(logits, labels, *, backend: Optional[str] = None):
+def cross_entropy(logits: Array, labels: Array, *, backend: Optional[str] = None) -> Tuple[Array, Array]:
     """Mean softmax cross-entropy. logits: (M, classes) float; labels: (M,) int in [0, classes).
 
     Returns (loss, probs): loss a 0-d float32 array (float64 for float64 logits), probs (M, classes)
@@ -461,7 +486,7 @@ def cross_entropy(logits, labels, *, backend: Optional[str] = None):
     return be.cross_entropy_forward(logits, labels)
 
 
-def _check_labels(labels, ref, ref_name: str):
+def _check_labels(labels: Any, ref: Array, ref_name: str) -> None:
     """labels: (M,) integers in [0, classes) for ref (M, classes)."""
     if labels.ndim != 1 or int(labels.shape[0]) != int(ref.shape[0]):
         raise ValueError(f"labels must have shape ({int(ref.shape[0])},) to match {ref_name} {_shape(ref)}, "
@@ -473,7 +498,7 @@ def _check_labels(labels, ref, ref_name: str):
         raise ValueError(f"labels must lie in [0, {int(ref.shape[1])}), got values in [{lo}, {hi}]")
 
 
-def cross_entropy_backward(probs, labels, dloss: float = 1.0, *, backend: Optional[str] = None):
+def cross_entropy_backward(probs: Array, labels: Array, dloss: float = 1.0, *, backend: Optional[str] = None) -> Array:
     """Gradient of the mean cross-entropy w.r.t. logits: dloss * (probs - onehot(labels)) / M."""
     be = _resolve(backend, probs, labels)
     _check_ndim("probs", probs, 2, "batch, classes")

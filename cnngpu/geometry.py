@@ -9,7 +9,7 @@ the output size, because an input index is ``out * stride - pad_begin + tap * di
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Any, Iterable, Sequence, Tuple, Union
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -47,14 +47,14 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dila
     """
     pad_end = pad if pad_end is None else pad_end
     span = size + pad + pad_end - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if not ceil_mode:
-        return span // stride + 1
+        return span // stride + 1 if span >= 0 else 0
+    # ceil(span / stride) + 1, also for a window longer than the padded input (span < 0): PyTorch
+    # then still gives one window that starts in the input and overhangs its end
     out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + pad:
+    if out > 0 and (out - 1) * stride >= size + pad:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> Tuple[int, int]:
@@ -116,7 +116,7 @@ class PoolGeometry:
     ceil_mode: bool
 
 
-def receptive_field(layers) -> Tuple[int, int]:
+def receptive_field(layers: Iterable[Any]) -> Tuple[int, int]:
     """Receptive field (rows, cols) of one output pixel of a stack of conv/pool layers.
 
     ``layers`` is an iterable of objects with optional ``kernel_size``, ``stride`` and ``dilation``

@@ -21,7 +21,7 @@ initialisation follow torch, so a torch.nn model's ``state_dict`` loads into the
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from . import backends as _backends
 from . import functional as F
+from ._typing import IntOrPair, Padding
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend"]
@@ -65,7 +66,7 @@ def pick_backend(x: torch.Tensor, backend: Optional[str] = None) -> str:
     return backend
 
 
-def _native(t: Optional[torch.Tensor], backend: str):
+def _native(t: Optional[torch.Tensor], backend: str) -> Any:
     """torch tensor -> the backend's array (zero-copy except numpy-backend on CUDA tensors)."""
     if t is None:
         return None
@@ -80,7 +81,7 @@ def _native(t: Optional[torch.Tensor], backend: str):
     return t.cpu().numpy()
 
 
-def _tensor(a, backend: str, device: torch.device) -> Optional[torch.Tensor]:
+def _tensor(a: Any, backend: str, device: torch.device) -> Optional[torch.Tensor]:
     """Backend array -> torch tensor on ``device`` (zero-copy where the device allows)."""
     if a is None:
         return None
@@ -94,13 +95,13 @@ def _tensor(a, backend: str, device: torch.device) -> Optional[torch.Tensor]:
     return torch.from_numpy(a).to(device)
 
 
-def _write_back(buf: Optional[torch.Tensor], native, backend: str) -> None:
+def _write_back(buf: Optional[torch.Tensor], native: Any, backend: str) -> None:
     """After a kernel updated ``native`` in place: make sure ``buf`` sees it (numpy on CUDA copies)."""
     if buf is not None and backend == "numpy" and buf.device.type != "cpu":
         buf.copy_(torch.from_numpy(np.asarray(native)))
 
 
-def _grad(dy: torch.Tensor, backend: str):
+def _grad(dy: torch.Tensor, backend: str) -> Any:
     return _native(dy.contiguous(), backend)
 
 
@@ -109,7 +110,8 @@ def _grad(dy: torch.Tensor, backend: str):
 # ----------------------------------------------------------------------------------------------
 class _Conv2dFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, algo, precision, backend):
+    def forward(ctx: Any, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
+                algo: Any, precision: Any, backend: Any) -> Any:
         ctx.conf = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         ctx.precision, ctx.has_bias = precision, bias is not None
         ctx.save_for_backward(x, weight)
@@ -119,7 +121,7 @@ class _Conv2dFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: Any) -> Any:
         x, weight = ctx.saved_tensors
         be = ctx.conf["backend"]
         need = ctx.needs_input_grad
@@ -132,7 +134,8 @@ class _Conv2dFn(torch.autograd.Function):
 
 class _MaxPool2dFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+    def forward(ctx: Any, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
+                backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
         y, argmax = F.max_pool2d(_native(x, backend), *ctx.conf, backend=backend)
@@ -143,7 +146,7 @@ class _MaxPool2dFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy, _dargmax):
+    def backward(ctx: Any, dy: Any, _dargmax: Any) -> Any:
         (argmax,) = ctx.saved_tensors
         be = ctx.backend
         dx = F.max_pool2d_backward(_grad(dy, be), _native(argmax, be), ctx.x_shape, *ctx.conf, backend=be)
@@ -152,7 +155,8 @@ class _MaxPool2dFn(torch.autograd.Function):
 
 class _AvgPool2dFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, ceil_mode, count_include_pad, backend):
+    def forward(ctx: Any, x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any, count_include_pad: Any,
+                backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, ceil_mode, count_include_pad)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
         y = F.avg_pool2d(_native(x, backend), *ctx.conf, backend=backend)
@@ -160,7 +164,7 @@ class _AvgPool2dFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: Any) -> Any:
         be = ctx.backend
         dx = F.avg_pool2d_backward(_grad(dy, be), ctx.x_shape, *ctx.conf, backend=be)
         return (_tensor(dx, be, dy.device),) + (None,) * 6
@@ -168,7 +172,8 @@ class _AvgPool2dFn(torch.autograd.Function):
 
 class _BatchNormFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, relu, backend):
+    def forward(ctx: Any, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, training: Any,
+                momentum: Any, eps: Any, relu: Any, backend: Any) -> Any:
         rm, rv = _native(running_mean, backend), _native(running_var, backend)
         y, mean, invstd = F.batch_norm(_native(x, backend), _native(weight, backend), _native(bias, backend), rm, rv,
                                        training=training, momentum=momentum, eps=eps, relu=relu, backend=backend)
@@ -182,7 +187,7 @@ class _BatchNormFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: Any) -> Any:
         x, y, weight, mean, invstd = ctx.saved_tensors
         be = ctx.backend
         dx, dw, db = F.batch_norm_backward(_grad(dy, be), _native(x, be), _native(y, be), _native(weight, be),
@@ -194,7 +199,7 @@ class _BatchNormFn(torch.autograd.Function):
 
 class _LayerNormFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, normalized_shape, weight, bias, eps, backend):
+    def forward(ctx: Any, x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
         y, mean, rstd = F.layer_norm(_native(x, backend), normalized_shape, _native(weight, backend),
                                      _native(bias, backend), eps, backend=backend)
         dev = x.device
@@ -204,7 +209,7 @@ class _LayerNormFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: Any) -> Any:
         x, weight, mean, rstd = ctx.saved_tensors
         be, dev = ctx.backend, x.device
         dx, dw, db = F.layer_norm_backward(_grad(dy, be), _native(x, be), _native(weight, be), _native(mean, be),
@@ -215,7 +220,7 @@ class _LayerNormFn(torch.autograd.Function):
 
 class _GroupNormFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, num_groups, weight, bias, eps, backend):
+    def forward(ctx: Any, x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
         y, mean, rstd = F.group_norm(_native(x, backend), num_groups, _native(weight, backend),
                                      _native(bias, backend), eps, backend=backend)
         dev = x.device
@@ -225,7 +230,7 @@ class _GroupNormFn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy):
+    def backward(ctx: Any, dy: Any) -> Any:
         x, weight, mean, rstd = ctx.saved_tensors
         be, dev = ctx.backend, x.device
         dx, dw, db = F.group_norm_backward(_grad(dy, be), _native(x, be), ctx.num_groups, _native(weight, be),
@@ -237,7 +242,8 @@ class _GroupNormFn(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 # functional API on torch tensors (argument order as in torch.nn.functional)
 # ----------------------------------------------------------------------------------------------
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algo: str = "auto",
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntOrPair = 1,
+           padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1, *, algo: str = "auto",
            precision: str = "ieee", backend: Optional[str] = None) -> torch.Tensor:
     """torch.nn.functional.conv2d on our kernels. x (N, C, H, W), weight (K, C/groups, R, S),
     bias (K,) -> (N, K, P, Q). padding: int, pair, 'same' or 'valid'."""
@@ -245,37 +251,45 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     return _Conv2dFn.apply(x, weight, bias, stride, padding, dilation, groups, algo, precision, be)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
-               backend: Optional[str] = None):
+def max_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
+               backend: Optional[str] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Max pooling (N, C, H, W) -> (N, C, P, Q); with return_indices also the flat h*W+w argmax."""
     be = pick_backend(x, backend)
     y, argmax = _MaxPool2dFn.apply(x, kernel_size, stride, padding, dilation, ceil_mode, be)
     return (y, argmax) if return_indices else y
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
-               backend: Optional[str] = None) -> torch.Tensor:
+def avg_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None
+               ) -> torch.Tensor:
     """Average pooling (N, C, H, W) -> (N, C, P, Q) (torch semantics)."""
     be = pick_backend(x, backend)
     return _AvgPool2dFn.apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad, be)
 
 
-def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5, *, relu: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+def batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None, running_var: Optional[torch.Tensor] = None,
+               weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5, *, relu: bool = False, backend: Optional[str] = None
+               ) -> torch.Tensor:
     """torch.nn.functional.batch_norm (+ fused ReLU with ``relu=True``); x (N, C, H, W) or (N, C).
     Training updates running_mean/var in place when given."""
     be = pick_backend(x, backend)
     return _BatchNormFn.apply(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, relu, be)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, backend: Optional[str] = None):
+def layer_norm(x: torch.Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[torch.Tensor] = None,
+               bias: Optional[torch.Tensor] = None, eps: float = 1e-5, *, backend: Optional[str] = None
+               ) -> torch.Tensor:
     """LayerNorm over the trailing dims ``normalized_shape`` (int or tuple)."""
     be = pick_backend(x, backend)
     ns = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
     return _LayerNormFn.apply(x, ns, weight, bias, eps, be)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, backend: Optional[str] = None):
+def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] = None,
+               bias: Optional[torch.Tensor] = None, eps: float = 1e-5, *, backend: Optional[str] = None
+               ) -> torch.Tensor:
     """GroupNorm: x (N, C, *) normalized over (C/num_groups, *) per sample and group."""
     be = pick_backend(x, backend)
     return _GroupNormFn.apply(x, num_groups, weight, bias, eps, be)
@@ -287,8 +301,10 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, backend: Opti
 class Conv2d(nn.Module):
     """Drop-in for torch.nn.Conv2d (zero padding) running our conv kernels; padding may be 'same'."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, algo="auto", precision="ieee", backend=None, device=None, dtype=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
+                 padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True, *,
+                 algo: str = "auto", precision: str = "ieee", backend: Optional[str] = None,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must both be divisible "
@@ -297,7 +313,7 @@ class Conv2d(nn.Module):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, ks
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.algo, self.precision, self.backend = algo, precision, backend
-        kw = dict(device=device, dtype=dtype)
+        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty((out_channels, in_channels // groups) + ks, **kw))
         self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
         self.reset_parameters()
@@ -310,7 +326,7 @@ class Conv2d(nn.Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                       algo=self.algo, precision=self.precision, backend=self.backend)
 
@@ -323,13 +339,14 @@ class Conv2d(nn.Module):
 class MaxPool2d(nn.Module):
     """Drop-in for torch.nn.MaxPool2d (stride defaults to kernel_size)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False, *,
-                 backend=None):
+    def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+                 dilation: IntOrPair = 1, return_indices: bool = False, ceil_mode: bool = False, *,
+                 backend: Optional[str] = None) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.return_indices, self.ceil_mode, self.backend = return_indices, ceil_mode, backend
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                           self.return_indices, backend=self.backend)
 
@@ -341,13 +358,13 @@ class MaxPool2d(nn.Module):
 class AvgPool2d(nn.Module):
     """Drop-in for torch.nn.AvgPool2d (no divisor_override)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
-                 backend=None):
+    def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad, self.backend = ceil_mode, count_include_pad, backend
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
                           backend=self.backend)
 
@@ -361,14 +378,19 @@ class BatchNorm2d(nn.Module):
     running_mean/running_var/num_batches_tracked buffers (torch's names, so state_dicts load).
     momentum must be a number (torch's cumulative-average ``momentum=None`` is not supported)."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
-                 relu=False, backend=None, device=None, dtype=None):
+    running_mean: Optional[torch.Tensor]
+    running_var: Optional[torch.Tensor]
+    num_batches_tracked: Optional[torch.Tensor]
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, relu: bool = False, backend: Optional[str] = None,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         if momentum is None:
             raise ValueError("momentum=None (cumulative moving average) is not supported; give a number in [0, 1]")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats, self.relu, self.backend = affine, track_running_stats, relu, backend
-        kw = dict(device=device, dtype=dtype)
+        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **kw))
             self.bias = nn.Parameter(torch.zeros(num_features, **kw))
@@ -384,9 +406,9 @@ class BatchNorm2d(nn.Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_stats = self.training or not self.track_running_stats
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
         use_running = not batch_stats or (self.training and self.track_running_stats)
         return batch_norm(x, self.running_mean if use_running else None, self.running_var if use_running else None,
@@ -401,16 +423,17 @@ class BatchNorm2d(nn.Module):
 class LayerNorm(nn.Module):
     """Drop-in for torch.nn.LayerNorm (weight=1, bias=0 initially)."""
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, *, backend=None,
-                 device=None, dtype=None):
+    def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, *, backend: Optional[str] = None, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine, self.backend = ns, eps, elementwise_affine, backend
-        kw = dict(device=device, dtype=dtype)
+        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.ones(ns, **kw)) if elementwise_affine else None
         self.bias = nn.Parameter(torch.zeros(ns, **kw)) if elementwise_affine and bias else None
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -421,17 +444,19 @@ class LayerNorm(nn.Module):
 class GroupNorm(nn.Module):
     """Drop-in for torch.nn.GroupNorm (per-channel affine, weight=1, bias=0 initially)."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, *, backend=None, device=None, dtype=None):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
+                 backend: Optional[str] = None, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         if num_channels % num_groups:
             raise ValueError(f"num_groups={num_groups} must divide num_channels={num_channels}")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         self.backend = backend
-        kw = dict(device=device, dtype=dtype)
+        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.ones(num_channels, **kw)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_channels, **kw)) if affine else None
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:

@@ -80,21 +80,118 @@ def test_cli_backend_and_dtype_validation(tmp_path, capsys):
     assert main(["demo", "--backend", "numpy", "--dtype", "bfloat16", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bfloat16" in err and "numpy" in err
-    with pytest.raises(SystemExit):
-        main(["demo", "--epochs", "0"])
-    assert "--epochs must be >= 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["demo", "--threads", "-1"])
-    assert "--threads >= 0" in capsys.readouterr().err
     if not backends.is_available("cupy"):
         assert main(["demo", "--backend", "cupy", "--out", str(tmp_path)]) == 2
         assert "cannot run here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1, got 0"),
+    (["--epochs", "2.5"], "argument --epochs: must be an integer >= 1, got '2.5'"),
+    (["--batch-size", "1"], "argument --batch-size: must be an integer >= 2, got 1"),
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--threads", "-1"], "argument --threads: must be an integer >= 0, got -1"),
+    (["--lr", "0"], "argument --lr: must be a positive finite number, got '0'"),
+    (["--lr", "nan"], "argument --lr: must be a positive finite number, got 'nan'"),
+    (["--lr=-inf"], "argument --lr: must be a positive finite number, got '-inf'"),
+    (["--lr", "fast"], "argument --lr: must be a positive number, got 'fast'"),
+    (["--out", ""], "argument --out: must be a folder name"),
+    (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+])
+def test_cli_rejects_bad_values_before_training(args, message, capsys):
+    """Every bad value stops the command with status 2 and names the option, before any training."""
+    with pytest.raises(SystemExit) as e:
+        main(["demo", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_cli_rejects_a_file_as_out(tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(f)])
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_cli_version(capsys):
+    import cnngpu
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"cnngpu {cnngpu.__version__}"
+
+
+def test_demo_help_documents_every_option_with_its_default(capsys):
+    from cnngpu.__main__ import build_parser
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines
+    import argparse
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    demo = sub.choices["demo"]
+    for action in demo._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings} has no help text"
+        for opt in action.option_strings:
+            assert opt in text
+        if action.default not in (None, False):
+            assert f"(default: {'./' if action.dest == 'out' else ''}{action.default})" in text, action.dest
+    for opt in ("--no-progress", "--quiet", "--backend"):
+        assert opt in text
+    assert "%%" not in text
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for action in demo._actions:   # the README's synopsis lists every option too
+        if action.dest != "help":
+            assert action.option_strings[-1] in readme, action.option_strings
+
+
+def test_triton_demo_under_the_interpreter_is_refused_with_an_estimate(monkeypatch, capsys, tmp_path):
+    """TRITON_INTERPRET=1 runs each kernel program in Python: the demo says how long it would take
+    instead of sitting at 0/45 for hours."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert main(["demo", "--backend", "triton", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Triton's CPU interpreter" in err and "would take about" in err and "hours" in err, err
+    assert "--backend numpy" in err
+    assert not os.listdir(tmp_path)
+    from cnngpu.demo import interpreter_estimate_s
+    assert interpreter_estimate_s(8, 32) > 3600
+    assert interpreter_estimate_s(1, 32) < interpreter_estimate_s(8, 32)
+
+
+def test_missing_threadpoolctl_is_logged(monkeypatch, caplog):
+    from cnngpu.demo import blas_threads
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    with caplog.at_level("WARNING", logger="cnngpu"):
+        with blas_threads(1) as limited:
+            assert not limited
+    assert any(r.name == "cnngpu.demo" and "threadpoolctl is not installed" in r.getMessage() for r in caplog.records)
+
+
 
 
 def test_cli_info(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "numpy" in text and "available" in text and "default backend:" in text
+    import numpy
+    import cnngpu
+    lines = {ln.split(":", 1)[0]: ln.split(":", 1)[1].strip() for ln in text.splitlines() if ":" in ln}
+    assert lines["cnngpu"] == cnngpu.__version__ and lines["numpy"] == numpy.__version__
+    assert lines["python"].startswith(".".join(map(str, sys.version_info[:3])))
+    for name in ("torch", "triton", "cupy", "device"):
+        assert lines.get(name), (name, text)
+    try:
+        import torch
+    except ImportError:
+        assert lines["torch"].startswith("not installed")
+    else:
+        assert lines["torch"].startswith(torch.__version__)
+        if not torch.cuda.is_available():
+            assert lines["device"].startswith("CPU only")
 
 
 def test_plain_progress_bar_without_tqdm(monkeypatch):

@@ -106,10 +106,11 @@ def residue_classes(g: ConvGeometry) -> Tuple[List[Tuple[int, ...]], Tuple[int, 
     p = i + p0 - t*dp_r (when 0 <= p < P); likewise for columns. A class without taps has nr = 0
     (or ns = 0): its pixels get zero.
     """
-    def axis(size, stride, pad, dil, taps):
+    def axis(size: int, stride: int, pad: int, dil: int, taps: int
+             ) -> Tuple[List[Tuple[int, int, int, int, int]], int, int]:
         step = stride // math.gcd(stride, dil)
         dp = step * dil // stride
-        out = []
+        out: List[Tuple[int, int, int, int, int]] = []
         for a in range(stride):
             count = max(0, ceil_div(size - a, stride))
             first = next((r for r in range(min(taps, step)) if (a + pad - r * dil) % stride == 0), None)
@@ -121,7 +122,7 @@ def residue_classes(g: ConvGeometry) -> Tuple[List[Tuple[int, ...]], Tuple[int, 
 
     rows_h, r_step, dp_r = axis(g.H, g.stride[0], g.pad[0], g.dilation[0], g.R)
     rows_w, s_step, dq_s = axis(g.W, g.stride[1], g.pad[1], g.dilation[1], g.S)
-    rows = [(a, b, hc, wc, r0, nr, p0, s0, ns, q0)
+    rows: List[Tuple[int, ...]] = [(a, b, hc, wc, r0, nr, p0, s0, ns, q0)
             for (a, hc, r0, nr, p0) in rows_h for (b, wc, s0, ns, q0) in rows_w]
     return rows, (r_step, s_step, dp_r, dq_s)
 

@@ -1,10 +1,11 @@
 """Sequential: a chain of layers run forward in order and backward in reverse."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 from ..geometry import receptive_field as _receptive_field
 from .module import Module
+from .._typing import Array
 
 
 class Sequential(Module):
@@ -12,7 +13,7 @@ class Sequential(Module):
     backward in reverse and returns dx of the first layer. Parameters are named like torch's
     ('0.weight', '1.running_mean', ...). The container's backend is that of its first layer."""
 
-    def __init__(self, *layers: Module):
+    def __init__(self, *layers: Module) -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -31,23 +32,23 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Module:
         return self.layers[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy
 
-    def output_shape(self, input_shape) -> Tuple[int, ...]:
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         """The output shape for ``input_shape``, computed layer by layer from the geometry (no
         kernels run); raises the layer's ValueError where a shape does not fit."""
         shape = tuple(int(s) for s in input_shape)
@@ -55,7 +56,7 @@ class Sequential(Module):
             shape = layer.output_shape(shape)
         return shape
 
-    def output_shapes(self, input_shape):
+    def output_shapes(self, input_shape: Sequence[int]) -> List[Tuple[Module, Tuple[int, ...]]]:
         """[(layer, output shape)] for every layer, for a summary table."""
         out, shape = [], tuple(int(s) for s in input_shape)
         for layer in self.layers:

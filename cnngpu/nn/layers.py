@@ -2,23 +2,24 @@
 ``cnngpu.functional`` (forward caches, backward returns dx and accumulates parameter grads)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import functional as F
 from ..geometry import pair
-from .module import Module, kaiming_uniform, positive_int
+from .module import Module, Parameter, kaiming_uniform, positive_int
+from .._typing import Array, IntOrPair, Padding
 
 
-def _positive_pair(value, name: str) -> Tuple[int, int]:
+def _positive_pair(value: Any, name: str) -> Tuple[int, int]:
     p = pair(value, name)
     if p[0] < 1 or p[1] < 1:
         raise ValueError(f"{name} must be positive, got {value!r}")
     return p
 
 
-def _padding_arg(padding):
+def _padding_arg(padding: Padding) -> Padding:
     if isinstance(padding, str):
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
@@ -37,9 +38,13 @@ class Conv2d(Module):
     padding: int, pair, 'same' or 'valid'. algo/precision are passed to ``functional.conv2d``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, algo: str = "auto", precision: str = "ieee",
-                 backend: Optional[str] = None, dtype: str = "float32", seed: Optional[int] = None):
+    weight: Parameter
+    bias: Optional[Parameter]
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
+                 padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True, algo: str = "auto",
+                 precision: str = "ieee", backend: Optional[str] = None, dtype: str = "float32",
+                 seed: Optional[int] = None) -> None:
         super().__init__(backend, dtype)
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
@@ -58,18 +63,18 @@ class Conv2d(Module):
         fan_in = self.in_channels // self.groups * R * S
         self._add_param("weight", kaiming_uniform(gen, (self.out_channels, self.in_channels // self.groups, R, S), fan_in))
         self.bias = self._add_param("bias", kaiming_uniform(gen, (self.out_channels,), fan_in)) if bias else None
-        self._x = None
+        self._x: Optional[Array] = None
 
-    def _kw(self):
+    def _kw(self) -> Dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
                     backend=self.backend)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._x = x
         return F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, algo=self.algo,
                         precision=self.precision, **self._kw())
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._x is None:
             raise RuntimeError("Conv2d.backward called before forward")
         dx, dw, db = F.conv2d_backward(dy, self._x, self.weight.data, need_db=self.bias is not None,
@@ -79,7 +84,7 @@ class Conv2d(Module):
             self.bias.accumulate(db)
         return dx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         g = F.conv2d_geometry(tuple(input_shape), self.weight.shape, self.stride, self.padding, self.dilation,
                               self.groups)
         return (g.N, g.K, g.P, g.Q)
@@ -97,7 +102,8 @@ class Conv2d(Module):
 
 
 class _Pool2d(Module):
-    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode, backend):
+    def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair], padding: IntOrPair, dilation: IntOrPair,
+                 ceil_mode: bool, backend: Optional[str]) -> None:
         super().__init__(backend)
         self.kernel_size = _positive_pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _positive_pair(stride, "stride")
@@ -109,12 +115,12 @@ class _Pool2d(Module):
         if self.padding[0] > k[0] // 2 or self.padding[1] > k[1] // 2:
             raise ValueError(f"padding {self.padding} must be at most half the kernel_size {k}")
         self.ceil_mode = bool(ceil_mode)
-        self._x_shape = None
+        self._x_shape: Optional[Tuple[int, ...]] = None
 
-    def _geom_args(self):
+    def _geom_args(self) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
         return (self.kernel_size, self.stride, self.padding)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         g = F.pool2d_geometry(tuple(input_shape), self.kernel_size, self.stride, self.padding, self.dilation,
                               self.ceil_mode)
         return (g.N, g.C, g.P, g.Q)
@@ -131,19 +137,19 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """Max pooling (PyTorch semantics; stride defaults to kernel_size). Caches the argmax."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                 backend: Optional[str] = None):
+    def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+                 dilation: IntOrPair = 1, ceil_mode: bool = False, backend: Optional[str] = None) -> None:
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode, backend)
-        self._argmax = None
+        self._argmax: Optional[Array] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y, self._argmax = F.max_pool2d(x, *self._geom_args(), dilation=self.dilation, ceil_mode=self.ceil_mode,
                                        backend=self.backend)
         self._x_shape = tuple(int(s) for s in x.shape)
         return y
 
-    def backward(self, dy):
-        if self._argmax is None:
+    def backward(self, dy: Array) -> Array:
+        if self._argmax is None or self._x_shape is None:
             raise RuntimeError("MaxPool2d.backward called before forward")
         return F.max_pool2d_backward(dy, self._argmax, self._x_shape, *self._geom_args(), dilation=self.dilation,
                                      ceil_mode=self.ceil_mode, backend=self.backend)
@@ -152,17 +158,17 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Average pooling (PyTorch semantics; stride defaults to kernel_size)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 backend: Optional[str] = None):
+    def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True, backend: Optional[str] = None) -> None:
         super().__init__(kernel_size, stride, padding, 1, ceil_mode, backend)
         self.count_include_pad = bool(count_include_pad)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._x_shape = tuple(int(s) for s in x.shape)
         return F.avg_pool2d(x, *self._geom_args(), ceil_mode=self.ceil_mode,
                             count_include_pad=self.count_include_pad, backend=self.backend)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._x_shape is None:
             raise RuntimeError("AvgPool2d.backward called before forward")
         return F.avg_pool2d_backward(dy, self._x_shape, *self._geom_args(), ceil_mode=self.ceil_mode,
@@ -176,15 +182,15 @@ class AvgPool2d(_Pool2d):
 class ReLU(Module):
     """max(x, 0); caches its output (the gradient mask)."""
 
-    def __init__(self, backend: Optional[str] = None):
+    def __init__(self, backend: Optional[str] = None) -> None:
         super().__init__(backend)
-        self._y = None
+        self._y: Optional[Array] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._y = F.relu(x, backend=self.backend)
         return self._y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._y is None:
             raise RuntimeError("ReLU.backward called before forward")
         return F.relu_backward(dy, self._y, backend=self.backend)
@@ -193,21 +199,24 @@ class ReLU(Module):
 class Linear(Module):
     """y = x @ weight.T + bias. x (M, in_features) -> (M, out_features); torch's default init."""
 
+    weight: Parameter
+    bias: Optional[Parameter]
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: Optional[str] = None,
-                 dtype: str = "float32", seed: Optional[int] = None):
+                 dtype: str = "float32", seed: Optional[int] = None) -> None:
         super().__init__(backend, dtype)
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
         gen = np.random.default_rng(seed)
         self._add_param("weight", kaiming_uniform(gen, (self.out_features, self.in_features), self.in_features))
         self.bias = self._add_param("bias", kaiming_uniform(gen, (self.out_features,), self.in_features)) if bias else None
-        self._x = None
+        self._x: Optional[Array] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._x = x
         return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, backend=self.backend)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         dx, dw, db = F.linear_backward(dy, self._x, self.weight.data, need_db=self.bias is not None,
@@ -217,7 +226,7 @@ class Linear(Module):
             self.bias.accumulate(db)
         return dx
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         if len(input_shape) != 2 or int(input_shape[1]) != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) needs input shape "
                              f"(M, {self.in_features}), got {tuple(input_shape)}")
@@ -231,20 +240,20 @@ class Linear(Module):
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes dy back."""
 
-    def __init__(self, backend: Optional[str] = None):
+    def __init__(self, backend: Optional[str] = None) -> None:
         super().__init__(backend)
-        self._x_shape = None
+        self._x_shape: Optional[Tuple[int, ...]] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._x_shape = tuple(int(s) for s in x.shape)
         return x.reshape(self._x_shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._x_shape is None:
             raise RuntimeError("Flatten.backward called before forward")
         return dy.reshape(self._x_shape)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: Sequence[int]) -> Tuple[int, ...]:
         n = 1
         for s in input_shape[1:]:
             n *= int(s)

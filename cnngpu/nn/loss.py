@@ -1,11 +1,12 @@
 """CrossEntropyLoss: mean softmax cross-entropy over a batch, with its gradient."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from .. import backends as _backends
 from .. import functional as F
 from ..convert import convert
+from .._typing import Array
 
 
 class CrossEntropyLoss:
@@ -16,13 +17,13 @@ class CrossEntropyLoss:
     dloss * (softmax(logits) - onehot(labels)) / M from the probabilities cached by forward.
     """
 
-    def __init__(self, backend: Optional[str] = None):
+    def __init__(self, backend: Optional[str] = None) -> None:
         if backend is not None:
             _backends.get_backend(backend)  # unknown / unavailable backend raises here
         self.backend = backend
-        self._cache = None
+        self._cache: Optional[Tuple[Array, Array, Optional[str]]] = None
 
-    def forward(self, logits, labels) -> float:
+    def forward(self, logits: Array, labels: Array) -> float:
         backend = self.backend or _backends.backend_of(logits)
         if backend is not None and _backends.backend_of(labels) not in (None, backend) and backend in _backends.NAMES:
             labels = convert(labels, backend)
@@ -32,7 +33,7 @@ class CrossEntropyLoss:
 
     __call__ = forward
 
-    def backward(self, dloss: float = 1.0):
+    def backward(self, dloss: float = 1.0) -> Array:
         if self._cache is None:
             raise RuntimeError("CrossEntropyLoss.backward called before forward")
         probs, labels, backend = self._cache

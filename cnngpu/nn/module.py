@@ -14,12 +14,13 @@ resets them to None). A second forward overwrites the cache.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import backends as _backends
 from ..convert import to_numpy
+from .._typing import Array
 
 
 class Parameter:
@@ -27,7 +28,7 @@ class Parameter:
 
     __slots__ = ("data", "grad", "name")
 
-    def __init__(self, data, name: str = ""):
+    def __init__(self, data: Array, name: str = "") -> None:
         self.data = data
         self.grad = None
         self.name = name
@@ -36,7 +37,7 @@ class Parameter:
     def shape(self) -> Tuple[int, ...]:
         return tuple(int(s) for s in self.data.shape)
 
-    def accumulate(self, g) -> None:
+    def accumulate(self, g: Array) -> None:
         """grad += g (the first call stores g itself; backend ops return fresh arrays)."""
         if g is None:
             return
@@ -68,13 +69,13 @@ def param_dtype(dtype: str) -> str:
     return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
-def positive_int(value, name: str) -> int:
+def positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
 
-def kaiming_uniform(gen: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+def kaiming_uniform(gen: np.random.Generator, shape: Sequence[int], fan_in: int) -> np.ndarray:
     """torch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     (kaiming_uniform_ with a=sqrt(5) reduces to this bound)."""
     bound = 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
@@ -84,7 +85,7 @@ def kaiming_uniform(gen: np.random.Generator, shape, fan_in: int) -> np.ndarray:
 class Module:
     """Base class: parameters, buffers, children, train/eval, backend/dtype bookkeeping."""
 
-    def __init__(self, backend: Optional[str] = None, dtype: str = "float32"):
+    def __init__(self, backend: Optional[str] = None, dtype: str = "float32") -> None:
         self.backend = resolve_backend(backend)
         self.dtype = check_dtype(self.backend, dtype)
         self.training = True
@@ -93,7 +94,7 @@ class Module:
         self._children: "OrderedDict[str, Module]" = OrderedDict()
 
     # -- construction helpers -----------------------------------------------------------------
-    def _asarray(self, a: np.ndarray, dtype: str):
+    def _asarray(self, a: np.ndarray, dtype: str) -> Array:
         return _backends.get_backend(self.backend).asarray(np.asarray(a), dtype=dtype)
 
     def _add_param(self, name: str, value: np.ndarray, dtype: Optional[str] = None) -> Parameter:
@@ -112,13 +113,13 @@ class Module:
         self._children[name] = module
 
     # -- public API ---------------------------------------------------------------------------
-    def forward(self, x):  # pragma: no cover - abstract
+    def forward(self, x: Array) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def backward(self, dy):  # pragma: no cover - abstract
+    def backward(self, dy: Array) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         return self.forward(x)
 
     def named_parameters(self, prefix: str = "") -> Iterator[Tuple[str, Parameter]]:
@@ -193,7 +194,7 @@ class Module:
             else:
                 object.__setattr__(m, n, new)
 
-    def _prefixed_modules(self, prefix: str):
+    def _prefixed_modules(self, prefix: str) -> Iterator[Tuple[str, "Module"]]:
         yield prefix, self
         for cn, c in self._children.items():
             yield from c._prefixed_modules(prefix + cn + ".")

@@ -3,12 +3,13 @@ InstanceNorm2d. Affine parameters start at weight=1, bias=0 (torch's defaults); 
 bfloat16 activations the parameters and statistics are float32."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import functional as F
-from .module import Module, param_dtype, positive_int
+from .module import Module, Parameter, param_dtype, positive_int
+from .._typing import Array
 
 
 class BatchNorm2d(Module):
@@ -22,24 +23,26 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, relu: bool = False, backend: Optional[str] = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32") -> None:
         super().__init__(backend, dtype)
         self.num_features = positive_int(num_features, "num_features")
         F._check_eps_momentum(eps, momentum)
         self.eps, self.momentum = float(eps), float(momentum)
         self.affine, self.track_running_stats, self.relu = bool(affine), bool(track_running_stats), bool(relu)
         C, pdt = self.num_features, param_dtype(self.dtype)
-        self.weight = self.bias = None
+        self.weight: Optional[Parameter] = None
+        self.bias: Optional[Parameter] = None
         if self.affine:
             self._add_param("weight", np.ones(C), pdt)
             self._add_param("bias", np.zeros(C), pdt)
-        self.running_mean = self.running_var = None
+        self.running_mean: Optional[Array] = None
+        self.running_var: Optional[Array] = None
         if self.track_running_stats:
             self._add_buffer("running_mean", np.zeros(C), pdt)
             self._add_buffer("running_var", np.ones(C), pdt)
-        self._cache = None
+        self._cache: Optional[Tuple[Any, ...]] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         batch_stats = self.training or not self.track_running_stats
         track = self.track_running_stats and self.training
         w = None if self.weight is None else self.weight.data
@@ -51,13 +54,13 @@ class BatchNorm2d(Module):
         self._cache = (x, y, mean, invstd, batch_stats)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._cache is None:
             raise RuntimeError("BatchNorm2d.backward called before forward")
         x, y, mean, invstd, batch_stats = self._cache
         dx, dw, db = F.batch_norm_backward(dy, x, y, None if self.weight is None else self.weight.data, mean, invstd,
                                            training=batch_stats, relu=self.relu, backend=self.backend)
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:
             self.weight.accumulate(dw)
             self.bias.accumulate(db)
         return dx
@@ -76,8 +79,8 @@ class BatchNorm2d(Module):
 class LayerNorm(Module):
     """LayerNorm over the trailing ``normalized_shape`` dims of x (same mode in train and eval)."""
 
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 backend: Optional[str] = None, dtype: str = "float32"):
+    def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5, elementwise_affine: bool = True,
+                 backend: Optional[str] = None, dtype: str = "float32") -> None:
         super().__init__(backend, dtype)
         ns = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
         self.normalized_shape = tuple(positive_int(s, "normalized_shape") for s in ns)
@@ -91,15 +94,15 @@ class LayerNorm(Module):
             pdt = param_dtype(self.dtype)
             self._add_param("weight", np.ones(self.normalized_shape), pdt)
             self._add_param("bias", np.zeros(self.normalized_shape), pdt)
-        self._cache = None
+        self._cache: Optional[Tuple[Any, ...]] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y, mean, rstd = F.layer_norm(x, self.normalized_shape, None if self.weight is None else self.weight.data,
                                      None if self.bias is None else self.bias.data, self.eps, backend=self.backend)
         self._cache = (x, mean, rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._cache is None:
             raise RuntimeError("LayerNorm.backward called before forward")
         x, mean, rstd = self._cache
@@ -120,7 +123,7 @@ class GroupNorm(Module):
     sample; per-channel affine (same mode in train and eval)."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
-                 backend: Optional[str] = None, dtype: str = "float32"):
+                 backend: Optional[str] = None, dtype: str = "float32") -> None:
         super().__init__(backend, dtype)
         self.num_groups = positive_int(num_groups, "num_groups")
         self.num_channels = positive_int(num_channels, "num_channels")
@@ -134,9 +137,9 @@ class GroupNorm(Module):
             pdt = param_dtype(self.dtype)
             self._add_param("weight", np.ones(self.num_channels), pdt)
             self._add_param("bias", np.zeros(self.num_channels), pdt)
-        self._cache = None
+        self._cache: Optional[Tuple[Any, ...]] = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         if x.ndim >= 2 and int(x.shape[1]) != self.num_channels:
             raise ValueError(f"{type(self).__name__} expects x with C={self.num_channels} channels, got x shape "
                              f"{tuple(int(s) for s in x.shape)}")
@@ -145,7 +148,7 @@ class GroupNorm(Module):
         self._cache = (x, mean, rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         x, mean, rstd = self._cache
@@ -166,7 +169,7 @@ class InstanceNorm2d(GroupNorm):
     group per channel. No running statistics (torch's default track_running_stats=False)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, backend: Optional[str] = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32") -> None:
         super().__init__(num_features, num_features, eps, affine, backend, dtype)
         self.num_features = self.num_channels
 

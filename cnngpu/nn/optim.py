@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Iterable, List
 
 from .module import Parameter
+from .._typing import Array
 
 
-def _clone(a):
+def _clone(a: Array) -> Array:
     """A copy of a numpy/cupy array or torch tensor."""
     return a.clone() if hasattr(a, "clone") else a.copy()
 
@@ -23,7 +24,7 @@ class SGD:
     """
 
     def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False):
+                 nesterov: bool = False) -> None:
         self.params: List[Parameter] = list(params)
         if not self.params:
             raise ValueError("SGD got an empty parameter list")
