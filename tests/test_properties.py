@@ -12,13 +12,15 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 torch = pytest.importorskip("torch")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import cnngpu.functional as F  # noqa: E402
 from cnngpu import conv_output_size  # noqa: E402
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI cannot turn red on a new draw; raise
+# max_examples (or drop derandomize) locally to search further
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 TF = torch.nn.functional
 
 
@@ -82,7 +84,15 @@ def pool_cases(draw):
                 seed=draw(st.integers(0, 2**16)))
 
 
+_OVERHANG = dict(N=1, C=1, H=1, W=1, k=(1, 2), stride=(1, 2), padding=(0, 0), dilation=(1, 1), ceil_mode=True,
+                 count_include_pad=False, seed=0)   # ceil_mode window longer than the input (found by hypothesis)
+_ALL_PADDING = dict(N=1, C=1, H=1, W=1, k=(2, 1), stride=(1, 1), padding=(1, 0), dilation=(2, 1), ceil_mode=False,
+                    count_include_pad=False, seed=0)   # a dilated window that sees only padding (found by hypothesis)
+
+
 @given(pool_cases())
+@example(_OVERHANG)
+@example(_ALL_PADDING)
 @SETTINGS
 def test_max_pool2d_output_size_and_values_match_torch(case):
     c = case
@@ -97,12 +107,30 @@ def test_max_pool2d_output_size_and_values_match_torch(case):
     ty, tidx = TF.max_pool2d(torch.from_numpy(x), c["k"], return_indices=True, **kw)
     assert y.shape == ref == argmax.shape
     np.testing.assert_array_equal(y, ty.numpy())
-    np.testing.assert_array_equal(np.take_along_axis(x.reshape(c["N"], c["C"], -1), argmax.reshape(c["N"], c["C"], -1),
-                                                     axis=2).reshape(y.shape), y)
-    del tidx   # ties may pick another index: the gathered values are what must agree
+    # the argmax gathers the max (ties may pick another index than torch's: the values must agree);
+    # a window that with dilation sees only padding is -inf, as in torch, and has no argmax
+    seen = np.isfinite(y)
+    gathered = np.take_along_axis(x.reshape(c["N"], c["C"], -1), np.maximum(argmax, 0).reshape(c["N"], c["C"], -1),
+                                  axis=2).reshape(y.shape)
+    np.testing.assert_array_equal(gathered[seen], y[seen])
+    del tidx
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="known bug, found by the property test above: the numpy "
+                   "backend's max_pool2d_backward crashes (np.bincount of argmax -1) on a window that, with "
+                   "dilation, sees only padding; torch gives that window -inf and no gradient. To be fixed in "
+                   "cnngpu/backends (issue 10's area); this test then passes and strict xfail flags it")
+def test_max_pool2d_backward_of_a_window_that_sees_only_padding():
+    x = np.array([[[[0.5]]]])
+    kw = dict(stride=1, padding=(1, 0), dilation=(2, 1))
+    y, argmax = F.max_pool2d(x, (2, 1), backend="numpy", **kw)
+    assert np.isneginf(y).all()
+    dx = F.max_pool2d_backward(np.ones_like(y), argmax, x.shape, (2, 1), backend="numpy", **kw)
+    np.testing.assert_array_equal(dx, np.zeros_like(x))      # torch: no gradient from that window
 
 
 @given(pool_cases())
+@example(_OVERHANG)
 @SETTINGS
 def test_avg_pool2d_output_size_and_values_match_torch(case):
     c = case
