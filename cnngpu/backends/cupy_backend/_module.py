@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 from cnngpu.kernels import CUDA_DIR
 
 from ._cupy import cupy
 
-_modules: Dict[tuple, object] = {}
+_modules: Dict[tuple, Any] = {}
 
 
 @functools.lru_cache(maxsize=None)

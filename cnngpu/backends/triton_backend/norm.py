@@ -45,6 +45,8 @@ def least_waste(configs, C: int, L: int, c_stride_one: bool, c_key: str, l_key: 
         key = (round(waste, 2), -(bc if c_stride_one else bl))
         if best is None or key < best[0]:
             best = (key, cfg)
+    if best is None:
+        raise ValueError("least_waste: no configs to choose from")
     return best[1]
 
 
