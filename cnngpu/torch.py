@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 from . import backends as _backends
 from . import functional as F
 from ._typing import IntOrPair, Padding
+from .geometry import pair
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend"]
@@ -138,7 +139,7 @@ class _MaxPool2dFn(torch.autograd.Function):
                 backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
-        y, argmax = F.max_pool2d(_native(x, backend), *ctx.conf, backend=backend)
+        y, argmax = F.max_pool2d(_native(x, backend), *ctx.conf, return_indices=True, backend=backend)
         argmax = _tensor(argmax, backend, x.device)
         ctx.save_for_backward(argmax)
         ctx.mark_non_differentiable(argmax)
@@ -175,8 +176,8 @@ class _BatchNormFn(torch.autograd.Function):
     def forward(ctx: Any, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, training: Any,
                 momentum: Any, eps: Any, relu: Any, backend: Any) -> Any:
         rm, rv = _native(running_mean, backend), _native(running_var, backend)
-        y, mean, invstd = F.batch_norm(_native(x, backend), _native(weight, backend), _native(bias, backend), rm, rv,
-                                       training=training, momentum=momentum, eps=eps, relu=relu, backend=backend)
+        y, mean, invstd = F.batch_norm(_native(x, backend), rm, rv, _native(weight, backend), _native(bias, backend),
+                                       training, momentum, eps, relu=relu, return_stats=True, backend=backend)
         if training:
             _write_back(running_mean, rm, backend)
             _write_back(running_var, rv, backend)
@@ -201,7 +202,7 @@ class _LayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
         y, mean, rstd = F.layer_norm(_native(x, backend), normalized_shape, _native(weight, backend),
-                                     _native(bias, backend), eps, backend=backend)
+                                     _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
         ctx.save_for_backward(x, weight, _tensor(mean, backend, dev), _tensor(rstd, backend, dev))
         ctx.ndim, ctx.backend, ctx.has_bias = len(normalized_shape), backend, bias is not None
@@ -222,7 +223,7 @@ class _GroupNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
         y, mean, rstd = F.group_norm(_native(x, backend), num_groups, _native(weight, backend),
-                                     _native(bias, backend), eps, backend=backend)
+                                     _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
         ctx.save_for_backward(x, weight, _tensor(mean, backend, dev), _tensor(rstd, backend, dev))
         ctx.num_groups, ctx.backend, ctx.has_bias = num_groups, backend, bias is not None
@@ -248,6 +249,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """torch.nn.functional.conv2d on our kernels. x (N, C, H, W), weight (K, C/groups, R, S),
     bias (K,) -> (N, K, P, Q). padding: int, pair, 'same' or 'valid'."""
     be = pick_backend(x, backend)
+    if isinstance(padding, str) and padding == "same" and pair(stride, "stride") != (1, 1):
+        raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride!r}), as in "
+                         f"torch; cnngpu.functional.conv2d offers it as an extension (TensorFlow's rule)")
     return _Conv2dFn.apply(x, weight, bias, stride, padding, dilation, groups, algo, precision, be)
 
 
@@ -283,7 +287,7 @@ def layer_norm(x: torch.Tensor, normalized_shape: Union[int, Sequence[int]], wei
                ) -> torch.Tensor:
     """LayerNorm over the trailing dims ``normalized_shape`` (int or tuple)."""
     be = pick_backend(x, backend)
-    ns = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    ns = F._normalized_shape(normalized_shape)
     return _LayerNormFn.apply(x, ns, weight, bias, eps, be)
 
 
@@ -382,12 +386,10 @@ class BatchNorm2d(nn.Module):
     running_var: Optional[torch.Tensor]
     num_batches_tracked: Optional[torch.Tensor]
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, relu: bool = False, backend: Optional[str] = None,
                  device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        if momentum is None:
-            raise ValueError("momentum=None (cumulative moving average) is not supported; give a number in [0, 1]")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats, self.relu, self.backend = affine, track_running_stats, relu, backend
         kw: Dict[str, Any] = dict(device=device, dtype=dtype)
@@ -411,8 +413,12 @@ class BatchNorm2d(nn.Module):
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
         use_running = not batch_stats or (self.training and self.track_running_stats)
+        momentum = self.momentum
+        if momentum is None:                         # torch: cumulative moving average
+            n = int(self.num_batches_tracked) if self.num_batches_tracked is not None else 0
+            momentum = 1.0 / n if n > 0 else 0.0
         return batch_norm(x, self.running_mean if use_running else None, self.running_var if use_running else None,
-                          self.weight, self.bias, batch_stats, self.momentum, self.eps, relu=self.relu,
+                          self.weight, self.bias, batch_stats, momentum, self.eps, relu=self.relu,
                           backend=self.backend)
 
     def extra_repr(self) -> str:
