@@ -721,7 +721,7 @@ def _xent_plain(input: Array, target: Array, weight: Any, ignore_index: int, red
     """The case the fused kernels run: (M, C) logits, int64 class indices, none ignored, mean,
     no class weights and no smoothing."""
     return (classes and input.ndim == 2 and weight is None and reduction == "mean" and label_smoothing == 0
-            and dtype_name(target) == "int64" and _numel(input) > 0
+            and dtype_name(target) in ("int64", "uint8") and _numel(input) > 0
             and not bool((target == ignore_index).any()))
 
 

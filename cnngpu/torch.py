@@ -139,7 +139,8 @@ class _MaxPool2dFn(torch.autograd.Function):
                 backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
-        y, argmax = F.max_pool2d(_native(x, backend), *ctx.conf, return_indices=True, backend=backend)
+        k, s, p, d, c = ctx.conf
+        y, argmax = F.max_pool2d(_native(x, backend), k, s, p, d, c, True, backend=backend)
         argmax = _tensor(argmax, backend, x.device)
         ctx.save_for_backward(argmax)
         ctx.mark_non_differentiable(argmax)
