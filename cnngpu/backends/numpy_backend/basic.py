@@ -18,9 +18,10 @@ def relu_forward(x):
 
 
 def relu_backward(dy, y):
-    """dx = dy where y > 0, else 0 (y is the relu output); dx has dy's shape and dtype."""
+    """dx = 0 where y <= 0, else dy (y is the relu output; NaN y passes dy, as torch's
+    threshold_backward); dx has dy's shape and dtype."""
     launched("relu_backward")
-    return np.asarray(np.where(y > 0, dy, np.zeros((), dtype=dy.dtype)).astype(dy.dtype, copy=False))
+    return np.asarray(np.where(y <= 0, np.zeros((), dtype=dy.dtype), dy).astype(dy.dtype, copy=False))
 
 
 # ----------------------------------------------------------------------------------------------
