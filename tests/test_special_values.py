@@ -167,3 +167,35 @@ def test_conv2d_specials(bname):
     dx, dw, _ = F.conv2d_backward(nat(dy), nat(x), nat(w), padding=1, need_db=False, backend=bname)
     _same(dx, xt.grad, "conv dx", atol=1e-4)
     _same(dw, wt.grad, "conv dweight", atol=1e-4)
+
+
+@pytest.mark.parametrize("bname", BACKENDS)
+@pytest.mark.parametrize("geom", [((1, 1, 1, 1), 2, 1, 1, 2), ((1, 2, 1, 3), 2, 1, 1, 2), ((2, 1, 2, 5), (2, 3), 1, 1, (3, 2))])
+def test_max_pool2d_window_of_only_padding(bname, geom):
+    """With dilation a window can see only padding (torch allows the geometry): y = -inf like
+    torch, argmax = -1 and no gradient (torch's index there points into the padding, and its
+    backward may send that window's gradient to a real pixel: cnngpu deliberately sends none)."""
+    require(bname)
+    shape, k, s, p, d = geom
+    x = np.random.default_rng(16).standard_normal(shape).astype(np.float32).astype(np.float64)
+    xt = _t(x, True)
+    yt = TF.max_pool2d(xt, k, s, p, d)
+    dy = np.random.default_rng(17).standard_normal(tuple(yt.shape)).astype(np.float32).astype(np.float64)
+    only_pad = np.isneginf(yt.detach().numpy())
+    yt.backward(_t(np.where(only_pad, 0.0, dy)))
+    y, idx = F.max_pool2d(native(bname, x, "float32"), k, s, p, d, return_indices=True, backend=bname)
+    _same(y, yt.detach(), "maxpool y")
+    assert only_pad.any()
+    np.testing.assert_array_equal(to_f64(idx)[only_pad], -1)
+    dx = F.max_pool2d_backward(native(bname, dy, "float32"), idx, shape, k, s, p, d, backend=bname)
+    _same(dx, xt.grad, "maxpool dx")
+
+
+@pytest.mark.parametrize("bname", ["numpy", "triton"])
+def test_max_pool2d_backward_rejects_out_of_range_argmax(bname):
+    require(bname)
+    dy = native(bname, np.ones((1, 1, 2, 2)), "float32")
+    bad = np.array([[[[0, 1], [2, 16]]]], dtype=np.int64)
+    idx = bad if bname == "numpy" else native(bname, bad, "int64")
+    with pytest.raises(ValueError, match=r"argmax must hold flat indices in \[0, 16\).*\[0, 16\]"):
+        F.max_pool2d_backward(dy, idx, (1, 1, 4, 4), 2, backend=bname)
