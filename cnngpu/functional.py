@@ -120,7 +120,7 @@ def _check_vector(name: str, v: Any, length: int, what: str, x: Any = None) -> N
     if v is None:
         return
     if tuple(v.shape) != (length,):
-        where = f", x shape {_shape(x)}" if x is not None else ""
+        where = f", shape {_shape(x)}" if x is not None else ""
         raise ValueError(f"{name} must have shape ({length},) ({what}{where}), got {_shape(v)}")
     if x is not None and not _param_dtype_ok(x, v):
         raise TypeError(f"{name} has dtype {dtype_name(v)}, x has dtype {dtype_name(x)}: parameters must "
@@ -695,8 +695,8 @@ def _xent_args(be: ModuleType, input: Array, target: Array, weight: Optional[Arr
     tdt = dtype_name(target)
     if tdt in FLOAT_NAMES:                       # class probabilities: input's shape and dtype
         if _shape(target) != _shape(input):
-            raise ValueError(f"target of class probabilities must have {input_name}'s shape {_shape(input)}, "
-                             f"got {_shape(target)}")
+            raise TypeError(f"target has dtype {tdt} and shape {_shape(target)}: class probabilities must have "
+                            f"{input_name}'s shape {_shape(input)}, class indices must be int64")
         _check_same_dtype(input_name, input, "target", target)
         return False
     if tdt not in ("int64", "uint8"):
