@@ -55,7 +55,8 @@ def max_pool2d_forward(x, g: PoolGeometry):
     y = np.where(in_pad, -np.inf, y)
     # a window with no real pixel at all (dilation can step over the whole input): y = -inf,
     # argmax = -1, and backward sends it nothing (as the triton and CUDA kernels)
-    empty = ~(rok.any(axis=1)[:, None] & cok.any(axis=1)[None, :])    # (P, Q)
+    rany, cany = np.asarray(rok.any(axis=1)), np.asarray(cok.any(axis=1))
+    empty = ~(rany[:, None] & cany[None, :])                          # (P, Q)
     if empty.any():
         argmax = np.where(empty, np.int64(-1), argmax)
     launched("max_pool2d_fwd")
