@@ -63,7 +63,8 @@ def pick_backend(x: torch.Tensor, backend: Optional[str] = None) -> str:
         if x.device.type != dev.type:
             raise ValueError(f"backend 'triton' runs on {dev.type} tensors here, got a tensor on {x.device}")
     if backend == "numpy" and x.dtype == torch.bfloat16:
-        raise TypeError("backend 'numpy' has no bfloat16; use float16/float32/float64 or a GPU backend")
+        raise TypeError(f"input has dtype bfloat16 (shape {tuple(x.shape)}), but backend 'numpy' has no bfloat16; "
+                        f"use float16/float32/float64 or a GPU backend")
     return backend
 
 
@@ -78,7 +79,8 @@ def _native(t: Optional[torch.Tensor], backend: str) -> Any:
         import cupy
         return cupy.from_dlpack(t)
     if t.dtype == torch.bfloat16:
-        raise TypeError("backend 'numpy' has no bfloat16; use float16/float32/float64 or a GPU backend")
+        raise TypeError(f"a tensor of dtype bfloat16 (shape {tuple(t.shape)}) was given, but backend 'numpy' has no "
+                        f"bfloat16; use float16/float32/float64 or a GPU backend")
     return t.cpu().numpy()
 
 
