@@ -68,7 +68,7 @@ def pick_backend(x: torch.Tensor, backend: Optional[str] = None) -> str:
     return backend
 
 
-def _native(t: Optional[torch.Tensor], backend: str) -> Any:
+def _native(t: Optional[torch.Tensor], backend: str, name: str = "a tensor argument") -> Any:
     """torch tensor -> the backend's array (zero-copy except numpy-backend on CUDA tensors)."""
     if t is None:
         return None
@@ -79,7 +79,7 @@ def _native(t: Optional[torch.Tensor], backend: str) -> Any:
         import cupy
         return cupy.from_dlpack(t)
     if t.dtype == torch.bfloat16:
-        raise TypeError(f"a tensor of dtype bfloat16 (shape {tuple(t.shape)}) was given, but backend 'numpy' has no "
+        raise TypeError(f"{name} has dtype bfloat16 (shape {tuple(t.shape)}), but backend 'numpy' has no "
                         f"bfloat16; use float16/float32/float64 or a GPU backend")
     return t.cpu().numpy()
 
@@ -118,7 +118,7 @@ class _Conv2dFn(torch.autograd.Function):
         ctx.conf = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         ctx.precision, ctx.has_bias = precision, bias is not None
         ctx.save_for_backward(x, weight)
-        y = F.conv2d(_native(x, backend), _native(weight, backend), _native(bias, backend), algo=algo,
+        y = F.conv2d(_native(x, backend, "input"), _native(weight, backend), _native(bias, backend), algo=algo,
                      precision=precision, **ctx.conf)
         return _tensor(y, backend, x.device)
 
@@ -142,7 +142,7 @@ class _MaxPool2dFn(torch.autograd.Function):
         ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
         k, s, p, d, c = ctx.conf
-        y, argmax = F.max_pool2d(_native(x, backend), k, s, p, d, c, True, backend=backend)
+        y, argmax = F.max_pool2d(_native(x, backend, "input"), k, s, p, d, c, True, backend=backend)
         argmax = _tensor(argmax, backend, x.device)
         ctx.save_for_backward(argmax)
         ctx.mark_non_differentiable(argmax)
@@ -163,7 +163,7 @@ class _AvgPool2dFn(torch.autograd.Function):
                 backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, ceil_mode, count_include_pad)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
-        y = F.avg_pool2d(_native(x, backend), *ctx.conf, backend=backend)
+        y = F.avg_pool2d(_native(x, backend, "input"), *ctx.conf, backend=backend)
         return _tensor(y, backend, x.device)
 
     @staticmethod
@@ -179,7 +179,7 @@ class _BatchNormFn(torch.autograd.Function):
     def forward(ctx: Any, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, training: Any,
                 momentum: Any, eps: Any, relu: Any, backend: Any) -> Any:
         rm, rv = _native(running_mean, backend), _native(running_var, backend)
-        y, mean, invstd = F.batch_norm(_native(x, backend), rm, rv, _native(weight, backend), _native(bias, backend),
+        y, mean, invstd = F.batch_norm(_native(x, backend, "input"), rm, rv, _native(weight, backend), _native(bias, backend),
                                        training, momentum, eps, relu=relu, return_stats=True, backend=backend)
         if training:
             _write_back(running_mean, rm, backend)
@@ -204,7 +204,7 @@ class _BatchNormFn(torch.autograd.Function):
 class _LayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
-        y, mean, rstd = F.layer_norm(_native(x, backend), normalized_shape, _native(weight, backend),
+        y, mean, rstd = F.layer_norm(_native(x, backend, "input"), normalized_shape, _native(weight, backend),
                                      _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
         ctx.save_for_backward(x, weight, _tensor(mean, backend, dev), _tensor(rstd, backend, dev))
@@ -225,7 +225,7 @@ class _LayerNormFn(torch.autograd.Function):
 class _GroupNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
-        y, mean, rstd = F.group_norm(_native(x, backend), num_groups, _native(weight, backend),
+        y, mean, rstd = F.group_norm(_native(x, backend, "input"), num_groups, _native(weight, backend),
                                      _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
         ctx.save_for_backward(x, weight, _tensor(mean, backend, dev), _tensor(rstd, backend, dev))
