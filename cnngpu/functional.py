@@ -665,8 +665,11 @@ def linear_backward(dy: Array, x: Array, weight: Array, *, need_db: bool = True,
     if _shape(dy) != _shape(x)[:-1] + (fout,):
         raise ValueError(f"dy must have shape {_shape(x)[:-1] + (fout,)}, got {_shape(dy)}")
     if _numel(x) == 0 or fout == 0:
-        return (_empty(be, x, _shape(x)), _empty(be, x, _shape(weight)),
-                _empty(be, x, (fout,)) if need_db else None)
+        # in_features == 0 with rows: y was the bias alone, so dbias is still the sum of dy
+        db = None
+        if need_db:
+            db = _flat2d(dy, fout).sum(0) if _numel(dy) else _empty(be, x, (fout,))
+        return _empty(be, x, _shape(x)), _empty(be, x, _shape(weight)), db
     dx, dw, db = be.linear_backward(_flat2d(dy, fout), _flat2d(x, fin), weight, need_db=bool(need_db))
     return dx.reshape(_shape(x)), dw, db
 

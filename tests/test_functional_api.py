@@ -258,3 +258,15 @@ def test_nn_batchnorm_momentum_none_is_cumulative_average():
         np.testing.assert_allclose(bn(x), ref(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(bn.running_mean, ref.running_mean.numpy(), rtol=1e-10)
         np.testing.assert_allclose(bn.running_var, ref.running_var.numpy(), rtol=1e-10)
+
+
+def test_linear_with_no_in_features_is_the_bias_like_torch():
+    x, w, b = np.zeros((2, 0)), np.zeros((3, 0)), np.array([1.0, -2.0, 0.5])
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = TF.linear(xt, wt, bt)
+    dy = _r((2, 3), 30)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(F.linear(x, w, b), yt.detach().numpy())
+    dx, dw, db = F.linear_backward(dy, x, w)
+    assert dx.shape == (2, 0) and dw.shape == (3, 0)
+    np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-12)
