@@ -6,6 +6,13 @@ arrays must be that backend's type. Arguments are validated here, once, and turn
 geometry records of ``cnngpu.geometry``; bad input raises ValueError/TypeError naming the argument
 and the shapes before any kernel runs.
 
+Every forward op has ``torch.nn.functional``'s name, argument names, order, defaults and return
+value; cnngpu's own options are keyword-only (``backend=``, ``relu=``, ``algo=``, ``precision=``),
+and what a backward needs comes back on request: ``return_stats=True`` (the norms),
+``return_indices=True`` (max_pool2d, as torch), ``return_probs=True`` (cross_entropy). Special
+values (NaN, Inf) and empty tensors behave as in torch on every backend. The one deliberate
+extension: ``conv2d(padding='same')`` with stride > 1 (TensorFlow's rule), which torch refuses.
+
 Layout convention: images are NCHW (any strides: channels-last or sliced inputs are accepted),
 conv weights are (K, C/groups, R, S), linear weights are (out_features, in_features).
 """
