@@ -284,10 +284,10 @@ def _cnngpu_case(op, shape, provider, dtype, inputs) -> Case:
         x_shape = shape.x_shape
         if op == "maxpool_fwd":
             def run():
-                return keep(F.max_pool2d(a["x"], backend=be, **pa))
+                return keep(F.max_pool2d(a["x"], backend=be, **pa, return_indices=True))
             pick = lambda r: [r[0]]  # noqa: E731
         elif op == "maxpool_bwd":
-            _, argmax = F.max_pool2d(a["x"], backend=be, **pa)
+            _, argmax = F.max_pool2d(a["x"], backend=be, **pa, return_indices=True)
 
             def run():
                 return keep(F.max_pool2d_backward(a["dy"], argmax, x_shape, backend=be, **pa))
@@ -305,12 +305,12 @@ def _cnngpu_case(op, shape, provider, dtype, inputs) -> Case:
         rm, rv = a["running_mean"], a["running_var"]
         if op == "bn_relu_fwd":
             def run():
-                return keep(F.batch_norm(a["x"], w, b, rm, rv, training=True, momentum=MOMENTUM, eps=EPS,
-                                         relu=True, backend=be))
+                return keep(F.batch_norm(a["x"], rm, rv, w, b, training=True, momentum=MOMENTUM, eps=EPS,
+                                         relu=True, backend=be, return_stats=True))
             pick = lambda r: [r[0]]  # noqa: E731
         else:
-            y, mean, invstd = F.batch_norm(a["x"], w, b, rm, rv, training=True, momentum=MOMENTUM, eps=EPS,
-                                           relu=True, backend=be)
+            y, mean, invstd = F.batch_norm(a["x"], rm, rv, w, b, training=True, momentum=MOMENTUM, eps=EPS,
+                                           relu=True, backend=be, return_stats=True)
 
             def run():
                 return keep(F.batch_norm_backward(a["dy"], a["x"], y, w, mean, invstd, training=True,
@@ -320,10 +320,10 @@ def _cnngpu_case(op, shape, provider, dtype, inputs) -> Case:
         ns, nd = shape.param_shape, shape.normalized_ndim
         if op == "layernorm_fwd":
             def run():
-                return keep(F.layer_norm(a["x"], ns, a["weight"], a["bias"], EPS, backend=be))
+                return keep(F.layer_norm(a["x"], ns, a["weight"], a["bias"], EPS, backend=be, return_stats=True))
             pick = lambda r: [r[0]]  # noqa: E731
         else:
-            _, mean, rstd = F.layer_norm(a["x"], ns, a["weight"], a["bias"], EPS, backend=be)
+            _, mean, rstd = F.layer_norm(a["x"], ns, a["weight"], a["bias"], EPS, backend=be, return_stats=True)
 
             def run():
                 return keep(F.layer_norm_backward(a["dy"], a["x"], a["weight"], mean, rstd, nd, backend=be))
@@ -332,10 +332,10 @@ def _cnngpu_case(op, shape, provider, dtype, inputs) -> Case:
         G = shape.groups
         if op == "groupnorm_fwd":
             def run():
-                return keep(F.group_norm(a["x"], G, a["weight"], a["bias"], EPS, backend=be))
+                return keep(F.group_norm(a["x"], G, a["weight"], a["bias"], EPS, backend=be, return_stats=True))
             pick = lambda r: [r[0]]  # noqa: E731
         else:
-            _, mean, rstd = F.group_norm(a["x"], G, a["weight"], a["bias"], EPS, backend=be)
+            _, mean, rstd = F.group_norm(a["x"], G, a["weight"], a["bias"], EPS, backend=be, return_stats=True)
 
             def run():
                 return keep(F.group_norm_backward(a["dy"], a["x"], G, a["weight"], mean, rstd, backend=be))

@@ -6,6 +6,13 @@ arrays must be that backend's type. Arguments are validated here, once, and turn
 geometry records of ``cnngpu.geometry``; bad input raises ValueError/TypeError naming the argument
 and the shapes before any kernel runs.
 
+Every forward op has ``torch.nn.functional``'s name, argument names, order, defaults and return
+value; cnngpu's own options are keyword-only (``backend=``, ``relu=``, ``algo=``, ``precision=``),
+and what a backward needs comes back on request: ``return_stats=True`` (the norms),
+``return_indices=True`` (max_pool2d, as torch), ``return_probs=True`` (cross_entropy). Special
+values (NaN, Inf) and empty tensors behave as in torch on every backend. The one deliberate
+extension: ``conv2d(padding='same')`` with stride > 1 (TensorFlow's rule), which torch refuses.
+
 Layout convention: images are NCHW (any strides: channels-last or sliced inputs are accepted),
 conv weights are (K, C/groups, R, S), linear weights are (out_features, in_features).
 """
@@ -37,18 +44,56 @@ def _shape(x: Array) -> Tuple[int, ...]:
 
 
 def _resolve(backend: Optional[str], *arrays: Any) -> ModuleType:
-    """Pick the backend module and check every non-None array is of its native type."""
-    first = next((a for a in arrays if a is not None), None)
+    """Pick the backend module and check every non-None array is of its native type.
+
+    arrays: (name, value) pairs (or bare values, named by position), so that a list, a scalar or
+    an array of another backend is reported by the argument's name.
+    """
+    named = [a if isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) else (f"argument {i}", a)
+             for i, a in enumerate(arrays)]
+    for name, a in named:
+        if a is not None and _backends.backend_of(a) is None:
+            raise TypeError(f"{name} must be a numpy.ndarray, cupy.ndarray or torch.Tensor, "
+                            f"got {type(a).__name__}: {_short(a)}")
+    first = next(((n, a) for n, a in named if a is not None), None)
     if backend is None:
-        backend = _backends.backend_of(first) if first is not None else None
-        if backend is None:
-            raise TypeError(f"expected a numpy.ndarray, cupy.ndarray or torch.Tensor, got {type(first).__name__}")
+        if first is None:
+            raise TypeError("expected a numpy.ndarray, cupy.ndarray or torch.Tensor, got None")
+        backend = _backends.backend_of(first[1])
     be = _backends.get_backend(backend)
-    for a in arrays:
+    for name, a in named:
         if a is not None and not isinstance(a, be.array_type):
-            raise TypeError(f"backend {be.name!r} takes {be.array_type.__module__}.{be.array_type.__name__} "
-                            f"arrays, got {type(a).__module__}.{type(a).__name__}")
+            ref = "" if first is None or first[0] == name else f" (as {first[0]} is)"
+            raise TypeError(f"{name} is a {type(a).__module__}.{type(a).__name__}, but backend {be.name!r}{ref} "
+                            f"takes {be.array_type.__module__}.{be.array_type.__name__} arrays: do not mix backends")
     return be
+
+
+def _numel_of(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _numel(x: Array) -> int:
+    return _numel_of(_shape(x))
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _empty(be: ModuleType, like: Array, shape: Sequence[int], dtype: Optional[str] = None) -> Array:
+    """A native empty (or zero-filled) array of ``shape`` on ``like``'s backend: results of empty inputs."""
+    import numpy as np
+    return be.asarray(np.zeros(tuple(int(s) for s in shape), dtype=np.float32 if dtype is None else dtype),
+                      dtype=dtype_name(like) if dtype is None else dtype)
+
+
+def _zeros_like(be: ModuleType, like: Array) -> Array:
+    return _empty(be, like, _shape(like))
 
 
 def _check_float(be: ModuleType, name: str, x: Array) -> str:
@@ -82,7 +127,7 @@ def _check_vector(name: str, v: Any, length: int, what: str, x: Any = None) -> N
     if v is None:
         return
     if tuple(v.shape) != (length,):
-        where = f", x shape {_shape(x)}" if x is not None else ""
+        where = f", shape {_shape(x)}" if x is not None else ""
         raise ValueError(f"{name} must have shape ({length},) ({what}{where}), got {_shape(v)}")
     if x is not None and not _param_dtype_ok(x, v):
         raise TypeError(f"{name} has dtype {dtype_name(v)}, x has dtype {dtype_name(x)}: parameters must "
@@ -119,8 +164,8 @@ def conv2d_geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: IntO
     if Cg != C // groups:
         raise ValueError(f"weight shape {tuple(w_shape)} expects C_in/groups={Cg}, but x shape {tuple(x_shape)} "
                          f"with groups={groups} gives {C // groups}")
-    if min(N, C, H, W) < 1 or min(K, R, S) < 1:
-        raise ValueError(f"empty dimension: x shape {tuple(x_shape)}, weight shape {tuple(w_shape)}")
+    if min(C, H, W) < 1 or min(K, R, S) < 1 or N < 0:
+        raise ValueError(f"empty dimension (only the batch N may be 0): x shape {tuple(x_shape)}, weight shape {tuple(w_shape)}")
     st = _positive_pair(stride, "stride")
     dil = _positive_pair(dilation, "dilation")
     if isinstance(padding, str):
@@ -150,8 +195,8 @@ def pool2d_geometry(x_shape: Sequence[int], kernel_size: IntOrPair, stride: Opti
     if len(x_shape) != 4:
         raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
     N, C, H, W = (int(s) for s in x_shape)
-    if min(N, C, H, W) < 1:
-        raise ValueError(f"x has an empty dimension: shape {tuple(x_shape)}")
+    if min(C, H, W) < 1 or N < 0:
+        raise ValueError(f"x has an empty dimension (only the batch N may be 0): shape {tuple(x_shape)}")
     k = _positive_pair(kernel_size, "kernel_size")
     s = k if stride is None else _positive_pair(stride, "stride")
     d = _positive_pair(dilation, "dilation")
@@ -181,7 +226,7 @@ def _check_conv_opts(algo: Any, precision: Any) -> None:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
 
 
-def conv2d(x: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrPair = 1, padding: Padding = 0,
+def conv2d(input: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrPair = 1, padding: Padding = 0,
            dilation: IntOrPair = 1, groups: int = 1, *, algo: str = "auto", precision: str = "ieee",
            backend: Optional[str] = None) -> Array:
     """2-D convolution (cross-correlation, as in every DL framework).
@@ -192,15 +237,18 @@ def conv2d(x: Array, weight: Array, bias: Optional[Array] = None, stride: IntOrP
     algo: 'direct', 'implicit_gemm' or 'auto' (backend heuristic). precision: for float32 inputs on
     tensor-core backends, 'ieee' (exact fp32 FMA) or 'tf32'. Half inputs accumulate in float32.
     """
-    be = _resolve(backend, x, weight, bias)
+    x = input
+    be = _resolve(backend, ("input", x), ("weight", weight), ("bias", bias))
     _check_conv_opts(algo, precision)
-    _check_ndim("x", x, 4, "N, C, H, W")
-    _check_float(be, "x", x)
-    _check_same_dtype("x", x, "weight", weight)
+    _check_ndim("input", x, 4, "N, C, H, W")
+    _check_float(be, "input", x)
+    _check_same_dtype("input", x, "weight", weight)
     g = conv2d_geometry(_shape(x), _shape(weight), stride, padding, dilation, groups)
     if bias is not None:
-        _check_same_dtype("x", x, "bias", bias)
+        _check_same_dtype("input", x, "bias", bias)
         _check_vector("bias", bias, g.K, "C_out of weight")
+    if g.N == 0:
+        return _empty(be, x, (0, g.K, g.P, g.Q))
     return be.conv2d_forward(x, weight, bias, g, algo=algo, precision=precision)
 
 
@@ -216,7 +264,7 @@ def conv2d_backward(dy: Array, x: Array, weight: Array, stride: IntOrPair = 1, p
     'direct' / 'implicit_gemm' for both dX and dW (the direct kernel where a backend's implicit
     GEMM cannot run the geometry). precision as for ``conv2d``.
     """
-    be = _resolve(backend, dy, x, weight)
+    be = _resolve(backend, ("dy", dy), ("x", x), ("weight", weight))
     _check_conv_opts(algo, precision)
     _check_ndim("x", x, 4, "N, C, H, W")
     _check_float(be, "x", x)
@@ -226,6 +274,9 @@ def conv2d_backward(dy: Array, x: Array, weight: Array, stride: IntOrPair = 1, p
     if _shape(dy) != (g.N, g.K, g.P, g.Q):
         raise ValueError(f"dy must have shape {(g.N, g.K, g.P, g.Q)} (the conv2d output for x {_shape(x)} "
                          f"and weight {_shape(weight)}), got {_shape(dy)}")
+    if g.N == 0:
+        return (_empty(be, x, _shape(x)) if need_dx else None, _zeros_like(be, weight) if need_dw else None,
+                _empty(be, x, (g.K,)) if need_db else None)
     return be.conv2d_backward(dy, x, weight, g, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
                               algo=algo, precision=precision)
 
@@ -233,26 +284,34 @@ def conv2d_backward(dy: Array, x: Array, weight: Array, stride: IntOrPair = 1, p
 # ----------------------------------------------------------------------------------------------
 # pooling
 # ----------------------------------------------------------------------------------------------
-def max_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
-               dilation: IntOrPair = 1, ceil_mode: bool = False, *, backend: Optional[str] = None
-               ) -> Tuple[Array, Array]:
-    """Max pooling. x: (N, C, H, W) -> (y, argmax), both (N, C, P, Q).
+def max_pool2d(input: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
+               backend: Optional[str] = None) -> Union[Array, Tuple[Array, Array]]:
+    """Max pooling (``torch.nn.functional.max_pool2d``). input: (N, C, H, W) -> y (N, C, P, Q), or
+    (y, argmax) with ``return_indices=True`` (what ``max_pool2d_backward`` needs).
 
     argmax (int64) is the flat index ``h * W + w`` of the winning input pixel in its (n, c) plane
-    (the first maximum in row-major window order on ties); padding never wins.
+    (the first maximum in row-major window order on ties, the last NaN when the window holds NaN,
+    as torch); padding never wins. A window that sees only padding (possible with dilation > 1)
+    gives y = -inf and argmax = -1, and no gradient.
     """
-    be = _resolve(backend, x)
-    _check_ndim("x", x, 4, "N, C, H, W")
-    _check_float(be, "x", x)
-    g = pool2d_geometry(_shape(x), kernel_size, stride, padding, dilation, ceil_mode)
-    return be.max_pool2d_forward(x, g)
+    be = _resolve(backend, ("input", input))
+    _check_ndim("input", input, 4, "N, C, H, W")
+    _check_float(be, "input", input)
+    g = pool2d_geometry(_shape(input), kernel_size, stride, padding, dilation, ceil_mode)
+    if g.N * g.C == 0:
+        y, idx = _empty(be, input, (g.N, g.C, g.P, g.Q)), _empty(be, input, (g.N, g.C, g.P, g.Q), "int64")
+    else:
+        y, idx = be.max_pool2d_forward(input, g)
+    return (y, idx) if return_indices else y
 
 
 def max_pool2d_backward(dy: Array, argmax: Array, x_shape: Sequence[int], kernel_size: IntOrPair,
                         stride: Optional[IntOrPair] = None, padding: IntOrPair = 0, dilation: IntOrPair = 1,
                         ceil_mode: bool = False, *, backend: Optional[str] = None) -> Array:
-    """Gradient of max_pool2d: dx (x_shape) gets dy at each window's argmax (summed over windows)."""
-    be = _resolve(backend, dy, argmax)
+    """Gradient of max_pool2d: dx (x_shape) gets dy at each window's argmax (summed over windows);
+    argmax -1 (a window that saw only padding) sends nothing."""
+    be = _resolve(backend, ("dy", dy), ("argmax", argmax))
     g = pool2d_geometry(tuple(x_shape), kernel_size, stride, padding, dilation, ceil_mode)
     _check_float(be, "dy", dy)
     for name, a in (("dy", dy), ("argmax", argmax)):
@@ -261,32 +320,61 @@ def max_pool2d_backward(dy: Array, argmax: Array, x_shape: Sequence[int], kernel
                              f"got {_shape(a)}")
     if not dtype_name(argmax).startswith("int"):
         raise TypeError(f"argmax must be an integer array, got dtype {dtype_name(argmax)}")
+    if g.N * g.C == 0:
+        return _empty(be, dy, (g.N, g.C, g.H, g.W))
+    lo, hi = int(argmax.min()), int(argmax.max())
+    if lo < -1 or hi >= g.H * g.W:
+        raise ValueError(f"argmax must hold flat indices in [0, {g.H * g.W}) of the (H, W) = {(g.H, g.W)} plane "
+                         f"(or -1), got values in [{lo}, {hi}]")
     return be.max_pool2d_backward(dy, argmax, g)
 
 
-def avg_pool2d(x: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> Array:
-    """Average pooling (PyTorch semantics). x: (N, C, H, W) -> y: (N, C, P, Q).
+def _divisor_scale(be: ModuleType, like: Array, g: PoolGeometry, divisor_override: Any) -> Optional[Array]:
+    """(P, Q) factor turning the count_include_pad mean into sum / divisor_override."""
+    if divisor_override is None:
+        return None
+    if isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override == 0:
+        raise ValueError(f"divisor_override must be a non-zero int or None, got {divisor_override!r}")
+    from .backends.numpy_backend.pool import _avg_divisor
+    return be.asarray(_avg_divisor(g, True) / float(divisor_override), dtype=dtype_name(like))
+
+
+def avg_pool2d(input: Array, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Optional[int] = None, *,
+               backend: Optional[str] = None) -> Array:
+    """Average pooling (``torch.nn.functional.avg_pool2d``). input: (N, C, H, W) -> y: (N, C, P, Q).
 
     count_include_pad: divide by the window size including zero padding (but not the part of a
     ceil_mode window past the padded input), else by the number of real pixels in the window.
+    divisor_override: divide every window sum by this number instead.
     """
-    be = _resolve(backend, x)
-    _check_ndim("x", x, 4, "N, C, H, W")
-    _check_float(be, "x", x)
+    x = input
+    be = _resolve(backend, ("input", x))
+    _check_ndim("input", x, 4, "N, C, H, W")
+    _check_float(be, "input", x)
     g = pool2d_geometry(_shape(x), kernel_size, stride, padding, 1, ceil_mode)
+    scale = _divisor_scale(be, x, g, divisor_override)
+    if g.N * g.C == 0:
+        return _empty(be, x, (g.N, g.C, g.P, g.Q))
+    if scale is not None:
+        return be.avg_pool2d_forward(x, g, count_include_pad=True) * scale
     return be.avg_pool2d_forward(x, g, count_include_pad=bool(count_include_pad))
 
 
 def avg_pool2d_backward(dy: Array, x_shape: Sequence[int], kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
-                        padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True, *,
-                        backend: Optional[str] = None) -> Array:
+                        padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: Optional[int] = None, *, backend: Optional[str] = None) -> Array:
     """Gradient of avg_pool2d: each input pixel gathers dy / divisor from the windows covering it."""
-    be = _resolve(backend, dy)
+    be = _resolve(backend, ("dy", dy))
     _check_float(be, "dy", dy)
     g = pool2d_geometry(tuple(x_shape), kernel_size, stride, padding, 1, ceil_mode)
     if _shape(dy) != (g.N, g.C, g.P, g.Q):
         raise ValueError(f"dy must have shape {(g.N, g.C, g.P, g.Q)} for x_shape {tuple(x_shape)}, got {_shape(dy)}")
+    scale = _divisor_scale(be, dy, g, divisor_override)
+    if g.N * g.C == 0:
+        return _empty(be, dy, (g.N, g.C, g.H, g.W))
+    if scale is not None:
+        return be.avg_pool2d_backward(dy * scale, g, count_include_pad=True)
     return be.avg_pool2d_backward(dy, g, count_include_pad=bool(count_include_pad))
 
 
@@ -294,42 +382,68 @@ def avg_pool2d_backward(dy: Array, x_shape: Sequence[int], kernel_size: IntOrPai
 # normalization
 # ----------------------------------------------------------------------------------------------
 def _check_eps_momentum(eps: Any, momentum: Any = None) -> None:
-    if not (isinstance(eps, (int, float)) and eps > 0):
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
-    if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+    if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, (int, float))):
+        raise TypeError(f"momentum must be a number in [0, 1], got {type(momentum).__name__} {momentum!r}")
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
 
 
-def batch_norm(x: Array, weight: Optional[Array] = None, bias: Optional[Array] = None,
-               running_mean: Optional[Array] = None, running_var: Optional[Array] = None, *, training: bool = True,
-               momentum: float = 0.1, eps: float = 1e-5, relu: bool = False, backend: Optional[str] = None
-               ) -> Tuple[Array, Array, Array]:
-    """BatchNorm over (N, H, W) per channel, optionally fused with ReLU. x: (N, C, H, W) or (N, C).
+def _check_writable(name: str, v: Any) -> None:
+    """Running statistics are updated in place: they must be writable."""
+    flags = getattr(v, "flags", None)
+    if flags is not None and hasattr(flags, "writeable") and not flags.writeable:
+        raise ValueError(f"{name} is read-only (numpy flags.writeable is False), but batch_norm with "
+                         f"training=True updates it in place; pass a writable copy")
 
-    Returns (y, mean, invstd); mean/invstd (C,) float32 (float64 for float64 x) are what backward
-    needs. training=True normalizes with the batch statistics (biased variance) and, when running
-    stats are given, updates them in place: r = (1-momentum)*r + momentum*stat, with the unbiased
-    variance. training=False uses the running stats (required) in one fused pass.
+
+def batch_norm(input: Array, running_mean: Optional[Array], running_var: Optional[Array],
+               weight: Optional[Array] = None, bias: Optional[Array] = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5, *, relu: bool = False, return_stats: bool = False,
+               backend: Optional[str] = None) -> Union[Array, Tuple[Array, Array, Array]]:
+    """BatchNorm over (N, H, W) per channel (``torch.nn.functional.batch_norm``: same argument
+    order and defaults), optionally fused with ReLU (``relu=True``). input: (N, C, H, W) or (N, C).
+
+    Returns y; with ``return_stats=True`` returns (y, mean, invstd), mean/invstd (C,) float32
+    (float64 for float64 input): what ``batch_norm_backward`` needs. training=True normalizes with
+    the batch statistics (biased variance) and, when running stats are given, updates them in place:
+    r = (1-momentum)*r + momentum*stat, with the unbiased variance. training=False uses the running
+    stats (required) in one fused pass.
     """
-    be = _resolve(backend, x, weight, bias, running_mean, running_var)
+    x = input
+    be = _resolve(backend, ("input", x), ("running_mean", running_mean), ("running_var", running_var),
+                  ("weight", weight), ("bias", bias))
     if x.ndim not in (2, 4):
-        raise ValueError(f"x must be 2-D (N, C) or 4-D (N, C, H, W), got shape {_shape(x)}")
-    _check_float(be, "x", x)
+        raise ValueError(f"input must be 2-D (N, C) or 4-D (N, C, H, W), got shape {_shape(x)}")
+    _check_float(be, "input", x)
+    if momentum is None:
+        raise TypeError("momentum must be a number in [0, 1], got None (torch.nn.functional.batch_norm takes a "
+                        "float; the cumulative average of momentum=None is a layer feature: nn.BatchNorm2d)")
     _check_eps_momentum(eps, momentum)
     C = int(x.shape[1])
     for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                     ("running_var", running_var)):
-        _check_vector(name, v, C, "one per channel of x", x)
+        _check_vector(name, v, C, "one per channel of input", x)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together")
     if not training and running_mean is None:
         raise ValueError("batch_norm with training=False needs running_mean and running_var")
     if training:
+        for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+            _check_writable(name, v)
         count = int(x.shape[0]) * (int(x.shape[2]) * int(x.shape[3]) if x.ndim == 4 else 1)
-        if count < 2:
-            raise ValueError(f"batch_norm training needs more than one value per channel, x shape {_shape(x)}")
-    return be.batch_norm_forward(x, weight, bias, running_mean, running_var, training=bool(training),
-                                 momentum=float(momentum), eps=float(eps), relu=bool(relu))
+        if count < 2 and C > 0:
+            raise ValueError(f"batch_norm training needs more than one value per channel, input shape {_shape(x)}")
+    if _numel(x) == 0:
+        # nothing to normalize (C == 0; N == 0 only in eval mode): empty y, statistics unchanged
+        sdt = "float64" if dtype_name(x) == "float64" else "float32"
+        y = _empty(be, x, _shape(x))
+        stats = (_empty(be, x, (C,), sdt), _empty(be, x, (C,), sdt))
+        return (y,) + stats if return_stats else y
+    out = be.batch_norm_forward(x, weight, bias, running_mean, running_var, training=bool(training),
+                                momentum=float(momentum), eps=float(eps), relu=bool(relu))
+    return out if return_stats else out[0]
 
 
 def batch_norm_backward(dy: Array, x: Array, y: Array, weight: Array, mean: Array, invstd: Array, *,
@@ -340,7 +454,9 @@ def batch_norm_backward(dy: Array, x: Array, y: Array, weight: Array, mean: Arra
     y is the forward output (its sign gives the ReLU mask when relu=True); mean/invstd as returned
     by the forward. In eval mode (training=False) the statistics are constants.
     """
-    be = _resolve(backend, dy, x, y, weight)
+    be = _resolve(backend, ("dy", dy), ("x", x), ("y", y), ("weight", weight), ("mean", mean), ("invstd", invstd))
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be 2-D (N, C) or 4-D (N, C, H, W), got shape {_shape(x)}")
     if _shape(dy) != _shape(x) or _shape(y) != _shape(x):
         raise ValueError(f"dy {_shape(dy)} and y {_shape(y)} must have x's shape {_shape(x)}")
     _check_float(be, "x", x)
@@ -349,70 +465,118 @@ def batch_norm_backward(dy: Array, x: Array, y: Array, weight: Array, mean: Arra
     _check_vector("weight", weight, C, "one per channel of x", x)
     _check_vector("mean", mean, C, "one per channel of x")
     _check_vector("invstd", invstd, C, "one per channel of x")
+    if _numel(x) == 0:
+        pg = None if weight is None else _zeros_like(be, weight)
+        return _empty(be, x, _shape(x)), pg, None if weight is None else _zeros_like(be, weight)
     return be.batch_norm_backward(dy, x, y, weight, mean, invstd, training=bool(training), relu=bool(relu))
 
 
-def layer_norm(x: Array, normalized_shape: Union[int, Sequence[int]], weight: Optional[Array] = None,
-               bias: Optional[Array] = None, eps: float = 1e-5, *, backend: Optional[str] = None
-               ) -> Tuple[Array, Array, Array]:
-    """LayerNorm over the trailing dims ``normalized_shape``. Returns (y, mean, rstd).
+def _normalized_shape(normalized_shape: Any) -> Tuple[int, ...]:
+    ns = (normalized_shape,) if not isinstance(normalized_shape, (tuple, list)) else tuple(normalized_shape)
+    for d in ns:
+        if isinstance(d, bool) or not isinstance(d, int) and not (hasattr(d, "__index__") and
+                                                                   not isinstance(d, float)):
+            raise TypeError(f"normalized_shape must be an int or a sequence of ints, got {normalized_shape!r}")
+    return tuple(int(d) for d in ns)
 
-    x: (..., *normalized_shape); weight/bias: normalized_shape or None; mean/rstd: (M,) with M the
-    product of the leading dims, float32 (float64 for float64 x).
+
+def layer_norm(input: Array, normalized_shape: Union[int, Sequence[int]], weight: Optional[Array] = None,
+               bias: Optional[Array] = None, eps: float = 1e-5, *, return_stats: bool = False,
+               backend: Optional[str] = None) -> Union[Array, Tuple[Array, Array, Array]]:
+    """LayerNorm over the trailing dims ``normalized_shape`` (``torch.nn.functional.layer_norm``).
+
+    Returns y; with ``return_stats=True`` (y, mean, rstd), mean/rstd (M,) with M the product of
+    the leading dims, float32 (float64 for float64 input). weight/bias: normalized_shape or None.
     """
-    be = _resolve(backend, x, weight, bias)
-    _check_float(be, "x", x)
+    x = input
+    be = _resolve(backend, ("input", x), ("weight", weight), ("bias", bias))
+    _check_float(be, "input", x)
     _check_eps_momentum(eps)
-    ns = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(int(s) for s in normalized_shape)
+    ns = _normalized_shape(normalized_shape)
     if len(ns) == 0 or len(ns) > x.ndim or _shape(x)[x.ndim - len(ns):] != ns:
-        raise ValueError(f"normalized_shape {ns} must be the trailing dims of x, got x shape {_shape(x)}")
+        raise ValueError(f"normalized_shape {ns} must be the trailing dims of input, got input shape {_shape(x)}")
     for name, v in (("weight", weight), ("bias", bias)):
         if v is not None:
             if _shape(v) != ns:
                 raise ValueError(f"{name} must have shape {ns} (normalized_shape), got {_shape(v)}")
             if not _param_dtype_ok(x, v):
-                raise TypeError(f"{name} has dtype {dtype_name(v)}, x has dtype {dtype_name(x)}")
-    return be.layer_norm_forward(x, len(ns), weight, bias, float(eps))
+                raise TypeError(f"{name} has dtype {dtype_name(v)}, input has dtype {dtype_name(x)}")
+    if _numel(x) == 0:
+        M = 1
+        for d in _shape(x)[:x.ndim - len(ns)]:
+            M *= d
+        sdt = "float64" if dtype_name(x) == "float64" else "float32"
+        y = _empty(be, x, _shape(x))
+        st = _empty(be, x, (M,), sdt)
+        if M and _numel(x) == 0:   # empty normalized dims: torch gives NaN statistics
+            st = st * float("nan")
+        return (y, st, st) if return_stats else y
+    out = be.layer_norm_forward(x, len(ns), weight, bias, float(eps))
+    return out if return_stats else out[0]
 
 
 def layer_norm_backward(dy: Array, x: Array, weight: Array, mean: Array, rstd: Array, normalized_ndim: int, *,
                         backend: Optional[str] = None) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradient of layer_norm: returns (dx, dweight, dbias) (None for absent weight)."""
-    be = _resolve(backend, dy, x, weight)
+    be = _resolve(backend, ("dy", dy), ("x", x), ("weight", weight), ("mean", mean), ("rstd", rstd))
     if _shape(dy) != _shape(x):
         raise ValueError(f"dy shape {_shape(dy)} must equal x shape {_shape(x)}")
     _check_float(be, "x", x)
     _check_same_dtype("x", x, "dy", dy)
+    if isinstance(normalized_ndim, bool) or not isinstance(normalized_ndim, int):
+        raise TypeError(f"normalized_ndim must be an int, got {normalized_ndim!r}")
     if not 1 <= normalized_ndim <= x.ndim:
         raise ValueError(f"normalized_ndim must be in [1, {x.ndim}], got {normalized_ndim}")
+    ns = _shape(x)[x.ndim - normalized_ndim:]
+    M = _numel_of(_shape(x)[:x.ndim - normalized_ndim])
+    for name, v in (("mean", mean), ("rstd", rstd)):
+        if _numel(v) != M:
+            raise ValueError(f"{name} must hold one value per normalized row of x: {M} for x shape {_shape(x)} "
+                             f"and normalized_ndim={normalized_ndim}, got shape {_shape(v)}")
+    if weight is not None and _shape(weight) != ns:
+        raise ValueError(f"weight must have shape {ns} (the normalized dims of x), got {_shape(weight)}")
+    if _numel(x) == 0:
+        pg = None if weight is None else _zeros_like(be, weight)
+        return _empty(be, x, _shape(x)), pg, None if weight is None else _zeros_like(be, weight)
     return be.layer_norm_backward(dy, x, weight, mean, rstd, int(normalized_ndim))
 
 
-def group_norm(x: Array, num_groups: int, weight: Optional[Array] = None, bias: Optional[Array] = None,
-               eps: float = 1e-5, *, backend: Optional[str] = None) -> Tuple[Array, Array, Array]:
-    """GroupNorm: x (N, C, *) normalized over (C/G, *) per (n, group). Returns (y, mean, rstd).
+def group_norm(input: Array, num_groups: int, weight: Optional[Array] = None, bias: Optional[Array] = None,
+               eps: float = 1e-5, *, return_stats: bool = False, backend: Optional[str] = None
+               ) -> Union[Array, Tuple[Array, Array, Array]]:
+    """GroupNorm (``torch.nn.functional.group_norm``): input (N, C, *) normalized over (C/G, *) per
+    (n, group). Returns y; with ``return_stats=True`` (y, mean, rstd), mean/rstd (N, G).
 
-    weight/bias: (C,) or None; mean/rstd: (N, G). InstanceNorm is num_groups == C.
+    weight/bias: (C,) or None. InstanceNorm is num_groups == C.
     """
-    be = _resolve(backend, x, weight, bias)
+    x = input
+    be = _resolve(backend, ("input", x), ("weight", weight), ("bias", bias))
     if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, C, ...), got shape {_shape(x)}")
-    _check_float(be, "x", x)
+        raise ValueError(f"input must be at least 2-D (N, C, ...), got shape {_shape(x)}")
+    _check_float(be, "input", x)
     _check_eps_momentum(eps)
     C = int(x.shape[1])
     if isinstance(num_groups, bool) or not isinstance(num_groups, int):
         raise TypeError(f"num_groups must be an int, got {num_groups!r}")
     if num_groups < 1 or C % num_groups != 0:
-        raise ValueError(f"num_groups={num_groups} must be >= 1 and divide C={C} (x shape {_shape(x)})")
+        raise ValueError(f"num_groups={num_groups} must be >= 1 and divide C={C} (input shape {_shape(x)})")
     for name, v in (("weight", weight), ("bias", bias)):
-        _check_vector(name, v, C, "one per channel of x", x)
-    return be.group_norm_forward(x, num_groups, weight, bias, float(eps))
+        _check_vector(name, v, C, "one per channel of input", x)
+    if _numel(x) == 0:
+        sdt = "float64" if dtype_name(x) == "float64" else "float32"
+        st = _empty(be, x, (int(x.shape[0]), num_groups), sdt)
+        y = _empty(be, x, _shape(x))
+        return (y, st, st) if return_stats else y
+    out = be.group_norm_forward(x, num_groups, weight, bias, float(eps))
+    return out if return_stats else out[0]
 
 
 def group_norm_backward(dy: Array, x: Array, num_groups: int, weight: Array, mean: Array, rstd: Array, *,
                         backend: Optional[str] = None) -> Tuple[Array, Optional[Array], Optional[Array]]:
     """Gradient of group_norm: returns (dx, dweight, dbias) (None for absent weight)."""
-    be = _resolve(backend, dy, x, weight)
+    be = _resolve(backend, ("dy", dy), ("x", x), ("weight", weight), ("mean", mean), ("rstd", rstd))
+    if x.ndim < 2:
+        raise ValueError(f"x must be at least 2-D (N, C, ...), got shape {_shape(x)}")
     if _shape(dy) != _shape(x):
         raise ValueError(f"dy shape {_shape(dy)} must equal x shape {_shape(x)}")
     _check_float(be, "x", x)
@@ -422,86 +586,216 @@ def group_norm_backward(dy: Array, x: Array, num_groups: int, weight: Array, mea
         raise TypeError(f"num_groups must be an int, got {num_groups!r}")
     if num_groups < 1 or C % num_groups != 0:
         raise ValueError(f"num_groups={num_groups} must be >= 1 and divide C={C} (x shape {_shape(x)})")
+    _check_vector("weight", weight, C, "one per channel of x", x)
+    for name, v in (("mean", mean), ("rstd", rstd)):
+        if _numel(v) != int(x.shape[0]) * num_groups:
+            raise ValueError(f"{name} must have shape {(int(x.shape[0]), num_groups)} (N, num_groups), "
+                             f"got {_shape(v)}")
+    if _numel(x) == 0:
+        pg = None if weight is None else _zeros_like(be, weight)
+        return _empty(be, x, _shape(x)), pg, None if weight is None else _zeros_like(be, weight)
     return be.group_norm_backward(dy, x, num_groups, weight, mean, rstd)
 
 
 # ----------------------------------------------------------------------------------------------
 # relu, linear, loss
 # ----------------------------------------------------------------------------------------------
-def relu(x: Array, *, backend: Optional[str] = None) -> Array:
-    """max(x, 0), elementwise, any shape."""
-    be = _resolve(backend, x)
-    _check_float(be, "x", x)
-    return be.relu_forward(x)
+def relu(input: Array, inplace: bool = False, *, backend: Optional[str] = None) -> Array:
+    """max(input, 0), elementwise, any shape (NaN stays NaN, as in torch). inplace=True writes the
+    result into input and returns input."""
+    be = _resolve(backend, ("input", input))
+    _check_float(be, "input", input)
+    if _numel(input) == 0:
+        return input if inplace else _empty(be, input, _shape(input))
+    y = be.relu_forward(input)
+    if inplace:
+        input[...] = y
+        return input
+    return y
 
 
 def relu_backward(dy: Array, y: Array, *, backend: Optional[str] = None) -> Array:
-    """dy * (y > 0), with y the relu output."""
-    be = _resolve(backend, dy, y)
+    """dy where y > 0 or y is NaN (torch's threshold_backward: 0 where y <= 0), y the relu output."""
+    be = _resolve(backend, ("dy", dy), ("y", y))
     if _shape(dy) != _shape(y):
         raise ValueError(f"dy shape {_shape(dy)} must equal y shape {_shape(y)}")
     _check_float(be, "dy", dy)
+    if _numel(dy) == 0:
+        return _empty(be, dy, _shape(dy))
     return be.relu_backward(dy, y)
 
 
-def linear(x: Array, weight: Array, bias: Optional[Array] = None, *, backend: Optional[str] = None) -> Array:
-    """y = x @ weight.T + bias. x: (M, in_features); weight: (out_features, in_features); bias: (out,)."""
-    be = _resolve(backend, x, weight, bias)
-    _check_ndim("x", x, 2, "batch, in_features")
+def _flat2d(x: Array, features: int) -> Array:
+    """(..., features) -> (M, features) view or copy."""
+    return x.reshape(-1, features) if x.ndim != 2 else x
+
+
+def linear(input: Array, weight: Array, bias: Optional[Array] = None, *, backend: Optional[str] = None) -> Array:
+    """y = input @ weight.T + bias (``torch.nn.functional.linear``). input: (*, in_features) (any
+    number of leading dims, or none); weight: (out_features, in_features); bias: (out,) or None."""
+    x = input
+    be = _resolve(backend, ("input", x), ("weight", weight), ("bias", bias))
+    if x.ndim < 1:
+        raise ValueError(f"input must be at least 1-D (*, in_features), got shape {_shape(x)}")
     _check_ndim("weight", weight, 2, "out_features, in_features")
-    _check_float(be, "x", x)
-    _check_same_dtype("x", x, "weight", weight)
-    if int(x.shape[1]) != int(weight.shape[1]):
-        raise ValueError(f"x has {int(x.shape[1])} features (shape {_shape(x)}) but weight expects "
-                         f"{int(weight.shape[1])} (shape {_shape(weight)})")
+    _check_float(be, "input", x)
+    _check_same_dtype("input", x, "weight", weight)
+    fin, fout = int(weight.shape[1]), int(weight.shape[0])
+    if int(x.shape[-1]) != fin:
+        raise ValueError(f"input has {int(x.shape[-1])} features (shape {_shape(x)}) but weight expects "
+                         f"{fin} (shape {_shape(weight)})")
     if bias is not None:
-        _check_same_dtype("x", x, "bias", bias)
-        _check_vector("bias", bias, int(weight.shape[0]), "out_features of weight")
-    return be.linear_forward(x, weight, bias)
+        _check_same_dtype("input", x, "bias", bias)
+        _check_vector("bias", bias, fout, "out_features of weight")
+    out_shape = _shape(x)[:-1] + (fout,)
+    if _numel(x) == 0 or fout == 0:
+        y = _empty(be, x, out_shape)
+        if bias is not None and _numel(y):
+            y = y + bias
+        return y
+    return be.linear_forward(_flat2d(x, fin), weight, bias).reshape(out_shape)
 
 
 def linear_backward(dy: Array, x: Array, weight: Array, *, need_db: bool = True, backend: Optional[str] = None
                     ) -> Tuple[Array, Array, Optional[Array]]:
-    """Gradient of linear: returns (dx (M, in), dweight (out, in), dbias (out,) or None)."""
-    be = _resolve(backend, dy, x, weight)
-    _check_ndim("x", x, 2, "batch, in_features")
+    """Gradient of linear: returns (dx (*, in), dweight (out, in), dbias (out,) or None)."""
+    be = _resolve(backend, ("dy", dy), ("x", x), ("weight", weight))
+    if x.ndim < 1:
+        raise ValueError(f"x must be at least 1-D (*, in_features), got shape {_shape(x)}")
     _check_ndim("weight", weight, 2, "out_features, in_features")
     _check_float(be, "x", x)
     _check_same_dtype("x", x, "dy", dy)
-    if _shape(dy) != (int(x.shape[0]), int(weight.shape[0])):
-        raise ValueError(f"dy must have shape {(int(x.shape[0]), int(weight.shape[0]))}, got {_shape(dy)}")
-    return be.linear_backward(dy, x, weight, need_db=bool(need_db))
+    fin, fout = int(weight.shape[1]), int(weight.shape[0])
+    if int(x.shape[-1]) != fin:
+        raise ValueError(f"x has {int(x.shape[-1])} features (shape {_shape(x)}) but weight expects "
+                         f"{fin} (shape {_shape(weight)})")
+    if _shape(dy) != _shape(x)[:-1] + (fout,):
+        raise ValueError(f"dy must have shape {_shape(x)[:-1] + (fout,)}, got {_shape(dy)}")
+    if _numel(x) == 0 or fout == 0:
+        # in_features == 0 with rows: y was the bias alone, so dbias is still the sum of dy
+        db = None
+        if need_db:
+            db = _flat2d(dy, fout).sum(0) if _numel(dy) else _empty(be, x, (fout,))
+        return _empty(be, x, _shape(x)), _empty(be, x, _shape(weight)), db
+    dx, dw, db = be.linear_backward(_flat2d(dy, fout), _flat2d(x, fin), weight, need_db=bool(need_db))
+    return dx.reshape(_shape(x)), dw, db
 
 
-def cross_entropy(logits: Array, labels: Array, *, backend: Optional[str] = None) -> Tuple[Array, Array]:
-    """Mean softmax cross-entropy. logits: (M, classes) float; labels: (M,) int in [0, classes).
+_REDUCTIONS = ("mean", "sum", "none")
 
-    Returns (loss, probs): loss a 0-d float32 array (float64 for float64 logits), probs (M, classes)
-    the softmax, which backward reuses.
+
+def _xent_args(be: ModuleType, input: Array, target: Array, weight: Optional[Array], ignore_index: Any,
+               reduction: Any, label_smoothing: Any, input_name: str) -> bool:
+    """Validate cross_entropy arguments as torch does; True for class-index targets, False for
+    class probabilities."""
+    if input.ndim < 1:
+        raise ValueError(f"{input_name} must be (C,), (N, C) or (N, C, d1, ...), got shape {_shape(input)}")
+    _check_float(be, input_name, input)
+    C = int(input.shape[1]) if input.ndim >= 2 else int(input.shape[0])
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+            or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    if weight is not None:
+        _check_same_dtype(input_name, input, "weight", weight)
+        _check_vector("weight", weight, C, f"one per class of {input_name}")
+    tdt = dtype_name(target)
+    if tdt in FLOAT_NAMES:                       # class probabilities: input's shape and dtype
+        if _shape(target) != _shape(input):
+            raise TypeError(f"target has dtype {tdt} and shape {_shape(target)}: class probabilities must have "
+                            f"{input_name}'s shape {_shape(input)}, class indices must be int64")
+        _check_same_dtype(input_name, input, "target", target)
+        return False
+    if tdt not in ("int64", "uint8"):
+        raise TypeError(f"target must hold int64 class indices (torch's Long; or uint8) or float class "
+                        f"probabilities, got dtype {tdt} with shape {_shape(target)}")
+    want = _shape(input)[:1] + _shape(input)[2:] if input.ndim >= 2 else ()
+    if _shape(target) != want:
+        raise ValueError(f"target must have shape {want} to match {input_name} {_shape(input)} (class indices), "
+                         f"got {_shape(target)}")
+    if _numel(target):
+        valid = target[target != ignore_index]
+        if _numel(valid):
+            lo, hi = int(valid.min()), int(valid.max())
+            if lo < 0 or hi >= C:
+                raise ValueError(f"target class indices must lie in [0, {C}) (or equal ignore_index="
+                                 f"{ignore_index}), got values in [{lo}, {hi}]")
+    return True
+
+
+def _xent_plain(input: Array, target: Array, weight: Any, ignore_index: int, reduction: str,
+                label_smoothing: float, classes: bool) -> bool:
+    """The case the fused kernels run: (M, C) logits, int64 class indices, none ignored, mean,
+    no class weights and no smoothing."""
+    return (classes and input.ndim == 2 and weight is None and reduction == "mean" and label_smoothing == 0
+            and dtype_name(target) in ("int64", "uint8") and _numel(input) > 0
+            and not bool((target == ignore_index).any()))
+
+
+def cross_entropy(input: Array, target: Array, weight: Optional[Array] = None, size_average: Any = None,
+                  ignore_index: int = -100, reduce: Any = None, reduction: str = "mean",
+                  label_smoothing: float = 0.0, *, return_probs: bool = False, backend: Optional[str] = None
+                  ) -> Union[Array, Tuple[Array, Array]]:
+    """Softmax cross-entropy (``torch.nn.functional.cross_entropy``: same arguments and defaults).
+
+    input: (C,), (N, C) or (N, C, d1, ...) logits; target: int64 class indices of shape (), (N,)
+    or (N, d1, ...) (entries equal to ``ignore_index`` contribute nothing), or class probabilities
+    of input's shape. weight: (C,) class weights or None. reduction: 'mean' (weighted mean over the
+    non-ignored entries; over all entries for probability targets), 'sum' or 'none' (per-entry
+    losses, target's shape). Returns the loss (float32 0-d array, float64 for float64 input, for
+    'mean'/'sum'); with ``return_probs=True`` (loss, probs), probs the softmax over C, input's
+    shape, what ``cross_entropy_backward`` needs. size_average/reduce: torch's deprecated
+    arguments, which must stay None.
     """
-    be = _resolve(backend, logits, labels)
-    _check_ndim("logits", logits, 2, "batch, classes")
-    _check_float(be, "logits", logits)
-    _check_labels(labels, logits, "logits")
-    return be.cross_entropy_forward(logits, labels)
+    be = _resolve(backend, ("input", input), ("target", target), ("weight", weight))
+    if size_average is not None or reduce is not None:
+        raise ValueError("size_average and reduce are deprecated in torch; use reduction= ('mean', 'sum', 'none')")
+    classes = _xent_args(be, input, target, weight, ignore_index, reduction, label_smoothing, "input")
+    if _xent_plain(input, target, weight, ignore_index, reduction, label_smoothing, classes):
+        loss, probs = be.cross_entropy_forward(input, target)
+    else:
+        from .backends.numpy_backend import basic as ref
+        loss_n, probs_n = ref.cross_entropy_general_forward(
+            be.to_numpy(input), be.to_numpy(target), None if weight is None else be.to_numpy(weight),
+            int(ignore_index), reduction, float(label_smoothing), classes)
+        sdt = "float64" if dtype_name(input) == "float64" else "float32"
+        loss = be.asarray(loss_n, dtype=sdt if reduction != "none" else dtype_name(input))
+        probs = be.asarray(probs_n, dtype=dtype_name(input))
+    return (loss, probs) if return_probs else loss
 
 
-def _check_labels(labels: Any, ref: Array, ref_name: str) -> None:
-    """labels: (M,) integers in [0, classes) for ref (M, classes)."""
-    if labels.ndim != 1 or int(labels.shape[0]) != int(ref.shape[0]):
-        raise ValueError(f"labels must have shape ({int(ref.shape[0])},) to match {ref_name} {_shape(ref)}, "
-                         f"got {_shape(labels)}")
-    if not dtype_name(labels).startswith(("int", "uint")):
-        raise TypeError(f"labels must be an integer array, got dtype {dtype_name(labels)}")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= int(ref.shape[1]):
-        raise ValueError(f"labels must lie in [0, {int(ref.shape[1])}), got values in [{lo}, {hi}]")
+def cross_entropy_backward(probs: Array, target: Array, dloss: Any = 1.0, weight: Optional[Array] = None,
+                           ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0, *,
+                           backend: Optional[str] = None) -> Array:
+    """Gradient of ``cross_entropy`` w.r.t. its input, from the probs it returned: for the plain
+    case dloss * (probs - onehot(target)) / M. dloss: a number (or a 0-d array) for 'mean'/'sum',
+    an array of target's per-entry shape for reduction='none'. The other arguments as given to
+    the forward."""
+    be = _resolve(backend, ("probs", probs), ("target", target), ("weight", weight))
+    classes = _xent_args(be, probs, target, weight, ignore_index, reduction, label_smoothing, "probs")
+    if reduction == "none":
+        want = _shape(target) if classes else _shape(probs)[:1] + _shape(probs)[2:]
+        if _backend_of_value(dloss) is None or _shape(dloss) != want:
+            raise ValueError(f"dloss must be an array of shape {want} for reduction='none', got {_short(dloss)}")
+    elif _backend_of_value(dloss) is not None:
+        if _numel(dloss) != 1:
+            raise ValueError(f"dloss must be a number or a one-element array for reduction={reduction!r}, "
+                             f"got shape {_shape(dloss)}")
+        dloss = float(dloss.reshape(-1)[0])
+    elif isinstance(dloss, bool) or not isinstance(dloss, (int, float)):
+        raise TypeError(f"dloss must be a number, got {_short(dloss)}")
+    if _xent_plain(probs, target, weight, ignore_index, reduction, label_smoothing, classes):
+        return be.cross_entropy_backward(probs, target, float(dloss))
+    from .backends.numpy_backend import basic as ref
+    dl = be.to_numpy(dloss) if reduction == "none" else float(dloss)
+    g = ref.cross_entropy_general_backward(
+        be.to_numpy(probs), be.to_numpy(target), dl, None if weight is None else be.to_numpy(weight),
+        int(ignore_index), reduction, float(label_smoothing), classes)
+    return be.asarray(g, dtype=dtype_name(probs))
 
 
-def cross_entropy_backward(probs: Array, labels: Array, dloss: float = 1.0, *, backend: Optional[str] = None) -> Array:
-    """Gradient of the mean cross-entropy w.r.t. logits: dloss * (probs - onehot(labels)) / M."""
-    be = _resolve(backend, probs, labels)
-    _check_ndim("probs", probs, 2, "batch, classes")
-    _check_float(be, "probs", probs)
-    _check_labels(labels, probs, "probs")
-    return be.cross_entropy_backward(probs, labels, float(dloss))
+def _backend_of_value(v: Any) -> Optional[str]:
+    return None if v is None else _backends.backend_of(v)

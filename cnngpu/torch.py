@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 from . import backends as _backends
 from . import functional as F
 from ._typing import IntOrPair, Padding
+from .geometry import pair
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend"]
@@ -62,11 +63,12 @@ def pick_backend(x: torch.Tensor, backend: Optional[str] = None) -> str:
         if x.device.type != dev.type:
             raise ValueError(f"backend 'triton' runs on {dev.type} tensors here, got a tensor on {x.device}")
     if backend == "numpy" and x.dtype == torch.bfloat16:
-        raise TypeError("backend 'numpy' has no bfloat16; use float16/float32/float64 or a GPU backend")
+        raise TypeError(f"input has dtype bfloat16 (shape {tuple(x.shape)}), but backend 'numpy' has no bfloat16; "
+                        f"use float16/float32/float64 or a GPU backend")
     return backend
 
 
-def _native(t: Optional[torch.Tensor], backend: str) -> Any:
+def _native(t: Optional[torch.Tensor], backend: str, name: str = "a tensor argument") -> Any:
     """torch tensor -> the backend's array (zero-copy except numpy-backend on CUDA tensors)."""
     if t is None:
         return None
@@ -77,7 +79,8 @@ def _native(t: Optional[torch.Tensor], backend: str) -> Any:
         import cupy
         return cupy.from_dlpack(t)
     if t.dtype == torch.bfloat16:
-        raise TypeError("backend 'numpy' has no bfloat16; use float16/float32/float64 or a GPU backend")
+        raise TypeError(f"{name} has dtype bfloat16 (shape {tuple(t.shape)}), but backend 'numpy' has no "
+                        f"bfloat16; use float16/float32/float64 or a GPU backend")
     return t.cpu().numpy()
 
 
@@ -115,7 +118,7 @@ class _Conv2dFn(torch.autograd.Function):
         ctx.conf = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=backend)
         ctx.precision, ctx.has_bias = precision, bias is not None
         ctx.save_for_backward(x, weight)
-        y = F.conv2d(_native(x, backend), _native(weight, backend), _native(bias, backend), algo=algo,
+        y = F.conv2d(_native(x, backend, "input"), _native(weight, backend), _native(bias, backend), algo=algo,
                      precision=precision, **ctx.conf)
         return _tensor(y, backend, x.device)
 
@@ -138,7 +141,8 @@ class _MaxPool2dFn(torch.autograd.Function):
                 backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
-        y, argmax = F.max_pool2d(_native(x, backend), *ctx.conf, backend=backend)
+        k, s, p, d, c = ctx.conf
+        y, argmax = F.max_pool2d(_native(x, backend, "input"), k, s, p, d, c, True, backend=backend)
         argmax = _tensor(argmax, backend, x.device)
         ctx.save_for_backward(argmax)
         ctx.mark_non_differentiable(argmax)
@@ -159,7 +163,7 @@ class _AvgPool2dFn(torch.autograd.Function):
                 backend: Any) -> Any:
         ctx.conf = (kernel_size, stride, padding, ceil_mode, count_include_pad)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
-        y = F.avg_pool2d(_native(x, backend), *ctx.conf, backend=backend)
+        y = F.avg_pool2d(_native(x, backend, "input"), *ctx.conf, backend=backend)
         return _tensor(y, backend, x.device)
 
     @staticmethod
@@ -175,8 +179,8 @@ class _BatchNormFn(torch.autograd.Function):
     def forward(ctx: Any, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, training: Any,
                 momentum: Any, eps: Any, relu: Any, backend: Any) -> Any:
         rm, rv = _native(running_mean, backend), _native(running_var, backend)
-        y, mean, invstd = F.batch_norm(_native(x, backend), _native(weight, backend), _native(bias, backend), rm, rv,
-                                       training=training, momentum=momentum, eps=eps, relu=relu, backend=backend)
+        y, mean, invstd = F.batch_norm(_native(x, backend, "input"), rm, rv, _native(weight, backend), _native(bias, backend),
+                                       training, momentum, eps, relu=relu, return_stats=True, backend=backend)
         if training:
             _write_back(running_mean, rm, backend)
             _write_back(running_var, rv, backend)
@@ -200,8 +204,8 @@ class _BatchNormFn(torch.autograd.Function):
 class _LayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
-        y, mean, rstd = F.layer_norm(_native(x, backend), normalized_shape, _native(weight, backend),
-                                     _native(bias, backend), eps, backend=backend)
+        y, mean, rstd = F.layer_norm(_native(x, backend, "input"), normalized_shape, _native(weight, backend),
+                                     _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
         ctx.save_for_backward(x, weight, _tensor(mean, backend, dev), _tensor(rstd, backend, dev))
         ctx.ndim, ctx.backend, ctx.has_bias = len(normalized_shape), backend, bias is not None
@@ -221,8 +225,8 @@ class _LayerNormFn(torch.autograd.Function):
 class _GroupNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
-        y, mean, rstd = F.group_norm(_native(x, backend), num_groups, _native(weight, backend),
-                                     _native(bias, backend), eps, backend=backend)
+        y, mean, rstd = F.group_norm(_native(x, backend, "input"), num_groups, _native(weight, backend),
+                                     _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
         ctx.save_for_backward(x, weight, _tensor(mean, backend, dev), _tensor(rstd, backend, dev))
         ctx.num_groups, ctx.backend, ctx.has_bias = num_groups, backend, bias is not None
@@ -248,6 +252,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """torch.nn.functional.conv2d on our kernels. x (N, C, H, W), weight (K, C/groups, R, S),
     bias (K,) -> (N, K, P, Q). padding: int, pair, 'same' or 'valid'."""
     be = pick_backend(x, backend)
+    if isinstance(padding, str) and padding == "same" and pair(stride, "stride") != (1, 1):
+        raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride!r}), as in "
+                         f"torch; cnngpu.functional.conv2d offers it as an extension (TensorFlow's rule)")
     return _Conv2dFn.apply(x, weight, bias, stride, padding, dilation, groups, algo, precision, be)
 
 
@@ -283,7 +290,7 @@ def layer_norm(x: torch.Tensor, normalized_shape: Union[int, Sequence[int]], wei
                ) -> torch.Tensor:
     """LayerNorm over the trailing dims ``normalized_shape`` (int or tuple)."""
     be = pick_backend(x, backend)
-    ns = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    ns = F._normalized_shape(normalized_shape)
     return _LayerNormFn.apply(x, ns, weight, bias, eps, be)
 
 
@@ -382,12 +389,10 @@ class BatchNorm2d(nn.Module):
     running_var: Optional[torch.Tensor]
     num_batches_tracked: Optional[torch.Tensor]
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, relu: bool = False, backend: Optional[str] = None,
                  device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        if momentum is None:
-            raise ValueError("momentum=None (cumulative moving average) is not supported; give a number in [0, 1]")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats, self.relu, self.backend = affine, track_running_stats, relu, backend
         kw: Dict[str, Any] = dict(device=device, dtype=dtype)
@@ -411,8 +416,12 @@ class BatchNorm2d(nn.Module):
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
         use_running = not batch_stats or (self.training and self.track_running_stats)
+        momentum = self.momentum
+        if momentum is None:                         # torch: cumulative moving average
+            n = int(self.num_batches_tracked) if self.num_batches_tracked is not None else 0
+            momentum = 1.0 / n if n > 0 else 0.0
         return batch_norm(x, self.running_mean if use_running else None, self.running_var if use_running else None,
-                          self.weight, self.bias, batch_stats, self.momentum, self.eps, relu=self.relu,
+                          self.weight, self.bias, batch_stats, momentum, self.eps, relu=self.relu,
                           backend=self.backend)
 
     def extra_repr(self) -> str:

@@ -131,7 +131,10 @@ def test_sgd_plain_update_and_zero_grad():
     np.testing.assert_allclose(g, np.ones((2, 4)) @ x)
     SGD(lin.parameters(), lr=0.1).step()
     np.testing.assert_allclose(lin.weight.data, w0 - 0.1 * g)
-    # gradients accumulate across backward calls until zero_grad
+    # gradients accumulate across backward calls until zero_grad (one backward per forward)
+    with pytest.raises(RuntimeError, match="second time"):
+        lin.backward(np.ones((4, 2)))
+    lin(x)
     lin.backward(np.ones((4, 2)))
     np.testing.assert_allclose(lin.weight.grad, 2 * g)
     lin.zero_grad()

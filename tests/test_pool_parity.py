@@ -57,8 +57,8 @@ def _max_pool(be, geom, dtype, seed):
     x = randn(gen, (N, C, H, W), dtype)
     fwd, bwd = KERNELS[be.name][:2]
     with launches(be, fwd):
-        y, idx = F.max_pool2d(native(be.name, x, dtype), k, s, p, d, ceil)
-    yr, ir = F.max_pool2d(x, k, s, p, d, ceil, backend="numpy")
+        y, idx = F.max_pool2d(native(be.name, x, dtype), k, s, p, d, ceil, return_indices=True)
+    yr, ir = F.max_pool2d(x, k, s, p, d, ceil, backend="numpy", return_indices=True)
     assert dtype_name(y) == dtype and dtype_name(idx) == "int64"
     np.testing.assert_array_equal(to_f64(idx), ir)
     np.testing.assert_array_equal(to_f64(y), yr)          # a max of dtype values is exact
@@ -106,8 +106,8 @@ def test_pool_strided_inputs(be, layout):
     gen = rng(7)
     x = randn(gen, (N, C, H, W), "float32")
     xt = relayout(native(be.name, x, "float32"), layout)
-    y, idx = F.max_pool2d(xt, 3, 2, 1)
-    yr, ir = F.max_pool2d(x, 3, 2, 1, backend="numpy")
+    y, idx = F.max_pool2d(xt, 3, 2, 1, return_indices=True)
+    yr, ir = F.max_pool2d(x, 3, 2, 1, backend="numpy", return_indices=True)
     np.testing.assert_array_equal(to_f64(idx), ir)
     np.testing.assert_array_equal(to_f64(y), yr)
     dy = randn(gen, yr.shape, "float32")
@@ -130,8 +130,8 @@ def test_max_pool2d_ties_nan_and_neg_inf(be):
                   [-np.inf, -np.inf, np.nan, 0.0],
                   [-np.inf, -np.inf, 5.0, np.nan]]).reshape(1, 1, 4, 4)
     for k, s, p in ((2, 2, 0), (3, 1, 1), (2, 1, 1)):
-        y, idx = F.max_pool2d(native(be.name, x, "float32"), k, s, p)
-        yr, ir = F.max_pool2d(x, k, s, p, backend="numpy")
+        y, idx = F.max_pool2d(native(be.name, x, "float32"), k, s, p, return_indices=True)
+        yr, ir = F.max_pool2d(x, k, s, p, backend="numpy", return_indices=True)
         np.testing.assert_array_equal(to_f64(idx), ir)
         np.testing.assert_array_equal(to_f64(y), yr)
 

@@ -101,9 +101,9 @@ def test_max_pool2d_output_size_and_values_match_torch(case):
     ref = _torch_shape_or_error(lambda: TF.max_pool2d(torch.from_numpy(x), c["k"], **kw))
     if ref is None:
         with pytest.raises(ValueError, match="larger than the padded input"):
-            F.max_pool2d(x, c["k"], backend="numpy", **kw)
+            F.max_pool2d(x, c["k"], backend="numpy", **kw, return_indices=True)
         return
-    y, argmax = F.max_pool2d(x, c["k"], backend="numpy", **kw)
+    y, argmax = F.max_pool2d(x, c["k"], backend="numpy", **kw, return_indices=True)
     ty, tidx = TF.max_pool2d(torch.from_numpy(x), c["k"], return_indices=True, **kw)
     assert y.shape == ref == argmax.shape
     np.testing.assert_array_equal(y, ty.numpy())

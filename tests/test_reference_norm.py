@@ -96,7 +96,7 @@ def test_batch_norm_train_vs_torch(be, shape, affine, relu, running):
     rm0, rv0 = (rm.copy(), rv.copy()) if running else (None, None)
 
     with launches(be, "batch_norm_forward", "batch_norm_backward"):
-        y, mean, invstd = cf.batch_norm(x, w, b, rm, rv, training=True, momentum=momentum, eps=EPS, relu=relu)
+        y, mean, invstd = cf.batch_norm(x, rm, rv, w, b, training=True, momentum=momentum, eps=EPS, relu=relu, return_stats=True)
         dx, dw, db = cf.batch_norm_backward(dy, x, y, w, mean, invstd, training=True, relu=relu)
 
     xt, wt, bt = T(x, True), T(w, affine), T(b, affine)
@@ -141,7 +141,7 @@ def test_batch_norm_eval_vs_torch(be, shape, affine, relu):
     dy = randn(gen, shape, "float64")
     rm0, rv0 = rm.copy(), rv.copy()
 
-    y, mean, invstd = cf.batch_norm(x, w, b, rm, rv, training=False, momentum=0.1, eps=EPS, relu=relu)
+    y, mean, invstd = cf.batch_norm(x, rm, rv, w, b, training=False, momentum=0.1, eps=EPS, relu=relu, return_stats=True)
     dx, dw, db = cf.batch_norm_backward(dy, x, y, w, mean, invstd, training=False, relu=relu)
 
     np.testing.assert_array_equal(rm, rm0, "eval must not touch running_mean")
@@ -174,7 +174,7 @@ def test_batch_norm_running_stats_over_steps(be):
     rmt, rvt = T(rm), T(rv)
     for step, m in enumerate([0.1, 0.5, 1.0, 0.0, 0.25]):
         x = randn(gen, (3, C, 2, 3), "float64", scale=step + 1.0) + step
-        cf.batch_norm(x, None, None, rm, rv, training=True, momentum=m, eps=EPS)
+        cf.batch_norm(x, rm, rv, None, None, training=True, momentum=m, eps=EPS, return_stats=True)
         F.batch_norm(T(x), rmt, rvt, None, None, training=True, momentum=m, eps=EPS)
         close64(rm, rmt.numpy(), 18, f"running_mean after step {step}")
         close64(rv, rvt.numpy(), 18, f"running_var after step {step}")
@@ -187,7 +187,7 @@ def test_batch_norm_relu_mask(be):
     x = randn(gen, shape, "float64")
     w, b = randn(gen, (C,), "float64"), randn(gen, (C,), "float64")
     rm, rv = randn(gen, (C,), "float64"), gen.random(C) + 0.5
-    y, mean, invstd = cf.batch_norm(x, w, b, rm, rv, training=False, relu=True)
+    y, mean, invstd = cf.batch_norm(x, rm, rv, w, b, training=False, relu=True, return_stats=True)
     assert (y == 0).any() and (y > 0).any()
     dy = randn(gen, shape, "float64")
     dx_off, _, _ = cf.batch_norm_backward(np.where(y > 0, 0.0, dy), x, y, w, mean, invstd, training=False, relu=True)
@@ -215,7 +215,7 @@ def test_layer_norm_vs_torch(be, shape, nd, affine):
     b = randn(gen, ns, "float64") if affine else None
     dy = randn(gen, shape, "float64")
     with launches(be, "layer_norm_forward", "layer_norm_backward"):
-        y, mean, rstd = cf.layer_norm(x, ns, w, b, eps=EPS)
+        y, mean, rstd = cf.layer_norm(x, ns, w, b, eps=EPS, return_stats=True)
         dx, dw, db = cf.layer_norm_backward(dy, x, w, mean, rstd, nd)
 
     xt, wt, bt = T(x, True), T(w, affine), T(b, affine)
@@ -252,7 +252,7 @@ def test_group_norm_vs_torch(be, shape, groups, affine):
     b = randn(gen, (C,), "float64") if affine else None
     dy = randn(gen, shape, "float64")
     with launches(be, "group_norm_forward", "group_norm_backward"):
-        y, mean, rstd = cf.group_norm(x, groups, w, b, eps=EPS)
+        y, mean, rstd = cf.group_norm(x, groups, w, b, eps=EPS, return_stats=True)
         dx, dw, db = cf.group_norm_backward(dy, x, groups, w, mean, rstd)
 
     xt, wt, bt = T(x, True), T(w, affine), T(b, affine)
@@ -283,7 +283,7 @@ def test_instance_norm_is_group_norm_with_C_groups(be, shape, affine):
     w = randn(gen, (C,), "float64") if affine else None
     b = randn(gen, (C,), "float64") if affine else None
     dy = randn(gen, shape, "float64")
-    y, mean, rstd = cf.group_norm(x, C, w, b, eps=EPS)
+    y, mean, rstd = cf.group_norm(x, C, w, b, eps=EPS, return_stats=True)
     dx, dw, db = cf.group_norm_backward(dy, x, C, w, mean, rstd)
     xt, wt, bt = T(x, True), T(w, affine), T(b, affine)
     yt = F.instance_norm(xt, weight=wt, bias=bt, eps=EPS)
@@ -331,13 +331,13 @@ def _inputs_away_from_kink(shape, affine, pre_activation, margin=0.02):
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_train_finite_differences(be, shape, relu, affine):
     x, w, b, cot = _inputs_away_from_kink(
-        shape, affine, lambda x, w, b: cf.batch_norm(x, w, b, training=True, eps=EPS)[0])
+        shape, affine, lambda x, w, b: cf.batch_norm(x, None, None, w, b, training=True, eps=EPS, return_stats=True)[0])
 
     def fwd():
-        return cf.batch_norm(x, w, b, training=True, eps=EPS, relu=relu)[0]
+        return cf.batch_norm(x, None, None, w, b, training=True, eps=EPS, relu=relu, return_stats=True)[0]
 
     def bwd():
-        y, mean, invstd = cf.batch_norm(x, w, b, training=True, eps=EPS, relu=relu)
+        y, mean, invstd = cf.batch_norm(x, None, None, w, b, training=True, eps=EPS, relu=relu, return_stats=True)
         return cf.batch_norm_backward(cot, x, y, w, mean, invstd, training=True, relu=relu)
 
     arrays, names = ([x, w, b], ["dx", "dweight", "dbias"]) if affine else ([x], ["dx"])
@@ -351,14 +351,14 @@ def test_batch_norm_eval_finite_differences(be, shape, relu):
     gen = rng(5)
     rm, rv = randn(gen, (C,), "float64"), gen.random(C) + 0.5
     x, w, b, cot = _inputs_away_from_kink(
-        shape, True, lambda x, w, b: cf.batch_norm(x, w, b, rm, rv, training=False, eps=EPS)[0])
+        shape, True, lambda x, w, b: cf.batch_norm(x, rm, rv, w, b, training=False, eps=EPS, return_stats=True)[0])
     rm0, rv0 = rm.copy(), rv.copy()
 
     def fwd():
-        return cf.batch_norm(x, w, b, rm, rv, training=False, eps=EPS, relu=relu)[0]
+        return cf.batch_norm(x, rm, rv, w, b, training=False, eps=EPS, relu=relu, return_stats=True)[0]
 
     def bwd():
-        y, mean, invstd = cf.batch_norm(x, w, b, rm, rv, training=False, eps=EPS, relu=relu)
+        y, mean, invstd = cf.batch_norm(x, rm, rv, w, b, training=False, eps=EPS, relu=relu, return_stats=True)
         return cf.batch_norm_backward(cot, x, y, w, mean, invstd, training=False, relu=relu)
 
     _fd_check(fwd, bwd, [x, w, b], cot, ["dx", "dweight", "dbias"])
@@ -374,10 +374,10 @@ def test_layer_norm_finite_differences(be, shape, nd):
     cot = randn(gen, shape, "float64")
 
     def fwd():
-        return cf.layer_norm(x, ns, w, b, eps=EPS)[0]
+        return cf.layer_norm(x, ns, w, b, eps=EPS, return_stats=True)[0]
 
     def bwd():
-        _, mean, rstd = cf.layer_norm(x, ns, w, b, eps=EPS)
+        _, mean, rstd = cf.layer_norm(x, ns, w, b, eps=EPS, return_stats=True)
         return cf.layer_norm_backward(cot, x, w, mean, rstd, nd)
 
     _fd_check(fwd, bwd, [x, w, b], cot, ["dx", "dweight", "dbias"])
@@ -391,10 +391,10 @@ def test_group_norm_finite_differences(be, shape, groups):
     cot = randn(gen, shape, "float64")
 
     def fwd():
-        return cf.group_norm(x, groups, w, b, eps=EPS)[0]
+        return cf.group_norm(x, groups, w, b, eps=EPS, return_stats=True)[0]
 
     def bwd():
-        _, mean, rstd = cf.group_norm(x, groups, w, b, eps=EPS)
+        _, mean, rstd = cf.group_norm(x, groups, w, b, eps=EPS, return_stats=True)
         return cf.group_norm_backward(cot, x, groups, w, mean, rstd)
 
     _fd_check(fwd, bwd, [x, w, b], cot, ["dx", "dweight", "dbias"])
@@ -426,7 +426,7 @@ def test_batch_norm_stable_with_large_offset(be):
     n = bn_count(shape)
     assert np.max(np.abs(_naive_var32(x32, (0, 2, 3)) - var_true) / var_true) > 0.1, "offset too small to bite"
     rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
-    y, mean, invstd = cf.batch_norm(x32, None, None, rm, rv, training=True, momentum=1.0, eps=EPS)
+    y, mean, invstd = cf.batch_norm(x32, rm, rv, None, None, training=True, momentum=1.0, eps=EPS, return_stats=True)
     assert y.dtype == np.float32 and invstd.dtype == np.float32
     np.testing.assert_allclose(invstd, 1.0 / np.sqrt(var_true + EPS), rtol=1e-5, err_msg="invstd")
     np.testing.assert_allclose(rv, var_true * n / (n - 1), rtol=1e-5, err_msg="running_var")
@@ -441,13 +441,13 @@ def test_layer_norm_and_group_norm_stable_with_large_offset(be):
     x = x32.astype(np.float64)
     var_ln = x.var(axis=2)
     assert np.max(np.abs(_naive_var32(x32, 2) - var_ln) / var_ln) > 0.1, "offset too small to bite"
-    y, mean, rstd = cf.layer_norm(x32, (25,), eps=EPS)
+    y, mean, rstd = cf.layer_norm(x32, (25,), eps=EPS, return_stats=True)
     np.testing.assert_allclose(rstd, (1.0 / np.sqrt(var_ln + EPS)).reshape(-1), rtol=1e-5, err_msg="LN rstd")
     y_true = (x - x.mean(axis=2, keepdims=True)) / np.sqrt(var_ln + EPS)[..., None]
     np.testing.assert_allclose(y, y_true, rtol=0, atol=_y_tol(rstd), err_msg="LN y")
 
     var_gn = x.reshape(6, 2, 50).var(axis=2)
-    y, mean, rstd = cf.group_norm(x32, 2, eps=EPS)
+    y, mean, rstd = cf.group_norm(x32, 2, eps=EPS, return_stats=True)
     np.testing.assert_allclose(rstd, 1.0 / np.sqrt(var_gn + EPS), rtol=1e-5, err_msg="GN rstd")
     y_true = ((x.reshape(6, 2, 50) - x.reshape(6, 2, 50).mean(axis=2, keepdims=True))
               / np.sqrt(var_gn + EPS)[..., None]).reshape(x.shape)
@@ -475,8 +475,8 @@ def test_batch_norm_low_precision(be, dtype, pdtype, training, relu):
     stat_dt = "float32"
 
     rm_lo, rv_lo = _low(rm, pdtype), _low(rv, pdtype)
-    y, mean, invstd = cf.batch_norm(_low(x, dtype), _low(w, pdtype), _low(b, pdtype), rm_lo, rv_lo,
-                                    training=training, momentum=0.2, eps=EPS, relu=relu)
+    y, mean, invstd = cf.batch_norm(_low(x, dtype), rm_lo, rv_lo, _low(w, pdtype), _low(b, pdtype),
+                                    training=training, momentum=0.2, eps=EPS, relu=relu, return_stats=True)
     dx, dw, db = cf.batch_norm_backward(_low(dy, dtype), _low(x, dtype), y, _low(w, pdtype), mean, invstd,
                                         training=training, relu=relu)
     assert y.dtype == dtype and dx.dtype == dtype
@@ -485,8 +485,8 @@ def test_batch_norm_low_precision(be, dtype, pdtype, training, relu):
     assert rm_lo.dtype == pdtype and rv_lo.dtype == pdtype
 
     rm64, rv64 = rm.copy(), rv.copy()
-    y64, mean64, invstd64 = cf.batch_norm(x, w, b, rm64, rv64, training=training, momentum=0.2, eps=EPS,
-                                          relu=relu)
+    y64, mean64, invstd64 = cf.batch_norm(x, rm64, rv64, w, b, training=training, momentum=0.2, eps=EPS,
+                                          relu=relu, return_stats=True)
     # backward oracle evaluated at the low-precision run's own y (same ReLU mask): float64 math
     dx64, dw64, db64 = cf.batch_norm_backward(dy, x, y.astype(np.float64), w, mean64, invstd64,
                                               training=training, relu=relu)
@@ -508,10 +508,10 @@ def test_layer_norm_and_group_norm_low_precision(be, dtype, pdtype):
     # layer norm over the last two dims
     ns = (5, 6)
     w, b = randn(gen, ns, pdtype), randn(gen, ns, pdtype)
-    y, mean, rstd = cf.layer_norm(_low(x, dtype), ns, _low(w, pdtype), _low(b, pdtype), eps=EPS)
+    y, mean, rstd = cf.layer_norm(_low(x, dtype), ns, _low(w, pdtype), _low(b, pdtype), eps=EPS, return_stats=True)
     dx, dw, db = cf.layer_norm_backward(_low(dy, dtype), _low(x, dtype), _low(w, pdtype), mean, rstd, 2)
     assert y.dtype == dtype and dx.dtype == dtype and mean.dtype == "float32" and dw.dtype == pdtype
-    y64, mean64, rstd64 = cf.layer_norm(x, ns, w, b, eps=EPS)
+    y64, mean64, rstd64 = cf.layer_norm(x, ns, w, b, eps=EPS, return_stats=True)
     dx64, dw64, db64 = cf.layer_norm_backward(dy, x, w, mean64, rstd64, 2)
     assert_close(y, y64, dtype, 30, "LN y")
     assert_close(rstd, rstd64, "float32", 30, "LN rstd")
@@ -521,10 +521,10 @@ def test_layer_norm_and_group_norm_low_precision(be, dtype, pdtype):
     # group norm, 2 groups
     C = shape[1]
     w, b = randn(gen, (C,), pdtype), randn(gen, (C,), pdtype)
-    y, mean, rstd = cf.group_norm(_low(x, dtype), 2, _low(w, pdtype), _low(b, pdtype), eps=EPS)
+    y, mean, rstd = cf.group_norm(_low(x, dtype), 2, _low(w, pdtype), _low(b, pdtype), eps=EPS, return_stats=True)
     dx, dw, db = cf.group_norm_backward(_low(dy, dtype), _low(x, dtype), 2, _low(w, pdtype), mean, rstd)
     assert y.dtype == dtype and dx.dtype == dtype and rstd.dtype == "float32" and db.dtype == pdtype
-    y64, mean64, rstd64 = cf.group_norm(x, 2, w, b, eps=EPS)
+    y64, mean64, rstd64 = cf.group_norm(x, 2, w, b, eps=EPS, return_stats=True)
     dx64, dw64, db64 = cf.group_norm_backward(dy, x, 2, w, mean64, rstd64)
     assert_close(y, y64, dtype, 60, "GN y")
     assert_close(mean, mean64, "float32", 60, "GN mean")
@@ -545,16 +545,16 @@ def test_norms_accept_channels_last_views(be):
     dy = randn(gen, x.shape, "float64")
     w, b = randn(gen, (6,), "float64"), randn(gen, (6,), "float64")
     for name, run in [
-        ("bn", lambda a: cf.batch_norm(a, w, b, training=True, relu=True)),
-        ("gn", lambda a: cf.group_norm(a, 3, w, b)),
-        ("ln", lambda a: cf.layer_norm(a, (4, 5))),
+        ("bn", lambda a: cf.batch_norm(a, None, None, w, b, training=True, relu=True, return_stats=True)),
+        ("gn", lambda a: cf.group_norm(a, 3, w, b, return_stats=True)),
+        ("ln", lambda a: cf.layer_norm(a, (4, 5), return_stats=True)),
     ]:
         for got, want in zip(run(x), run(xc)):
             close64(got, want, 40, f"{name} forward on a channels-last view")
-    y, m, i = cf.batch_norm(xc, w, b, training=True, relu=True)
+    y, m, i = cf.batch_norm(xc, None, None, w, b, training=True, relu=True, return_stats=True)
     for got, want in zip(cf.batch_norm_backward(dy, x, y, w, m, i, training=True, relu=True),
                          cf.batch_norm_backward(dy, xc, y, w, m, i, training=True, relu=True)):
         close64(got, want, 40, "bn backward on a channels-last view")
-    _, m, r = cf.group_norm(xc, 3, w, b)
+    _, m, r = cf.group_norm(xc, 3, w, b, return_stats=True)
     for got, want in zip(cf.group_norm_backward(dy, x, 3, w, m, r), cf.group_norm_backward(dy, xc, 3, w, m, r)):
         close64(got, want, 40, "gn backward on a channels-last view")

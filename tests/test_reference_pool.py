@@ -75,7 +75,7 @@ def test_max_pool2d_matches_torch(geom, ceil_mode, layout):
     xn = relayout(x, layout)
     x_before = xn.copy()
     with launches(be, "max_pool2d_fwd"):
-        y, idx = F.max_pool2d(xn, k, s, p, d, ceil_mode)
+        y, idx = F.max_pool2d(xn, k, s, p, d, ceil_mode, return_indices=True)
     assert y.dtype == np.float64 and idx.dtype == np.int64 and y.flags.c_contiguous
     assert not np.shares_memory(y, xn)
     np.testing.assert_array_equal(y, y_t)
@@ -101,7 +101,7 @@ def test_max_pool2d_special_values_match_torch(case):
         x[gen.random(x.shape) < 0.15] = np.nan
     for k, s, p, d, ceil_mode in [(3, 2, 1, 1, True), (2, 1, 1, 1, False), (3, (1, 2), (1, 0), 2, False)]:
         y_t, idx_t = TF.max_pool2d(torch.tensor(x), k, s, p, d, ceil_mode, return_indices=True)
-        y, idx = F.max_pool2d(x, k, s, p, d, ceil_mode)
+        y, idx = F.max_pool2d(x, k, s, p, d, ceil_mode, return_indices=True)
         np.testing.assert_array_equal(y, y_t.numpy())
         np.testing.assert_array_equal(idx, idx_t.numpy(), err_msg=f"{case} k={k} s={s} p={p} d={d}")
 
@@ -112,10 +112,10 @@ def test_max_pool2d_backward_finite_differences(geom):
     N, C, H, W, k, s, p, d = geom
     gen = rng(2)
     x = _distinct(gen, (N, C, H, W))
-    y, idx = F.max_pool2d(x, k, s, p, d, True)
+    y, idx = F.max_pool2d(x, k, s, p, d, True, return_indices=True)
     dy = randn(gen, y.shape)
     dx = F.max_pool2d_backward(dy, idx, x.shape, k, s, p, d, True)
-    num = numeric_grad(lambda: float(np.sum(F.max_pool2d(x, k, s, p, d, True)[0] * dy)), x, 1e-3)
+    num = numeric_grad(lambda: float(np.sum(F.max_pool2d(x, k, s, p, d, True, return_indices=True)[0] * dy)), x, 1e-3)
     np.testing.assert_allclose(dx, num, rtol=1e-8, atol=1e-9)
 
 
@@ -124,10 +124,10 @@ def test_max_pool2d_low_precision_vs_float64(dtype):
     require("numpy")
     gen = rng(3)
     x = randn(gen, (2, 3, 9, 10), dtype)
-    y64, idx64 = F.max_pool2d(x, 3, 2, 1, 1, True)
+    y64, idx64 = F.max_pool2d(x, 3, 2, 1, 1, True, return_indices=True)
     dy = randn(gen, y64.shape, dtype)
     dx64 = F.max_pool2d_backward(dy, idx64, x.shape, 3, 2, 1, 1, True)
-    y, idx = F.max_pool2d(x.astype(dtype), 3, 2, 1, 1, True)
+    y, idx = F.max_pool2d(x.astype(dtype), 3, 2, 1, 1, True, return_indices=True)
     dx = F.max_pool2d_backward(dy.astype(dtype), idx, x.shape, 3, 2, 1, 1, True)
     assert y.dtype == np.dtype(dtype) and dx.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(y, y64)              # a max of exactly representable values

@@ -309,12 +309,22 @@ def test_backend_choice_and_errors():
     if not backends.is_available("cupy"):
         with pytest.raises(backends.BackendUnavailableError):
             ct.avg_pool2d(x, 2, backend="cupy")
-    with pytest.raises(ValueError, match="momentum=None"):
-        ct.BatchNorm2d(3, momentum=None)
+    with pytest.raises(ValueError, match="strided"):   # torch refuses 'same' with stride > 1; so does cnngpu.torch
+        ct.conv2d(x, torch.ones(1, 1, 3, 3), stride=2, padding="same")
     with pytest.raises(ValueError, match="stride"):  # functional.py's validation reaches torch users
         ct.conv2d(x, torch.ones(1, 1, 3, 3), stride=0)
     with pytest.raises(ValueError, match="divisible"):
         ct.Conv2d(3, 4, 3, groups=2)
+
+
+def test_batchnorm_momentum_none_is_torchs_cumulative_average():
+    torch.manual_seed(0)
+    ours, ref = ct.BatchNorm2d(3, momentum=None).double(), torch.nn.BatchNorm2d(3, momentum=None).double()
+    for step in range(3):
+        x = torch.randn(4, 3, 2, 2, dtype=torch.float64) * (step + 1) + step
+        torch.testing.assert_close(ours(x), ref(x))
+        torch.testing.assert_close(ours.running_mean, ref.running_mean)
+        torch.testing.assert_close(ours.running_var, ref.running_var)
 
 
 # ----------------------------------------------------------------------------------------------

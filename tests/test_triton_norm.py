@@ -130,12 +130,11 @@ def _check_batch_norm(be, norm, shape, layout, affine, pkind, dtype, training, r
         plan = norm.batch_norm_plan(*norm._bn_geometry(xt), xt.stride(1) == 1 and xt.dim() == 4, xt.dtype, xt.device)
         assert plan.S > 1, plan
     with launches(be, *kernels):
-        y, mean, invstd = F.batch_norm(xt, on("triton", w, pdt), on("triton", b, pdt), rm_t, rv_t,
-                                       training=training, momentum=momentum, eps=eps, relu=relu, backend="triton")
+        y, mean, invstd = F.batch_norm(xt, rm_t, rv_t, on("triton", w, pdt), on("triton", b, pdt),
+                                       training=training, momentum=momentum, eps=eps, relu=relu, backend="triton", return_stats=True)
     xn = x.astype(np_dt[dtype])
-    yr, mr, ir = F.batch_norm(xn, None if w is None else w.astype(np_dt[pdt]),
-                              None if b is None else b.astype(np_dt[pdt]), rm_n, rv_n,
-                              training=training, momentum=momentum, eps=eps, relu=relu, backend="numpy")
+    yr, mr, ir = F.batch_norm(xn, rm_n, rv_n, None if w is None else w.astype(np_dt[pdt]), None if b is None else b.astype(np_dt[pdt]),
+                              training=training, momentum=momentum, eps=eps, relu=relu, backend="numpy", return_stats=True)
     assert y.dtype == xt.dtype and tuple(y.shape) == shape
     if layout == "channels_last":                       # outputs keep the input's memory format
         assert y.is_contiguous(memory_format=norm_torch().channels_last)
@@ -180,13 +179,13 @@ def test_large_offset_is_stable(be, forced, op):
     x = randn(rng(7), (4, 2, 6, 5), "float32") + 1000.0
     xt = native("triton", x, "float32")
     if op == "batch_norm":
-        _, mean, inv = F.batch_norm(xt, training=True, backend="triton")
+        _, mean, inv = F.batch_norm(xt, None, None, training=True, backend="triton", return_stats=True)
         rows = x.transpose(1, 0, 2, 3).reshape(2, -1)
     elif op == "layer_norm":
-        _, mean, inv = F.layer_norm(xt, (2, 6, 5), backend="triton")
+        _, mean, inv = F.layer_norm(xt, (2, 6, 5), backend="triton", return_stats=True)
         rows = x.reshape(4, -1)
     else:
-        _, mean, inv = F.group_norm(xt, 2, backend="triton")
+        _, mean, inv = F.group_norm(xt, 2, backend="triton", return_stats=True)
         rows = x.reshape(8, -1)
     exact = 1.0 / np.sqrt(rows.var(axis=1) + 1e-5)
     assert_close(to_f64(inv).ravel(), exact, "float32", rows.shape[1], what=f"{op} invstd vs float64")
@@ -209,10 +208,10 @@ def test_strided_parameters_and_running_stats(be):
 
     rm_t, rv_t = strided(rm), strided(rv)
     xt = native("triton", x, "float32")
-    y, mean, inv = F.batch_norm(xt, strided(w), strided(b), rm_t, rv_t, momentum=0.2, relu=True, backend="triton")
+    y, mean, inv = F.batch_norm(xt, rm_t, rv_t, strided(w), strided(b), training=True, momentum=0.2, relu=True, backend="triton", return_stats=True)
     rm_n, rv_n = rm.astype(np.float32), rv.astype(np.float32)
-    yr, mr, ir = F.batch_norm(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), rm_n, rv_n,
-                              momentum=0.2, relu=True, backend="numpy")
+    yr, mr, ir = F.batch_norm(x.astype(np.float32), rm_n, rv_n, w.astype(np.float32), b.astype(np.float32), training=True,
+                              momentum=0.2, relu=True, backend="numpy", return_stats=True)
     count = x.size // 4
     assert_close(to_f64(y), yr, "float32", count, what="y")
     assert_close(to_f64(rm_t), rm_n, "float32", count, what="running_mean (strided)")
@@ -226,12 +225,12 @@ def test_strided_parameters_and_running_stats(be):
     assert_close(to_f64(dx), dxr, "float32", count, what="dx")
     assert_close(to_f64(dw), dwr, "float32", count, what="dweight")
     # layer norm and group norm weights as strided views
-    y, _, _ = F.layer_norm(xt, (3,), strided(w[:3]), strided(b[:3]), backend="triton")
+    y, _, _ = F.layer_norm(xt, (3,), strided(w[:3]), strided(b[:3]), backend="triton", return_stats=True)
     yr, _, _ = F.layer_norm(x.astype(np.float32), (3,), w[:3].astype(np.float32), b[:3].astype(np.float32),
-                            backend="numpy")
+                            backend="numpy", return_stats=True)
     assert_close(to_f64(y), yr, "float32", 3, what="layer_norm y")
-    y, _, _ = F.group_norm(xt, 2, strided(w), strided(b), backend="triton")
-    yr, _, _ = F.group_norm(x.astype(np.float32), 2, w.astype(np.float32), b.astype(np.float32), backend="numpy")
+    y, _, _ = F.group_norm(xt, 2, strided(w), strided(b), backend="triton", return_stats=True)
+    yr, _, _ = F.group_norm(x.astype(np.float32), 2, w.astype(np.float32), b.astype(np.float32), backend="numpy", return_stats=True)
     assert_close(to_f64(y), yr, "float32", 30, what="group_norm y")
 
 
@@ -280,10 +279,10 @@ def _check_layer_norm(be, shape, nd, layout, affine, dtype, gen):
     xt = _layout(native("triton", x, dtype), layout)
     with launches(be, "layer_norm_fwd_fused"):
         y, mean, rstd = F.layer_norm(xt, ns, None if w is None else native("triton", w, pdt),
-                                     None if b is None else native("triton", b, pdt), backend="triton")
+                                     None if b is None else native("triton", b, pdt), backend="triton", return_stats=True)
     xn = x.astype(np_dt[dtype])
     yr, mr, rr = F.layer_norm(xn, ns, None if w is None else w.astype(pdt), None if b is None else b.astype(pdt),
-                              backend="numpy")
+                              backend="numpy", return_stats=True)
     assert y.dtype == xt.dtype and tuple(y.shape) == shape
     assert_close(to_f64(mean), mr, "float32", D, what="layer_norm mean")
     assert_close(to_f64(rstd), rr, "float32", D, what="layer_norm rstd")
@@ -362,10 +361,10 @@ def _check_group_norm(be, shape, G, layout, affine, dtype, gen):
         ["group_norm_fwd_partial_stats", "group_norm_fwd_combine_stats", "group_norm_fwd_normalize"]
     with launches(be, *fwd):
         y, mean, rstd = F.group_norm(xt, G, None if w is None else native("triton", w, pdt),
-                                     None if b is None else native("triton", b, pdt), backend="triton")
+                                     None if b is None else native("triton", b, pdt), backend="triton", return_stats=True)
     xn = x.astype(np_dt[dtype])
     yr, mr, rr = F.group_norm(xn, G, None if w is None else w.astype(pdt), None if b is None else b.astype(pdt),
-                              backend="numpy")
+                              backend="numpy", return_stats=True)
     assert y.dtype == xt.dtype and tuple(y.shape) == shape and tuple(mean.shape) == (N, G)
     if layout == "channels_last":
         assert y.is_contiguous(memory_format=norm_torch().channels_last)

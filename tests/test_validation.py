@@ -28,14 +28,14 @@ def esc(s):
 # (id, callable, exception type, regex the message must match)
 CASES = [
     # wrong ndim
-    ("conv_x_3d", lambda: F.conv2d(f32(4, 8, 8), W), ValueError, esc("x must be 4-D (N, C, H, W), got shape (4, 8, 8)")),
+    ("conv_x_3d", lambda: F.conv2d(f32(4, 8, 8), W), ValueError, esc("input must be 4-D (N, C, H, W), got shape (4, 8, 8)")),
     ("conv_w_3d", lambda: F.conv2d(X, f32(6, 4, 3)), ValueError, esc("weight must be 4-D") + ".*" + esc("(6, 4, 3)")),
-    ("pool_x_2d", lambda: F.max_pool2d(f32(8, 8), 2), ValueError, esc("x must be 4-D (N, C, H, W), got shape (8, 8)")),
-    ("avgpool_x_5d", lambda: F.avg_pool2d(f32(1, 2, 3, 4, 5), 2), ValueError, esc("x must be 4-D") + ".*" + esc("(1, 2, 3, 4, 5)")),
-    ("linear_x_4d", lambda: F.linear(X, f32(3, 4)), ValueError, esc("x must be 2-D (batch, in_features), got shape (2, 4, 8, 8)")),
-    ("bn_x_3d", lambda: F.batch_norm(f32(2, 4, 8)), ValueError, esc("x must be 2-D (N, C) or 4-D (N, C, H, W), got shape (2, 4, 8)")),
-    ("groupnorm_x_1d", lambda: F.group_norm(f32(8), 2), ValueError, esc("x must be at least 2-D (N, C, ...), got shape (8,)")),
-    ("logits_3d", lambda: F.cross_entropy(f32(2, 3, 4), np.zeros(2, np.int64)), ValueError, esc("logits must be 2-D") + ".*" + esc("(2, 3, 4)")),
+    ("pool_x_2d", lambda: F.max_pool2d(f32(8, 8), 2), ValueError, esc("input must be 4-D (N, C, H, W), got shape (8, 8)")),
+    ("avgpool_x_5d", lambda: F.avg_pool2d(f32(1, 2, 3, 4, 5), 2), ValueError, esc("input must be 4-D") + ".*" + esc("(1, 2, 3, 4, 5)")),
+    ("linear_x_4d", lambda: F.linear(X, f32(3, 4)), ValueError, esc("input has 8 features (shape (2, 4, 8, 8)) but weight expects 4 (shape (3, 4))")),
+    ("bn_x_3d", lambda: F.batch_norm(f32(2, 4, 8), None, None, training=True), ValueError, esc("input must be 2-D (N, C) or 4-D (N, C, H, W), got shape (2, 4, 8)")),
+    ("groupnorm_x_1d", lambda: F.group_norm(f32(8), 2), ValueError, esc("input must be at least 2-D (N, C, ...), got shape (8,)")),
+    ("target_3d_input", lambda: F.cross_entropy(f32(2, 3, 4), np.zeros(2, np.int64)), ValueError, esc("target must have shape (2, 4) to match input (2, 3, 4)")),
     # channels / groups
     ("conv_channel_mismatch", lambda: F.conv2d(X, f32(6, 3, 3, 3)), ValueError,
      esc("weight shape (6, 3, 3, 3) expects C_in/groups=3, but x shape (2, 4, 8, 8) with groups=1 gives 4")),
@@ -46,7 +46,7 @@ CASES = [
     ("conv_groups_zero", lambda: F.conv2d(X, W, groups=0), ValueError, esc("groups must be >= 1, got 0")),
     ("conv_groups_float", lambda: F.conv2d(X, W, groups=1.0), TypeError, esc("groups must be an int, got 1.0")),
     ("linear_features", lambda: F.linear(f32(3, 5), f32(2, 4)), ValueError,
-     esc("x has 5 features (shape (3, 5)) but weight expects 4 (shape (2, 4))")),
+     esc("input has 5 features (shape (3, 5)) but weight expects 4 (shape (2, 4))")),
     # geometry
     ("conv_kernel_too_large", lambda: F.conv2d(f32(1, 4, 4, 4), f32(2, 4, 5, 5)), ValueError,
      esc("kernel 5x5 (dilation (1, 1)) is larger than the padded input: x shape (1, 4, 4, 4)")),
@@ -74,28 +74,28 @@ CASES = [
      "algo must be one of.*'fft'"),
     # dtypes
     ("conv_int_x", lambda: F.conv2d(X.astype(np.int32), W.astype(np.int32)), TypeError,
-     esc("x must be a floating-point array, got dtype int32 with shape (2, 4, 8, 8)")),
-    ("relu_int", lambda: F.relu(np.arange(6).reshape(2, 3)), TypeError, esc("x must be a floating-point array, got dtype int64 with shape (2, 3)")),
-    ("pool_bool", lambda: F.max_pool2d(X > 0, 2), TypeError, esc("x must be a floating-point array, got dtype bool with shape (2, 4, 8, 8)")),
+     esc("input must be a floating-point array, got dtype int32 with shape (2, 4, 8, 8)")),
+    ("relu_int", lambda: F.relu(np.arange(6).reshape(2, 3)), TypeError, esc("input must be a floating-point array, got dtype int64 with shape (2, 3)")),
+    ("pool_bool", lambda: F.max_pool2d(X > 0, 2), TypeError, esc("input must be a floating-point array, got dtype bool with shape (2, 4, 8, 8)")),
     ("conv_dtype_mismatch", lambda: F.conv2d(X.astype(np.float64), W), TypeError,
-     esc("weight has dtype float32 but x has dtype float64; they must match")),
-    ("conv_bias_dtype", lambda: F.conv2d(X, W, B.astype(np.float64)), TypeError, esc("bias has dtype float64 but x has dtype float32")),
+     esc("weight has dtype float32 but input has dtype float64; they must match")),
+    ("conv_bias_dtype", lambda: F.conv2d(X, W, B.astype(np.float64)), TypeError, esc("bias has dtype float64 but input has dtype float32")),
     ("linear_dtype_mismatch", lambda: F.linear(f32(3, 4).astype(np.float16), f32(2, 4)), TypeError,
-     esc("weight has dtype float32 but x has dtype float16")),
+     esc("weight has dtype float32 but input has dtype float16")),
     ("conv_backward_dy_dtype", lambda: F.conv2d_backward(f32(2, 6, 6, 6).astype(np.float64), X, W), TypeError,
      esc("dy has dtype float64 but x has dtype float32")),
-    ("bn_weight_dtype", lambda: F.batch_norm(X.astype(np.float64), B[:4]), TypeError, esc("weight has dtype float32, x has dtype float64")),
+    ("bn_weight_dtype", lambda: F.batch_norm(X.astype(np.float64), None, None, B[:4], training=True), TypeError, esc("weight has dtype float32, x has dtype float64")),
     # vectors of the wrong length
     ("conv_bias_length", lambda: F.conv2d(X, W, f32(5)), ValueError, esc("bias must have shape (6,) (C_out of weight), got (5,)")),
     ("linear_bias_length", lambda: F.linear(f32(3, 4), f32(2, 4), f32(3)), ValueError, esc("bias must have shape (2,) (out_features of weight), got (3,)")),
-    ("bn_weight_length", lambda: F.batch_norm(X, f32(3)), ValueError, esc("weight must have shape (4,) (one per channel of x") + ".*" + esc("got (3,)")),
+    ("bn_weight_length", lambda: F.batch_norm(X, None, None, f32(3), training=True), ValueError, esc("weight must have shape (4,) (one per channel of input") + ".*" + esc("got (3,)")),
     ("bn_running_mean_length", lambda: F.batch_norm(X, running_mean=f32(5), running_var=f32(4)), ValueError,
      esc("running_mean must have shape (4,)") + ".*" + esc("got (5,)")),
-    ("bn_running_alone", lambda: F.batch_norm(X, running_mean=f32(4)), ValueError, "running_mean and running_var must be given together"),
-    ("bn_eval_no_stats", lambda: F.batch_norm(X, training=False), ValueError, "training=False needs running_mean and running_var"),
-    ("bn_single_value", lambda: F.batch_norm(f32(1, 3)), ValueError, esc("more than one value per channel, x shape (1, 3)")),
+    ("bn_running_alone", lambda: F.batch_norm(X, running_mean=f32(4), running_var=None), ValueError, "running_mean and running_var must be given together"),
+    ("bn_eval_no_stats", lambda: F.batch_norm(X, None, None, training=False), ValueError, "training=False needs running_mean and running_var"),
+    ("bn_single_value", lambda: F.batch_norm(f32(1, 3), None, None, training=True), ValueError, esc("more than one value per channel, input shape (1, 3)")),
     ("groupnorm_weight_length", lambda: F.group_norm(X, 2, f32(3)), ValueError, esc("weight must have shape (4,)") + ".*" + esc("got (3,)")),
-    ("layernorm_shape", lambda: F.layer_norm(X, (8, 7)), ValueError, esc("normalized_shape (8, 7) must be the trailing dims of x, got x shape (2, 4, 8, 8)")),
+    ("layernorm_shape", lambda: F.layer_norm(X, (8, 7)), ValueError, esc("normalized_shape (8, 7) must be the trailing dims of input, got input shape (2, 4, 8, 8)")),
     ("layernorm_weight_shape", lambda: F.layer_norm(X, (8, 8), f32(8)), ValueError, esc("weight must have shape (8, 8) (normalized_shape), got (8,)")),
     # dy of the wrong shape
     ("conv_dy_shape", lambda: F.conv2d_backward(f32(2, 6, 5, 6), X, W), ValueError,
@@ -116,18 +116,18 @@ CASES = [
     ("linear_dy_shape", lambda: F.linear_backward(f32(3, 3), f32(3, 4), f32(2, 4)), ValueError, esc("dy must have shape (3, 2), got (3, 3)")),
     # labels
     ("labels_out_of_range", lambda: F.cross_entropy(f32(3, 4), np.array([0, 4, 1])), ValueError,
-     esc("labels must lie in [0, 4), got values in [0, 4]")),
-    ("labels_negative", lambda: F.cross_entropy(f32(3, 4), np.array([0, -1, 1])), ValueError, esc("labels must lie in [0, 4), got values in [-1, 1]")),
+     esc("target class indices must lie in [0, 4) (or equal ignore_index=-100), got values in [0, 4]")),
+    ("labels_negative", lambda: F.cross_entropy(f32(3, 4), np.array([0, -1, 1])), ValueError, esc("target class indices must lie in [0, 4) (or equal ignore_index=-100), got values in [-1, 1]")),
     ("labels_float", lambda: F.cross_entropy(f32(3, 4), np.array([0.0, 1.0, 2.0])), TypeError,
-     esc("labels must be an integer array, got dtype float64")),
+     esc("target has dtype float64 and shape (3,): class probabilities must have input's shape (3, 4)")),
     ("labels_length", lambda: F.cross_entropy(f32(3, 4), np.array([0, 1])), ValueError,
-     esc("labels must have shape (3,) to match logits (3, 4), got (2,)")),
+     esc("target must have shape (3,) to match input (3, 4) (class indices), got (2,)")),
     ("ce_backward_labels_float", lambda: F.cross_entropy_backward(f32(3, 4), np.array([0.0, 1.0, 2.0])), TypeError,
-     esc("labels must be an integer array, got dtype float64")),
+     esc("target has dtype float64 and shape (3,): class probabilities must have probs's shape (3, 4)")),
     ("ce_backward_labels_range", lambda: F.cross_entropy_backward(f32(3, 4), np.array([0, 1, 7])), ValueError,
-     esc("labels must lie in [0, 4), got values in [0, 7]")),
+     esc("target class indices must lie in [0, 4) (or equal ignore_index=-100), got values in [0, 7]")),
     # norms: groups, eps, momentum
-    ("groupnorm_groups_not_dividing", lambda: F.group_norm(X, 3), ValueError, esc("num_groups=3 must be >= 1 and divide C=4 (x shape (2, 4, 8, 8))")),
+    ("groupnorm_groups_not_dividing", lambda: F.group_norm(X, 3), ValueError, esc("num_groups=3 must be >= 1 and divide C=4 (input shape (2, 4, 8, 8))")),
     ("groupnorm_groups_zero", lambda: F.group_norm(X, 0), ValueError, esc("num_groups=0 must be >= 1")),
     ("groupnorm_groups_float", lambda: F.group_norm(X, 2.0), TypeError, esc("num_groups must be an int, got 2.0")),
     ("groupnorm_backward_groups", lambda: F.group_norm_backward(X, X, 3, None, f32(2, 3), f32(2, 3)), ValueError,
@@ -136,17 +136,17 @@ CASES = [
      esc("num_groups must be an int, got 2.0")),
     ("ce_backward_probs_int", lambda: F.cross_entropy_backward(np.zeros((3, 4), np.int64), np.array([0, 1, 2])), TypeError,
      esc("probs must be a floating-point array, got dtype int64 with shape (3, 4)")),
-    ("bn_eps_zero", lambda: F.batch_norm(X, eps=0.0), ValueError, esc("eps must be a positive number, got 0.0")),
+    ("bn_eps_zero", lambda: F.batch_norm(X, None, None, eps=0.0), ValueError, esc("eps must be a positive number, got 0.0")),
     ("layernorm_eps_negative", lambda: F.layer_norm(X, 8, eps=-1e-5), ValueError, esc("eps must be a positive number, got -1e-05")),
     ("groupnorm_eps_nan", lambda: F.group_norm(X, 2, eps=float("nan")), ValueError, "eps must be a positive number, got nan"),
-    ("bn_momentum_high", lambda: F.batch_norm(X, momentum=1.5), ValueError, esc("momentum must be a number in [0, 1], got 1.5")),
-    ("bn_momentum_negative", lambda: F.batch_norm(X, momentum=-0.1), ValueError, esc("momentum must be a number in [0, 1], got -0.1")),
+    ("bn_momentum_high", lambda: F.batch_norm(X, None, None, momentum=1.5), ValueError, esc("momentum must be a number in [0, 1], got 1.5")),
+    ("bn_momentum_negative", lambda: F.batch_norm(X, None, None, momentum=-0.1), ValueError, esc("momentum must be a number in [0, 1], got -0.1")),
     # backends and array types
     ("unknown_backend", lambda: F.relu(X, backend="opencl"), ValueError, esc("unknown backend 'opencl'; choose one of ('numpy', 'cupy', 'triton')")),
     ("backend_not_str", lambda: cnngpu.get_backend(3), TypeError, "backend must be a str"),
-    ("list_input", lambda: F.relu([1.0, 2.0]), TypeError, "expected a numpy.ndarray, cupy.ndarray or torch.Tensor, got list"),
+    ("list_input", lambda: F.relu([1.0, 2.0]), TypeError, esc("input must be a numpy.ndarray, cupy.ndarray or torch.Tensor, got list: [1.0, 2.0]")),
     ("mixed_arrays", lambda: F.linear(f32(3, 4), _torch_tensor((2, 4))), TypeError,
-     "backend 'numpy' takes numpy.ndarray arrays, got torch.Tensor"),
+     esc("weight is a torch.Tensor, but backend 'numpy' (as input is) takes numpy.ndarray arrays")),
 ]
 
 
@@ -166,7 +166,7 @@ def test_wrong_array_type_for_triton_backend():
         harness.require("triton")
     except ImportError as e:  # the triton backend's op modules are still being written
         pytest.skip(f"triton backend does not import yet: {e}")
-    with pytest.raises(TypeError, match="backend 'triton' takes torch.Tensor arrays, got numpy.ndarray"):
+    with pytest.raises(TypeError, match="input is a numpy.ndarray, but backend 'triton' takes torch.Tensor arrays"):
         F.relu(X, backend="triton")
     with pytest.raises(TypeError, match="dtype must be one of .* on backend 'triton', got 'float64'"):
         nn.Conv2d(3, 4, 3, backend="triton", dtype="float64")
@@ -214,18 +214,18 @@ LAYER_CASES = [
     ("conv_forward_channels", lambda: nn.Conv2d(3, 6, 3, backend="numpy")(f32(1, 4, 8, 8)), ValueError,
      esc("weight shape (6, 3, 3, 3) expects C_in/groups=3, but x shape (1, 4, 8, 8)")),
     ("conv_forward_dtype", lambda: nn.Conv2d(4, 6, 3, backend="numpy")(X.astype(np.float64)), TypeError,
-     esc("weight has dtype float32 but x has dtype float64")),
+     esc("weight has dtype float32 but input has dtype float64")),
     ("conv_forward_torch_tensor", lambda: nn.Conv2d(4, 6, 3, backend="numpy")(_torch_tensor((1, 4, 8, 8))), TypeError,
-     "backend 'numpy' takes numpy.ndarray arrays, got torch.Tensor"),
+     "input is a torch.Tensor, but backend 'numpy' takes numpy.ndarray arrays"),
     ("linear_forward_features", lambda: nn.Linear(5, 3, backend="numpy")(f32(2, 4)), ValueError,
-     esc("x has 4 features (shape (2, 4)) but weight expects 5 (shape (3, 5))")),
+     esc("input has 4 features (shape (2, 4)) but weight expects 5 (shape (3, 5))")),
     ("bn_forward_channels", lambda: nn.BatchNorm2d(6, backend="numpy")(X), ValueError,
-     esc("weight must have shape (4,) (one per channel of x, x shape (2, 4, 8, 8)), got (6,)")),
+     esc("weight must have shape (4,) (one per channel of input, shape (2, 4, 8, 8)), got (6,)")),
     ("groupnorm_forward_channels", lambda: nn.GroupNorm(2, 6, backend="numpy")(X), ValueError,
      esc("GroupNorm expects x with C=6 channels, got x shape (2, 4, 8, 8)")),
     ("backward_before_forward", lambda: nn.Conv2d(3, 6, 3, backend="numpy").backward(f32(1, 6, 6, 6)), RuntimeError,
      "backward called before forward"),
-    ("loss_labels_range", lambda: nn.CrossEntropyLoss()(f32(2, 3), np.array([0, 3])), ValueError, esc("labels must lie in [0, 3), got values in [0, 3]")),
+    ("loss_labels_range", lambda: nn.CrossEntropyLoss()(f32(2, 3), np.array([0, 3])), ValueError, esc("target class indices must lie in [0, 3)") + ".*" + esc("got values in [0, 3]")),
 ]
 
 

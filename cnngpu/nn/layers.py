@@ -144,7 +144,7 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: Array) -> Array:
         y, self._argmax = F.max_pool2d(x, *self._geom_args(), dilation=self.dilation, ceil_mode=self.ceil_mode,
-                                       backend=self.backend)
+                                       return_indices=True, backend=self.backend)
         self._x_shape = tuple(int(s) for s in x.shape)
         return y
 
@@ -245,6 +245,9 @@ class Flatten(Module):
         self._x_shape: Optional[Tuple[int, ...]] = None
 
     def forward(self, x: Array) -> Array:
+        if getattr(x, "ndim", 0) < 2:
+            raise ValueError(f"Flatten needs x with at least 2 dims (N, ...) (torch flattens from dim 1), got "
+                             f"shape {tuple(int(s) for s in getattr(x, 'shape', ()))}")
         self._x_shape = tuple(int(s) for s in x.shape)
         return x.reshape(self._x_shape[0], -1)
 

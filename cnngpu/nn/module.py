@@ -9,10 +9,13 @@ converted once with the backend's ``asarray``; after that every computation goes
 Caching contract: ``forward(x)`` always (training and eval) keeps what ``backward`` needs
 (inputs, outputs, statistics) on the module, so ``backward(dy)`` may follow any forward; it
 returns dx and *accumulates* parameter gradients into ``.grad`` (as torch does; ``zero_grad()``
-resets them to None). A second forward overwrites the cache.
+resets them to None). A second forward overwrites the cache. One forward allows one backward:
+a second ``backward`` without a new forward raises RuntimeError (torch: "Trying to backward
+through the graph a second time"), instead of accumulating the gradients again.
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -82,8 +85,35 @@ def kaiming_uniform(gen: np.random.Generator, shape: Sequence[int], fan_in: int)
     return gen.uniform(-bound, bound, size=shape)
 
 
+def _once_per_forward(cls: type) -> None:
+    """Wrap ``cls``'s own forward/backward so that each forward arms exactly one backward."""
+    fwd, bwd = cls.__dict__.get("forward"), cls.__dict__.get("backward")
+    if fwd is not None:
+        @functools.wraps(fwd)
+        def forward(self: "Module", x: Array) -> Array:
+            out = fwd(self, x)
+            self.__dict__["_backward_armed"] = True
+            return out
+        setattr(cls, "forward", forward)
+    if bwd is not None:
+        @functools.wraps(bwd)
+        def backward(self: "Module", dy: Array) -> Array:
+            if self.__dict__.get("_backward_armed") is False:
+                raise RuntimeError(f"{type(self).__name__}.backward called a second time after one forward: "
+                                   f"run forward again first (torch: 'Trying to backward through the graph a "
+                                   f"second time')")
+            out = bwd(self, dy)
+            self.__dict__["_backward_armed"] = False
+            return out
+        setattr(cls, "backward", backward)
+
+
 class Module:
     """Base class: parameters, buffers, children, train/eval, backend/dtype bookkeeping."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _once_per_forward(cls)
 
     def __init__(self, backend: Optional[str] = None, dtype: str = "float32") -> None:
         self.backend = resolve_backend(backend)

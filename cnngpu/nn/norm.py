@@ -17,17 +17,20 @@ class BatchNorm2d(Module):
 
     Training mode: batch statistics (biased variance) normalize x, and when
     ``track_running_stats`` the running mean/var are updated in place with ``momentum`` (unbiased
-    variance, as in torch). Eval mode: the running statistics, or the batch statistics when
+    variance, as in torch; ``momentum=None``: the cumulative average, factor 1/num_batches_tracked,
+    as in torch). Eval mode: the running statistics, or the batch statistics when
     ``track_running_stats=False``. x: (N, C, H, W) (or (N, C)).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, relu: bool = False, backend: Optional[str] = None,
                  dtype: str = "float32") -> None:
         super().__init__(backend, dtype)
         self.num_features = positive_int(num_features, "num_features")
         F._check_eps_momentum(eps, momentum)
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = float(eps)
+        self.momentum: Optional[float] = None if momentum is None else float(momentum)
+        self.num_batches_tracked = 0
         self.affine, self.track_running_stats, self.relu = bool(affine), bool(track_running_stats), bool(relu)
         C, pdt = self.num_features, param_dtype(self.dtype)
         self.weight: Optional[Parameter] = None
@@ -47,9 +50,14 @@ class BatchNorm2d(Module):
         track = self.track_running_stats and self.training
         w = None if self.weight is None else self.weight.data
         b = None if self.bias is None else self.bias.data
-        y, mean, invstd = F.batch_norm(x, w, b, self.running_mean if (track or not batch_stats) else None,
-                                       self.running_var if (track or not batch_stats) else None,
-                                       training=batch_stats, momentum=self.momentum, eps=self.eps, relu=self.relu,
+        momentum = self.momentum
+        if track:
+            self.num_batches_tracked += 1
+            if momentum is None:                     # torch: cumulative moving average
+                momentum = 1.0 / self.num_batches_tracked
+        y, mean, invstd = F.batch_norm(x, self.running_mean if (track or not batch_stats) else None,
+                                       self.running_var if (track or not batch_stats) else None, w, b,
+                                       batch_stats, 0.1 if momentum is None else momentum, self.eps, relu=self.relu, return_stats=True,
                                        backend=self.backend)
         self._cache = (x, y, mean, invstd, batch_stats)
         return y
@@ -98,7 +106,8 @@ class LayerNorm(Module):
 
     def forward(self, x: Array) -> Array:
         y, mean, rstd = F.layer_norm(x, self.normalized_shape, None if self.weight is None else self.weight.data,
-                                     None if self.bias is None else self.bias.data, self.eps, backend=self.backend)
+                                     None if self.bias is None else self.bias.data, self.eps, return_stats=True,
+                                     backend=self.backend)
         self._cache = (x, mean, rstd)
         return y
 
@@ -144,7 +153,8 @@ class GroupNorm(Module):
             raise ValueError(f"{type(self).__name__} expects x with C={self.num_channels} channels, got x shape "
                              f"{tuple(int(s) for s in x.shape)}")
         y, mean, rstd = F.group_norm(x, self.num_groups, None if self.weight is None else self.weight.data,
-                                     None if self.bias is None else self.bias.data, self.eps, backend=self.backend)
+                                     None if self.bias is None else self.bias.data, self.eps, return_stats=True,
+                                     backend=self.backend)
         self._cache = (x, mean, rstd)
         return y
 

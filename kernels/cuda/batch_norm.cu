@@ -4,7 +4,7 @@
 // Train forward = three launches: per-(channel, chunk) Welford partials, one warp per channel to
 // merge them (Chan) into mean/invstd and update the running stats, then one fused normalize +
 // affine + ReLU pass. Eval forward = a C-length stats kernel + the same fused pass. Backward =
-// per-(channel, chunk) partial sums of g and g*(x-mean) (g = dy masked by y > 0 when relu), one
+// per-(channel, chunk) partial sums of g and g*(x-mean) (g = dy, 0 where y <= 0 when relu), one
 // warp per channel to finish them, then one elementwise dx pass.
 // Channel c's values are j in [0, M), M = N*HW, at offset (j / HW * C + c) * HW + j % HW; a
 // chunk is a contiguous range of j, so each block reads runs of HW contiguous elements.
@@ -103,7 +103,7 @@ extern "C" __global__ void batch_norm_fwd_normalize_affine_relu(
 }
 
 // Backward partial sums per (channel, chunk): sum_g = sum g, sum_gx = sum g * (x - mean[c]) with
-// g = dy * (y > 0 if relu else 1).
+// g = dy, 0 where y <= 0 when relu (NaN y passes dy, as torch's relu backward).
 // Grid: (C, B) blocks, block (c, b) reduces chunk b of channel c into partial c*B + b (1-D blocks,
 // a multiple of 32 threads).
 extern "C" __global__ void batch_norm_bwd_channel_partial_sums(
@@ -119,7 +119,7 @@ extern "C" __global__ void batch_norm_bwd_channel_partial_sums(
   for (long long j = start + threadIdx.x; j < end; j += blockDim.x) {
     const long long o = bn_offset(j, c, C, HW);
     float g = load(dy, o);
-    if (relu && !(load(y, o) > 0.0f)) g = 0.0f;
+    if (relu && load(y, o) <= 0.0f) g = 0.0f;      // NaN y passes dy, as torch
     sg += g;
     sgx += g * (load(x, o) - mu);
   }
@@ -166,7 +166,7 @@ extern "C" __global__ void batch_norm_bwd_dx(
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int c = bn_channel(i, HW, C, small);
     float g = load(dy, i);
-    if (relu && !(load(y, i) > 0.0f)) g = 0.0f;
+    if (relu && load(y, i) <= 0.0f) g = 0.0f;      // NaN y passes dy, as torch
     const float is = invstd[c];
     float v;
     if (training) {

@@ -13,13 +13,13 @@ extern "C" __global__ void relu_fwd(const scalar_t* __restrict__ x, scalar_t* __
   }
 }
 
-// dx = dy where y > 0, else 0 (y is the forward output).
+// dx = 0 where y <= 0, else dy (y is the forward output; NaN y passes dy, as torch's threshold_backward).
 // Grid: 1-D grid-stride loop, one thread per element.
 extern "C" __global__ void relu_bwd_mask(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
                                          scalar_t* __restrict__ dx, long long total) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride)
-    store(dx, i, load(y, i) > 0.0f ? load(dy, i) : 0.0f);
+    store(dx, i, load(y, i) <= 0.0f ? 0.0f : load(dy, i));
 }
 
 // Widen to float32: out[i] = float(x[i]) (exact for every storage type).

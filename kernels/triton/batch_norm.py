@@ -158,7 +158,7 @@ def batch_norm_fwd_normalize(
     if HAS_B:
         y += tl.load(b_ptr + cs, mask=cmask, other=0.0).to(tl.float32)[:, None]
     if RELU:
-        y = tl.maximum(y, 0.0)
+        y = tl.maximum(y, 0.0, propagate_nan=tl.PropagateNan.ALL)   # NaN stays NaN, as torch.relu
     tl.store(y_ptr + n64 * syn + cs.to(tl.int64)[:, None] * syc + ls64[None, :] * syl,
              y.to(y_ptr.dtype.element_ty), mask=m)
 
@@ -173,7 +173,7 @@ def batch_norm_bwd_partial_sums(
     RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     # grid: (cdiv(C, BLOCK_C), S), same tile split as batch_norm_fwd_partial_stats; g = dy, masked
-    # by y > 0 when RELU, xhat = (x - mean) * invstd.
+    # where not y <= 0 when RELU (NaN y passes, as torch), xhat = (x - mean) * invstd.
     pid_c = tl.program_id(0)
     split = tl.program_id(1)
     cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -195,7 +195,7 @@ def batch_norm_bwd_partial_sums(
         g = tl.load(dy_ptr + n64 * sdn + cs64[:, None] * sdc + ls64 * sdl, mask=m, other=0.0).to(tl.float32)
         if RELU:
             yv = tl.load(y_ptr + n64 * syn + cs64[:, None] * syc + ls64 * syl, mask=m, other=0.0)
-            g = tl.where(yv > 0, g, 0.0)
+            g = tl.where(yv <= 0, 0.0, g)       # torch's threshold_backward: NaN y passes dy
         x = tl.load(x_ptr + n64 * sxn + cs64[:, None] * sxc + ls64 * sxl, mask=m, other=0.0).to(tl.float32)
         xhat = (x - mean[:, None]) * invstd[:, None]
         acc_g += tl.sum(g, axis=1)
@@ -237,7 +237,7 @@ def batch_norm_bwd_dx(
     TRAINING: tl.constexpr, RELU: tl.constexpr, HAS_W: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    # grid: (NCB * N * NLB,), tiles as in batch_norm_fwd_normalize. With g = dy * (y > 0 if RELU):
+    # grid: (NCB * N * NLB,), tiles as in batch_norm_fwd_normalize. With g = dy * (not y <= 0 if RELU):
     # training: dx = w * invstd * (g - sum_g / M - xhat * sum_gx / M); eval: dx = w * invstd * g.
     pid = tl.program_id(0)
     pid_c = pid % NCB
@@ -257,7 +257,7 @@ def batch_norm_bwd_dx(
     g = tl.load(dy_ptr + n64 * sdn + cs64 * sdc + ls64 * sdl, mask=m, other=0.0).to(tl.float32)
     if RELU:
         yv = tl.load(y_ptr + n64 * syn + cs64 * syc + ls64 * syl, mask=m, other=0.0)
-        g = tl.where(yv > 0, g, 0.0)
+        g = tl.where(yv <= 0, 0.0, g)       # torch's threshold_backward: NaN y passes dy
     if TRAINING:
         mean = tl.load(mean_ptr + cs, mask=cmask, other=0.0)
         mg = tl.load(sum_g_ptr + cs, mask=cmask, other=0.0) * inv_count

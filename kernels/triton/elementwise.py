@@ -9,7 +9,8 @@ Every kernel works on a flat int64 index over the output's logical (row-major) o
   are padded with leading size-1 dims by the launcher), so sliced views need no copy.
 
 forward:  y = x if x >= 0 else 0 (NaN propagates, as in np.maximum(x, 0)).
-backward: dx = dy where y > 0 else 0, with y the forward output.
+backward: dx = 0 where y <= 0 else dy, with y the forward output (NaN y passes dy: torch's
+          threshold_backward).
 """
 import triton
 import triton.language as tl
@@ -65,7 +66,7 @@ def relu_bwd_mask(
     sx0, sx1, sx2, sx3,               # dx strides
     FLAT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    # grid: (cdiv(total, BLOCK),); each lane is one element: dx = dy where y > 0, else 0.
+    # grid: (cdiv(total, BLOCK),); each lane is one element: dx = 0 where y <= 0, else dy.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
     if FLAT:
@@ -77,5 +78,6 @@ def relu_bwd_mask(
         y_off = _relu_offsets(offs, D1, D2, D3, sy0, sy1, sy2, sy3)
         x_off = _relu_offsets(offs, D1, D2, D3, sx0, sx1, sx2, sx3)
     y = tl.load(y_ptr + y_off, mask=mask, other=0.0)
-    dy = tl.load(dy_ptr + d_off, mask=mask & (y.to(tl.float32) > 0), other=0.0)
+    yf = y.to(tl.float32)
+    dy = tl.load(dy_ptr + d_off, mask=mask & ((yf > 0) | (yf != yf)), other=0.0)   # NaN y passes dy
     tl.store(dx_ptr + x_off, dy, mask=mask)

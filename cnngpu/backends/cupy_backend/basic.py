@@ -38,7 +38,7 @@ def relu_forward(x):
 
 
 def relu_backward(dy, y):
-    """dx = dy where y > 0, else 0; dx has dy's shape and dtype."""
+    """dx = 0 where y <= 0, else dy (NaN y passes dy, as torch); dx has dy's shape and dtype."""
     dy, y = contiguous(dy), contiguous(y)
     dx = empty(dy.shape, dy.dtype)
     if dy.size:

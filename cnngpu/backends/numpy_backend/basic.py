@@ -18,9 +18,10 @@ def relu_forward(x):
 
 
 def relu_backward(dy, y):
-    """dx = dy where y > 0, else 0 (y is the relu output); dx has dy's shape and dtype."""
+    """dx = 0 where y <= 0, else dy (y is the relu output; NaN y passes dy, as torch's
+    threshold_backward); dx has dy's shape and dtype."""
     launched("relu_backward")
-    return np.asarray(np.where(y > 0, dy, np.zeros((), dtype=dy.dtype)).astype(dy.dtype, copy=False))
+    return np.asarray(np.where(y <= 0, np.zeros((), dtype=dy.dtype), dy).astype(dy.dtype, copy=False))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,3 +82,93 @@ def cross_entropy_backward(probs, labels, dloss):
     g[np.arange(M), labels.astype(np.intp, copy=False)] -= 1
     g *= ct.type(dloss) / ct.type(M)
     return g.astype(probs.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# cross-entropy with torch's options (class weights, ignore_index, reduction, label smoothing,
+# probability targets, (N, C, d1, ...) inputs). Every case is one rule: per entry i,
+# loss_i = -sum_c a[i, c] * log softmax(z_i)[c] with coefficients a (M, C), reduced by `denom`:
+#   class indices y_i: a[i, c] = w[y_i] (1 - eps) [c == y_i] + w[c] eps / C (0 rows where ignored),
+#                      mean denominator = sum of w[y_i] over the non-ignored entries;
+#   probabilities t:   a[i, c] = w[c] ((1 - eps) t[i, c] + eps / C), mean denominator = M.
+# dloss_i/dz[i, k] = A_i p[i, k] - a[i, k] with A_i = sum_c a[i, c].
+# ----------------------------------------------------------------------------------------------
+def _rows(a, C):
+    """(N, C, d1, ...) -> (M, C) with C last; (C,) -> (1, C)."""
+    if a.ndim == 1:
+        return a[None, :]
+    return np.moveaxis(a, 1, -1).reshape(-1, C)
+
+
+def _unrows(r, shape):
+    """Inverse of _rows for an array of ``shape``."""
+    if len(shape) == 1:
+        return r[0]
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return np.moveaxis(r.reshape(moved), -1, 1)
+
+
+def _xent_coeffs(target, weight, ignore_index, label_smoothing, classes, C, ct):
+    w = np.ones(C, ct) if weight is None else weight.astype(ct)
+    eps = ct.type(label_smoothing)
+    if classes:
+        y = target.reshape(-1).astype(np.int64)
+        keep = y != ignore_index
+        yk = np.where(keep, y, 0)
+        a = np.zeros((y.shape[0], C), ct)
+        a[np.arange(y.shape[0]), yk] = w[yk] * (1 - eps)
+        a += w[None, :] * eps / ct.type(C)
+        a[~keep] = 0
+        denom = np.sum(np.where(keep, w[yk], 0), dtype=ct)
+    else:
+        t = _rows(target.astype(ct), C)
+        a = w[None, :] * ((1 - eps) * t + eps / ct.type(C))
+        denom = ct.type(t.shape[0])
+    return a, denom
+
+
+def cross_entropy_general_forward(logits, target, weight, ignore_index, reduction, label_smoothing, classes):
+    """torch.nn.functional.cross_entropy on NumPy arrays; returns (loss, probs of logits' shape)."""
+    launched("cross_entropy_general_forward")
+    ct = compute_dtype(logits.dtype)
+    shape = logits.shape
+    C = shape[1] if logits.ndim >= 2 else shape[0]
+    z = _rows(logits.astype(ct), C)
+    if z.shape[0]:
+        shifted = z - z.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    else:
+        logp = z.copy()
+    a, denom = _xent_coeffs(target, weight, ignore_index, label_smoothing, classes, C, ct)
+    # a == 0 contributes 0 even where logp is -inf (torch's nll ignores those terms)
+    per = -np.sum(np.where(a != 0, a * logp, 0), axis=1)
+    if reduction == "none":
+        out_shape = (shape[0],) + tuple(shape[2:]) if logits.ndim >= 2 else ()
+        loss = per.reshape(out_shape).astype(logits.dtype)
+    elif reduction == "sum":
+        loss = np.asarray(per.sum(dtype=ct), ct)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = np.asarray(per.sum(dtype=ct) / denom, ct)
+    probs = _unrows(np.exp(logp), shape).astype(logits.dtype)
+    return loss, np.ascontiguousarray(probs)
+
+
+def cross_entropy_general_backward(probs, target, dloss, weight, ignore_index, reduction, label_smoothing,
+                                   classes):
+    """Gradient of cross_entropy_general_forward w.r.t. the logits, from its probs."""
+    launched("cross_entropy_general_backward")
+    ct = compute_dtype(probs.dtype)
+    shape = probs.shape
+    C = shape[1] if probs.ndim >= 2 else shape[0]
+    p = _rows(probs.astype(ct), C)
+    a, denom = _xent_coeffs(target, weight, ignore_index, label_smoothing, classes, C, ct)
+    if reduction == "none":
+        g = np.asarray(dloss, ct).reshape(-1)[:, None]
+    elif reduction == "sum":
+        g = ct.type(dloss)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = ct.type(dloss) / denom
+    d = g * (a.sum(axis=1, keepdims=True) * p - a)
+    return np.ascontiguousarray(_unrows(d, shape).astype(probs.dtype))

@@ -91,7 +91,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
 def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     """Gradients of batch_norm_forward. dy, x, y: x's shape; mean/invstd (C,) from the forward.
 
-    relu: dy is first masked by y > 0. training: the batch statistics depend on x, so
+    relu: dy is first zeroed where y <= 0 (NaN y passes, as torch). training: the batch statistics depend on x, so
     dx = weight * invstd * (g - mean(g) - xhat * mean(g * xhat)) per channel (g the masked dy,
     xhat = (x - mean) * invstd); eval: dx = g * weight * invstd. dweight = sum(g * xhat),
     dbias = sum(g) over (N, H, W), in weight's dtype; both None when weight is None.
@@ -102,7 +102,7 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     bshape = (1, C) + (1,) * (x.ndim - 2)
     g = dy.astype(ct, copy=True)
     if relu:
-        g[~(y > 0)] = 0
+        g[y <= 0] = 0                        # NaN y passes dy, as torch's relu backward
     mean_c = mean.astype(ct, copy=False).reshape(bshape)
     inv_c = invstd.astype(ct, copy=False).reshape(bshape)
     xhat = (x.astype(ct, copy=False) - mean_c) * inv_c

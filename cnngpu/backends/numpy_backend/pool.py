@@ -4,7 +4,8 @@ Window of output (p, q): rows p*sh - ph + r*dh (r < kh), cols q*sw - pw + s*dw (
 max: padding never wins. The result is what a sequential scan of the window in row-major order
 gives with ``if v > best or isnan(v)`` starting from best = -inf at the first in-bounds tap (the
 PyTorch kernels): the first maximum on ties, the last NaN if any, the first real pixel when all
-are -inf. argmax is the flat index h*W + w in the unpadded (n, c) plane.
+are -inf. argmax is the flat index h*W + w in the unpadded (n, c) plane; a window with no real
+pixel (dilation can step over the whole input) gives -inf and argmax -1, and no gradient.
 avg: divisor = window clipped to the padded plane [-ph, H+ph) when count_include_pad, else the
 number of real pixels in the window (a ceil_mode window may reach past H+ph).
 float16 is computed in float32 and rounded back. Ops recorded in LAUNCHES: max_pool2d_fwd,
@@ -52,6 +53,12 @@ def max_pool2d_forward(x, g: PoolGeometry):
     argmax = (h * g.W + w).astype(np.int64)
     y = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
     y = np.where(in_pad, -np.inf, y)
+    # a window with no real pixel at all (dilation can step over the whole input): y = -inf,
+    # argmax = -1, and backward sends it nothing (as the triton and CUDA kernels)
+    rany, cany = np.asarray(rok.any(axis=1)), np.asarray(cok.any(axis=1))
+    empty = ~(rany[:, None] & cany[None, :])                          # (P, Q)
+    if empty.any():
+        argmax = np.where(empty, np.int64(-1), argmax)
     launched("max_pool2d_fwd")
     return np.ascontiguousarray(y, dtype=x.dtype), np.ascontiguousarray(argmax)
 
@@ -60,9 +67,11 @@ def max_pool2d_backward(dy, argmax, g: PoolGeometry):
     """dy, argmax: (N, C, P, Q) -> dx (N, C, H, W): dx[n, c].flat[argmax] += dy (summed over windows)."""
     plane = g.H * g.W
     base = (np.arange(g.N * g.C, dtype=np.int64) * plane).reshape(g.N, g.C, 1, 1)
-    flat = (np.asarray(argmax, dtype=np.int64) + base).ravel()
+    am = np.asarray(argmax, dtype=np.int64)
+    real = (am >= 0).ravel()                      # argmax -1: a window that saw only padding
+    flat = (am + base).ravel()[real]
     # bincount sums in float64: exact enough for every input dtype, rounded once at the end
-    dx = np.bincount(flat, weights=dy.astype(np.float64).ravel(), minlength=g.N * g.C * plane)
+    dx = np.bincount(flat, weights=dy.astype(np.float64).ravel()[real], minlength=g.N * g.C * plane)
     launched("max_pool2d_bwd_scatter")
     return dx.reshape(g.N, g.C, g.H, g.W).astype(dy.dtype)
 
