@@ -116,17 +116,13 @@ def test_max_pool2d_output_size_and_values_match_torch(case):
     del tidx
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="known bug, found by the property test above: the numpy "
-                   "backend's max_pool2d_backward crashes (np.bincount of argmax -1) on a window that, with "
-                   "dilation, sees only padding; torch gives that window -inf and no gradient. To be fixed in "
-                   "cnngpu/backends (issue 10's area); this test then passes and strict xfail flags it")
 def test_max_pool2d_backward_of_a_window_that_sees_only_padding():
     x = np.array([[[[0.5]]]])
     kw = dict(stride=1, padding=(1, 0), dilation=(2, 1))
-    y, argmax = F.max_pool2d(x, (2, 1), backend="numpy", **kw)
-    assert np.isneginf(y).all()
+    y, argmax = F.max_pool2d(x, (2, 1), backend="numpy", return_indices=True, **kw)
+    assert np.isneginf(y).all() and (argmax == -1).all()
     dx = F.max_pool2d_backward(np.ones_like(y), argmax, x.shape, (2, 1), backend="numpy", **kw)
-    np.testing.assert_array_equal(dx, np.zeros_like(x))      # torch: no gradient from that window
+    np.testing.assert_array_equal(dx, np.zeros_like(x))      # no gradient from that window (README: torch's index points into the padding)
 
 
 @given(pool_cases())
