@@ -1,0 +1,193 @@
+"""End to end: the project's real CUDA kernels (kernels/cuda/*.cu, unmodified) run on the CPU
+emulation (cnngpu.testing.cudaemu), launched by the real cupy-backend launchers, against the NumPy
+reference backend.
+
+The cupy backend is imported afresh with ``cupy`` bound to the emulation's cupy_api (the module
+swap CNNGPU_CUDA_EMULATE=1 will make permanent), so planners, grids, specialisations (-D options)
+and argument packing are exactly those a GPU run uses. Outputs are poisoned with NaN (conftest).
+Every case runs in forward and in reverse thread/block order: a result that depends on the order
+is a race. Shapes are tiny (1-4 blocks per launch) to stay fast on 2 cores.
+"""
+import importlib
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ml_dtypes")
+from ml_dtypes import bfloat16  # noqa: E402
+
+import cnngpu.functional as F  # noqa: E402
+from cnngpu.backends import numpy_backend as ref  # noqa: E402
+from cnngpu.testing import cudaemu  # noqa: E402
+from cnngpu.testing.cudaemu import cupy_api  # noqa: E402
+
+DT = {"float32": np.float32, "float16": np.float16, "bfloat16": bfloat16}
+TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+@pytest.fixture(scope="module")
+def be():
+    """cnngpu.backends.cupy_backend imported with ``cupy`` = the emulation (restored afterwards)."""
+    saved = {k: v for k, v in sys.modules.items() if k == "cupy" or k.startswith("cnngpu.backends.cupy_backend")}
+    import cnngpu.backends as backends
+    saved_attr = getattr(backends, "cupy_backend", None)
+    for k in saved:
+        del sys.modules[k]
+    sys.modules["cupy"] = cupy_api
+    try:
+        mod = importlib.import_module("cnngpu.backends.cupy_backend")
+        yield mod
+    finally:
+        for k in [k for k in sys.modules if k == "cupy" or k.startswith("cnngpu.backends.cupy_backend")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+        if saved_attr is not None:
+            backends.cupy_backend = saved_attr
+
+
+@pytest.fixture(params=["forward", "reverse"])
+def order(request):
+    with cudaemu.schedule(request.param):
+        yield request.param
+
+
+def data(shape, dtype, seed, scale=1.0):
+    """Random values already rounded to ``dtype`` (host) and the same as float64."""
+    h = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(DT[dtype])
+    return h, h.astype(np.float64)
+
+
+def dev(h):
+    return cupy_api.asarray(h)
+
+
+def check(got, want, dtype, what, scale=1.0):
+    g = cupy_api.asnumpy(got).astype(np.float64)
+    w = np.asarray(want, dtype=np.float64)
+    assert g.shape == w.shape, what
+    assert not np.isnan(g).any() or np.isnan(w).any(), f"{what}: NaN in the output (unwritten element?)"
+    tol = TOL[dtype] * max(1.0, scale)
+    err = np.max(np.abs(g - w) / (np.abs(w) + 1.0)) if g.size else 0.0
+    assert err <= tol, f"{what}: max rel err {err:.3g} > {tol:.3g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# pooling
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pool2d(be, order, dtype):
+    h, x64 = data((2, 3, 7, 6), dtype, 1)
+    g = F.pool2d_geometry(h.shape, 3, stride=2, padding=1)
+    y, am = be.max_pool2d_forward(dev(h), g)
+    y_ref, am_ref = ref.max_pool2d_forward(x64, g)
+    check(y, y_ref, dtype, "max_pool fwd")
+    assert np.array_equal(cupy_api.asnumpy(am), am_ref)
+    dyh, dy64 = data(y_ref.shape, dtype, 2)
+    check(be.max_pool2d_backward(dev(dyh), am, g), ref.max_pool2d_backward(dy64, am_ref, g), dtype, "max_pool bwd")
+    check(be.avg_pool2d_forward(dev(h), g, False), ref.avg_pool2d_forward(x64, g, False), dtype, "avg_pool fwd")
+    check(be.avg_pool2d_backward(dev(dyh), g, True), ref.avg_pool2d_backward(dy64, g, True), dtype, "avg_pool bwd")
+
+
+# ------------------------------------------------------------------------------------------------
+# norms
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_batch_norm(be, order, dtype):
+    C = 3
+    h, x64 = data((2, C, 5, 4), dtype, 3)
+    w, b = np.linspace(0.5, 1.5, C).astype(np.float32), np.linspace(-0.2, 0.3, C).astype(np.float32)
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    y, mean, invstd = be.batch_norm_forward(dev(h), dev(w), dev(b), dev(rm), dev(rv), True, 0.1, 1e-5, True)
+    rm64, rv64 = rm.astype(np.float64), rv.astype(np.float64)
+    y_ref, mean_ref, invstd_ref = ref.batch_norm_forward(x64, w.astype(np.float64), b.astype(np.float64), rm64, rv64,
+                                                         True, 0.1, 1e-5, True)
+    check(y, y_ref, dtype, "bn fwd")
+    check(mean, mean_ref, "float32", "bn mean")
+    dyh, dy64 = data(h.shape, dtype, 4)
+    # the reference backward takes the device's own y (the ReLU mask) and statistics
+    y_dev = cupy_api.asnumpy(y).astype(np.float64)
+    got = be.batch_norm_backward(dev(dyh), dev(h), y, dev(w), mean, invstd, True, True)
+    want = ref.batch_norm_backward(dy64, x64, y_dev, w.astype(np.float64), cupy_api.asnumpy(mean).astype(np.float64),
+                                   cupy_api.asnumpy(invstd).astype(np.float64), True, True)
+    for gv, wv, name in zip(got, want, ("dx", "dweight", "dbias")):
+        check(gv, wv, dtype, f"bn {name}", scale=4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("D", [24, 1500])  # a warp per row / a block per row
+def test_layer_norm(be, order, dtype, D):
+    h, x64 = data((3, D), dtype, 5)
+    w, b = np.linspace(0.5, 1.5, D).astype(np.float32), np.linspace(-0.2, 0.3, D).astype(np.float32)
+    y, mean, rstd = be.layer_norm_forward(dev(h), 1, dev(w), dev(b), 1e-5)
+    y_ref, mean_ref, rstd_ref = ref.layer_norm_forward(x64, 1, w.astype(np.float64), b.astype(np.float64), 1e-5)
+    check(y, y_ref, dtype, "ln fwd")
+    dyh, dy64 = data(h.shape, dtype, 6)
+    got = be.layer_norm_backward(dev(dyh), dev(h), dev(w), mean, rstd, 1)
+    want = ref.layer_norm_backward(dy64, x64, w.astype(np.float64), mean_ref, rstd_ref, 1)
+    for gv, wv, name in zip(got, want, ("dx", "dweight", "dbias")):
+        check(gv, wv, dtype, f"ln {name}", scale=4)
+
+
+# ------------------------------------------------------------------------------------------------
+# conv2d: implicit GEMM (mma.sync + ldmatrix for 16-bit, FFMA for fp32) and direct kernels
+# ------------------------------------------------------------------------------------------------
+# (id, x shape, w shape, stride, padding, dilation, groups)
+CONV = [
+    ("c8_3x3", (2, 8, 6, 5), (16, 8, 3, 3), 1, 1, 1, 1),      # VEC 8 / 4 loads, one tile
+    ("c3_s2", (1, 3, 7, 6), (9, 3, 3, 2), 2, 1, 1, 1),        # VEC 1, stride 2, R != S, residue classes
+    ("g2_d2", (1, 4, 7, 7), (10, 2, 3, 3), 1, 2, 2, 2),       # groups, dilation
+]
+
+
+def _conv_case(case, dtype, seed):
+    _, xs, ws, stride, pad, dil, groups = case
+    g = F.conv2d_geometry(xs, ws, stride=stride, padding=pad, dilation=dil, groups=groups)
+    xh, x64 = data(xs, dtype, seed)
+    wh, w64 = data(ws, dtype, seed + 1, 0.3)
+    bh, b64 = data((ws[0],), dtype, seed + 2)
+    return g, xh, x64, wh, w64, bh, b64
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("case", CONV, ids=[c[0] for c in CONV])
+@pytest.mark.parametrize("algo", ["implicit_gemm", "direct"])
+def test_conv2d_forward(be, order, dtype, case, algo):
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 10)
+    be.LAUNCHES.clear()
+    y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo=algo)
+    assert be.LAUNCHES[f"conv2d_fwd_{algo}"] == 1
+    red = g.c_per_group * g.R * g.S
+    check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, f"conv fwd {algo}", scale=red / 8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("case", CONV, ids=[c[0] for c in CONV])
+@pytest.mark.parametrize("algo", ["implicit_gemm", "direct"])
+def test_conv2d_backward(be, order, dtype, case, algo, monkeypatch):
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 20)
+    dyh, dy64 = data((g.N, g.K, g.P, g.Q), dtype, 23)
+    monkeypatch.setattr(be.conv, "BWD_ALGO", algo)
+    be.LAUNCHES.clear()
+    dx, dw, db = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g)
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
+    dx_algo, dw_algo = be.conv.choose_bwd_algos(g)
+    assert be.LAUNCHES[f"conv2d_bwd_dx_{dx_algo}"] == 1 and be.LAUNCHES[f"conv2d_bwd_dw_{dw_algo}"] == 1
+    scale = max(g.k_per_group * g.R * g.S, g.N * g.P * g.Q) / 8
+    check(dx, dx_ref, dtype, f"conv dX {dx_algo}", scale=scale)
+    check(dw, dw_ref, dtype, f"conv dW {dw_algo}", scale=scale)
+    check(db, db_ref, dtype, "conv db", scale=scale)
+
+
+def test_conv2d_dw_split_k(be, order, monkeypatch):
+    """dW implicit GEMM with split-K (N*P*Q >= 2 * SPLIT_MIN_LEN) and the deterministic split sum."""
+    case = ("split", (2, 8, 34, 34), (8, 8, 1, 1), 1, 0, 1, 1)
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "bfloat16", 30)
+    dyh, dy64 = data((g.N, g.K, g.P, g.Q), "bfloat16", 33)
+    monkeypatch.setattr(be.conv, "BWD_ALGO", "implicit_gemm")
+    be.LAUNCHES.clear()
+    _, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, need_db=False)
+    assert any(k.startswith("conv2d_bwd_dw_implicit_gemm[split=") and k != "conv2d_bwd_dw_implicit_gemm[split=1]"
+               for k in be.LAUNCHES), dict(be.LAUNCHES)
+    assert be.LAUNCHES["conv2d_bwd_sum_splits"] == 1
+    check(dw, ref.conv2d_backward(dy64, x64, w64, g)[1], "bfloat16", "conv dW split-K", scale=g.N * g.P * g.Q / 8)
