@@ -181,7 +181,7 @@ def test_conv2d_backward(be, order, dtype, case, algo, monkeypatch):
 
 def test_conv2d_dw_split_k(be, order, monkeypatch):
     """dW implicit GEMM with split-K (N*P*Q >= 2 * SPLIT_MIN_LEN) and the deterministic split sum."""
-    case = ("split", (2, 8, 34, 34), (8, 8, 1, 1), 1, 0, 1, 1)
+    case = ("split", (4, 8, 33, 33), (8, 8, 1, 1), 1, 0, 1, 1)  # N*P*Q = 4356: 2 splits
     g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "bfloat16", 30)
     dyh, dy64 = data((g.N, g.K, g.P, g.Q), "bfloat16", 33)
     monkeypatch.setattr(be.conv, "BWD_ALGO", "implicit_gemm")
