@@ -287,3 +287,16 @@ def test_every_entry_point_executed(be, request):
     entries = {e for mod in (be.conv, be.norm, be.basic, be.pool) for _, es, _ in mod.CUDA_BUILDS for e in es}
     missing = sorted(e for e in entries if cudaemu.EXECUTED[e] == 0)
     assert not missing, f"entry points never executed: {missing}"
+
+
+def test_every_cuda_build_compiles_for_the_emulation(be):
+    """Each specialisation a launcher can request (the modules' CUDA_BUILDS) builds under the
+    emulation and registers its entry points with their signatures."""
+    n = 0
+    for mod in (be.conv, be.norm, be.basic, be.pool):
+        for fname, entries, defines in mod.CUDA_BUILDS:
+            m = cudaemu.RawModule(code=be._module.source(fname), options=be._module.compile_options(defines))
+            for e in entries:
+                assert m.get_function(e).params, (fname, defines, e)
+            n += 1
+    assert n >= 20
