@@ -242,3 +242,17 @@ def test_compile_cache(tmp_path, monkeypatch):
     assert (cp.asnumpy(y) == 2).all()
     with pytest.raises(ValueError, match="not understood"):
         cudaemu.RawModule(code=src, options=("--bogus",))
+
+
+def test_far_out_of_bounds_access_is_an_error_not_a_crash():
+    src = ('extern "C" __global__ void far(float* y, long long off) { y[off] = 1.0f; }\n'
+           'extern "C" __global__ void far_read(const float* x, float* y, long long off) { y[0] = x[off]; }\n')
+    m = cudaemu.RawModule(code=src)
+    y = cp.empty((4,), np.float32)
+    for off in (100_000, -100_000):
+        with pytest.raises(cudaemu.CudaEmuError, match="illegal memory access"):
+            m.get_function("far")((1,), (1,), (y, off))
+    with pytest.raises(cudaemu.CudaEmuError, match="illegal memory access"):
+        m.get_function("far_read")((1,), (1,), (f32([1, 2]), y, 1 << 22))
+    m.get_function("far")((1,), (1,), (y, 3))   # the runtime is usable after a fault
+    assert cp.asnumpy(y)[3] == 1

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#define CUDAEMU_RT_VERSION 1
+#define CUDAEMU_RT_VERSION 2
 
 namespace cudaemu {
 
@@ -81,6 +81,8 @@ std::vector<WarpState> g_warps;
 int g_nthreads = 0;
 ucontext_t g_sched;
 bool g_in_fiber = false, g_failed = false;
+char g_fault_msg[768];
+volatile bool g_fault = false;
 std::string g_err;
 const Kernel* g_kernel = nullptr;
 void** g_args = nullptr;
@@ -216,6 +218,11 @@ bool run_block(bool reverse) {
             g_in_fiber = true;
             swapcontext(&g_sched, &t.ctx);
             g_in_fiber = false;
+            if (g_fault) {
+                g_fault = false;
+                if (!g_failed) g_err = g_fault_msg;
+                g_failed = true;
+            }
             if (g_failed) return false;
         }
         if (any) continue;
@@ -261,10 +268,22 @@ bool run_block(bool reverse) {
 struct sigaction g_old_segv, g_old_bus;
 char g_altstack[64 * 1024];
 
+// A fault inside a kernel (an access outside every staged buffer hits the PROT_NONE guard regions
+// the launcher maps around them) becomes a launch error, as CUDA's "illegal memory access": the
+// fiber is abandoned and the scheduler resumes. Outside a kernel the previous handler runs.
 void on_fault(int sig, siginfo_t* si, void*) {
-    char buf[512];
-    int len = snprintf(buf, sizeof buf, "\ncudaemu: fatal signal %d (address %p) in %s\n", sig, si->si_addr,
-                       where().c_str());
+    if (g_in_fiber && g_kernel && g_cur && !g_fault) {
+        snprintf(g_fault_msg, sizeof g_fault_msg,
+                 "kernel %s, block (%u,%u,%u), thread (%u,%u,%u): illegal memory access at address %p (signal %d): "
+                 "outside every argument's buffer and the block's shared memory",
+                 g_kernel->name, g_blockIdx.x, g_blockIdx.y, g_blockIdx.z, g_cur->tid.x, g_cur->tid.y, g_cur->tid.z,
+                 si->si_addr, sig);
+        g_fault = true;
+        static_cast<Thread*>(g_cur)->st = EXITED;
+        setcontext(&g_sched);
+    }
+    char buf[256];
+    int len = snprintf(buf, sizeof buf, "\ncudaemu: fatal signal %d (address %p) outside a kernel\n", sig, si->si_addr);
     if (len > 0) {
         ssize_t r = write(2, buf, (size_t)len);
         (void)r;

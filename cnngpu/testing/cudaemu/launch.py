@@ -194,11 +194,15 @@ class RawKernel:
                 ptrs[i] = ctypes.addressof(slots) + 8 * i
             err = ctypes.create_string_buffer(4096)
             flags = 1 if order() == "reverse" else 0
-            rc = self.module.lib.cudaemu_launch(self._index, (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
-                                                int(shared_mem), ptrs, flags, err, len(err))
-            if rc:
-                raise CudaEmuError(err.value.decode(errors="replace"))
-            stage.finish()
+            try:
+                rc = self.module.lib.cudaemu_launch(self._index, (ctypes.c_uint * 3)(*grid),
+                                                    (ctypes.c_uint * 3)(*block), int(shared_mem), ptrs, flags, err,
+                                                    len(err))
+                if rc:
+                    raise CudaEmuError(err.value.decode(errors="replace"))
+                stage.finish()
+            finally:
+                stage.free()
             EXECUTED[self.name] += 1
 
 
@@ -218,32 +222,79 @@ def _extent(a: np.ndarray):
     return lo, hi
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_FAR = 1 << 26          # PROT_NONE address space on each side of a staged buffer (64 MiB)
+_PROT_NONE, _PROT_RW, _MAP_PRIVATE_ANON_NORESERVE = 0, 3, 0x02 | 0x20 | 0x4000
+
+
+class _Mapped:
+    """``n`` bytes at an address congruent to ``lo`` mod 256, GUARD+ bytes of 0xFF on both sides
+    inside read/write pages, and 64 MiB of inaccessible address space beyond them (an access
+    there faults and the runtime reports an illegal memory access instead of corrupting the heap)."""
+
+    def __init__(self, n: int, lo: int):
+        lead = GUARD + 256
+        rw = (lead + n + GUARD + _PAGE - 1) // _PAGE * _PAGE
+        self.size = 2 * _FAR + rw
+        base = _libc.mmap(None, self.size, _PROT_NONE, _MAP_PRIVATE_ANON_NORESERVE, -1, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise MemoryError("cudaemu: mmap of a staging buffer failed")
+        self.base = base
+        if _libc.mprotect(base + _FAR, rw, _PROT_RW):
+            raise MemoryError("cudaemu: mprotect of a staging buffer failed")
+        self.rw_lo, self.rw_hi = base + _FAR, base + _FAR + rw
+        ctypes.memset(self.rw_lo, GUARD_BYTE, rw)
+        self.data = self.rw_lo + GUARD + ((lo % 256) - (self.rw_lo + GUARD)) % 256
+        self.n = n
+
+    def head(self) -> np.ndarray:
+        return np.ctypeslib.as_array((ctypes.c_uint8 * (self.data - self.rw_lo)).from_address(self.rw_lo))
+
+    def tail(self) -> np.ndarray:
+        k = self.rw_hi - self.data - self.n
+        return np.ctypeslib.as_array((ctypes.c_uint8 * k).from_address(self.data + self.n))
+
+    def body(self) -> np.ndarray:
+        return np.ctypeslib.as_array((ctypes.c_uint8 * self.n).from_address(self.data))
+
+    def free(self):
+        if self.base:
+            _libc.munmap(self.base, self.size)
+            self.base = 0
+
+
 class _Staging:
     """Guarded copies of the pointer arguments of one launch (overlapping arguments share one)."""
 
     def __init__(self, items, kern: RawKernel):
         self.kern = kern
         spans = sorted((*_extent(a), i, a) for i, a in items)
-        self.groups = []   # [lo, hi, [(i, a)], buf, off]
+        self.groups = []   # [lo, hi, [(i, a)], mapping]
         for lo, hi, i, a in spans:
             if self.groups and lo < self.groups[-1][1]:
                 g = self.groups[-1]
                 g[1] = max(g[1], hi)
                 g[2].append((i, a))
             else:
-                self.groups.append([lo, hi, [(i, a)], None, 0])
+                self.groups.append([lo, hi, [(i, a)], None])
         self.where = {}
         for g in self.groups:
             lo, hi = g[0], g[1]
-            n = hi - lo
-            buf = np.full(n + 2 * GUARD + 256, GUARD_BYTE, dtype=np.uint8)
-            base = buf.__array_interface__["data"][0]
-            off = GUARD + ((lo % 256) - (base + GUARD)) % 256   # keep the address's alignment mod 256
-            if n:
-                ctypes.memmove(base + off, lo, n)
-            g[3], g[4] = buf, off
+            m = _Mapped(hi - lo, lo)
+            g[3] = m
+            if hi > lo:
+                ctypes.memmove(m.data, lo, hi - lo)
             for i, a in g[2]:
-                self.where[i] = base + off + (a.__array_interface__["data"][0] - lo)
+                self.where[i] = m.data + (a.__array_interface__["data"][0] - lo)
+
+    def free(self):
+        for g in self.groups:
+            g[3].free()
 
     def pointer(self, i: int) -> int:
         return self.where[i]
@@ -254,30 +305,28 @@ class _Staging:
 
     def finish(self) -> None:
         for g in self.groups:
-            lo, hi, members, buf, off = g
-            n = hi - lo
-            head, tail = buf[off - GUARD:off], buf[off + n:off + n + GUARD]
-            bad = np.flatnonzero(tail != GUARD_BYTE)
+            m = g[3]
+            bad = np.flatnonzero(m.tail() != GUARD_BYTE)
             if bad.size:
                 raise OutOfBoundsError(f"kernel {self.kern.name} wrote {bad[0]} bytes past the end of "
-                                       f"{self._names(g)} (a {n}-byte buffer)")
+                                       f"{self._names(g)} (a {m.n}-byte buffer)")
+            head = m.head()
             bad = np.flatnonzero(head != GUARD_BYTE)
             if bad.size:
-                raise OutOfBoundsError(f"kernel {self.kern.name} wrote {GUARD - bad[0]} bytes before the start of "
-                                       f"{self._names(g)}")
+                raise OutOfBoundsError(f"kernel {self.kern.name} wrote {head.size - bad[0]} bytes before the start "
+                                       f"of {self._names(g)}")
         for g in self.groups:
-            lo, hi, members, buf, off = g
+            lo, hi, members, m = g
             n = hi - lo
             if not n:
                 continue
-            all_const = all(self.kern.params[i].pointee_const for i, _ in members)
-            new = buf[off:off + n]
-            if all_const:
+            new = m.body()
+            if all(self.kern.params[i].pointee_const for i, _ in members):
                 old = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(lo))
                 if not np.array_equal(old, new):
                     raise OutOfBoundsError(f"kernel {self.kern.name} wrote into const {self._names(g)}")
                 continue
-            ctypes.memmove(lo, buf.__array_interface__["data"][0] + off, n)
+            ctypes.memmove(lo, m.data, n)
         for g in self.groups:
             for i, a in g[2]:
                 dmg = guard_damage(a)
