@@ -24,3 +24,10 @@ def enabled() -> bool:
     """True when the cupy backend is asked to run on the emulation (``CNNGPU_CUDA_EMULATE=1``)."""
     import os
     return os.environ.get(ENV_SWITCH, "") not in ("", "0")
+
+
+def describe() -> str:
+    """One line for ``cnngpu info``: what the emulated cupy backend runs on."""
+    from . import build
+    return (f"cupy backend emulated on the CPU (cnngpu.testing.cudaemu: g++ fibers, PTX interpreter; "
+            f"{build.CXX}, cache {build.cache_dir()}, thread order {order()})")
