@@ -2,7 +2,7 @@
 // the shared-memory window, the PTX interpreter and the launch entry point the Python side calls.
 //
 // Execution model: one launch runs its blocks one after another (forward or reverse linear order);
-// every thread of a block is a ucontext fiber. A fiber runs until it reaches __syncthreads, a warp
+// every thread of a block is a fiber (see "fiber contexts" below). A fiber runs until it reaches __syncthreads, a warp
 // collective (shuffle, ldmatrix, mma) or its end; the scheduler sweeps the runnable fibers in
 // forward or reverse thread order. Everything is deterministic for a given order.
 #include "cudaemu.h"
@@ -243,8 +243,7 @@ void fiber_main() {
     thread_exit(t);
 }
 
-std::string thread_list(unsigned bits_base, const std::vector<int>& ids) {
-    (void)bits_base;
+std::string thread_list(const std::vector<int>& ids) {
     std::string s;
     for (size_t i = 0; i < ids.size() && i < 8; ++i) {
         const Thread& t = g_threads[ids[i]];
@@ -255,15 +254,13 @@ std::string thread_list(unsigned bits_base, const std::vector<int>& ids) {
 }
 
 bool check_shared_guards() {
-    if (g_dyn || true) {
-        for (size_t i = 0; i < SGUARD; ++i)
-            if (g_smem[g_dyn + i] != 0xFF) {
-                sched_fail(fmt("write past the end of the dynamic shared memory (%zu bytes requested at launch): "
-                               "guard byte +%zu was modified",
-                               g_dyn, i));
-                return false;
-            }
-    }
+    for (size_t i = 0; i < SGUARD; ++i)
+        if (g_smem[g_dyn + i] != 0xFF) {
+            sched_fail(fmt("write past the end of the dynamic shared memory (%zu bytes requested at launch): "
+                           "guard byte +%zu was modified",
+                           g_dyn, i));
+            return false;
+        }
     for (const SVar& v : g_svars)
         for (size_t i = 0; i < SGUARD; ++i)
             if (g_smem[v.off + v.size + i] != 0xFF) {
@@ -323,11 +320,11 @@ bool run_block(bool reverse) {
         if (bar.empty() && warp.empty()) break;  // every thread finished
         if (!warp.empty()) {
             const Thread& t = g_threads[warp[0]];
-            std::string m = fmt("deadlock: threads %s wait at the warp collective %s", thread_list(0, warp).c_str(),
+            std::string m = fmt("deadlock: threads %s wait at the warp collective %s", thread_list(warp).c_str(),
                                 t.site);
-            if (!bar.empty()) m += fmt(", threads %s at __syncthreads %s", thread_list(0, bar).c_str(),
+            if (!bar.empty()) m += fmt(", threads %s at __syncthreads %s", thread_list(bar).c_str(),
                                        g_threads[bar[0]].site);
-            if (!exited.empty()) m += fmt(", threads %s exited", thread_list(0, exited).c_str());
+            if (!exited.empty()) m += fmt(", threads %s exited", thread_list(exited).c_str());
             sched_fail(m);
             return false;
         }
@@ -338,14 +335,14 @@ bool run_block(bool reverse) {
             if (strcmp(g_threads[i].site, site) != 0) other.push_back(i);
         if (!other.empty()) {
             sched_fail(fmt("__syncthreads reached from different places: threads %s at %s, threads %s at %s",
-                           thread_list(0, std::vector<int>(1, bar[0])).c_str(), site, thread_list(0, other).c_str(),
+                           thread_list(std::vector<int>(1, bar[0])).c_str(), site, thread_list(other).c_str(),
                            g_threads[other[0]].site));
             return false;
         }
         if (!exited.empty()) {
             sched_fail(fmt("__syncthreads at %s reached by %zu threads while threads %s had exited (every thread of "
                            "the block must reach it)",
-                           site, bar.size(), thread_list(0, exited).c_str()));
+                           site, bar.size(), thread_list(exited).c_str()));
             return false;
         }
         for (int i : bar) g_threads[i].st = READY;
