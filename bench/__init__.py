@@ -7,4 +7,8 @@
 - ``bench/test_bench_*.py``: pytest-benchmark suites (``python -m pytest bench``).
 - ``python -m bench.gpu_report``: the one-call GPU report (see bench/results/README.md).
 """
-from . import _kernels_alias  # noqa: F401  (cnngpu.kernels importable from a plain checkout)
+import os
+
+# the checkout's root (results, logs and subprocess working directory); cnngpu itself, kernels/
+# included as cnngpu.kernels, comes from the install (``pip install --no-deps --no-build-isolation -e .``)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@
     python -m bench.gpu_report --cpu-dry-run   # whole pipeline on the CPU, tiny shapes (testing)
 
 Steps (each bounded in time; partial results are written as they come):
-1. ``pytest -m gpu tests`` in a subprocess with a timeout; pass/fail counts and failing ids.
+1. ``pytest -m 'gpu or cupy' tests`` in a subprocess with a timeout; pass/fail counts and failing ids.
 2. In a worker subprocess (bench/worker.py): ceilings (device copy bandwidth; fp16/bf16/tf32/fp32
    matmul TFLOP/s with torch), then every (op, shape, dtype) group: torch NCHW (cuDNN for conv,
    the baseline), torch channels_last, triton, cupy -- outputs checked against torch, then timed
@@ -38,9 +38,10 @@ from . import _procs
 from . import cases as C
 from . import report_md
 from . import shapes as S
-from ._kernels_alias import REPO_ROOT
+from . import REPO_ROOT
 
 EXIT_NO_CUDA = 2
+EXIT_NOT_INSTALLED = 3
 GPU_PROVIDERS = ("torch", "torch_cl", "triton", "cupy")       # torch (NCHW) first: the baseline
 CPU_PROVIDERS = ("torch_cpu", "numpy")
 TIMING = {
@@ -335,6 +336,12 @@ def main(argv=None) -> int:
     t_start = time.time()
     deadline = t_start + args.budget_s
 
+    try:
+        import cnngpu.kernels  # noqa: F401  (the install maps kernels/ to cnngpu.kernels)
+    except ImportError as e:
+        print(f"bench.gpu_report: cnngpu is not installed from this checkout ({e}); run "
+              "`pip install --no-deps --no-build-isolation -e .` in the repository root first", file=sys.stderr)
+        return EXIT_NOT_INSTALLED
     device = cuda_device()
     if device is None and not args.cpu_dry_run:
         print("bench.gpu_report: no CUDA device is visible to torch (torch.cuda.is_available() is False), so "
@@ -430,9 +437,10 @@ def _measure(args, mode, out_dir, meta, config, tasks, deadline, t_start):
     elif mode == "cpu":
         config["parity_note"] = "CPU dry run: the gpu-marked suite needs a CUDA device"
     else:
-        from .parity import run_parity
+        from .parity import GPU_SUITE, run_parity
         limit = max(10.0, min(args.parity_timeout, deadline - time.time() - 60))
-        print(f"[gpu_report] parity suite: pytest -m gpu {args.parity_paths} (limit {limit:.0f} s)", flush=True)
+        print(f"[gpu_report] parity suite: pytest -m '{GPU_SUITE}' {args.parity_paths} (limit {limit:.0f} s)",
+              flush=True)
         parity = run_parity(os.path.join(out_dir, "parity.log"), limit, paths=args.parity_paths.split(","))
         _state["parity"] = parity
         c = parity["counts"]

@@ -1,4 +1,4 @@
-"""Run the GPU parity suite (``pytest -m gpu tests``) in a subprocess and count its outcomes.
+"""Run the GPU parity suite (``pytest -m 'gpu or cupy' tests``) in a subprocess and count its outcomes.
 
 The subprocess gets a wall-clock limit; on expiry its process group (started here) is killed
 and the counts are read off the verbose per-test lines written so far, marked ``timed_out``.
@@ -13,7 +13,7 @@ import time
 from typing import Dict, List
 
 from . import _procs
-from ._kernels_alias import REPO_ROOT
+from . import REPO_ROOT
 
 _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 _LINE = re.compile(r"::\S*.*\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b|\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b.*::")
@@ -68,11 +68,14 @@ def _have_pytest_timeout() -> bool:
         return False
 
 
-def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = "gpu",
+GPU_SUITE = "gpu or cupy"     # the tests that need a GPU, and every cupy-backend test
+
+
+def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = GPU_SUITE,
                paths=("tests",), per_test_timeout_s: int = 60) -> Dict[str, object]:
     """Run ``pytest -m <marker> <paths>`` with output to ``log_path``; return counts and status.
     With pytest-timeout installed, one test that hangs fails after ``per_test_timeout_s``."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "bench._kernels_alias", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
            "-m", marker, "-v", "-rfE", "--color=no", *paths]
     if workers > 1 and _have_xdist():
         cmd += ["-n", str(workers)]

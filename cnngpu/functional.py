@@ -14,25 +14,16 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 from . import backends as _backends
+from .backends.conv_policy import ALGOS as _ALGOS
+from .dtypes import FLOAT_NAMES, dtype_name
 from .geometry import ConvGeometry, PoolGeometry, conv_output_size, pair, same_padding
 
 Padding = Union[int, Sequence[int], str]
-
-_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def dtype_name(x) -> str:
-    """'float32', 'float16', 'bfloat16', 'float64', 'int64', ... for numpy, cupy and torch arrays."""
-    dt = x.dtype
-    name = getattr(dt, "name", None)
-    if name is None or not isinstance(name, str):
-        name = str(dt).replace("torch.", "")
-    return name
-
-
 def _shape(x) -> Tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
 
@@ -54,7 +45,7 @@ def _resolve(backend: Optional[str], *arrays):
 
 def _check_float(be, name: str, x) -> str:
     dt = dtype_name(x)
-    if dt not in _FLOAT_NAMES:
+    if dt not in FLOAT_NAMES:
         raise TypeError(f"{name} must be a floating-point array, got dtype {dt} with shape {_shape(x)}")
     if dt not in be.DTYPES:
         raise TypeError(f"backend {be.name!r} does not support dtype {dt} for {name} "
@@ -170,7 +161,6 @@ def pool2d_geometry(x_shape, kernel_size, stride=None, padding=0, dilation=1, ce
 # ----------------------------------------------------------------------------------------------
 # conv2d
 # ----------------------------------------------------------------------------------------------
-_ALGOS = ("auto", "direct", "implicit_gemm")
 _PRECISIONS = ("ieee", "tf32")
 
 
@@ -205,14 +195,16 @@ def conv2d(x, weight, bias=None, stride=1, padding: Padding = 0, dilation=1, gro
 
 def conv2d_backward(dy, x, weight, stride=1, padding: Padding = 0, dilation=1, groups=1, *,
                     need_dx: bool = True, need_dw: bool = True, need_db: bool = True,
-                    precision: str = "ieee", backend: Optional[str] = None):
+                    algo: str = "auto", precision: str = "ieee", backend: Optional[str] = None):
     """Gradients of conv2d: returns (dx, dweight, dbias); entries not asked for are None.
 
     dy: (N, K, P, Q) as produced by ``conv2d`` with the same arguments; dx: (N, C, H, W);
-    dweight: (K, C/groups, R, S); dbias: (K,).
+    dweight: (K, C/groups, R, S); dbias: (K,). algo: 'auto' (the backend picks per pass), or
+    'direct' / 'implicit_gemm' for both dX and dW (the direct kernel where a backend's implicit
+    GEMM cannot run the geometry). precision as for ``conv2d``.
     """
     be = _resolve(backend, dy, x, weight)
-    _check_conv_opts("auto", precision)
+    _check_conv_opts(algo, precision)
     _check_ndim("x", x, 4, "N, C, H, W")
     _check_float(be, "x", x)
     _check_same_dtype("x", x, "weight", weight)
@@ -222,7 +214,7 @@ def conv2d_backward(dy, x, weight, stride=1, padding: Padding = 0, dilation=1, g
         raise ValueError(f"dy must have shape {(g.N, g.K, g.P, g.Q)} (the conv2d output for x {_shape(x)} "
                          f"and weight {_shape(weight)}), got {_shape(dy)}")
     return be.conv2d_backward(dy, x, weight, g, need_dx=need_dx, need_dw=need_dw, need_db=need_db,
-                              precision=precision)
+                              algo=algo, precision=precision)
 
 
 # ----------------------------------------------------------------------------------------------

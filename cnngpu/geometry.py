@@ -8,7 +8,6 @@ the output size, because an input index is ``out * stride - pad_begin + tap * di
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence, Tuple, Union
 
@@ -141,7 +140,3 @@ def receptive_field(layers) -> Tuple[int, int]:
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def log2_ceil(n: int) -> int:
-    return max(0, math.ceil(math.log2(max(n, 1))))

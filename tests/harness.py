@@ -75,12 +75,39 @@ def native(backend_name: str, a: np.ndarray, dtype: str):
         return t.to(device=dev, dtype=tdt)
     if backend_name == "cupy":
         import cupy
-        if dtype == "bfloat16":
-            import torch
-            t = torch.from_numpy(np.ascontiguousarray(a)).to(device="cuda", dtype=torch.bfloat16)
-            return cupy.from_dlpack(t)
+        if dtype == "bfloat16":   # from the bit pattern: no cupy arithmetic on bfloat16 needed
+            bits = (round_to(a, "bfloat16").astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+            return cupy.asarray(bits).view(cupy.dtype("bfloat16"))
         return cupy.asarray(np.asarray(a, dtype=dtype))
     raise ValueError(backend_name)
+
+
+def relayout(a, layout: str):
+    """The same values as ``a`` (N, C, H, W; numpy, torch or cupy) in another memory layout:
+    'nchw' (contiguous), 'channels_last', or 'sliced' (a strided view into a larger buffer filled
+    with NaN, or -1 for integers, so a read outside the view shows)."""
+    if type(a).__module__.startswith("torch"):
+        import torch
+        if layout in ("nchw", "channels_last"):
+            return a.contiguous(memory_format=torch.channels_last if layout == "channels_last" else
+                                torch.contiguous_format)
+        full = lambda shape, v: torch.full(shape, v, dtype=a.dtype, device=a.device)  # noqa: E731
+        floating = a.is_floating_point()
+    else:
+        xp = np
+        if type(a).__module__.startswith("cupy"):
+            import cupy as xp
+        if layout in ("nchw", "channels_last"):
+            return (xp.ascontiguousarray(a) if layout == "nchw" else
+                    xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
+        full = lambda shape, v: xp.full(shape, v, dtype=a.dtype)  # noqa: E731
+        floating = a.dtype.kind == "f"
+    if layout != "sliced":
+        raise ValueError(layout)
+    N, C, H, W = a.shape
+    big = full((N, 2 * C, H + 1, 2 * W + 1), float("nan") if floating else -1)
+    big[:, ::2, 1:, 1::2] = a
+    return big[:, ::2, 1:, 1::2]
 
 
 def to_f64(x) -> np.ndarray:
@@ -95,8 +122,8 @@ def to_f64(x) -> np.ndarray:
     if mod.startswith("cupy"):
         import cupy
         if str(x.dtype) == "bfloat16":
-            import torch
-            return torch.from_dlpack(x).to("cpu", torch.float64).numpy()
+            bits = cupy.asnumpy(cupy.ascontiguousarray(x).view(cupy.uint16)).astype(np.uint32) << 16
+            return bits.view(np.float32).astype(np.float64)
         return cupy.asnumpy(x).astype(np.float64) if x.dtype.kind == "f" else cupy.asnumpy(x)
     raise TypeError(type(x))
 

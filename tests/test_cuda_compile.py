@@ -24,6 +24,7 @@ from typing import Dict, Tuple
 import pytest
 
 cupy_backend = pytest.importorskip("cnngpu.backends.cupy_backend", reason="cupy not installed")
+from cnngpu.backends.cupy_backend import _config as C  # noqa: E402
 from cnngpu.backends.cupy_backend import _module, basic, conv, norm, pool  # noqa: E402
 from cnngpu.kernels import CUDA_DIR  # noqa: E402
 
@@ -46,9 +47,12 @@ BUILDS = _builds()
 BUILD_KEYS = sorted(BUILDS)
 
 
+SHARED = {**C.KERNEL_DEFINES, **C.CONV_DEFINES}    # the -D constants every build carries
+
+
 def _build_id(key) -> str:
     fname, defs = key
-    return fname.replace(".cu", "") + "-" + "-".join(f"{k}={v}" for k, v in defs)
+    return fname.replace(".cu", "") + "-" + "-".join(f"{k}={v}" for k, v in defs if k not in SHARED)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -196,6 +200,27 @@ def test_compile(compiler, key, arch):
     if soft:
         warnings.warn(f"{fname} {defines} sm_{arch}: register spills in non-conv kernels: {soft}")
     assert not bad, f"{fname} {defines} sm_{arch}: local memory / spills in conv kernels:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("fname,needs", [
+    ("conv2d_fwd.cu", ["IG_BM", "DIRECT_TILE"]), ("conv2d_bwd.cu", ["IG_BM", "DX_MAX_TAPS"]),
+    ("linear.cu", ["COLSUM_TX"]), ("layer_norm.cu", ["COLSUM_TX"]),
+])
+def test_shared_constants_come_from_the_launcher(fname, needs):
+    """A .cu file preprocessed without the constants of cupy_backend/_config.py stops at an #error
+    naming them: the launcher's values are the only ones (no second copy in the source)."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    cmd = [nvcc, "-E", "-x", "cu", "--std=c++17", f"-I{CUDA_DIR}", "-DSCALAR_T=float", "-DVEC=1",
+           "-o", os.devnull, os.path.join(CUDA_DIR, fname)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, f"{fname} preprocessed without the launcher's -D constants"
+    for name in needs:
+        assert name in proc.stdout + proc.stderr
+    ok = subprocess.run(cmd[:-3] + [f"-D{k}={v}" for k, v in SHARED.items()] + cmd[-3:],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
 
 
 @pytest.mark.parametrize("fname", [conv.FWD_FILE, conv.BWD_FILE])

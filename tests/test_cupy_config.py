@@ -11,7 +11,6 @@ import importlib
 import math
 import os
 import re
-import sys
 import types
 
 import numpy as np
@@ -19,27 +18,18 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-import cnngpu.backends  # noqa: E402
 from cnngpu import functional as F  # noqa: E402
 from cnngpu.kernels import CUDA_DIR  # noqa: E402
 
 
 def _cupy_module(name):
-    """cnngpu.backends.cupy_backend.<name>; when the package __init__ cannot import yet (another
-    op module missing), the pure modules are loaded under a bare package object instead."""
-    full = f"cnngpu.backends.cupy_backend.{name}"
-    try:
-        return importlib.import_module(full)
-    except ImportError:
-        pkg = types.ModuleType("cnngpu.backends.cupy_backend")
-        pkg.__path__ = [os.path.join(os.path.dirname(cnngpu.backends.__file__), "cupy_backend")]
-        sys.modules[pkg.__name__] = pkg
-        return importlib.import_module(full)
+    """cnngpu.backends.cupy_backend.<name>."""
+    return importlib.import_module(f"cnngpu.backends.cupy_backend.{name}")
 
 
 C = _cupy_module("_config")
 
-GRID_X_MAX, GRID_YZ_MAX = 2 ** 31 - 1, 65535
+from cnngpu.backends.limits import GRID_X_MAX, GRID_YZ_MAX  # noqa: E402
 
 
 def _check_launch(grid, block):
@@ -122,9 +112,9 @@ def test_group_norm_threads(L):
 
 
 def test_scalar_define():
-    assert C.scalar_define("float32") == {"SCALAR_T": "float"}
-    assert C.scalar_define("float16") == {"SCALAR_T": "f16_t"}
-    assert C.scalar_define("bfloat16") == {"SCALAR_T": "bf16_t"}
+    assert C.scalar_define("float32") == {"SCALAR_T": "float", **C.KERNEL_DEFINES}
+    assert C.scalar_define("float16") == {"SCALAR_T": "f16_t", **C.KERNEL_DEFINES}
+    assert C.scalar_define("bfloat16") == {"SCALAR_T": "bf16_t", **C.KERNEL_DEFINES}
     with pytest.raises(TypeError, match="float64"):
         C.scalar_define("float64")
 
@@ -277,6 +267,6 @@ def test_basic_launch_signatures(host, dtype):
 def test_every_listed_entry_point_exists():
     for m in ("pool", "norm", "basic"):
         for fname, entries, defines in _cupy_module(m).CUDA_BUILDS:
-            assert set(defines) == {"SCALAR_T"}
+            assert set(defines) == {"SCALAR_T", *C.KERNEL_DEFINES}
             for e in entries:
                 assert (fname, e) in SIGS, f"{m}.CUDA_BUILDS names {fname}:{e}, which the source lacks"

@@ -8,7 +8,6 @@ import torch
 import torch.nn as tnn
 
 import cnngpu
-from cnngpu import functional as F
 from cnngpu.nn import (SGD, AvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss, Flatten, GroupNorm,
                        InstanceNorm2d, LayerNorm, Linear, MaxPool2d, ReLU, Sequential)
 from harness import assert_close, native, randn, require, rng, to_f64

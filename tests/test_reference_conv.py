@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as TF
 
 from cnngpu import functional as F
-from harness import assert_close, launches, numeric_grad, randn, require, rng
+from harness import assert_close, launches, numeric_grad, randn, relayout, require, rng
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
 GEOMETRIES = [
@@ -36,22 +36,6 @@ LAYOUTS = ["nchw", "channels_last", "sliced"]
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def relayout(a: np.ndarray, layout: str) -> np.ndarray:
-    """The same values as ``a`` (N, C, H, W) in another memory layout."""
-    if layout == "nchw":
-        return np.ascontiguousarray(a)
-    if layout == "channels_last":
-        out = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        assert not out.flags.c_contiguous or min(a.shape[1], a.shape[2] * a.shape[3]) == 1
-        return out
-    if layout == "sliced":
-        N, C, H, W = a.shape
-        big = np.full((N, 2 * C, H + 1, 2 * W + 1), np.nan, dtype=a.dtype)
-        big[:, ::2, 1:, 1::2] = a
-        return big[:, ::2, 1:, 1::2]
-    raise ValueError(layout)
 
 
 def torch_conv(x, w, b, stride, padding, dilation, groups):

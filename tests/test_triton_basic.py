@@ -161,9 +161,10 @@ def test_linear_empty_batch_gives_zero_grads(be):
 def test_linear_int64_offsets(be, monkeypatch):
     """The INT64 kernel variant (chosen when an offset can pass 2^31) computes the same GEMMs;
     forced here by lowering the launcher's limit, since 2^31-element operands do not fit a CPU test."""
-    from cnngpu.backends.triton_backend import basic
-    assert not basic._needs_int64([_t(np.ones((4, 4)), "float32")], (4, 4, 4))
-    monkeypatch.setattr(basic, "INT32_LIMIT", 64 + basic._HEADROOM)
+    from cnngpu.backends import limits
+    from cnngpu.backends.triton_backend._common import needs_int64
+    assert not needs_int64([_t(np.ones((4, 4)), "float32")], (4, 4, 4), offset_headroom=limits.EXTENT_HEADROOM)
+    monkeypatch.setattr(limits, "INT32_LIMIT", 64 + limits.EXTENT_HEADROOM)
     gen = rng(13)
     x, w, dy = randn(gen, (9, 21), "float32"), randn(gen, (5, 21), "float32"), randn(gen, (9, 5), "float32")
     with launches(be, "linear_gemm[int64]"):

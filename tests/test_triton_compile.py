@@ -1,7 +1,8 @@
 """Tier 3: every Triton kernel, with every launch config, compiles for sm_90 on this CPU machine.
 
-Each module of ``cnngpu.kernels.triton`` (found with pkgutil, so new modules are picked up) must
-define ``compile_cases()`` yielding ``(name, jit_fn, signature, constexprs, options, expect_wgmma)``.
+Each module of ``cnngpu.kernels.triton`` (found with pkgutil, so new modules are picked up) must have
+an entry in ``tests/triton_compile_cases.py``'s ``CASES`` yielding ``(name, jit_fn, signature,
+constexprs, options, expect_wgmma)`` for every entry of its launch-config tables.
 Every case is built with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`` down
 to a cubin (ptxas included); ``expect_wgmma`` is checked against the PTX both ways: tensor-core
 GEMMs (fp16 / bf16 / tf32 implicit-GEMM conv, ...) must use Hopper's ``wgmma``, and a case that says
@@ -59,21 +60,22 @@ def build_module_cases(module: str, shard: int, nshards: int, arch: int = ARCH, 
 
     out = {"problems": [], "cases": []}
     try:
-        mod = importlib.import_module(f"{PKG}.{module}")
+        importlib.import_module(f"{PKG}.{module}")
+        from triton_compile_cases import CASES
     except Exception as e:  # noqa: BLE001 -- reported as a test failure naming the module
         out["problems"].append(f"import failed: {type(e).__name__}: {e}")
         return out
-    gen = getattr(mod, "compile_cases", None)
+    gen = CASES.get(module)
     if gen is None:
-        out["problems"].append("defines no compile_cases() (every kernel module must; see this test's docstring)")
+        out["problems"].append("has no entry in tests/triton_compile_cases.py CASES (every kernel module must)")
         return out
     try:
         cases = list(gen())
     except Exception as e:  # noqa: BLE001
-        out["problems"].append(f"compile_cases() raised {type(e).__name__}: {e}")
+        out["problems"].append(f"its compile cases raised {type(e).__name__}: {e}")
         return out
     if not cases:
-        out["problems"].append("compile_cases() yielded no case")
+        out["problems"].append("its compile cases are empty")
     unique, seen = [], set()
     for case in cases:
         if len(case) != 6:
@@ -112,10 +114,13 @@ def _items():
 
 
 def test_every_module_is_collected():
-    """Discovery sees the kernel families the design lists (a rename or a missing module shows here)."""
+    """Discovery sees the kernel families the design lists (a rename or a missing module shows here),
+    and every kernel module has compile cases (none listed for a module that does not exist)."""
+    from triton_compile_cases import CASES
     mods = kernel_modules()
     for required in ("conv2d_fwd", "conv2d_bwd", "pool2d"):
         assert required in mods, f"{required} missing from {PKG}: {mods}"
+    assert set(CASES) == set(mods), f"CASES {sorted(CASES)} != kernel modules {mods}"
 
 
 @pytest.mark.parametrize("module,shard,nshards", _items())
@@ -156,6 +161,21 @@ def test_compiles_for_sm80_sample(module):
     assert not any(c["wgmma"] for c in res["cases"]), "wgmma in sm_80 PTX"
     wrong = [c["name"] for c in res["cases"] if c["expect"] and not c["mma"]]
     assert not wrong, f"tensor-core cases without mma.sync on sm_80: {wrong}"
+
+
+def test_backward_config_pruning():
+    """The GPU autotune tables drop tiles far larger than the dX / dW GEMM (at least one stays)."""
+    kb = pytest.importorskip("cnngpu.kernels.triton.conv2d_bwd")
+    geo = dict(N=1, C=8, H=7, W=7, K=8, R=3, S=3, stride_h=2, stride_w=2, groups=1)
+    # dX: ~16 rows, 8 channels -> only the 64 x 64 tile; dW: 8 x 8 (taps) -> 64 x 64 only
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kb._prune_dx(kb.DX_GEMM_CONFIGS, geo)} == {(64, 64)}
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kb._prune_dw(kb.DW_GEMM_CONFIGS, geo)} == {(64, 64)}
+    # dW FLAT_N: 8*9 = 72 columns admit BLOCK_N = 128
+    flat = kb._prune_dw(kb.DW_GEMM_CONFIGS, geo, FLAT_N=True)
+    assert {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in flat} == {(64, 128), (64, 64)}
+    big = dict(geo, N=32, H=56, W=56, C=256, K=256)
+    assert kb._prune_dx(kb.DX_GEMM_CONFIGS, big) == kb.DX_GEMM_CONFIGS
+    assert kb._prune_dw(kb.DW_GEMM_CONFIGS, big) == kb.DW_GEMM_CONFIGS
 
 
 if __name__ == "__main__":

@@ -58,10 +58,16 @@ def forced(monkeypatch):
     """Tiny tiles and a large program target: many programs per channel, many chunks per row."""
     from cnngpu.backends.triton_backend import norm
     from cnngpu.kernels.triton import batch_norm as BN, group_norm as GN, layer_norm as LN
-    monkeypatch.setattr(BN, "TILES", {"fp32": ((1, 4), (2, 8)), "fp16": ((1, 8), (4, 4))})
-    monkeypatch.setattr(GN, "TILES", {"fp32": ((1, 4), (2, 8)), "fp16": ((2, 4), (4, 2))})
-    monkeypatch.setattr(LN, "ROW_BLOCKS", {"fp32": (8,), "fp16": (8,)})
-    monkeypatch.setattr(LN, "DWDB_TILE", {"fp32": (2, 8), "fp16": (4, 8)})
+    from cnngpu.kernels.triton._config import config
+    def tiles(c, l, pairs):
+        return [config(**{c: a, l: b}) for a, b in pairs]
+    monkeypatch.setattr(BN, "TILE_CONFIGS", {"fp32": tiles("BLOCK_C", "BLOCK_R", ((1, 4), (2, 8))),
+                                             "fp16": tiles("BLOCK_C", "BLOCK_R", ((1, 8), (4, 4)))})
+    monkeypatch.setattr(GN, "TILE_CONFIGS", {"fp32": tiles("BLOCK_C", "BLOCK_L", ((1, 4), (2, 8))),
+                                             "fp16": tiles("BLOCK_C", "BLOCK_L", ((2, 4), (4, 2)))})
+    monkeypatch.setattr(LN, "ROW_CONFIGS", [config(BLOCK_D=8)])
+    monkeypatch.setattr(LN, "DWDB_CONFIGS", {"fp32": tiles("BLOCK_M", "BLOCK_D", ((2, 8),)),
+                                             "fp16": tiles("BLOCK_M", "BLOCK_D", ((4, 8),))})
     monkeypatch.setattr(norm, "TARGET_PROGRAMS_PER_SM", 64)
     return norm
 
@@ -257,7 +263,7 @@ def test_layer_norm_fwd_bwd(be, request, case, dtype):
         D = int(np.prod(shape[len(shape) - nd:]))
         M = int(np.prod(shape)) // D
         cpu = norm.torch.device("cpu")
-        assert norm.layer_norm_block(D, getattr(norm.torch, dtype)) < D                # rows walked in chunks
+        assert norm.layer_norm_row_config(D, getattr(norm.torch, dtype)).kwargs["BLOCK_D"] < D                # rows walked in chunks
         if M > 4:
             assert norm.layer_norm_dwdb_plan(M, D, getattr(norm.torch, dtype), cpu)[3] > 1  # several row slabs
     _check_layer_norm(be, shape, nd, layout, affine, dtype, rng(_seed(case, dtype)))

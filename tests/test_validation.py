@@ -70,6 +70,8 @@ CASES = [
     ("pool_negative_padding", lambda: F.avg_pool2d(X, 2, padding=-1), ValueError, esc("padding must be >= 0, got -1")),
     ("conv_bad_algo", lambda: F.conv2d(X, W, algo="winograd"), ValueError, "algo must be one of.*'winograd'"),
     ("conv_bad_precision", lambda: F.conv2d(X, W, precision="fp8"), ValueError, "precision must be one of.*'fp8'"),
+    ("conv_backward_bad_algo", lambda: F.conv2d_backward(F.conv2d(X, W), X, W, algo="fft"), ValueError,
+     "algo must be one of.*'fft'"),
     # dtypes
     ("conv_int_x", lambda: F.conv2d(X.astype(np.int32), W.astype(np.int32)), TypeError,
      esc("x must be a floating-point array, got dtype int32 with shape (2, 4, 8, 8)")),

@@ -1,7 +1,7 @@
 """Backend registry: ``'numpy'`` (the executable specification), ``'cupy'`` and ``'triton'``.
 
 Every backend is a package exposing the same operation set with the same signatures (see
-``cnngpu.backends.ops.OPS`` for the contract) plus array helpers:
+``cnngpu.backends.ops.CONTRACT``, checked by tests/test_backend_contract.py) plus array helpers:
 
     name: str                      backend name
     array_type                     the native array class (numpy.ndarray, cupy.ndarray, torch.Tensor)
@@ -127,8 +127,6 @@ def backend_of(x) -> str | None:
 # allocates with NaN (floats) or -1 (ints) before a kernel writes them, so a kernel that skips an
 # element cannot pass a parity test by luck. Tests turn it on; CNNGPU_POISON=1 turns it on too.
 # ----------------------------------------------------------------------------------------------
-import contextlib as _contextlib
-
 _poison = {"on": os.environ.get("CNNGPU_POISON") == "1"}
 
 
@@ -138,14 +136,3 @@ def poison_enabled() -> bool:
 
 def set_poison(on: bool) -> None:
     _poison["on"] = bool(on)
-
-
-@_contextlib.contextmanager
-def poison_outputs(on: bool = True):
-    """Context manager: poison freshly allocated outputs of every backend while inside."""
-    old = _poison["on"]
-    _poison["on"] = bool(on)
-    try:
-        yield
-    finally:
-        _poison["on"] = old

@@ -19,18 +19,13 @@
 // GEMM extents (N*H*W, N*P*Q, C/groups*R*S) are int and checked to fit by the launcher.
 #include "conv2d_igemm.cuh"
 
-#ifndef SCALAR_T
-#define SCALAR_T float
+// DX_MAX_TAPS: R, S limit of the dX implicit GEMM's per-class tap tables; RED_THREADS: block size
+// of the reduction kernels (dw_direct, db, sum_splits); DIRECT_THREADS: block of the direct dX.
+// -D defines from cupy_backend/_config.py CONV_DEFINES.
+#if !defined(DX_MAX_TAPS) || !defined(RED_THREADS) || !defined(DIRECT_THREADS)
+#error "DX_MAX_TAPS, RED_THREADS and DIRECT_THREADS are -D defines from cupy_backend/_config.py CONV_DEFINES"
 #endif
-#ifndef VEC
-#define VEC 1
-#endif
-
-typedef SCALAR_T T;
-typedef IgemmCfg<T>::raw RAW;
-
-#define DX_MAX_TAPS 32  // R, S limit of the dX implicit GEMM's per-class tap tables
-#define RED_THREADS 256  // block size of the reduction kernels (dw_direct, db, sum_splits)
+static_assert(RED_THREADS % 32 == 0 && RED_THREADS <= 1024, "block reductions work on whole warps");
 
 // ================================================================================================
 // dX implicit GEMM.
@@ -198,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_
 // Grid: 1-D, grid-stride loop over the N*C*H*W elements (64-bit index). Block: 256 threads.
 // dy: any strides (elements); w: (K, Cg, R, S) contiguous; dx: (N, C, H, W) contiguous.
 // ================================================================================================
-extern "C" __global__ void __launch_bounds__(256) conv2d_bwd_dx_direct(
+extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_bwd_dx_direct(
     const T* __restrict__ dy, long long sdn, long long sdk, long long sdp, long long sdq,
     const T* __restrict__ w, T* __restrict__ dx,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,

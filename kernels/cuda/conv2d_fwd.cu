@@ -15,17 +15,12 @@
 // begin paddings and P, Q the output sizes from ConvGeometry (end padding is implied).
 #include "conv2d_igemm.cuh"
 
-#ifndef SCALAR_T
-#define SCALAR_T float
+// DIRECT_TILE: output tile of the direct kernel (DIRECT_TILE^2 pixels, one per thread of a
+// DIRECT_THREADS block); -D defines from cupy_backend/_config.py CONV_DEFINES
+#if !defined(DIRECT_TILE) || !defined(DIRECT_THREADS)
+#error "DIRECT_TILE and DIRECT_THREADS are -D defines from cupy_backend/_config.py CONV_DEFINES"
 #endif
-#ifndef VEC
-#define VEC 1
-#endif
-
-typedef SCALAR_T T;
-typedef IgemmCfg<T>::raw RAW;
-
-#define DIRECT_TILE 16  // output tile of the direct kernel: 16 x 16 pixels, one per thread
+static_assert(DIRECT_THREADS == DIRECT_TILE * DIRECT_TILE, "one thread per output pixel of the tile");
 
 // ------------------------------------------------------------------------------------------------
 // Direct convolution.
@@ -106,11 +101,11 @@ __device__ __forceinline__ void conv2d_fwd_direct_impl(
 #define DIRECT_ARGS x, sxn, sxc, sxh, sxw, w, bias, has_bias, y, N, C, H, W, K, R, S, P, Q, sh, sw, \
                     ph, pw, dh, dw, G
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_direct_4ch(DIRECT_PARAMS) {
+extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_fwd_direct_4ch(DIRECT_PARAMS) {
     conv2d_fwd_direct_impl<4>(DIRECT_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_direct_1ch(DIRECT_PARAMS) {
+extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_fwd_direct_1ch(DIRECT_PARAMS) {
     conv2d_fwd_direct_impl<1>(DIRECT_ARGS);
 }
 

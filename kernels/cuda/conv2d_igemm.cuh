@@ -29,9 +29,13 @@
 #pragma once
 #include "common.cuh"
 
-#define IG_THREADS 256
-#define IG_BM 128
-#define IG_BN 64
+// Tile constants come from the launcher (-D, cnngpu/backends/cupy_backend/_config.py CONV_DEFINES),
+// the one place they are written; the warp layout below is fixed to them.
+#if !defined(IG_THREADS) || !defined(IG_BM) || !defined(IG_BN)
+#error "IG_THREADS, IG_BM and IG_BN are -D defines from cupy_backend/_config.py CONV_DEFINES"
+#endif
+static_assert(IG_THREADS == 256 && IG_BM == 128 && IG_BN == 64,
+              "the mma / FFMA warp layout is 8 warps of 32 x 32 outputs on a 128 x 64 tile");
 
 template <typename T>
 struct IgemmCfg;
@@ -332,3 +336,11 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
         ep.store(row, col, acc.c[i]);
     }
 }
+
+// The specialisation of the conv file that includes this header: SCALAR_T (storage type) and VEC
+// (elements per global load of the implicit GEMMs), -D defines from the launcher (conv.defines).
+#if !defined(SCALAR_T) || !defined(VEC)
+#error "SCALAR_T and VEC are -D defines from cupy_backend/conv.py defines()"
+#endif
+typedef SCALAR_T T;
+typedef IgemmCfg<T>::raw RAW;

@@ -66,8 +66,9 @@ extern "C" __global__ void layer_norm_bwd_dx_rows(
   }
 }
 
-#define DWDB_TX 32
-#define DWDB_TY 8
+#if !defined(COLSUM_TX) || !defined(COLSUM_TY)
+#error "COLSUM_TX and COLSUM_TY are -D defines from cupy_backend/_config.py KERNEL_DEFINES"
+#endif
 
 // Column partial sums for the parameter gradients: over the rows of chunk g,
 // part_dw[g, j] = sum dy * xhat, part_db[g, j] = sum dy.
@@ -78,14 +79,14 @@ extern "C" __global__ void layer_norm_bwd_dwdb_partials(
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x, const float* __restrict__ mean,
     const float* __restrict__ rstd, float* __restrict__ part_dw, float* __restrict__ part_db, long long M,
     int D, long long rows_per_chunk) {
-  __shared__ float s_dw[DWDB_TY][DWDB_TX + 1];
-  __shared__ float s_db[DWDB_TY][DWDB_TX + 1];
-  const int j = blockIdx.x * DWDB_TX + threadIdx.x;
+  __shared__ float s_dw[COLSUM_TY][COLSUM_TX + 1];
+  __shared__ float s_db[COLSUM_TY][COLSUM_TX + 1];
+  const int j = blockIdx.x * COLSUM_TX + threadIdx.x;
   const long long r0 = (long long)blockIdx.y * rows_per_chunk;
   const long long r1 = min(r0 + rows_per_chunk, M);
   float dw = 0.0f, db = 0.0f;
   if (j < D) {
-    for (long long row = r0 + threadIdx.y; row < r1; row += DWDB_TY) {
+    for (long long row = r0 + threadIdx.y; row < r1; row += COLSUM_TY) {
       const float g = load(dy, row * D + j);
       dw += g * (load(x, row * D + j) - mean[row]) * rstd[row];
       db += g;
@@ -95,7 +96,7 @@ extern "C" __global__ void layer_norm_bwd_dwdb_partials(
   s_db[threadIdx.y][threadIdx.x] = db;
   __syncthreads();
   if (threadIdx.y == 0 && j < D) {
-    for (int t = 1; t < DWDB_TY; ++t) {
+    for (int t = 1; t < COLSUM_TY; ++t) {
       dw += s_dw[t][threadIdx.x];
       db += s_db[t][threadIdx.x];
     }

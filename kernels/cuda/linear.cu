@@ -18,8 +18,9 @@ extern "C" __global__ void linear_fwd_bias_epilogue(const float* __restrict__ ac
   }
 }
 
-#define COLSUM_TX 32
-#define COLSUM_TY 8
+#if !defined(COLSUM_TX) || !defined(COLSUM_TY)
+#error "COLSUM_TX and COLSUM_TY are -D defines from cupy_backend/_config.py KERNEL_DEFINES"
+#endif
 
 // part[g, j] = sum of dy[row, j] over the rows of chunk g (float32).
 // Grid: (ceil(out / 32), G); block (32, 8): thread (tx, ty) owns column blockIdx.x*32 + tx and rows

@@ -1,21 +1,6 @@
-"""Launch-config and tile-ordering helpers shared by the tl.dot GEMM kernels (conv2d, linear)."""
-import os
-
+"""Tile ordering shared by the tl.dot GEMM kernels (conv2d, linear)."""
 import triton
 import triton.language as tl
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def gemm_config(bm, bn, bk, stages, warps, group_m=8):
-    """A triton.Config for a BLOCK_M x BLOCK_N output tile stepping BLOCK_K along the reduction."""
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
-
-
-def tuned(table, interp_table):
-    """The autotuner's config list: ``table`` on a GPU, one small config under the interpreter."""
-    return interp_table if INTERPRET else table
 
 
 @triton.jit

@@ -22,19 +22,16 @@ large common offset costs no accuracy in the merge.
 import triton
 import triton.language as tl
 
+from ._config import config
 from ._stats import chan_merge
 
-# (BLOCK_C, BLOCK_R) tile shapes per element width; the launcher picks the one that wastes the
+# (BLOCK_C, BLOCK_R) tiles of the per-tile kernels; the launcher picks the one that wastes the
 # fewest lanes on this (C, L) and suits the layout. 1024-value tiles and 4 warps (8 values per
 # thread): the bigger tiles of an earlier table took 200+ registers and spilled in the backward
 # kernels (ptxas -v, sm_90).
-TILES = {
-    "fp32": ((1, 1024), (4, 256), (16, 64), (64, 16)),
-    "fp16": ((1, 1024), (4, 256), (16, 64), (64, 16)),
-}
-NUM_WARPS = 4
-NUM_STAGES = 1               # launchers pass it too: what the compile cases build is what runs
-COMBINE_BLOCK_C = 128
+TILE_CONFIGS = [config(BLOCK_C=1, BLOCK_R=1024), config(BLOCK_C=4, BLOCK_R=256),
+                config(BLOCK_C=16, BLOCK_R=64), config(BLOCK_C=64, BLOCK_R=16)]
+COMBINE_CONFIGS = [config(BLOCK_C=128)]             # fwd_combine_stats, bwd_reduce_partials
 
 
 @triton.jit
@@ -270,54 +267,3 @@ def batch_norm_bwd_dx(
         g = g - mg[:, None] - xhat * mgx[:, None]
     dx = g * scale[:, None]
     tl.store(dx_ptr + n64 * son + cs64 * soc + ls64 * sol, dx.to(dx_ptr.dtype.element_ty), mask=m)
-
-
-def compile_cases():
-    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x tile."""
-    opts = dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    i32, i64, f32, pf = "i32", "i64", "fp32", "*fp32"
-    red = {"C": i32, "L": i32, "T": i32, "TILES_PER_SPLIT": i32, "NLB": i32}
-    til = {"C": i32, "L": i32, "NLB": i32, "NCB": i32}
-
-    def strides(*names):
-        return {f"s{a}{b}": i64 for a in names for b in "ncl"}
-
-    # bf16 shares the fp16 tile table: its first tile is enough to prove the bf16 path compiles
-    for dt, tiles in (*TILES.items(), ("bf16", TILES["fp16"][:1])):
-        p = "*" + dt
-        for bc, br in tiles:
-            tc = {"BLOCK_C": bc, "BLOCK_R": br}
-            tag = f"{dt}_c{bc}_r{br}"
-            sig = {"x_ptr": p, "pmean_ptr": pf, "pm2_ptr": pf, "pcount_ptr": pf, **red,
-                   **strides("x"), "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
-            yield f"batch_norm_fwd_partial_stats_{tag}", batch_norm_fwd_partial_stats, sig, tc, opts, False
-            sig = {"x_ptr": p, "y_ptr": p, "mean_ptr": pf, "invstd_ptr": pf, "w_ptr": pf, "b_ptr": pf,
-                   "rmean_ptr": pf, "rvar_ptr": pf, **til, "eps": f32, **strides("x", "y"),
-                   "FROM_RUNNING": "constexpr", "HAS_W": "constexpr", "HAS_B": "constexpr", "RELU": "constexpr",
-                   "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
-            for from_running in (False, True):
-                cx = dict(tc, FROM_RUNNING=from_running, HAS_W=True, HAS_B=True, RELU=True)
-                yield (f"batch_norm_fwd_normalize_{tag}_{'eval' if from_running else 'train'}",
-                       batch_norm_fwd_normalize, sig, cx, opts, False)
-            sig = {"dy_ptr": p, "x_ptr": p, "y_ptr": p, "mean_ptr": pf, "invstd_ptr": pf,
-                   "psum_g_ptr": pf, "psum_gx_ptr": pf, **red, **strides("d", "x", "y"),
-                   "RELU": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
-            yield (f"batch_norm_bwd_partial_sums_{tag}", batch_norm_bwd_partial_sums, sig,
-                   dict(tc, RELU=True), opts, False)
-            sig = {"dy_ptr": p, "x_ptr": p, "y_ptr": p, "dx_ptr": p, "mean_ptr": pf, "invstd_ptr": pf,
-                   "w_ptr": pf, "sum_g_ptr": pf, "sum_gx_ptr": pf, **til, "inv_count": f32,
-                   **strides("d", "x", "y", "o"), "TRAINING": "constexpr", "RELU": "constexpr",
-                   "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
-            yield (f"batch_norm_bwd_dx_{tag}", batch_norm_bwd_dx, sig,
-                   dict(tc, TRAINING=True, RELU=True, HAS_W=True), opts, False)
-    for dt in ("fp32", "fp16", "bf16"):
-        sig = {"pmean_ptr": pf, "pm2_ptr": pf, "pcount_ptr": pf, "x_ptr": "*" + dt, "sxc": i64,
-               "mean_ptr": pf, "invstd_ptr": pf,
-               "rmean_ptr": pf, "rvar_ptr": pf, "C": i32, "S": i32, "eps": f32, "momentum": f32, "unbias": f32,
-               "HAS_RUNNING": "constexpr", "BLOCK_C": "constexpr"}
-        yield (f"batch_norm_fwd_combine_stats_{dt}", batch_norm_fwd_combine_stats, sig,
-               {"HAS_RUNNING": True, "BLOCK_C": COMBINE_BLOCK_C}, opts, False)
-    sig = {"psum_g_ptr": pf, "psum_gx_ptr": pf, "sum_g_ptr": pf, "sum_gx_ptr": pf, "dw_ptr": pf, "db_ptr": pf,
-           "C": i32, "S": i32, "HAS_W": "constexpr", "BLOCK_C": "constexpr"}
-    yield ("batch_norm_bwd_reduce_partials", batch_norm_bwd_reduce_partials, sig,
-           {"HAS_W": True, "BLOCK_C": COMBINE_BLOCK_C}, opts, False)

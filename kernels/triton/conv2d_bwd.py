@@ -31,8 +31,10 @@ db -- ``conv2d_bwd_db``: column sums of dY over (N, P, Q), split the same way.
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import (CONV_KEY, FP32_DOTS, _cfg, _flat_extent, _opts, _tag, _tile_ids, gemm_variants,
-                         signature_for, tuned)
+from ._config import INTERP_GEMM_CONFIGS, config, tuned
+from ._config import gemm_config as _cfg
+from ._gemm import grouped_tile_ids as _tile_ids
+from .conv2d_fwd import CONV_KEY, INTERP_DIRECT_CONFIGS, _flat_extent
 
 DY_KEY = ["sdn", "sdk", "sdp", "sdq"]
 
@@ -49,25 +51,16 @@ DW_GEMM_CONFIGS = [
     _cfg(64, 64, 64, 4, 4),
 ]
 DX_DIRECT_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_stages=2, num_warps=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_stages=2, num_warps=4),
+    config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
+    config(BLOCK_M=64, BLOCK_N=64, num_stages=2),
 ]
 DW_DIRECT_CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_stages=2, num_warps=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_stages=2, num_warps=4),
+    config(BLOCK_M=64, BLOCK_N=64, num_stages=2),
+    config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
 ]
-DB_CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_stages=2, num_warps=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_stages=2, num_warps=4),
-]
-SUM_SPLITS_CONFIGS = [triton.Config({"BLOCK": 1024}, num_stages=1, num_warps=4)]
-_INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
-_INTERP_DIRECT = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 8}, num_stages=1, num_warps=1)]
-_INTERP_SUM = [triton.Config({"BLOCK": 64}, num_stages=1, num_warps=1)]
-
-# per-class table of the dX residue decomposition (int32 rows of CLASS_FIELDS values)
-CLASS_FIELDS = ("a", "b", "Hc", "Wc", "r0", "nr", "p0", "s0", "ns", "q0")
-N_CLASS_FIELDS = len(CLASS_FIELDS)
+DB_CONFIGS = DW_DIRECT_CONFIGS                # the same column-reduction tiles
+SUM_SPLITS_CONFIGS = [config(BLOCK=1024)]
+INTERP_SUM_CONFIGS = [config(BLOCK=64, num_warps=1)]
 
 
 def _keep_fitting(configs, rows, cols):
@@ -113,7 +106,7 @@ def _class_rows(tab_ptr, cls, N, INT64: tl.constexpr):
     return a, b, Hc, Wc, r0, nr, p0, s0, ns, q0, N * Hc * Wc
 
 
-@triton.autotune(configs=tuned(DX_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + DY_KEY + ["PRECISION"],
+@triton.autotune(configs=tuned(DX_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + DY_KEY + ["PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_dx})
 @triton.jit
 def conv2d_bwd_dx_implicit_gemm(
@@ -200,7 +193,7 @@ def conv2d_bwd_dx_implicit_gemm(
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
 
-@triton.autotune(configs=tuned(DX_DIRECT_CONFIGS, _INTERP_DIRECT), key=CONV_KEY + DY_KEY)
+@triton.autotune(configs=tuned(DX_DIRECT_CONFIGS, INTERP_DIRECT_CONFIGS), key=CONV_KEY + DY_KEY)
 @triton.jit
 def conv2d_bwd_dx_direct(
     dy_ptr, w_ptr, dx_ptr, tab_ptr,
@@ -263,7 +256,7 @@ def conv2d_bwd_dx_direct(
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
 
-@triton.autotune(configs=tuned(DW_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + DY_KEY + ["PRECISION", "SPLIT"],
+@triton.autotune(configs=tuned(DW_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + DY_KEY + ["PRECISION", "SPLIT"],
                  prune_configs_by={"early_config_prune": _prune_dw})
 @triton.jit
 def conv2d_bwd_dw_implicit_gemm(
@@ -351,7 +344,7 @@ def conv2d_bwd_dw_implicit_gemm(
     tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=k_ok[:, None] & col_ok[None, :])
 
 
-@triton.autotune(configs=tuned(DW_DIRECT_CONFIGS, _INTERP_DIRECT), key=CONV_KEY + DY_KEY + ["SPLIT"])
+@triton.autotune(configs=tuned(DW_DIRECT_CONFIGS, INTERP_DIRECT_CONFIGS), key=CONV_KEY + DY_KEY + ["SPLIT"])
 @triton.jit
 def conv2d_bwd_dw_direct(
     dy_ptr, x_ptr, out_ptr,
@@ -408,7 +401,7 @@ def conv2d_bwd_dw_direct(
     tl.store(out_ptr + o_off, tot.to(out_ptr.dtype.element_ty), mask=col_ok)
 
 
-@triton.autotune(configs=tuned(DB_CONFIGS, _INTERP_DIRECT), key=["N", "K", "P", "Q", "SPLIT"] + DY_KEY)
+@triton.autotune(configs=tuned(DB_CONFIGS, INTERP_DIRECT_CONFIGS), key=["N", "K", "P", "Q", "SPLIT"] + DY_KEY)
 @triton.jit
 def conv2d_bwd_db(
     dy_ptr, out_ptr, N, K, P, Q, SPLIT, split_len, sdn, sdk, sdp, sdq, sos,
@@ -445,7 +438,7 @@ def conv2d_bwd_db(
     tl.store(out_ptr + split * sos + offs_k, tot.to(out_ptr.dtype.element_ty), mask=k_ok)
 
 
-@triton.autotune(configs=tuned(SUM_SPLITS_CONFIGS, _INTERP_SUM), key=["L", "SPLIT"])
+@triton.autotune(configs=tuned(SUM_SPLITS_CONFIGS, INTERP_SUM_CONFIGS), key=["L", "SPLIT"])
 @triton.jit
 def conv2d_bwd_sum_splits(ws_ptr, out_ptr, L, SPLIT, INT64: tl.constexpr, BLOCK: tl.constexpr):
     """out[i] = sum_{s < SPLIT} ws[s, i] in order s = 0, 1, ... (deterministic), cast to out's dtype.
@@ -463,57 +456,3 @@ def conv2d_bwd_sum_splits(ws_ptr, out_ptr, L, SPLIT, INT64: tl.constexpr, BLOCK:
         acc += tl.load(ws, mask=ok, other=0.0)
         ws += L                                   # pointer steps: no int32 product s * L to wrap
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
-
-
-# ------------------------------------------------------------------------------------------------
-# compile-test cases (tests/test_triton_compile.py): every config of every table
-# ------------------------------------------------------------------------------------------------
-def _sig(fn, dt, ce, fp32_args=(), int_ptr_args=()):
-    sig = signature_for(fn, dt, ce)
-    for name in fp32_args:
-        sig[name] = "*fp32"
-    for name in int_ptr_args:
-        sig[name] = "*i32"
-    return sig
-
-
-def compile_cases():
-    """(name, jit_fn, signature, constexprs, options, expect_wgmma) for every autotune config.
-
-    GEMM tables: see ``conv2d_fwd.gemm_variants`` (fp16 / bf16 / fp32-tf32 expect wgmma, fp32-ieee
-    must not use it, FLAT reduction variant), plus INT64 variants. The dW GEMM is built as the
-    split-K variant (out = fp32 workspace); with SPLIT == 1 only the pointer type of out differs.
-    Direct / reduction kernels: every config, dtypes rotated over configs, plus INT64 variants.
-    """
-    dx = conv2d_bwd_dx_implicit_gemm.fn
-    for i, cfg, dt, prec, spec, wgmma in gemm_variants(DX_GEMM_CONFIGS, FP32_DOTS, [{"FLAT_K": True}]):
-        ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-        yield (f"conv2d_bwd_dx_implicit_gemm[{i}:{dt}:{prec}:{_tag(spec)}]", dx,
-               _sig(dx, dt, ce, int_ptr_args=("tab_ptr",)), ce, _opts(cfg), wgmma)
-    ce = dict(FLAT_K=False, INT64=True, PRECISION="ieee", **DX_GEMM_CONFIGS[0].kwargs)
-    yield ("conv2d_bwd_dx_implicit_gemm[0:fp16:int64]", dx, _sig(dx, "fp16", ce, int_ptr_args=("tab_ptr",)), ce,
-           _opts(DX_GEMM_CONFIGS[0]), True)
-    dw = conv2d_bwd_dw_implicit_gemm.fn
-    for i, cfg, dt, prec, spec, wgmma in gemm_variants(DW_GEMM_CONFIGS, FP32_DOTS, [{"FLAT_N": True}]):
-        ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-        yield (f"conv2d_bwd_dw_implicit_gemm[{i}:{dt}:{prec}:{_tag(spec)}]", dw,
-               _sig(dw, dt, ce, fp32_args=("out_ptr",)), ce, _opts(cfg), wgmma)
-    ce = dict(FLAT_N=False, INT64=True, PRECISION="ieee", **DW_GEMM_CONFIGS[0].kwargs)
-    yield ("conv2d_bwd_dw_implicit_gemm[0:fp16:int64]", dw, _sig(dw, "fp16", ce, fp32_args=("out_ptr",)), ce,
-           _opts(DW_GEMM_CONFIGS[0]), True)
-    rot = ("fp32", "fp16", "bf16")
-    dxd = conv2d_bwd_dx_direct.fn
-    for i, cfg in enumerate(DX_DIRECT_CONFIGS):
-        for dt, grouped, int64 in ((rot[i % 3], True, False), (rot[(i + 1) % 3], False, i == 0)):
-            ce = dict(GROUPED=grouped, INT64=int64, **cfg.kwargs)
-            yield (f"conv2d_bwd_dx_direct[{i}:{dt}:grouped={grouped}:int64={int64}]", dxd,
-                   _sig(dxd, dt, ce, int_ptr_args=("tab_ptr",)), ce, _opts(cfg), False)
-    others = ((conv2d_bwd_dw_direct, DW_DIRECT_CONFIGS, dict(fp32_args=("out_ptr",))),
-              (conv2d_bwd_db, DB_CONFIGS, dict(fp32_args=("out_ptr",))),
-              (conv2d_bwd_sum_splits, SUM_SPLITS_CONFIGS, dict(fp32_args=("ws_ptr",))))
-    for kern, table, ptrs in others:
-        fn = kern.fn
-        for i, cfg in enumerate(table):
-            for dt, int64 in ((rot[i % 3], False), (rot[(i + 1) % 3], i == 0)):
-                ce = dict(INT64=int64, **cfg.kwargs)
-                yield (f"{fn.__name__}[{i}:{dt}:int64={int64}]", fn, _sig(fn, dt, ce, **ptrs), ce, _opts(cfg), False)

@@ -18,15 +18,13 @@ An input row index is ``p * stride_h - pad_h + r * dil_h`` (pad = begin padding)
   C/groups is small (e.g. the RGB stem) so a K step is not mostly padding.
   IS_1X1 (1x1, stride 1, no padding) drops the tap loop and the bounds masks: A is a strided load.
 
-Launch-config tables (``*_CONFIGS``) are the autotuner's configs on a GPU; under
-``TRITON_INTERPRET=1`` one small config replaces each table (autotuning there would run every config
-in the slow interpreter). ``compile_cases()`` yields every table entry for the sm_90 compile test.
+Launch configs: the autotuner's tables ``*_CONFIGS`` (convention: ``_config.py``).
 """
 import triton
 import triton.language as tl
 
-from ._gemm import tuned
-from ._gemm import gemm_config as _cfg
+from ._config import INTERP_GEMM_CONFIGS, config, tuned
+from ._config import gemm_config as _cfg
 from ._gemm import grouped_tile_ids as _tile_ids
 
 # Shape parameters every autotune key lists (the autotuner appends the tensor dtypes itself);
@@ -45,12 +43,12 @@ FWD_GEMM_CONFIGS = [
     _cfg(128, 64, 32, 4, 4),
 ]
 FWD_DIRECT_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_stages=2, num_warps=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_stages=2, num_warps=4),
-    triton.Config({"BLOCK_M": 256, "BLOCK_N": 16}, num_stages=2, num_warps=8),
+    config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
+    config(BLOCK_M=64, BLOCK_N=64, num_stages=2),
+    config(BLOCK_M=256, BLOCK_N=16, num_stages=2, num_warps=8),
 ]
-_INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
-_INTERP_DIRECT = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 8}, num_stages=1, num_warps=1)]
+# the one small config of the direct FMA kernels under the interpreter
+INTERP_DIRECT_CONFIGS = [config(BLOCK_M=16, BLOCK_N=8, num_warps=1)]
 
 
 def _prune_gemm(configs, named_args, **kwargs):
@@ -72,7 +70,7 @@ def _flat_extent(N, per_image, INT64: tl.constexpr):
     return n * per_image
 
 
-@triton.autotune(configs=tuned(FWD_DIRECT_CONFIGS, _INTERP_DIRECT), key=CONV_KEY)
+@triton.autotune(configs=tuned(FWD_DIRECT_CONFIGS, INTERP_DIRECT_CONFIGS), key=CONV_KEY)
 @triton.jit
 def conv2d_fwd_direct(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -133,7 +131,7 @@ def conv2d_fwd_direct(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
 
 
-@triton.autotune(configs=tuned(FWD_GEMM_CONFIGS, _INTERP_GEMM), key=CONV_KEY + ["PRECISION"],
+@triton.autotune(configs=tuned(FWD_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + ["PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_gemm})
 @triton.jit
 def conv2d_fwd_implicit_gemm(
@@ -232,77 +230,3 @@ def conv2d_fwd_implicit_gemm(
         acc += bv.to(tl.float32)[None, :]
     y_off = (n * syn + p * syp + q * syq)[:, None] + (k_glob * syk)[None, :]
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
-
-
-# ------------------------------------------------------------------------------------------------
-# compile-test cases (tests/test_triton_compile.py): every config of every table, per dtype
-# ------------------------------------------------------------------------------------------------
-def signature_for(fn, ptr_dtype: str, constexprs: dict, int64_args=()):
-    """Signature dict for triton.compile: pointers '*<ptr_dtype>', constexprs, other args i32."""
-    sig = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + ptr_dtype
-        else:
-            sig[name] = "i64" if name in int64_args else "i32"
-    return sig
-
-
-def _opts(cfg):
-    return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
-
-
-def gemm_variants(configs, dtype_variants, spec_variants):
-    """(config index, config, dtype, precision, spec, expect_wgmma) to compile for a GEMM table.
-
-    Every config is built in fp16 and bf16 (tensor cores: wgmma expected on sm_90); the other
-    specialisations (``spec_variants``: fp32 tf32 / ieee, reduction variants) on the first and the
-    last config, the smallest and largest tiles, so the case count stays small.
-    ``dtype_variants``: (dtype, precision, expect_wgmma) besides fp16/bf16;
-    ``spec_variants``: dicts of constexprs for the non-default reduction variants (built in fp16).
-    """
-    default = {k: False for d in spec_variants for k in d}
-    for i, cfg in enumerate(configs):
-        for dt in ("fp16", "bf16"):
-            yield i, cfg, dt, "ieee", default, True
-        if i in (0, len(configs) - 1):
-            for dt, prec, wgmma in dtype_variants:
-                yield i, cfg, dt, prec, default, wgmma
-            for spec in spec_variants:
-                yield i, cfg, "fp16", "ieee", {**default, **spec}, True
-
-
-def _tag(spec):
-    on = [k for k, v in spec.items() if v]
-    return ({"IS_1X1": "1x1", "FLAT_K": "flat", "FLAT_N": "flat"}[on[0]]) if on else "taps"
-
-
-FP32_DOTS = (("fp32", "tf32", True), ("fp32", "ieee", False))
-
-
-def compile_cases():
-    """(name, jit_fn, signature, constexprs, options, expect_wgmma) for every autotune config.
-
-    Implicit GEMM: see :func:`gemm_variants` (fp16 / bf16 / fp32-tf32 expect wgmma, fp32-ieee must
-    not use it), plus the INT64 variant. Direct kernels: every config, dtypes rotated over configs.
-    """
-    gemm = conv2d_fwd_implicit_gemm.fn
-    for i, cfg, dt, prec, spec, wgmma in gemm_variants(FWD_GEMM_CONFIGS, FP32_DOTS,
-                                                         [{"IS_1X1": True}, {"FLAT_K": True}]):
-        ce = dict(HAS_BIAS=True, INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-        yield (f"conv2d_fwd_implicit_gemm[{i}:{dt}:{prec}:{_tag(spec)}]", gemm, signature_for(gemm, dt, ce), ce,
-               _opts(cfg), wgmma)
-    ce = dict(HAS_BIAS=True, INT64=True, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **FWD_GEMM_CONFIGS[0].kwargs)
-    yield ("conv2d_fwd_implicit_gemm[0:fp16:int64]", gemm, signature_for(gemm, "fp16", ce), ce,
-           _opts(FWD_GEMM_CONFIGS[0]), True)
-    direct = conv2d_fwd_direct.fn
-    for i, cfg in enumerate(FWD_DIRECT_CONFIGS):
-        dt, grouped = (("fp32", True), ("fp16", False), ("bf16", True))[i % 3]
-        ce = dict(HAS_BIAS=True, GROUPED=grouped, INT64=False, **cfg.kwargs)
-        yield (f"conv2d_fwd_direct[{i}:{dt}:grouped={grouped}]", direct, signature_for(direct, dt, ce), ce,
-               _opts(cfg), False)
-    ce = dict(HAS_BIAS=True, GROUPED=True, INT64=True, **FWD_DIRECT_CONFIGS[0].kwargs)
-    yield ("conv2d_fwd_direct[0:fp32:int64]", direct, signature_for(direct, "fp32", ce), ce,
-           _opts(FWD_DIRECT_CONFIGS[0]), False)

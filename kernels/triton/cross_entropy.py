@@ -14,10 +14,13 @@ contiguous outputs; all arithmetic in fp32.
 import triton
 import triton.language as tl
 
-# forward rows: tile budget BLOCK_M * BLOCK_C, largest class chunk, most rows, num_warps (see fwd_tiles)
-FWD_CONFIG = (4096, 1024, 64, 4)
-MEAN_CONFIG = (1024, 4)                  # (BLOCK, num_warps) of the single-program mean
-BWD_CONFIG = (16, 128, 4)                # (BLOCK_M, BLOCK_C, num_warps) tiles of dlogits
+from ._config import config
+
+# forward rows: BLOCK_C classes per chunk (16..1024) and as many rows as keep BLOCK_M * BLOCK_C
+# within 4096 elements (registers, no spills), at most 64; the launcher picks by the class count
+FWD_CONFIGS = [config(BLOCK_M=min(64, 4096 // bc), BLOCK_C=bc) for bc in (16, 32, 64, 128, 256, 512, 1024)]
+MEAN_CONFIGS = [config(BLOCK=1024)]                 # the single-program mean
+BWD_CONFIGS = [config(BLOCK_M=16, BLOCK_C=128)]     # tiles of dlogits
 
 
 @triton.jit
@@ -92,32 +95,8 @@ def cross_entropy_bwd_softmax_minus_onehot(
     tl.store(dlogits_ptr + rows[:, None] * C + cols[None, :], g.to(dlogits_ptr.dtype.element_ty), mask=ok)
 
 
-def fwd_tiles(classes: int):
-    """(BLOCK_M, BLOCK_C) of the forward: the whole row in one chunk when it fits the class cap,
-    and as many rows as keep the tile within the element budget (registers, no spills)."""
-    budget, c_max, m_max, _ = FWD_CONFIG
-    bc = max(16, min(c_max, triton.next_power_of_2(int(classes))))
-    return max(1, min(m_max, budget // bc)), bc
-
-
-def compile_cases():
-    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x config."""
-    warps = FWD_CONFIG[3]
-    for dt in ("fp32", "fp16", "bf16"):
-        p = "*" + dt
-        for lab in ("i64", "i32"):
-            for bm, bc in sorted({fwd_tiles(10), fwd_tiles(100), fwd_tiles(1000), fwd_tiles(50000)}):
-                sig = {"logits_ptr": p, "labels_ptr": "*" + lab, "probs_ptr": p, "nll_ptr": "*fp32",
-                       "M": "i32", "C": "i32", "slm": "i32", "slc": "i32", "s_lab": "i32",
-                       "BLOCK_M": "constexpr", "BLOCK_C": "constexpr"}
-                yield (f"cross_entropy_fwd_softmax_rows_{dt}_{lab}_c{bc}", cross_entropy_fwd_softmax_rows, sig,
-                       {"BLOCK_M": bm, "BLOCK_C": bc}, dict(num_warps=warps, num_stages=1), False)
-            bbm, bbc, bw = BWD_CONFIG
-            sig = {"probs_ptr": p, "labels_ptr": "*" + lab, "dlogits_ptr": p, "M": "i32", "C": "i32",
-                   "spm": "i32", "spc": "i32", "s_lab": "i32", "scale": "fp32",
-                   "BLOCK_M": "constexpr", "BLOCK_C": "constexpr"}
-            yield (f"cross_entropy_bwd_softmax_minus_onehot_{dt}_{lab}", cross_entropy_bwd_softmax_minus_onehot,
-                   sig, {"BLOCK_M": bbm, "BLOCK_C": bbc}, dict(num_warps=bw, num_stages=1), False)
-    block, warps = MEAN_CONFIG
-    yield ("cross_entropy_fwd_mean", cross_entropy_fwd_mean, {"nll_ptr": "*fp32", "loss_ptr": "*fp32", "M": "i32",
-           "BLOCK": "constexpr"}, {"BLOCK": block}, dict(num_warps=warps, num_stages=1), False)
+def fwd_config(classes: int):
+    """The FWD_CONFIGS entry for ``classes``: the whole row in one chunk when it fits the largest
+    BLOCK_C, else chunks of the largest."""
+    bc = triton.next_power_of_2(int(classes))
+    return next((c for c in FWD_CONFIGS if c.kwargs["BLOCK_C"] >= bc), FWD_CONFIGS[-1])

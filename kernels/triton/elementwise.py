@@ -14,8 +14,10 @@ backward: dx = dy where y > 0 else 0, with y the forward output.
 import triton
 import triton.language as tl
 
-# (BLOCK, num_warps) per element width: one flat block of elements per program.
-CONFIGS = {"fp32": (1024, 4), "fp16": (2048, 4)}
+from ._config import config
+
+# one flat block of BLOCK elements per program; 16-bit elements take twice as many per block
+RELU_CONFIGS = {"fp32": [config(BLOCK=1024)], "fp16": [config(BLOCK=2048)]}
 
 
 @triton.jit
@@ -77,22 +79,3 @@ def relu_bwd_mask(
     y = tl.load(y_ptr + y_off, mask=mask, other=0.0)
     dy = tl.load(dy_ptr + d_off, mask=mask & (y.to(tl.float32) > 0), other=0.0)
     tl.store(dx_ptr + x_off, dy, mask=mask)
-
-
-def compile_cases():
-    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x config."""
-    for dt, (block, warps) in CONFIGS.items():
-        for wide in ("fp16", "bf16") if dt == "fp16" else ("fp32",):
-            p = "*" + wide
-            opts = dict(num_warps=warps, num_stages=1)
-            for flat in (True, False):
-                ce = {"FLAT": flat, "BLOCK": block}
-                tag = f"{wide}_{'flat' if flat else 'strided'}"
-                sig = {"x_ptr": p, "y_ptr": p, "total": "i32", "D1": "i32", "D2": "i32", "D3": "i32",
-                       **{f"s{t}{i}": "i32" for t in "xy" for i in range(4)},
-                       "FLAT": "constexpr", "BLOCK": "constexpr"}
-                yield f"relu_fwd_elementwise_{tag}", relu_fwd_elementwise, sig, ce, opts, False
-                sig = {"dy_ptr": p, "y_ptr": p, "dx_ptr": p, "total": "i32", "D1": "i32", "D2": "i32",
-                       "D3": "i32", **{f"s{t}{i}": "i32" for t in "dyx" for i in range(4)},
-                       "FLAT": "constexpr", "BLOCK": "constexpr"}
-                yield f"relu_bwd_mask_{tag}", relu_bwd_mask, sig, ce, opts, False

@@ -23,16 +23,13 @@ All arithmetic and statistics are float32.
 import triton
 import triton.language as tl
 
+from ._config import config
 from ._stats import chan_merge
 
-# (BLOCK_C, BLOCK_L) per element width; the launcher picks the least lane waste on (CPG, L).
-TILES = {
-    "fp32": ((1, 1024), (4, 256), (16, 64), (64, 16)),
-    "fp16": ((1, 1024), (4, 256), (16, 64), (64, 16)),
-}
-NUM_WARPS = 4
-NUM_STAGES = 1               # launchers pass it too: what the compile cases build is what runs
-COMBINE_BLOCK = 128          # pieces merged per step in group_norm_fwd_combine_stats
+# (BLOCK_C, BLOCK_L) tiles; the launcher picks the least lane waste on (CPG, L)
+TILE_CONFIGS = [config(BLOCK_C=1, BLOCK_L=1024), config(BLOCK_C=4, BLOCK_L=256),
+                config(BLOCK_C=16, BLOCK_L=64), config(BLOCK_C=64, BLOCK_L=16)]
+COMBINE_CONFIGS = [config(BLOCK=128)]               # pieces merged per step in fwd_combine_stats
 
 
 @triton.jit
@@ -365,52 +362,3 @@ def group_norm_bwd_dx_tiles(
     xhat = (x - mean) * rstd
     dx = (g - (xhat * c1 + c2)) * rstd
     tl.store(dx_ptr + n * son + cs64 * soc + ls64 * sol, dx.to(dx_ptr.dtype.element_ty), mask=m)
-
-
-def compile_cases():
-    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x tile."""
-    opts = dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    i32, i64, f32, pf = "i32", "i64", "fp32", "*fp32"
-    geo = {"C": i32, "L": i32, "G": i32, "CPG": i32}
-
-    def strides(*names):
-        return {f"s{a}{b}": i64 for a in names for b in "ncl"}
-
-    # bf16 shares the fp16 tile table: its first tile is enough to prove the bf16 path compiles
-    for dt, tiles in (*TILES.items(), ("bf16", TILES["fp16"][:1])):
-        p = "*" + dt
-        for bc, bl in tiles:
-            tag = f"{dt}_c{bc}_l{bl}"
-            sig = {"x_ptr": p, "y_ptr": p, "w_ptr": pf, "b_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
-                   **geo, "eps": f32, **strides("x", "y"), "HAS_W": "constexpr", "HAS_B": "constexpr",
-                   "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
-            yield (f"group_norm_fwd_fused_{tag}", group_norm_fwd_fused, sig,
-                   {"HAS_W": True, "HAS_B": True, "BLOCK_C": bc, "BLOCK_L": bl}, opts, False)
-            sig = {"dy_ptr": p, "x_ptr": p, "dx_ptr": p, "w_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
-                   "pdw_ptr": pf, "pdb_ptr": pf, **geo, **strides("d", "x", "o"),
-                   "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
-            yield (f"group_norm_bwd_dx_{tag}", group_norm_bwd_dx, sig,
-                   {"HAS_W": True, "BLOCK_C": bc, "BLOCK_L": bl}, opts, False)
-            tc = {"BLOCK_C": bc, "BLOCK_L": bl}
-            split = {"G": i32, "CPG": i32, "NCBG": i32}
-            sig = {"x_ptr": p, "pcount_ptr": pf, "pmean_ptr": pf, "pm2_ptr": pf, "L": i32, **split,
-                   "LPS": i32, "S": i32, **strides("x"), "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
-            yield f"group_norm_fwd_partial_stats_{tag}", group_norm_fwd_partial_stats, sig, tc, opts, False
-            sig = {"x_ptr": p, "y_ptr": p, "w_ptr": pf, "b_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
-                   "L": i32, **split, "NLB": i32, **strides("x", "y"), "HAS_W": "constexpr", "HAS_B": "constexpr",
-                   "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
-            yield (f"group_norm_fwd_normalize_{tag}", group_norm_fwd_normalize, sig,
-                   dict(tc, HAS_W=True, HAS_B=True), opts, False)
-            sig = {"dy_ptr": p, "x_ptr": p, "mean_ptr": pf, "rstd_ptr": pf, "psum_gx_ptr": pf, "psum_g_ptr": pf,
-                   "C": i32, "NC": i32, "L": i32, **split, "LPS": i32, **strides("d", "x"),
-                   "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
-            yield f"group_norm_bwd_partial_sums_{tag}", group_norm_bwd_partial_sums, sig, tc, opts, False
-            sig = {"dy_ptr": p, "x_ptr": p, "dx_ptr": p, "w_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
-                   "sum_gx_ptr": pf, "sum_g_ptr": pf, "C": i32, "L": i32, **split, "NLB": i32,
-                   **strides("d", "x", "o"), "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_L": "constexpr"}
-            yield (f"group_norm_bwd_dx_tiles_{tag}", group_norm_bwd_dx_tiles, sig, dict(tc, HAS_W=True), opts, False)
-    for dt in ("fp32", "fp16", "bf16"):
-        sig = {"pcount_ptr": pf, "pmean_ptr": pf, "pm2_ptr": pf, "x_ptr": "*" + dt, "sxn": i64, "sxc": i64,
-               "mean_ptr": pf, "rstd_ptr": pf, "P": i32, "G": i32, "CPG": i32, "eps": f32, "BLOCK": "constexpr"}
-        yield (f"group_norm_fwd_combine_stats_{dt}", group_norm_fwd_combine_stats, sig, {"BLOCK": COMBINE_BLOCK},
-               opts, False)

@@ -14,21 +14,14 @@ All arithmetic and statistics are float32; loads read x/dy in place through row/
 import triton
 import triton.language as tl
 
+from ._config import config
 from ._stats import chan_merge
 
-# BLOCK_D per element width: the launcher takes the smallest that holds a row, else the largest
-# (the row is then walked in chunks).
-ROW_BLOCKS = {"fp32": (128, 512, 2048), "fp16": (128, 512, 2048)}
-# dweight/dbias partial tile (BLOCK_M rows x BLOCK_D columns)
-DWDB_TILE = {"fp32": (8, 128), "fp16": (8, 128)}
-REDUCE_BLOCK = 256
-NUM_WARPS = 4
-NUM_STAGES = 1               # launchers pass it too: what the compile cases build is what runs
-
-
-def row_warps(block_d: int) -> int:
-    """Warps for a BLOCK_D-wide row program: about 8 values per thread (register budget)."""
-    return max(4, min(16, block_d // 256))
+# row programs (fwd_fused, bwd_dx_fused), ascending BLOCK_D: the launcher takes the smallest that
+# holds a row, else the largest (the row is then walked in chunks); about 8 values per thread
+ROW_CONFIGS = [config(BLOCK_D=128), config(BLOCK_D=512), config(BLOCK_D=2048, num_warps=8)]
+DWDB_CONFIGS = [config(BLOCK_M=8, BLOCK_D=128)]     # dweight/dbias partial tile: rows x columns
+REDUCE_CONFIGS = [config(BLOCK=256)]                # sum_partial_rows_pair
 
 
 @triton.jit
@@ -171,32 +164,3 @@ def sum_partial_rows_pair(
         sb += tl.load(pb_ptr + s * D + dc, mask=dm, other=0.0)
     tl.store(a_ptr + dc, sa.to(a_ptr.dtype.element_ty), mask=dm)
     tl.store(b_ptr + dc, sb.to(b_ptr.dtype.element_ty), mask=dm)
-
-
-def compile_cases():
-    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x config."""
-    opts = dict(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
-    i32, i64, f32, pf = "i32", "i64", "fp32", "*fp32"
-    # bf16 shares the fp16 tables: one row block is enough to prove the bf16 path compiles
-    for dt, blocks in (*ROW_BLOCKS.items(), ("bf16", ROW_BLOCKS["fp16"][:1])):
-        p = "*" + dt
-        for bd in blocks:
-            ropts = dict(opts, num_warps=row_warps(bd))
-            sig = {"x_ptr": p, "y_ptr": p, "w_ptr": pf, "b_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
-                   "D": i32, "sxm": i64, "sxd": i64, "eps": f32,
-                   "HAS_W": "constexpr", "HAS_B": "constexpr", "BLOCK_D": "constexpr"}
-            yield (f"layer_norm_fwd_fused_{dt}_d{bd}", layer_norm_fwd_fused, sig,
-                   {"HAS_W": True, "HAS_B": True, "BLOCK_D": bd}, ropts, False)
-            sig = {"dy_ptr": p, "x_ptr": p, "dx_ptr": p, "w_ptr": pf, "mean_ptr": pf, "rstd_ptr": pf,
-                   "D": i32, "sdm": i64, "sdd": i64, "sxm": i64, "sxd": i64,
-                   "HAS_W": "constexpr", "BLOCK_D": "constexpr"}
-            yield (f"layer_norm_bwd_dx_fused_{dt}_d{bd}", layer_norm_bwd_dx_fused, sig,
-                   {"HAS_W": True, "BLOCK_D": bd}, ropts, False)
-        bm, bd = DWDB_TILE["fp16" if dt == "bf16" else dt]
-        sig = {"dy_ptr": p, "x_ptr": p, "mean_ptr": pf, "rstd_ptr": pf, "pdw_ptr": pf, "pdb_ptr": pf,
-               "M": i32, "D": i32, "ROWS_PER_SPLIT": i32, "sdm": i64, "sdd": i64, "sxm": i64, "sxd": i64,
-               "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"}
-        yield (f"layer_norm_bwd_dwdb_partial_{dt}", layer_norm_bwd_dwdb_partial, sig,
-               {"BLOCK_M": bm, "BLOCK_D": bd}, opts, False)
-        sig = {"pa_ptr": pf, "pb_ptr": pf, "a_ptr": p, "b_ptr": p, "S": i32, "D": i32, "BLOCK": "constexpr"}
-        yield f"sum_partial_rows_pair_{dt}", sum_partial_rows_pair, sig, {"BLOCK": REDUCE_BLOCK}, opts, False

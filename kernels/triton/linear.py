@@ -12,15 +12,15 @@ fp16/bf16 operands run on tensor cores (wgmma on sm_90) with fp32 accumulation; 
 ``input_precision`` PRECISION = 'ieee' (exact fp32 FMA) or 'tf32' (tensor cores).
 INT64=True computes every offset in int64 (some operand's element offset can pass 2^31).
 
-``GEMM_CONFIGS`` is the autotuner's table on a GPU (keyed on M, N, K, the operand strides and the
-precision; the autotuner adds the dtypes); under ``TRITON_INTERPRET=1`` one small config replaces it.
-``compile_cases()`` yields every table entry for the sm_90 compile test.
+``GEMM_CONFIGS`` is the autotuner's table (keyed on M, N, K, the operand strides and the precision;
+the autotuner adds the dtypes; convention: ``_config.py``).
 """
 import triton
 import triton.language as tl
 
-from ._gemm import gemm_config as _cfg
-from ._gemm import grouped_tile_ids, tuned
+from ._config import INTERP_GEMM_CONFIGS, tuned
+from ._config import gemm_config as _cfg
+from ._gemm import grouped_tile_ids
 
 GEMM_KEY = ["M", "N", "K", "sam", "sak", "sbk", "sbn", "PRECISION"]
 
@@ -36,7 +36,6 @@ GEMM_CONFIGS = [
     _cfg(64, 32, 64, 3, 4),
     _cfg(64, 16, 128, 3, 4),
 ]
-_INTERP_GEMM = [_cfg(16, 16, 16, 1, 1, group_m=2)]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -48,7 +47,7 @@ def _prune(configs, named_args, **kwargs):
     return keep or configs[-1:]
 
 
-@triton.autotune(configs=tuned(GEMM_CONFIGS, _INTERP_GEMM), key=GEMM_KEY,
+@triton.autotune(configs=tuned(GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=GEMM_KEY,
                  prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def linear_gemm(
@@ -100,46 +99,3 @@ def linear_gemm(
     if ROW_SUM_A:
         if pid_n == 0:
             tl.store(rowsum_ptr + offs_m * s_rowsum, rsum.to(rowsum_ptr.dtype.element_ty), mask=m_ok)
-
-
-# ------------------------------------------------------------------------------------------------
-# compile-test cases (tests/test_triton_compile.py)
-# ------------------------------------------------------------------------------------------------
-def _signature(dt: str, constexprs: dict, int64: bool):
-    sig = {}
-    for name in linear_gemm.fn.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = "*" + dt
-        else:
-            sig[name] = "i64" if int64 else "i32"
-    return sig
-
-
-def compile_cases():
-    """(name, jit_fn, signature, constexprs, options, expect_wgmma) for every config of the table.
-
-    Each config is built for the forward (bias epilogue) in fp16, bf16 and fp32-tf32 (tensor cores:
-    wgmma expected) and fp32-ieee (FMA), and for the dW+db variant (ROW_SUM_A) in fp16 and fp32;
-    config 0 also with INT64 offsets.
-    """
-    fn = linear_gemm.fn
-    variants = [
-        ("fp16", "ieee", dict(HAS_BIAS=True, ROW_SUM_A=False), True),
-        ("bf16", "ieee", dict(HAS_BIAS=True, ROW_SUM_A=False), True),
-        ("fp32", "tf32", dict(HAS_BIAS=True, ROW_SUM_A=False), True),
-        ("fp32", "ieee", dict(HAS_BIAS=True, ROW_SUM_A=False), False),
-        ("fp16", "ieee", dict(HAS_BIAS=False, ROW_SUM_A=True), True),
-        ("fp32", "ieee", dict(HAS_BIAS=False, ROW_SUM_A=True), False),
-    ]
-    for i, cfg in enumerate(GEMM_CONFIGS):
-        opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
-        for dt, prec, spec, wgmma in variants:
-            ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
-            tag = "dw_db" if spec["ROW_SUM_A"] else "fwd"
-            yield f"linear_gemm[{i}:{dt}:{prec}:{tag}]", fn, _signature(dt, ce, False), ce, opts, wgmma
-    cfg = GEMM_CONFIGS[0]
-    ce = dict(INT64=True, PRECISION="ieee", HAS_BIAS=True, ROW_SUM_A=False, **cfg.kwargs)
-    yield ("linear_gemm[0:fp16:int64]", fn, _signature("fp16", ce, True), ce,
-           {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}, True)

@@ -12,8 +12,10 @@ positions outside [0, H) x [0, W) are padding (never the max, zero for the avera
 import triton
 import triton.language as tl
 
-# (BLOCK, num_warps) per element width: one flat block of outputs per program.
-CONFIGS = {"fp32": (512, 4), "fp16": (1024, 4)}
+from ._config import config
+
+# one flat block of BLOCK outputs per program; 16-bit elements take twice as many per block
+POOL_CONFIGS = {"fp32": [config(BLOCK=512)], "fp16": [config(BLOCK=1024)]}
 
 
 @triton.jit
@@ -169,32 +171,3 @@ def avg_pool2d_bwd_gather(
             div = _avg_pool2d_divisor(p, qq, H, W, KH, KW, SH, SW, PH, PW, COUNT_INCLUDE_PAD)
             acc += g / tl.where(ok, div, 1.0)     # g is 0 where not ok; keep div > 0 there
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-def compile_cases():
-    """(case_name, jit_fn, signature, constexprs, options, expect_wgmma) for every kernel x config."""
-    i32, i64 = "i32", "i64"
-    for dt, (block, warps) in CONFIGS.items():
-        opts = dict(num_warps=warps, num_stages=1)
-        p = "*" + dt
-        geo = {k: i32 for k in ("C", "H", "W", "P", "Q")}
-        geo["total"] = i64
-        win = {k: i32 for k in ("KH", "KW", "SH", "SW", "PH", "PW")}
-        dil = {"DH": i32, "DW": i32}
-        sig = {"x_ptr": p, "y_ptr": p, "idx_ptr": "*i64", **geo,
-               **{k: i64 for k in ("sxn", "sxc", "sxh", "sxw")}, **win, **dil, "BLOCK": "constexpr"}
-        yield f"max_pool2d_fwd_window_max_{dt}", max_pool2d_fwd_window_max, sig, {"BLOCK": block}, opts, False
-        sig = {"dy_ptr": p, "idx_ptr": "*i64", "dx_ptr": p, **geo,
-               **{k: i64 for k in ("sdn", "sdc", "sdp", "sdq", "sin", "sic", "sip", "siq")},
-               **win, **dil, "NPH": i32, "NPW": i32, "BLOCK": "constexpr"}
-        yield f"max_pool2d_bwd_gather_{dt}", max_pool2d_bwd_gather, sig, {"BLOCK": block}, opts, False
-        for cip in (False, True):
-            tag = f"{dt}_{'incl' if cip else 'excl'}pad"
-            sig = {"x_ptr": p, "y_ptr": p, **geo, **{k: i64 for k in ("sxn", "sxc", "sxh", "sxw")}, **win,
-                   "COUNT_INCLUDE_PAD": "constexpr", "BLOCK": "constexpr"}
-            yield (f"avg_pool2d_fwd_window_mean_{tag}", avg_pool2d_fwd_window_mean, sig,
-                   {"COUNT_INCLUDE_PAD": cip, "BLOCK": block}, opts, False)
-            sig = {"dy_ptr": p, "dx_ptr": p, **geo, **{k: i64 for k in ("sdn", "sdc", "sdp", "sdq")}, **win,
-                   "NPH": i32, "NPW": i32, "COUNT_INCLUDE_PAD": "constexpr", "BLOCK": "constexpr"}
-            yield (f"avg_pool2d_bwd_gather_{tag}", avg_pool2d_bwd_gather, sig,
-                   {"COUNT_INCLUDE_PAD": cip, "BLOCK": block}, opts, False)

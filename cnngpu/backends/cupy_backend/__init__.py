@@ -1,13 +1,13 @@
 """CuPy backend: CUDA C kernels from ``cnngpu.kernels`` (kernels/cuda/*.cu) loaded with
 cupy.RawModule, compiled once per device and specialisation. Arrays are cupy.ndarray; torch CUDA
 tensors convert zero-copy with ``cupy.from_dlpack``."""
-import cupy
 import numpy as np
 
 from ._common import LAUNCHES  # noqa: F401
 from .basic import (cross_entropy_backward, cross_entropy_forward, linear_backward,  # noqa: F401
                     linear_forward, relu_backward, relu_forward)
 from .conv import conv2d_backward, conv2d_forward  # noqa: F401
+from ._cupy import cupy
 from .norm import (batch_norm_backward, batch_norm_forward, group_norm_backward,  # noqa: F401
                    group_norm_forward, layer_norm_backward, layer_norm_forward)
 from .pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward,  # noqa: F401

@@ -1,7 +1,7 @@
 """Allocation, DLPack intake and bookkeeping shared by the cupy backend's op modules."""
 from collections import Counter
 
-import cupy
+from ._cupy import cupy
 
 from .. import poison_enabled
 

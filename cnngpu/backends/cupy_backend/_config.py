@@ -10,12 +10,22 @@ from __future__ import annotations
 from typing import Tuple
 
 from ...geometry import ceil_div
+from ..limits import GRID_YZ_MAX
 
 BLOCK = 256                 # threads per block of the 1-D kernels
-GRID_X_MAX = 2 ** 31 - 1
-GRID_Y_MAX = 65535
-WARPS_PER_BLOCK = BLOCK // 32
 MAX_BLOCK_COUNT = 2 ** 22   # elements per block-partial: float counts stay exact (< 2**24)
+
+# Constants a kernels/cuda file and its launcher share are written here, once, and reach the .cu
+# files as -D defines (which #error without them): KERNEL_DEFINES for every non-conv file,
+# CONV_DEFINES (with SCALAR_T and VEC, conv.defines) for conv2d_fwd.cu / conv2d_bwd.cu.
+COLSUM_TX, COLSUM_TY = 32, 8            # (32, 8) blocks of the column sums (linear.cu, layer_norm.cu)
+KERNEL_DEFINES = {"COLSUM_TX": COLSUM_TX, "COLSUM_TY": COLSUM_TY}
+IG_BM, IG_BN, IG_THREADS = 128, 64, 256  # implicit-GEMM tile (rows x columns) and block
+DIRECT_TILE, DIRECT_THREADS = 16, 256    # direct forward: 16 x 16 output pixels, one per thread
+RED_THREADS = 256                        # block of the split reductions (dW direct, db, split sums)
+DX_MAX_TAPS = 32                         # R, S limit of the dX implicit GEMM's tap tables
+CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_THREADS": IG_THREADS, "DIRECT_TILE": DIRECT_TILE,
+                "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS, "DX_MAX_TAPS": DX_MAX_TAPS}
 
 
 def elementwise_grid(total: int, block: int = BLOCK, max_blocks: int = 65535 * 32) -> Tuple[int]:
@@ -49,9 +59,9 @@ def bn_partition(C: int, M: int, num_sms: int, block: int = BLOCK, min_per_threa
         raise ValueError(f"C, M and num_sms must be >= 1, got {C}, {M}, {num_sms}")
     target = ceil_div(blocks_per_sm * num_sms, C)
     most_useful = ceil_div(M, block * min_per_thread)
-    B = max(1, min(target, most_useful, GRID_Y_MAX))
+    B = max(1, min(target, most_useful, GRID_YZ_MAX))
     B = max(B, ceil_div(M, MAX_BLOCK_COUNT))
-    if B > GRID_Y_MAX:
+    if B > GRID_YZ_MAX:
         raise ValueError(f"batch_norm: {M} values per channel is more than this kernel handles")
     chunk = ceil_div(M, B)
     return ceil_div(M, chunk), chunk
@@ -89,7 +99,7 @@ def column_partition(M: int, D: int, num_sms: int, min_rows: int = 32,
     G (<= 1024) is the number of float32 partial rows the finalize kernel adds up."""
     if M < 1 or D < 1 or num_sms < 1:
         raise ValueError(f"M, D and num_sms must be >= 1, got {M}, {D}, {num_sms}")
-    tiles = ceil_div(D, 32)
+    tiles = ceil_div(D, COLSUM_TX)
     G = max(1, min(ceil_div(M, min_rows), ceil_div(blocks_per_sm * num_sms, tiles), 1024))
     rows = ceil_div(M, G)
     G = ceil_div(M, rows)
@@ -108,8 +118,9 @@ SCALAR_T = {"float32": "float", "float16": "f16_t", "bfloat16": "bf16_t"}
 
 
 def scalar_define(dtype_name: str) -> dict:
-    """The -D defines that specialise a kernel file for tensors of ``dtype_name``."""
+    """The -D defines of a non-conv kernel file for tensors of ``dtype_name``: SCALAR_T and the
+    shared constants (KERNEL_DEFINES)."""
     try:
-        return {"SCALAR_T": SCALAR_T[dtype_name]}
+        return {"SCALAR_T": SCALAR_T[dtype_name], **KERNEL_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy kernels take float32, float16 or bfloat16, got {dtype_name}") from None

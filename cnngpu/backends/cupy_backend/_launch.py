@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 
-import cupy
 import numpy as np
 
-from ...functional import dtype_name
+from ...dtypes import dtype_name
 from . import _module
+from ._cupy import cupy
 from ._common import empty, launched
 from ._config import BLOCK, elementwise_grid, scalar_define
 

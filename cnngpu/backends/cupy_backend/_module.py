@@ -14,6 +14,8 @@ from typing import Dict, Tuple
 
 from cnngpu.kernels import CUDA_DIR
 
+from ._cupy import cupy
+
 _modules: Dict[tuple, object] = {}
 
 
@@ -35,7 +37,6 @@ def compile_options(defines: Dict[str, object] | None = None) -> Tuple[str, ...]
 def get_function(fname: str, func_name: str, defines: Dict[str, object] | None = None):
     """The cupy.RawKernel ``func_name`` (an extern "C" entry point) of kernels/cuda/``fname``
     compiled with ``defines`` for the current device; compiled once, then cached."""
-    import cupy
     dev = cupy.cuda.Device().id
     key = (dev, fname, define_flags(defines))
     mod = _modules.get(key)

@@ -8,17 +8,18 @@ and the bias gradient (column sums, two-stage, no atomics) are CUDA C kernels.
 """
 from __future__ import annotations
 
-import cupy
+from ._cupy import cupy
 
 from ._common import empty
-from ._config import BLOCK, SCALAR_T, column_partition, elementwise_grid, row_launch, thread_per_item_grid
+from ._config import (BLOCK, COLSUM_TX, COLSUM_TY, SCALAR_T, column_partition, elementwise_grid, row_launch,
+                      scalar_define, thread_per_item_grid)
 from ._launch import cast_from_float32, cast_to_float32, contiguous, dtype_of, f32, i32, i64, run, sm_count
 
 _EW, _LIN, _XENT = "elementwise.cu", "linear.cu", "cross_entropy.cu"
 _EW_ENTRIES = ["relu_fwd", "relu_bwd_mask", "cast_to_float32", "cast_from_float32"]
 _LIN_ENTRIES = ["linear_fwd_bias_epilogue", "linear_bias_grad_partials", "linear_bias_grad_finalize"]
 _XENT_ENTRIES = ["softmax_xent_fwd_rows", "softmax_xent_loss_mean", "softmax_xent_bwd"]
-CUDA_BUILDS = [(f, list(e), {"SCALAR_T": t}) for t in SCALAR_T.values()
+CUDA_BUILDS = [(f, list(e), scalar_define(dt)) for dt in SCALAR_T
                for f, e in ((_EW, _EW_ENTRIES), (_LIN, _LIN_ENTRIES), (_XENT, _XENT_ENTRIES))]
 
 _LOSS_THREADS = 1024  # the single block that averages the row losses
@@ -48,8 +49,9 @@ def relu_backward(dy, y):
 # ----------------------------------------------------------------------------------------------
 # linear
 # ----------------------------------------------------------------------------------------------
-def linear_forward(x, w, b):
-    """y = x @ w.T + b. x (M, in), w (out, in), b (out,) or None -> y (M, out) of x's dtype."""
+def linear_forward(x, w, b, precision="ieee"):
+    """y = x @ w.T + b. x (M, in), w (out, in), b (out,) or None -> y (M, out) of x's dtype.
+    precision is accepted for the common signature: the fp32 cuBLAS GEMM is used either way."""
     M, out = int(x.shape[0]), int(w.shape[0])
     acc = cupy.matmul(cast_to_float32(x), cast_to_float32(w).T)      # (M, out) float32, cuBLAS
     acc = cupy.ascontiguousarray(acc)
@@ -67,14 +69,14 @@ def _bias_grad(dy):
     grid, rows = column_partition(M, out, sm_count())
     G = grid[1]
     part = cupy.empty((G * out,), dtype=cupy.float32)
-    run(_LIN, "linear_bias_grad_partials", dtype_of(dy), grid, (32, 8, 1), (dy, part, i64(M), i32(out), i64(rows)))
+    run(_LIN, "linear_bias_grad_partials", dtype_of(dy), grid, (COLSUM_TX, COLSUM_TY, 1), (dy, part, i64(M), i32(out), i64(rows)))
     db = empty((out,), dy.dtype)
     run(_LIN, "linear_bias_grad_finalize", dtype_of(dy), thread_per_item_grid(out), (BLOCK,),
         (part, i32(G), i32(out), db))
     return db
 
 
-def linear_backward(dy, x, w, need_db=True):
+def linear_backward(dy, x, w, need_db=True, precision="ieee"):
     """Gradients of y = x @ w.T + b for dy (M, out): dx = dy @ w (M, in), dw = dy.T @ x (out, in),
     db = column sums of dy (out,) or None; all of x's dtype."""
     dy = contiguous(dy)

@@ -6,8 +6,9 @@ x and dy (free for channels-last inputs) and re-laid-out weights, made here with
 tensors are re-laid-out through a uint16 view, so no cupy arithmetic on bfloat16 is needed.
 Outputs are new C-contiguous arrays of x's dtype.
 
-Algorithms (``algo='auto'``: :func:`choose_algo`; backward: :func:`choose_bwd_algos`, overridable
-with the module attribute ``BWD_ALGO`` since the op contract's backward has no algo argument):
+Algorithms (``cnngpu.backends.conv_policy``, shared with the triton backend, which also sizes the
+split-K reductions; this module says where each kernel can run: :func:`direct_fwd_plan`,
+:func:`dx_igemm_grid`):
   forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 64
            tiles; mma.sync m16n8k16 for fp16/bf16, exact fp32 FFMA for float32)
   dX       implicit GEMM per stride-residue class (no zero-inserted dY) | direct gather
@@ -23,40 +24,28 @@ Every launch is recorded in LAUNCHES under the entry point's name and its family
 """
 from __future__ import annotations
 
-import functools
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from ...geometry import ConvGeometry, ceil_div
+from .. import conv_policy as policy
+from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
+from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_THREADS, RED_THREADS,
+                      SCALAR_T)
+from ._cupy import cupy
+from ._launch import dtype_of, i32, sm_count
 
 FWD_FILE = "conv2d_fwd.cu"
 BWD_FILE = "conv2d_bwd.cu"
-SCALAR_T = {"float32": "float", "float16": "f16_t", "bfloat16": "bf16_t"}
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
-# kernel constants (must match conv2d_igemm.cuh / conv2d_fwd.cu / conv2d_bwd.cu)
-IG_BM, IG_BN, IG_THREADS = 128, 64, 256
-DIRECT_TILE, DIRECT_THREADS = 16, 256
-RED_THREADS = 256
-DX_MAX_TAPS = 32
-
-GRID_X_MAX = 2 ** 31 - 1
-GRID_YZ_MAX = 65535
-INT32_LIMIT = 2 ** 31
-EXTENT_HEADROOM = 2 ** 16           # tile rounding past an int extent must not overflow
 SMEM_DEFAULT_MAX = 48 * 1024        # dynamic shared memory without an opt-in attribute
 FLAT_GRID_MAX = 65535 * 32          # blocks of the grid-stride kernels
 
-BWD_ALGO = "auto"
-# split-K of the N*P*Q reductions (dW, db): aim at SPLIT_WAVES blocks per SM, but each split at
-# least SPLIT_MIN_LEN long, at most MAX_SPLIT splits and WS_MAX_BYTES of fp32 workspace.
-SPLIT_WAVES = 2
-SPLIT_MIN_LEN = 2048
-MAX_SPLIT = 64
-WS_MAX_BYTES = 256 * 2 ** 20
+WS_MAX_BYTES = 256 * 2 ** 20        # fp32 split-K workspace at most
 
 FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_implicit_gemm"]
 BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_direct", "conv2d_bwd_dw_implicit_gemm",
@@ -86,9 +75,10 @@ def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
 
 
 def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
-    """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu."""
+    """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu: the element type, the
+    vector width of the implicit GEMMs' loads and the shared constants (CONV_DEFINES)."""
     try:
-        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec)}
+        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **CONV_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
@@ -105,31 +95,6 @@ CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
 # ------------------------------------------------------------------------------------------------
 # decisions (pure functions of the geometry; unit-tested on CPU)
 # ------------------------------------------------------------------------------------------------
-def check_extents(g: ConvGeometry) -> None:
-    """The kernels index the flat GEMM extents (N*P*Q, N*H*W, C/groups*R*S, K*C/groups*R*S) with
-    32-bit ints (tensor offsets are 64-bit); raise ValueError when one would not fit."""
-    ext = {"N*P*Q": g.N * g.P * g.Q, "N*H*W": g.N * g.H * g.W,
-           "K*(C/groups)*R*S": g.K * g.c_per_group * g.R * g.S}
-    for name, v in ext.items():
-        if v >= INT32_LIMIT - EXTENT_HEADROOM:
-            raise ValueError(f"conv2d on the cupy backend: {name} = {v} does not fit the kernels' 32-bit "
-                             f"index (x {(g.N, g.C, g.H, g.W)}, w {(g.K, g.c_per_group, g.R, g.S)}); "
-                             f"split the batch")
-
-
-def choose_algo(g: ConvGeometry) -> str:
-    """'direct' or 'implicit_gemm' for the forward with ``algo='auto'``.
-
-    direct when (C/groups)*R*S < 16 (shorter than one tensor-core K step) or K/groups < 8
-    (depthwise and similar: a 64-wide column tile would be mostly padding), provided its shared
-    memory tile fits (:func:`direct_fwd_plan`); implicit GEMM otherwise.
-    """
-    if g.c_per_group * g.R * g.S < 16 or g.k_per_group < 8:
-        if direct_fwd_plan(g) is not None:
-            return "direct"
-    return "implicit_gemm"
-
-
 def direct_fwd_plan(g: ConvGeometry):
     """(entry point, KB, grid, dynamic smem bytes) of the direct forward, or None when it cannot
     run: its halo tile (16*stride + dilated kernel)^2 + KB*R*S floats must fit 48 KiB, and the grid
@@ -165,39 +130,9 @@ def dx_igemm_grid(g: ConvGeometry):
     return grid
 
 
-def choose_bwd_algos(g: ConvGeometry) -> Tuple[str, str]:
-    """('direct' | 'implicit_gemm') for dX and for dW, by the forward's rule applied to each GEMM:
-    dX[N*H*W, Cg] = dY[., Kg*R*S] @ W: direct when Cg < 8 or Kg*R*S < 16 (or the implicit GEMM's
-    grid/tap tables do not fit); dW[Kg, Cg*R*S] = dY^T @ im2col(x): direct when Kg < 8 or
-    Cg*R*S < 16. ``BWD_ALGO`` forces both (where the implicit GEMM can run)."""
-    cg, kg, rs = g.c_per_group, g.k_per_group, g.R * g.S
-    if BWD_ALGO != "auto":
-        dx, dw = BWD_ALGO, BWD_ALGO
-    else:
-        dx = "direct" if (cg < 8 or kg * rs < 16) else "implicit_gemm"
-        dw = "direct" if (kg < 8 or cg * rs < 16) else "implicit_gemm"
-    if dx == "implicit_gemm" and dx_igemm_grid(g) is None:
-        dx = "direct"
-    if dw == "implicit_gemm" and g.groups > GRID_YZ_MAX:
-        dw = "direct"
-    return dx, dw
-
-
-def split_reduction(length: int, blocks: int, num_sms: int, granule: int = 1,
-                    out_numel: int = 0, max_split: int = MAX_SPLIT) -> Tuple[int, int]:
-    """(splits, chunk) for a reduction of ``length`` terms feeding ``blocks`` independent blocks.
-
-    splits = min(ceil(SPLIT_WAVES*num_sms / blocks), length // SPLIT_MIN_LEN, max_split), at least
-    1, and small enough that splits * out_numel fp32 partials fit WS_MAX_BYTES; chunk =
-    ceil(length / splits) rounded up to ``granule``, then splits = ceil(length / chunk) so that no
-    split is empty. Split s covers [s*chunk, min((s+1)*chunk, length)).
-    """
-    want = ceil_div(SPLIT_WAVES * num_sms, max(blocks, 1))
-    splits = max(1, min(want, length // SPLIT_MIN_LEN, max_split))
-    if out_numel > 0:
-        splits = max(1, min(splits, WS_MAX_BYTES // (4 * out_numel)))
-    chunk = ceil_div(ceil_div(length, splits), granule) * granule
-    return ceil_div(length, chunk), chunk
+def _split(length: int, blocks: int, num_sms: int, granule: int, out_numel: int, max_split=None):
+    return policy.split_k(length, blocks, num_sms, granule=granule, out_numel=out_numel,
+                          ws_max_bytes=WS_MAX_BYTES, max_split=max_split)
 
 
 def dw_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
@@ -206,21 +141,21 @@ def dw_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
     b = bk(dtype)
     rows = g.c_per_group * g.R * g.S
     tiles = ceil_div(rows, IG_BM) * ceil_div(g.k_per_group, IG_BN) * g.groups
-    splits, chunk = split_reduction(g.N * g.P * g.Q, tiles, num_sms, granule=b,
-                                    out_numel=g.K * rows, max_split=min(MAX_SPLIT, GRID_YZ_MAX // g.groups))
+    splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, b, g.K * rows,
+                           max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
     return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups * splits), splits, chunk // b
 
 
 def dw_direct_plan(g: ConvGeometry, num_sms: int):
     """(grid, splits, chunk) of the direct dW: a block per weight element and split."""
     numel = g.K * g.c_per_group * g.R * g.S
-    splits, chunk = split_reduction(g.N * g.P * g.Q, numel, num_sms, granule=RED_THREADS, out_numel=numel)
+    splits, chunk = _split(g.N * g.P * g.Q, numel, num_sms, RED_THREADS, numel)
     return (numel, splits, 1), splits, chunk
 
 
 def db_plan(g: ConvGeometry, num_sms: int):
     """(grid, splits, chunk) of db: a block per output channel and split."""
-    splits, chunk = split_reduction(g.N * g.P * g.Q, g.K, num_sms, granule=RED_THREADS, out_numel=g.K)
+    splits, chunk = _split(g.N * g.P * g.Q, g.K, num_sms, RED_THREADS, g.K)
     return (g.K, splits, 1), splits, chunk
 
 
@@ -229,52 +164,9 @@ def flat_grid(total: int, block: int = 256) -> Tuple[int, int, int]:
     return (max(1, min(ceil_div(total, block), FLAT_GRID_MAX)), 1, 1)
 
 
-def dx_residue_classes(g: ConvGeometry):
-    """The decomposition conv2d_bwd_dx_implicit_gemm uses (mirrors its tap-table code), as a list
-    of (a, b, Hc, Wc, [(r, dp)], [(s, dq)]): pixels h = a + sh*i (i < Hc), w = b + sw*j (j < Wc)
-    receive exactly from taps r at dy row p = i + dp (when 0 <= p < P), likewise s / q."""
-    sh, sw = g.stride
-    out = []
-    for a in range(sh):
-        for b in range(sw):
-            hc = ceil_div(g.H - a, sh) if a < g.H else 0
-            wc = ceil_div(g.W - b, sw) if b < g.W else 0
-            rt = [(r, (a + g.pad[0] - r * g.dilation[0]) // sh) for r in range(g.R)
-                  if (a + g.pad[0] - r * g.dilation[0]) % sh == 0]
-            st = [(s, (b + g.pad[1] - s * g.dilation[1]) // sw) for s in range(g.S)
-                  if (b + g.pad[1] - s * g.dilation[1]) % sw == 0]
-            out.append((a, b, hc, wc, rt, st))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------
 # device helpers
 # ------------------------------------------------------------------------------------------------
-def _cupy():
-    import cupy
-    return cupy
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_id: int) -> int:
-    return int(_cupy().cuda.Device(device_id).attributes["MultiProcessorCount"])
-
-
-def num_sms() -> int:
-    return _sm_count(_cupy().cuda.Device().id)
-
-
-def _dtype(x) -> str:
-    return x.dtype.name
-
-
-def _i32(v) -> np.int32:
-    v = int(v)
-    if not -INT32_LIMIT <= v < INT32_LIMIT:
-        raise ValueError(f"conv2d: kernel argument {v} does not fit a 32-bit int")
-    return np.int32(v)
-
-
 def _strides(a) -> Tuple[np.int64, ...]:
     """Strides in elements as int64 kernel arguments."""
     return tuple(np.int64(s // a.itemsize) for s in a.strides)
@@ -282,16 +174,16 @@ def _strides(a) -> Tuple[np.int64, ...]:
 
 def _raw(a):
     """A same-size unsigned-integer view for 16-bit floats (layout copies without float kernels)."""
-    return a.view(_cupy().uint16) if a.itemsize == 2 else a
+    return a.view(cupy.uint16) if a.itemsize == 2 else a
 
 
 def _nhwc(a):
     """(N, C, H, W) -> contiguous (N, H, W, C) raw bits (no copy when a is channels-last)."""
-    return _cupy().ascontiguousarray(_raw(a).transpose(0, 2, 3, 1))
+    return cupy.ascontiguousarray(_raw(a).transpose(0, 2, 3, 1))
 
 
 def _geom_args(g: ConvGeometry):
-    return tuple(_i32(v) for v in (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q, g.stride[0], g.stride[1],
+    return tuple(i32(v) for v in (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q, g.stride[0], g.stride[1],
                                    g.pad[0], g.pad[1], g.dilation[0], g.dilation[1], g.groups))
 
 
@@ -318,14 +210,13 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     C-contiguous y (N, K, P, Q) of x's dtype. algo: 'direct', 'implicit_gemm' or 'auto'
     (:func:`choose_algo`); precision is accepted for the common signature (fp32 is exact FMA).
     """
-    cp = _cupy()
-    dt = _dtype(x)
-    check_extents(g)
+    dt = dtype_of(x)
+    policy.check_extents(g, "cupy")
     if algo == "auto":
-        algo = choose_algo(g)
+        algo = policy.choose_algo(g, direct_fits=direct_fwd_plan(g) is not None)
     y = empty((g.N, g.K, g.P, g.Q), x.dtype)
     has_bias = np.int32(b is not None)
-    bias = cp.ascontiguousarray(_raw(b)) if b is not None else y
+    bias = cupy.ascontiguousarray(_raw(b)) if b is not None else y
     if algo == "direct":
         plan = direct_fwd_plan(g)
         if plan is None:
@@ -333,7 +224,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
                              f"too large: stride {g.stride}, dilation {g.dilation}, kernel {(g.R, g.S)}, "
                              f"groups {g.groups}, N {g.N}); use algo='implicit_gemm'")
         entry, _, grid, smem = plan
-        wc = cp.ascontiguousarray(_raw(w))
+        wc = cupy.ascontiguousarray(_raw(w))
         args = (x, *_strides(x), wc, bias, has_bias, y, *_geom_args(g))
         _launch(FWD_FILE, entry, "conv2d_fwd_direct", dt, 1, grid, (DIRECT_THREADS,), args, smem)
         return y
@@ -341,7 +232,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
     grid = fwd_igemm_grid(g)
     x_nhwc = _nhwc(x)
-    w_krsc = cp.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
+    w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
     vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
     args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
     _launch(FWD_FILE, "conv2d_fwd_implicit_gemm", "conv2d_fwd_implicit_gemm", dt, vec, grid, (IG_THREADS,), args)
@@ -358,37 +249,36 @@ def _sum_splits(ws, splits: int, out, dt: str) -> None:
 
 
 def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
-    cp = _cupy()
     dx = empty((g.N, g.C, g.H, g.W), dy.dtype)
     if algo == "implicit_gemm":
         grid = dx_igemm_grid(g)
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
-        w_grsck = cp.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
+        w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
         d = dy_nhwc()
         args = (d, w_grsck, dx, *_geom_args(g))
         _launch(BWD_FILE, "conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", dt,
                 vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr)), grid, (IG_THREADS,), args)
         return dx
-    wc = cp.ascontiguousarray(_raw(w))
+    wc = cupy.ascontiguousarray(_raw(w))
     args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
-    _launch(BWD_FILE, "conv2d_bwd_dx_direct", "conv2d_bwd_dx_direct", dt, 1, flat_grid(dx.size),
-            (256,), args)
+    _launch(BWD_FILE, "conv2d_bwd_dx_direct", "conv2d_bwd_dx_direct", dt, 1, flat_grid(dx.size, DIRECT_THREADS),
+            (DIRECT_THREADS,), args)
     return dx
 
 
 def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype)
     if algo == "implicit_gemm":
-        grid, splits, kt_chunk = dw_igemm_plan(g, dt, num_sms())
+        grid, splits, kt_chunk = dw_igemm_plan(g, dt, sm_count())
         ws = _workspace(splits, dw.size)
         xn, d = _nhwc(x), dy_nhwc()
-        args = (xn, d, dw, ws, np.int32(splits), _i32(kt_chunk), *_geom_args(g))
+        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
         vec = vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
         _launch(BWD_FILE, "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm", dt,
                 vec, grid, (IG_THREADS,), args)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
     else:
-        grid, splits, chunk = dw_direct_plan(g, num_sms())
+        grid, splits, chunk = dw_direct_plan(g, sm_count())
         ws = _workspace(splits, dw.size)
         args = (dy, *_strides(dy), x, *_strides(x), dw, ws, np.int32(splits), np.int64(chunk), *_geom_args(g))
         _launch(BWD_FILE, "conv2d_bwd_dw_direct", "conv2d_bwd_dw_direct", dt, 1, grid, (RED_THREADS,), args)
@@ -400,10 +290,10 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
 
 def _grad_b(dy, g: ConvGeometry, dt: str):
     db = empty((g.K,), dy.dtype)
-    grid, splits, chunk = db_plan(g, num_sms())
+    grid, splits, chunk = db_plan(g, sm_count())
     ws = _workspace(splits, g.K)
     args = (dy, *_strides(dy), db, ws, np.int32(splits), np.int64(chunk),
-            _i32(g.N), _i32(g.K), _i32(g.P), _i32(g.Q))
+            i32(g.N), i32(g.K), i32(g.P), i32(g.Q))
     _launch(BWD_FILE, "conv2d_bwd_db", "conv2d_bwd_db", dt, 1, grid, (RED_THREADS,), args)
     launched(f"conv2d_bwd_db[split={splits}]")
     if splits > 1:
@@ -412,17 +302,20 @@ def _grad_b(dy, g: ConvGeometry, dt: str):
 
 
 def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bool = True,
-                    need_db: bool = True, precision: str = "ieee"):
+                    need_db: bool = True, algo: str = "auto", precision: str = "ieee"):
     """Gradients of conv2d_forward on cupy arrays.
 
     dy: (N, K, P, Q), x: (N, C, H, W), w: (K, C/groups, R, S), any strides. Returns
     (dx (N, C, H, W) | None, dw (K, C/groups, R, S) | None, db (K,) | None), new C-contiguous
-    arrays of x's dtype; entries not asked for are None and cost nothing. Algorithms per pass:
-    :func:`choose_bwd_algos`; dW and db split N*P*Q (:func:`split_reduction`) deterministically.
+    arrays of x's dtype; entries not asked for are None and cost nothing. algo: 'auto' (per pass,
+    ``conv_policy.choose_bwd_algos``), 'direct' or 'implicit_gemm' (both passes; the direct kernel
+    where the implicit GEMM cannot run). dW and db split N*P*Q (``conv_policy.split_k``)
+    deterministically.
     """
-    dt = _dtype(x)
-    check_extents(g)
-    dx_algo, dw_algo = choose_bwd_algos(g)
+    dt = dtype_of(x)
+    policy.check_extents(g, "cupy")
+    dx_algo, dw_algo = policy.choose_bwd_algos(g, algo, dx_gemm_fits=dx_igemm_grid(g) is not None,
+                                               dw_gemm_fits=g.groups <= GRID_YZ_MAX)
     cache = {}
 
     def dy_nhwc():  # made once, only when an implicit GEMM needs it

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 
-import cupy
+from ._cupy import cupy
 
 from ._common import empty
-from ._config import (BLOCK, SCALAR_T, bn_partition, column_partition, elementwise_grid,
-                      group_norm_threads, row_launch, thread_per_item_grid, warp_per_item_grid)
+from ._config import (BLOCK, COLSUM_TX, COLSUM_TY, SCALAR_T, bn_partition, column_partition, elementwise_grid,
+                      group_norm_threads, row_launch, scalar_define, thread_per_item_grid, warp_per_item_grid)
 from ._launch import (cast_from_float32, contiguous, dtype_of, f32, float_param, i32, i64, run,
                       sm_count)
 
@@ -30,7 +30,7 @@ _GN_ENTRIES = ["group_norm_fwd_group_block", "group_norm_bwd_plane_sums", "group
                "group_norm_bwd_dweight_dbias", "group_norm_bwd_dx"]
 # cast kernels (elementwise.cu) widen half/bf16 parameters and round dweight/dbias back
 _CASTS = ("elementwise.cu", ["cast_to_float32", "cast_from_float32"])
-CUDA_BUILDS = [(f, list(e), {"SCALAR_T": t}) for t in SCALAR_T.values()
+CUDA_BUILDS = [(f, list(e), scalar_define(dt)) for dt in SCALAR_T
                for f, e in ((_BN, _BN_ENTRIES), (_LN, _LN_ENTRIES), (_GN, _GN_ENTRIES), _CASTS)]
 
 
@@ -162,7 +162,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     cgrid, rows = column_partition(M, D, sm_count())
     G = cgrid[1]
     part = cupy.empty((2, G * D), dtype=cupy.float32)
-    run(_LN, "layer_norm_bwd_dwdb_partials", dt, cgrid, (32, 8, 1),
+    run(_LN, "layer_norm_bwd_dwdb_partials", dt, cgrid, (COLSUM_TX, COLSUM_TY, 1),
         (dy, x, mean32, rstd32, part[0], part[1], i64(M), i32(D), i64(rows)))
     dw32 = empty((D,), cupy.float32)
     db32 = empty((D,), cupy.float32)

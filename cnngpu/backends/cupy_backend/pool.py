@@ -7,17 +7,17 @@ visits only the windows able to contain it: no atomics, deterministic sums.
 """
 from __future__ import annotations
 
-import cupy
+from ._cupy import cupy
 
 from ...geometry import PoolGeometry
 from ._common import empty
-from ._config import BLOCK, SCALAR_T, elementwise_grid
+from ._config import BLOCK, SCALAR_T, elementwise_grid, scalar_define
 from ._launch import contiguous, dtype_of, i32, i64, run
 
 _FILE = "pool2d.cu"
 _ENTRIES = ["max_pool2d_fwd_window_argmax", "max_pool2d_bwd_gather_argmax",
             "avg_pool2d_fwd_window_mean", "avg_pool2d_bwd_gather_windows"]
-CUDA_BUILDS = [(_FILE, list(_ENTRIES), {"SCALAR_T": t}) for t in SCALAR_T.values()]
+CUDA_BUILDS = [(_FILE, list(_ENTRIES), scalar_define(dt)) for dt in SCALAR_T]
 
 
 def _plane_fits(g: PoolGeometry) -> None:

@@ -26,8 +26,9 @@ def relu_backward(dy, y):
 # ----------------------------------------------------------------------------------------------
 # linear
 # ----------------------------------------------------------------------------------------------
-def linear_forward(x, w, b):
-    """y = x @ w.T + b. x: (M, in); w: (out, in); b: (out,) or None -> y: (M, out), x's dtype."""
+def linear_forward(x, w, b, precision="ieee"):
+    """y = x @ w.T + b. x: (M, in); w: (out, in); b: (out,) or None -> y: (M, out), x's dtype.
+    precision is accepted for the common signature (exact arithmetic here)."""
     launched("linear_forward")
     ct = compute_dtype(x.dtype)
     y = x.astype(ct, copy=False) @ w.astype(ct, copy=False).T
@@ -36,7 +37,7 @@ def linear_forward(x, w, b):
     return y.astype(x.dtype, copy=False)
 
 
-def linear_backward(dy, x, w, need_db=True):
+def linear_backward(dy, x, w, need_db=True, precision="ieee"):
     """Gradients of y = x @ w.T + b for upstream dy (M, out).
 
     Returns dx = dy @ w (M, in), dw = dy.T @ x (out, in), db = dy summed over M (out,) or None;

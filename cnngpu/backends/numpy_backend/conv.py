@@ -57,11 +57,12 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
 
 
 def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bool = True,
-                    need_db: bool = True, precision: str = "ieee"):
+                    need_db: bool = True, algo: str = "auto", precision: str = "ieee"):
     """Gradients of conv2d_forward. dy: (N, K, P, Q); x: (N, C, H, W); w: (K, C/groups, R, S).
 
     Returns (dx (N, C, H, W) | None, dw (K, C/groups, R, S) | None, db (K,) | None), new arrays of
-    x's dtype; an entry is None when not asked for.
+    x's dtype; an entry is None when not asked for. algo and precision are accepted for the common
+    signature: the reference is one algorithm (col2im / GEMM) in exact arithmetic.
     """
     ct = compute_dtype(x.dtype)
     dym = _dy_matrix(dy, g, ct)                                            # (G, M, Kg)

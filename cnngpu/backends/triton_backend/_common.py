@@ -4,10 +4,9 @@ from collections import Counter
 import torch
 
 from .. import poison_enabled
+from .. import limits
 
 LAUNCHES: Counter = Counter()
-
-TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def empty(shape, dtype, device):
@@ -21,3 +20,23 @@ def empty(shape, dtype, device):
 def launched(kernel_name: str) -> None:
     """Record one launch of ``kernel_name`` (tests assert the kernel they meant really ran)."""
     LAUNCHES[kernel_name] += 1
+
+
+def num_sms(device) -> int:
+    """Streaming multiprocessors of ``device`` (a torch.device or its name); ``OFF_GPU_SMS`` for a
+    CPU tensor (the interpreter)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return limits.OFF_GPU_SMS
+
+
+def needs_int64(tensors, extents=(), offset_headroom: int = 0) -> bool:
+    """``limits.needs_int64`` for torch tensors (None entries skipped): pick a kernel's INT64 variant."""
+    layouts = [(tuple(t.shape), tuple(t.stride())) for t in tensors if t is not None]
+    return limits.needs_int64(layouts, extents, offset_headroom)
+
+
+def dtype_tag(dtype) -> str:
+    """The launch-config table key of a torch dtype: 'fp32', or 'fp16' for 16-bit floats."""
+    return "fp32" if dtype == torch.float32 else "fp16"

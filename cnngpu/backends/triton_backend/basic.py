@@ -17,11 +17,10 @@ import triton
 from cnngpu.kernels.triton import cross_entropy as CE
 from cnngpu.kernels.triton import elementwise as EW
 from cnngpu.kernels.triton import linear as LIN
+from cnngpu.kernels.triton._config import for_dtype, launch_kwargs
 
-from ._common import empty, launched
-
-INT32_LIMIT = 2 ** 31
-_HEADROOM = 2 ** 16           # masked lanes of the last tile may index past the end
+from ..limits import EXTENT_HEADROOM
+from ._common import dtype_tag, empty, launched, needs_int64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,7 +64,7 @@ def _view4(flat, *tensors):
 
 
 def _ew_config(dtype):
-    return EW.CONFIGS["fp32" if dtype == torch.float32 else "fp16"]
+    return for_dtype(EW.RELU_CONFIGS, dtype_tag(dtype))[0]
 
 
 def _flat_ok(*tensors) -> bool:
@@ -81,11 +80,11 @@ def relu_forward(x):
     total = x.numel()
     if total == 0:
         return y
-    block, warps = _ew_config(x.dtype)
+    cfg = _ew_config(x.dtype)
     flat = _flat_ok(x, y)
     sizes, strides = _view4(flat, x, y)
-    EW.relu_fwd_elementwise[(triton.cdiv(total, block),)](
-        x, y, total, *sizes, *strides, FLAT=flat, BLOCK=block, num_warps=warps)
+    EW.relu_fwd_elementwise[(triton.cdiv(total, cfg.kwargs["BLOCK"]),)](
+        x, y, total, *sizes, *strides, FLAT=flat, **launch_kwargs(cfg))
     launched("relu_fwd_elementwise")
     return y
 
@@ -98,11 +97,11 @@ def relu_backward(dy, y):
     total = dy.numel()
     if total == 0:
         return dx
-    block, warps = _ew_config(dy.dtype)
+    cfg = _ew_config(dy.dtype)
     flat = _flat_ok(dy, y, dx)
     sizes, strides = _view4(flat, dy, y, dx)
-    EW.relu_bwd_mask[(triton.cdiv(total, block),)](
-        dy, y, dx, total, *sizes, *strides, FLAT=flat, BLOCK=block, num_warps=warps)
+    EW.relu_bwd_mask[(triton.cdiv(total, cfg.kwargs["BLOCK"]),)](
+        dy, y, dx, total, *sizes, *strides, FLAT=flat, **launch_kwargs(cfg))
     launched("relu_bwd_mask")
     return dx
 
@@ -110,23 +109,12 @@ def relu_backward(dy, y):
 # ----------------------------------------------------------------------------------------------
 # linear
 # ----------------------------------------------------------------------------------------------
-def _max_offset(t) -> int:
-    if t is None or t.numel() == 0:
-        return 0
-    return sum((int(s) - 1) * abs(int(st)) for s, st in zip(t.shape, t.stride()))
-
-
-def _needs_int64(tensors, extents) -> bool:
-    """int32 index math could overflow: an element offset or a GEMM extent near 2^31."""
-    return (any(_max_offset(t) >= INT32_LIMIT - _HEADROOM for t in tensors)
-            or any(int(e) >= INT32_LIMIT - _HEADROOM for e in extents))
-
-
 def _gemm(a, a_strides, b, b_strides, c, M, N, K, bias=None, rowsum=None, precision="ieee", tag="fwd"):
     """C (M, N) = A (M, K) @ B (K, N) (+ bias) (rowsum = A summed over K) with ``linear_gemm``."""
     if M == 0 or N == 0:
         return
-    int64 = _needs_int64((a, b, c, bias, rowsum), (M, N, K))
+    # masked lanes of the last tile step past the end: offsets need headroom too
+    int64 = needs_int64((a, b, c, bias, rowsum), (M, N, K), offset_headroom=EXTENT_HEADROOM)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     LIN.linear_gemm[grid](
         a, b, bias if bias is not None else c, c, rowsum if rowsum is not None else c,
@@ -189,15 +177,12 @@ def cross_entropy_forward(logits, labels):
     probs = empty((M, C), logits.dtype, logits.device)
     nll = empty((M,), torch.float32, logits.device)
     loss = empty((), torch.float32, logits.device)
-    bm, bc = CE.fwd_tiles(C)
-    warps = CE.FWD_CONFIG[3]
+    cfg = CE.fwd_config(C)
     if M > 0:
-        CE.cross_entropy_fwd_softmax_rows[(triton.cdiv(M, bm),)](
-            logits, labels, probs, nll, M, C, *logits.stride(), labels.stride(0),
-            BLOCK_M=bm, BLOCK_C=bc, num_warps=warps)
+        CE.cross_entropy_fwd_softmax_rows[(triton.cdiv(M, cfg.kwargs["BLOCK_M"]),)](
+            logits, labels, probs, nll, M, C, *logits.stride(), labels.stride(0), **launch_kwargs(cfg))
         launched("cross_entropy_fwd_softmax_rows")
-    block, mwarps = CE.MEAN_CONFIG
-    CE.cross_entropy_fwd_mean[(1,)](nll, loss, M, BLOCK=block, num_warps=mwarps)
+    CE.cross_entropy_fwd_mean[(1,)](nll, loss, M, **launch_kwargs(CE.MEAN_CONFIGS[0]))
     launched("cross_entropy_fwd_mean")
     return loss, probs
 
@@ -209,10 +194,11 @@ def cross_entropy_backward(probs, labels, dloss):
     dlogits = empty((M, C), probs.dtype, probs.device)
     if M == 0 or C == 0:
         return dlogits
-    bm, bc, warps = CE.BWD_CONFIG
+    cfg = CE.BWD_CONFIGS[0]
+    bm, bc = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_C"]
     scale = float(torch.tensor(float(dloss), dtype=torch.float32) / torch.tensor(float(M), dtype=torch.float32))
     CE.cross_entropy_bwd_softmax_minus_onehot[(triton.cdiv(M, bm), triton.cdiv(C, bc))](
         probs, labels, dlogits, M, C, *probs.stride(), labels.stride(0), scale,
-        BLOCK_M=bm, BLOCK_C=bc, num_warps=warps)
+        **launch_kwargs(cfg))
     launched("cross_entropy_bwd_softmax_minus_onehot")
     return dlogits

@@ -26,16 +26,26 @@ import triton
 from cnngpu.kernels.triton import batch_norm as BN
 from cnngpu.kernels.triton import group_norm as GN
 from cnngpu.kernels.triton import layer_norm as LN
+from cnngpu.kernels.triton._config import for_dtype, launch_kwargs
 
-from ._common import empty, launched
+from ._common import dtype_tag, empty, launched, num_sms
 
 
 
 # ----------------------------------------------------------------------------------------------
 # shared helpers
 # ----------------------------------------------------------------------------------------------
-def _tag(dtype) -> str:
-    return "fp32" if dtype == torch.float32 else "fp16"
+def least_waste(configs, C: int, L: int, c_stride_one: bool, c_key: str, l_key: str):
+    """The config of ``configs`` whose (configs[c_key] x configs[l_key]) tile wastes the fewest
+    lanes on a (C, L) problem; ties: the one whose contiguous axis (C when c_stride_one) is wider."""
+    best = None
+    for cfg in configs:
+        bc, bl = cfg.kwargs[c_key], cfg.kwargs[l_key]
+        waste = (triton.cdiv(C, bc) * bc / C) * (triton.cdiv(L, bl) * bl / L)
+        key = (round(waste, 2), -(bc if c_stride_one else bl))
+        if best is None or key < best[0]:
+            best = (key, cfg)
+    return best[1]
 
 
 def _ncl_strides(t):
@@ -78,12 +88,6 @@ def _unit(t):
     return t if t is None or t.is_contiguous() else t.contiguous()
 
 
-def _num_sms(device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2
-
-
 # ----------------------------------------------------------------------------------------------
 # batch norm
 # ----------------------------------------------------------------------------------------------
@@ -98,6 +102,7 @@ class BatchNormPlan(NamedTuple):
     T: int
     S: int
     TILES_PER_SPLIT: int
+    config: triton.Config        # the tile's launch config (BLOCK_C, BLOCK_R, warps, stages)
 
 
 # programs the split reductions aim for: 4 per SM on a GPU; a handful in the interpreter (so
@@ -108,21 +113,15 @@ TARGET_PROGRAMS_PER_SM = 4
 def batch_norm_plan(N: int, C: int, L: int, c_stride_one: bool, dtype, device) -> BatchNormPlan:
     """Pick the tile with the least lane waste on (C, L) (ties: the one whose contiguous axis is
     wider), and split the N*L reduction over S programs per channel block."""
-    best = None
-    for bc, br in BN.TILES[_tag(dtype)]:
-        waste = (triton.cdiv(C, bc) * bc / C) * (triton.cdiv(L, br) * br / L)
-        contiguous_width = bc if c_stride_one else br
-        key = (round(waste, 2), -contiguous_width)
-        if best is None or key < best[0]:
-            best = (key, bc, br)
-    _, bc, br = best
+    cfg = least_waste(for_dtype(BN.TILE_CONFIGS, dtype_tag(dtype)), C, L, c_stride_one, "BLOCK_C", "BLOCK_R")
+    bc, br = cfg.kwargs["BLOCK_C"], cfg.kwargs["BLOCK_R"]
     ncb, nlb = triton.cdiv(C, bc), triton.cdiv(L, br)
     T = N * nlb
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    target = TARGET_PROGRAMS_PER_SM * num_sms(device)
     S = max(1, min(T, triton.cdiv(target, ncb)))
     tps = triton.cdiv(T, S)
     S = triton.cdiv(T, tps)
-    return BatchNormPlan(bc, br, ncb, nlb, T, S, tps)
+    return BatchNormPlan(bc, br, ncb, nlb, T, S, tps, cfg)
 
 
 def _bn_geometry(x):
@@ -155,15 +154,15 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         pcount = empty((plan.S,), torch.float32, dev)
         BN.batch_norm_fwd_partial_stats[(plan.NCB, plan.S)](
             x, pmean, pm2, pcount, C, L, plan.T, plan.TILES_PER_SPLIT, plan.NLB, *xs,
-            BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
+            **launch_kwargs(plan.config))
         launched("batch_norm_fwd_partial_stats")
         count = N * L
         has_running = running_mean is not None
-        BN.batch_norm_fwd_combine_stats[(triton.cdiv(C, BN.COMBINE_BLOCK_C),)](
+        BN.batch_norm_fwd_combine_stats[(triton.cdiv(C, _combine(BN).kwargs["BLOCK_C"]),)](
             pmean, pm2, pcount, x, xs[1], mean, invstd,
             running_mean if has_running else mean, running_var if has_running else invstd,
             C, plan.S, eps, momentum, count / (count - 1),
-            HAS_RUNNING=has_running, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
+            HAS_RUNNING=has_running, **launch_kwargs(_combine(BN)))
         launched("batch_norm_fwd_combine_stats")
         if has_running and running_mean is not rm_user:        # strided running stats: write back
             rm_user.copy_(running_mean)
@@ -175,7 +174,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         running_mean if not training else mean, running_var if not training else invstd,
         C, L, plan.NLB, plan.NCB, eps, *xs, *ys,
         FROM_RUNNING=not training, HAS_W=weight is not None, HAS_B=bias is not None, RELU=bool(relu),
-        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
+        **launch_kwargs(plan.config))
     launched("batch_norm_fwd_normalize")
     return y, mean, invstd
 
@@ -204,20 +203,19 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
         psum_gx = empty((plan.S, C), torch.float32, dev)
         BN.batch_norm_bwd_partial_sums[(plan.NCB, plan.S)](
             dy, x, y, mean, invstd, psum_g, psum_gx, C, L, plan.T, plan.TILES_PER_SPLIT, plan.NLB,
-            *ds, *xs, *ys, RELU=bool(relu), BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R,
-            num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
+            *ds, *xs, *ys, RELU=bool(relu), **launch_kwargs(plan.config))
         launched("batch_norm_bwd_partial_sums")
         sum_g = empty((C,), torch.float32, dev)
         sum_gx = empty((C,), torch.float32, dev)
-        BN.batch_norm_bwd_reduce_partials[(triton.cdiv(C, BN.COMBINE_BLOCK_C),)](
+        BN.batch_norm_bwd_reduce_partials[(triton.cdiv(C, _combine(BN).kwargs["BLOCK_C"]),)](
             psum_g, psum_gx, sum_g, sum_gx, dweight if has_w else sum_g, dbias if has_w else sum_gx,
-            C, plan.S, HAS_W=has_w, BLOCK_C=BN.COMBINE_BLOCK_C, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
+            C, plan.S, HAS_W=has_w, **launch_kwargs(_combine(BN)))
         launched("batch_norm_bwd_reduce_partials")
     BN.batch_norm_bwd_dx[(plan.NCB * N * plan.NLB,)](
         dy, x, y, dx, mean, invstd, weight if has_w else mean, sum_g, sum_gx,
         C, L, plan.NLB, plan.NCB, 1.0 / (N * L), *ds, *xs, *ys, *os_,
         TRAINING=bool(training), RELU=bool(relu), HAS_W=has_w,
-        BLOCK_C=plan.BLOCK_C, BLOCK_R=plan.BLOCK_R, num_warps=BN.NUM_WARPS, num_stages=BN.NUM_STAGES)
+        **launch_kwargs(plan.config))
     launched("batch_norm_bwd_dx")
     return dx, dweight, dbias
 
@@ -225,14 +223,11 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
 # ----------------------------------------------------------------------------------------------
 # layer norm
 # ----------------------------------------------------------------------------------------------
-def layer_norm_block(D: int, dtype) -> int:
-    """The smallest BLOCK_D of the table that holds a row of D values, else the largest (the
-    kernels then walk the row in chunks)."""
-    blocks = LN.ROW_BLOCKS[_tag(dtype)]
-    for bd in blocks:
-        if bd >= D:
-            return bd
-    return blocks[-1]
+def layer_norm_row_config(D: int, dtype):
+    """The row programs' config: the smallest BLOCK_D of the table that holds a row of D values,
+    else the largest (the kernels then walk the row in chunks)."""
+    configs = for_dtype(LN.ROW_CONFIGS, dtype_tag(dtype))
+    return next((c for c in configs if c.kwargs["BLOCK_D"] >= D), configs[-1])
 
 
 def _rows_view(t, M: int, D: int):
@@ -240,12 +235,26 @@ def _rows_view(t, M: int, D: int):
     return t.reshape(M, D)
 
 
+def _dwdb_config(dtype):
+    return for_dtype(LN.DWDB_CONFIGS, dtype_tag(dtype))[0]
+
+
+def _reduce_config():
+    return LN.REDUCE_CONFIGS[0]
+
+
+def _combine(module):
+    """The combine / reduce-partials config of the batch_norm or group_norm kernel module."""
+    return module.COMBINE_CONFIGS[0]
+
+
 def layer_norm_dwdb_plan(M: int, D: int, dtype, device):
     """(BLOCK_M, BLOCK_D, column blocks, S row slabs, rows per slab) for the dweight/dbias
     partial sums: enough slabs that cdiv(D, BLOCK_D) * S programs fill the device."""
-    bm, bd = LN.DWDB_TILE[_tag(dtype)]
+    cfg = _dwdb_config(dtype)
+    bm, bd = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_D"]
     ndb = triton.cdiv(D, bd)
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    target = TARGET_PROGRAMS_PER_SM * num_sms(device)
     S = max(1, min(triton.cdiv(M, bm), triton.cdiv(target, ndb)))
     rps = triton.cdiv(M, S)
     return bm, bd, ndb, triton.cdiv(M, rps), rps
@@ -263,11 +272,10 @@ def layer_norm_forward(x, normalized_ndim, weight, bias, eps):
     rstd = empty((M,), torch.float32, dev)
     w = _unit(weight).reshape(D) if weight is not None else None
     b = _unit(bias).reshape(D) if bias is not None else None
-    bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_fwd_fused[(M,)](
         x2, y, w if w is not None else mean, b if b is not None else mean, mean, rstd,
         D, x2.stride(0), x2.stride(1), eps,
-        HAS_W=w is not None, HAS_B=b is not None, BLOCK_D=bd, num_warps=LN.row_warps(bd), num_stages=LN.NUM_STAGES)
+        HAS_W=w is not None, HAS_B=b is not None, **launch_kwargs(layer_norm_row_config(D, x.dtype)))
     launched("layer_norm_fwd_fused")
     return y.reshape(x.shape), mean, rstd
 
@@ -286,25 +294,24 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
     has_w = weight is not None
     mean, rstd = _unit(mean), _unit(rstd)
     w = _unit(weight).reshape(D) if has_w else mean
-    bd = layer_norm_block(D, x.dtype)
     LN.layer_norm_bwd_dx_fused[(M,)](
         dy2, x2, dx, w, mean, rstd, D, dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
-        HAS_W=has_w, BLOCK_D=bd, num_warps=LN.row_warps(bd), num_stages=LN.NUM_STAGES)
+        HAS_W=has_w, **launch_kwargs(layer_norm_row_config(D, x.dtype)))
     launched("layer_norm_bwd_dx_fused")
     if not has_w:
         return dx.reshape(x.shape), None, None
-    bm, bd, ndb, S, rps = layer_norm_dwdb_plan(M, D, x.dtype, dev)
+    _, _, ndb, S, rps = layer_norm_dwdb_plan(M, D, x.dtype, dev)
     pdw = empty((S, D), torch.float32, dev)
     pdb = empty((S, D), torch.float32, dev)
     LN.layer_norm_bwd_dwdb_partial[(ndb, S)](
         dy2, x2, mean, rstd, pdw, pdb, M, D, rps,
         dy2.stride(0), dy2.stride(1), x2.stride(0), x2.stride(1),
-        BLOCK_M=bm, BLOCK_D=bd, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
+        **launch_kwargs(_dwdb_config(x.dtype)))
     launched("layer_norm_bwd_dwdb_partial")
     dweight = empty(weight.shape, weight.dtype, dev)
     dbias = empty(weight.shape, weight.dtype, dev)
-    LN.sum_partial_rows_pair[(triton.cdiv(D, LN.REDUCE_BLOCK),)](
-        pdw, pdb, dweight, dbias, S, D, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
+    LN.sum_partial_rows_pair[(triton.cdiv(D, _reduce_config().kwargs["BLOCK"]),)](
+        pdw, pdb, dweight, dbias, S, D, **launch_kwargs(_reduce_config()))
     launched("sum_partial_rows_pair")
     return dx.reshape(x.shape), dweight, dbias
 
@@ -313,14 +320,8 @@ def layer_norm_backward(dy, x, weight, mean, rstd, normalized_ndim):
 # group norm
 # ----------------------------------------------------------------------------------------------
 def group_norm_tile(CPG: int, L: int, c_stride_one: bool, dtype):
-    """(BLOCK_C, BLOCK_L) with the least lane waste on (CPG, L); ties: wider contiguous axis."""
-    best = None
-    for bc, bl in GN.TILES[_tag(dtype)]:
-        waste = (triton.cdiv(CPG, bc) * bc / CPG) * (triton.cdiv(L, bl) * bl / L)
-        key = (round(waste, 2), -(bc if c_stride_one else bl))
-        if best is None or key < best[0]:
-            best = (key, bc, bl)
-    return best[1], best[2]
+    """The tile config (BLOCK_C, BLOCK_L) with the least lane waste on (CPG, L)."""
+    return least_waste(for_dtype(GN.TILE_CONFIGS, dtype_tag(dtype)), CPG, L, c_stride_one, "BLOCK_C", "BLOCK_L")
 
 
 def _ncl(t):
@@ -339,18 +340,20 @@ class GroupNormPlan(NamedTuple):
     fused: bool
     S: int
     LPS: int
+    config: triton.Config        # the tile's launch config (BLOCK_C, BLOCK_L, warps, stages)
 
 
 def group_norm_plan(N: int, G: int, CPG: int, L: int, c_stride_one: bool, dtype, device) -> GroupNormPlan:
     """The tile of group_norm_tile, and the split path when N*G programs would leave SMs idle."""
-    bc, bl = group_norm_tile(CPG, L, c_stride_one, dtype)
+    cfg = group_norm_tile(CPG, L, c_stride_one, dtype)
+    bc, bl = cfg.kwargs["BLOCK_C"], cfg.kwargs["BLOCK_L"]
     ncbg, nlb = triton.cdiv(CPG, bc), triton.cdiv(L, bl)
-    target = TARGET_PROGRAMS_PER_SM * _num_sms(device)
+    target = TARGET_PROGRAMS_PER_SM * num_sms(device)
     if N * G >= target:
-        return GroupNormPlan(bc, bl, ncbg, nlb, True, 1, nlb)
+        return GroupNormPlan(bc, bl, ncbg, nlb, True, 1, nlb, cfg)
     S = max(1, min(nlb, triton.cdiv(target, N * G * ncbg)))
     lps = triton.cdiv(nlb, S)
-    return GroupNormPlan(bc, bl, ncbg, nlb, False, triton.cdiv(nlb, lps), lps)
+    return GroupNormPlan(bc, bl, ncbg, nlb, False, triton.cdiv(nlb, lps), lps, cfg)
 
 
 def group_norm_forward(x, num_groups, weight, bias, eps):
@@ -370,8 +373,7 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
     plan = group_norm_plan(N, G, CPG, L, x3.stride(1) == 1, x.dtype, dev)
     w = _unit(weight) if weight is not None else mean
     b = _unit(bias) if bias is not None else mean
-    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L,
-                 num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, **launch_kwargs(plan.config))
     if plan.fused:
         GN.group_norm_fwd_fused[(N * G,)](
             x3, y3, w, b, mean, rstd, C, L, G, CPG, eps, *x3.stride(), *y3.stride(), **flags)
@@ -383,11 +385,11 @@ def group_norm_forward(x, num_groups, weight, bias, eps):
     pm2 = empty((pieces, plan.S), torch.float32, dev)
     GN.group_norm_fwd_partial_stats[(pieces, plan.S)](
         x3, pcount, pmean, pm2, L, G, CPG, plan.NCBG, plan.LPS, plan.S, *x3.stride(),
-        BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
+        **launch_kwargs(plan.config))
     launched("group_norm_fwd_partial_stats")
     GN.group_norm_fwd_combine_stats[(N * G,)](
         pcount, pmean, pm2, x3, x3.stride(0), x3.stride(1), mean, rstd, plan.NCBG * plan.S, G, CPG, eps,
-        BLOCK=GN.COMBINE_BLOCK, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
+        **launch_kwargs(_combine(GN)))
     launched("group_norm_fwd_combine_stats")
     GN.group_norm_fwd_normalize[(pieces * plan.NLB,)](
         x3, y3, w, b, mean, rstd, L, G, CPG, plan.NCBG, plan.NLB, *x3.stride(), *y3.stride(), **flags)
@@ -421,7 +423,7 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
         GN.group_norm_bwd_dx[(N * G,)](
             dy3, x3, dx3, w, mean, rstd, sum_gx, sum_g, C, L, G, CPG,
             *dy3.stride(), *x3.stride(), *dx3.stride(),
-            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
+            HAS_W=has_w, **launch_kwargs(plan.config))
         launched("group_norm_bwd_dx")
     else:
         pieces = N * G * plan.NCBG
@@ -429,21 +431,21 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
         psum_g = empty((plan.S, N * C), torch.float32, dev)
         GN.group_norm_bwd_partial_sums[(pieces, plan.S)](
             dy3, x3, mean, rstd, psum_gx, psum_g, C, N * C, L, G, CPG, plan.NCBG, plan.LPS,
-            *dy3.stride(), *x3.stride(), BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
+            *dy3.stride(), *x3.stride(), **launch_kwargs(plan.config))
         launched("group_norm_bwd_partial_sums")
-        LN.sum_partial_rows_pair[(triton.cdiv(N * C, LN.REDUCE_BLOCK),)](
-            psum_gx, psum_g, sum_gx, sum_g, plan.S, N * C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
+        LN.sum_partial_rows_pair[(triton.cdiv(N * C, _reduce_config().kwargs["BLOCK"]),)](
+            psum_gx, psum_g, sum_gx, sum_g, plan.S, N * C, **launch_kwargs(_reduce_config()))
         launched("sum_partial_rows_pair")
         GN.group_norm_bwd_dx_tiles[(pieces * plan.NLB,)](
             dy3, x3, dx3, w, mean, rstd, sum_gx, sum_g, C, L, G, CPG, plan.NCBG, plan.NLB,
             *dy3.stride(), *x3.stride(), *dx3.stride(),
-            HAS_W=has_w, BLOCK_C=plan.BLOCK_C, BLOCK_L=plan.BLOCK_L, num_warps=GN.NUM_WARPS, num_stages=GN.NUM_STAGES)
+            HAS_W=has_w, **launch_kwargs(plan.config))
         launched("group_norm_bwd_dx_tiles")
     if not has_w:
         return dx, None, None
     dweight = empty((C,), weight.dtype, dev)
     dbias = empty((C,), weight.dtype, dev)
-    LN.sum_partial_rows_pair[(triton.cdiv(C, LN.REDUCE_BLOCK),)](
-        sum_gx, sum_g, dweight, dbias, N, C, BLOCK=LN.REDUCE_BLOCK, num_warps=LN.NUM_WARPS, num_stages=LN.NUM_STAGES)
+    LN.sum_partial_rows_pair[(triton.cdiv(C, _reduce_config().kwargs["BLOCK"]),)](
+        sum_gx, sum_g, dweight, dbias, N, C, **launch_kwargs(_reduce_config()))
     launched("sum_partial_rows_pair")
     return dx, dweight, dbias

@@ -1,0 +1,141 @@
+"""conv2d launch policy shared by the GPU backends (triton, cupy): pure functions of the geometry.
+
+What lives here is decided once for both backends; what differs between them is a parameter:
+  - algorithm choice, forward (:func:`choose_algo`) and backward (:func:`choose_bwd_algos`):
+    tensor cores need a reduction of at least one 16-wide K step and 8 columns per group, else the
+    direct kernel; a backend says where its implicit GEMM / direct kernel cannot run;
+  - split-K sizing of the N*P*Q reductions of dW and db (:func:`split_k`), with the backend's
+    granule and workspace budget;
+  - the stride-residue classes of dX (:func:`residue_classes`);
+  - the 32-bit extents of kernels that index with int (:func:`check_extents`; the limits
+    themselves, the int64 decision and the SM count assumed off a GPU are in
+    ``cnngpu.backends.limits``).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+from ..geometry import ConvGeometry, ceil_div
+from .limits import extent_overflows
+
+ALGOS = ("auto", "direct", "implicit_gemm")
+TC_MIN_K = 16                   # one tensor-core K step: a shorter reduction is mostly padding
+TC_MIN_COLS = 8                 # fewer output columns per group: the GEMM tile is mostly padding
+
+# split-K of the N*P*Q reductions (dW, db): aim at SPLIT_WAVES programs per SM, but each split at
+# least SPLIT_MIN_LEN long and at most MAX_SPLIT splits
+SPLIT_WAVES = 2
+SPLIT_MIN_LEN = 2048
+MAX_SPLIT = 64
+
+
+# ------------------------------------------------------------------------------------------------
+# algorithms
+# ------------------------------------------------------------------------------------------------
+def gemm_too_small(reduction: int, cols: int) -> bool:
+    """True when a GEMM with this reduction length and output columns per group would be mostly
+    tensor-core padding (reduction < TC_MIN_K or cols < TC_MIN_COLS): the direct kernel wins."""
+    return reduction < TC_MIN_K or cols < TC_MIN_COLS
+
+
+def choose_algo(g: ConvGeometry, direct_fits: bool = True) -> str:
+    """'direct' or 'implicit_gemm' for the forward with ``algo='auto'``.
+
+    y[N*P*Q, Kg] = im2col(x)[., Cg*R*S] @ W: direct when that GEMM is too small for tensor cores
+    (:func:`gemm_too_small`: depthwise and similar, or a tiny reduction) and the backend's direct
+    kernel can run this geometry (``direct_fits``); implicit GEMM otherwise.
+    """
+    if gemm_too_small(g.c_per_group * g.R * g.S, g.k_per_group) and direct_fits:
+        return "direct"
+    return "implicit_gemm"
+
+
+def choose_bwd_algos(g: ConvGeometry, algo: str = "auto", dx_gemm_fits: bool = True,
+                     dw_gemm_fits: bool = True) -> Tuple[str, str]:
+    """('direct' | 'implicit_gemm') for dX and for dW.
+
+    ``algo='auto'`` applies the forward's rule to each pass's GEMM: dX[N*H*W, Cg] = dY[., Kg*R*S] @ W
+    and dW[Kg, Cg*R*S] = dY^T @ im2col(x); 'direct' / 'implicit_gemm' force both passes. Either
+    way a pass whose implicit GEMM cannot run here (``dx_gemm_fits`` / ``dw_gemm_fits`` False: the
+    backend's grid or tap-table limits) takes the direct kernel.
+    """
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    cg, kg, rs = g.c_per_group, g.k_per_group, g.R * g.S
+    if algo == "auto":
+        dx = "direct" if gemm_too_small(kg * rs, cg) else "implicit_gemm"
+        dw = "direct" if gemm_too_small(cg * rs, kg) else "implicit_gemm"
+    else:
+        dx = dw = algo
+    return (dx if dx_gemm_fits else "direct"), (dw if dw_gemm_fits else "direct")
+
+
+# ------------------------------------------------------------------------------------------------
+# split-K
+# ------------------------------------------------------------------------------------------------
+def split_k(length: int, tiles: int, num_sms: int, granule: int = 1, out_numel: int = 0,
+            ws_max_bytes: int = 0, max_split: int | None = None) -> Tuple[int, int]:
+    """(splits, chunk) for a reduction of ``length`` terms (N*P*Q) feeding ``tiles`` output tiles.
+
+    splits = min(ceil(SPLIT_WAVES*num_sms / tiles), length // SPLIT_MIN_LEN, max_split (default
+    MAX_SPLIT)), at least 1, and -- when ``ws_max_bytes`` -- small enough that splits * out_numel
+    fp32 partials fit it; chunk = ceil(length / splits) rounded up to ``granule``, then
+    splits = ceil(length / chunk) so that no split is empty. Split s covers
+    [s*chunk, min((s+1)*chunk, length)).
+    """
+    cap = MAX_SPLIT if max_split is None else max_split
+    want = ceil_div(SPLIT_WAVES * num_sms, max(tiles, 1))
+    splits = max(1, min(want, length // max(SPLIT_MIN_LEN, 1), cap))
+    if ws_max_bytes and out_numel > 0:
+        splits = max(1, min(splits, ws_max_bytes // (4 * out_numel)))
+    chunk = ceil_div(ceil_div(length, splits), granule) * granule
+    return ceil_div(length, chunk), chunk
+
+
+# ------------------------------------------------------------------------------------------------
+# dX by stride-residue classes
+# ------------------------------------------------------------------------------------------------
+def residue_classes(g: ConvGeometry) -> Tuple[List[Tuple[int, ...]], Tuple[int, int, int, int]]:
+    """The stride-residue decomposition of dX (no zero-inserted dY).
+
+    An input pixel h receives from tap r iff (h + pad - r*dil) is a multiple of the stride, which
+    depends only on a = h mod stride. Returns (rows, (r_step, s_step, dp_r, dq_s)); one row per
+    class (a, b), a < stride_h, b < stride_w: (a, b, Hc, Wc, r0, nr, p0, s0, ns, q0) such that pixel
+    h = a + sh*i (i < Hc) receives from exactly the taps r = r0 + t*r_step (t < nr) at dy row
+    p = i + p0 - t*dp_r (when 0 <= p < P); likewise for columns. A class without taps has nr = 0
+    (or ns = 0): its pixels get zero.
+    """
+    def axis(size, stride, pad, dil, taps):
+        step = stride // math.gcd(stride, dil)
+        dp = step * dil // stride
+        out = []
+        for a in range(stride):
+            count = max(0, ceil_div(size - a, stride))
+            first = next((r for r in range(min(taps, step)) if (a + pad - r * dil) % stride == 0), None)
+            if first is None:
+                out.append((a, count, 0, 0, 0))
+            else:
+                out.append((a, count, first, len(range(first, taps, step)), (a + pad - first * dil) // stride))
+        return out, step, dp
+
+    rows_h, r_step, dp_r = axis(g.H, g.stride[0], g.pad[0], g.dilation[0], g.R)
+    rows_w, s_step, dq_s = axis(g.W, g.stride[1], g.pad[1], g.dilation[1], g.S)
+    rows = [(a, b, hc, wc, r0, nr, p0, s0, ns, q0)
+            for (a, hc, r0, nr, p0) in rows_h for (b, wc, s0, ns, q0) in rows_w]
+    return rows, (r_step, s_step, dp_r, dq_s)
+
+
+# ------------------------------------------------------------------------------------------------
+# index width
+# ------------------------------------------------------------------------------------------------
+def check_extents(g: ConvGeometry, backend: str) -> None:
+    """For kernels that index the flat GEMM extents with 32-bit ints (tensor offsets 64-bit): raise
+    ValueError when N*P*Q, N*H*W or K*(C/groups)*R*S would not fit."""
+    ext = {"N*P*Q": g.N * g.P * g.Q, "N*H*W": g.N * g.H * g.W,
+           "K*(C/groups)*R*S": g.K * g.c_per_group * g.R * g.S}
+    for name, v in ext.items():
+        if extent_overflows(v):
+            raise ValueError(f"conv2d on the {backend} backend: {name} = {v} does not fit the kernels' 32-bit "
+                             f"index (x {(g.N, g.C, g.H, g.W)}, w {(g.K, g.c_per_group, g.R, g.S)}); "
+                             f"split the batch")

@@ -1,0 +1,145 @@
+"""max/avg pooling, forward and backward, on every GPU backend against the NumPy reference (float64
+on the same dtype-rounded inputs): triton (under TRITON_INTERPRET=1 on CPU) and cupy (whenever
+``cnngpu.backends.is_available('cupy')``). Outputs are poisoned (conftest) and every test asserts
+which kernel ran; real sizes are @gpu."""
+import numpy as np
+import pytest
+
+import cnngpu.functional as F
+from cnngpu.dtypes import dtype_name
+from harness import assert_close, launches, native, randn, relayout, require, rng, seed_of, to_f64
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+GEOMS = [
+    (2, 3, 8, 8, 2, 2, 0, 1, False),
+    (2, 3, 7, 9, 2, 2, 0, 1, True),          # odd sizes, H != W, ceil_mode adds a partial window
+    (1, 3, 9, 7, 3, 2, 1, 1, False),          # ResNet-stem pattern
+    (2, 1, 11, 10, 3, 3, 1, 1, True),         # stride 3, ceil_mode, C = 1
+    (1, 5, 6, 7, 3, 1, 1, 1, False),          # stride 1: every pixel in up to 9 windows
+    (2, 3, 10, 9, 3, 2, 1, 2, False),         # dilation 2
+    (1, 2, 12, 11, 2, 3, 1, 2, True),         # dilation 2, stride 3, ceil_mode
+    (1, 3, 5, 9, (2, 3), (1, 2), (1, 0), 1, False),   # R != S, per-axis stride and padding
+    (1, 2, 4, 4, 4, 1, 2, 1, True),           # padding = k/2, ceil_mode window starting in padding
+]
+# real sizes, on a GPU
+GPU_GEOMS = [
+    (32, 64, 112, 112, 3, 2, 1, 1, False),    # ResNet-50 stem max pool
+    (4, 64, 56, 56, 3, 2, 1, 1, False),
+    (64, 6, 28, 28, 2, 2, 0, 1, False),       # LeNet
+    (16, 128, 57, 55, 3, 2, 1, 2, True),      # dilated, ceil_mode, odd sizes
+]
+DTYPES = ["float32", "float16", "bfloat16"]
+# the kernels each backend runs: max fwd, max bwd, avg fwd, avg bwd
+KERNELS = {
+    "triton": ("max_pool2d_fwd_window_max", "max_pool2d_bwd_gather", "avg_pool2d_fwd_window_mean",
+               "avg_pool2d_bwd_gather"),
+    "cupy": ("max_pool2d_fwd_window_argmax", "max_pool2d_bwd_gather_argmax", "avg_pool2d_fwd_window_mean",
+             "avg_pool2d_bwd_gather_windows"),
+}
+
+
+def _ids(g):
+    return "N{}C{}H{}W{}k{}s{}p{}d{}{}".format(*g[:8], "ceil" if g[8] else "")
+
+
+@pytest.fixture(params=["triton", pytest.param("cupy", marks=pytest.mark.cupy)])
+def be(request):
+    return require(request.param)
+
+
+def _window(k) -> int:
+    return int(np.prod(np.broadcast_to(k, 2)))
+
+
+def _max_pool(be, geom, dtype, seed):
+    N, C, H, W, k, s, p, d, ceil = geom
+    gen = rng(seed)
+    x = randn(gen, (N, C, H, W), dtype)
+    fwd, bwd = KERNELS[be.name][:2]
+    with launches(be, fwd):
+        y, idx = F.max_pool2d(native(be.name, x, dtype), k, s, p, d, ceil)
+    yr, ir = F.max_pool2d(x, k, s, p, d, ceil, backend="numpy")
+    assert dtype_name(y) == dtype and dtype_name(idx) == "int64"
+    np.testing.assert_array_equal(to_f64(idx), ir)
+    np.testing.assert_array_equal(to_f64(y), yr)          # a max of dtype values is exact
+    dy = randn(gen, yr.shape, dtype)
+    with launches(be, bwd):
+        dx = F.max_pool2d_backward(native(be.name, dy, dtype), idx, (N, C, H, W), k, s, p, d, ceil)
+    dxr = F.max_pool2d_backward(dy, ir, (N, C, H, W), k, s, p, d, ceil, backend="numpy")
+    assert_close(to_f64(dx), dxr, dtype, reduction_len=_window(k), what="max_pool2d dx")
+
+
+def _avg_pool(be, geom, dtype, count_include_pad, seed):
+    N, C, H, W, k, s, p, _, ceil = geom
+    gen = rng(seed)
+    x = randn(gen, (N, C, H, W), dtype)
+    fwd, bwd = KERNELS[be.name][2:]
+    with launches(be, fwd):
+        y = F.avg_pool2d(native(be.name, x, dtype), k, s, p, ceil, count_include_pad)
+    yr = F.avg_pool2d(x, k, s, p, ceil, count_include_pad, backend="numpy")
+    assert dtype_name(y) == dtype
+    assert_close(to_f64(y), yr, dtype, reduction_len=_window(k), what="avg_pool2d y")
+    dy = randn(gen, yr.shape, dtype)
+    with launches(be, bwd):
+        dx = F.avg_pool2d_backward(native(be.name, dy, dtype), (N, C, H, W), k, s, p, ceil, count_include_pad)
+    dxr = F.avg_pool2d_backward(dy, (N, C, H, W), k, s, p, ceil, count_include_pad, backend="numpy")
+    assert_close(to_f64(dx), dxr, dtype, reduction_len=_window(k), what="avg_pool2d dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", GEOMS, ids=_ids)
+def test_max_pool2d_fwd_bwd(be, geom, dtype):
+    _max_pool(be, geom, dtype, seed_of(geom, dtype))
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [g for g in GEOMS if g[7] == 1], ids=_ids)
+def test_avg_pool2d_fwd_bwd(be, geom, dtype, count_include_pad):
+    _avg_pool(be, geom, dtype, count_include_pad, seed_of(geom, dtype, count_include_pad))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_pool_strided_inputs(be, layout):
+    """Channels-last and sliced x / dy / argmax give the values of contiguous ones."""
+    N, C, H, W = 2, 3, 9, 8
+    gen = rng(7)
+    x = randn(gen, (N, C, H, W), "float32")
+    xt = relayout(native(be.name, x, "float32"), layout)
+    y, idx = F.max_pool2d(xt, 3, 2, 1)
+    yr, ir = F.max_pool2d(x, 3, 2, 1, backend="numpy")
+    np.testing.assert_array_equal(to_f64(idx), ir)
+    np.testing.assert_array_equal(to_f64(y), yr)
+    dy = randn(gen, yr.shape, "float32")
+    dyt = relayout(native(be.name, dy, "float32"), layout)
+    idxt = relayout(idx, layout)
+    dx = F.max_pool2d_backward(dyt, idxt, (N, C, H, W), 3, 2, 1)
+    assert_close(to_f64(dx), F.max_pool2d_backward(dy, ir, (N, C, H, W), 3, 2, 1, backend="numpy"),
+                 "float32", 9, what="max dx")
+    ya = F.avg_pool2d(xt, 3, 2, 1)
+    assert_close(to_f64(ya), F.avg_pool2d(x, 3, 2, 1, backend="numpy"), "float32", 9, what="avg y")
+    dxa = F.avg_pool2d_backward(dyt, (N, C, H, W), 3, 2, 1)
+    assert_close(to_f64(dxa), F.avg_pool2d_backward(dy, (N, C, H, W), 3, 2, 1, backend="numpy"),
+                 "float32", 9, what="avg dx")
+
+
+def test_max_pool2d_ties_nan_and_neg_inf(be):
+    """Ties: first max in row-major window order; NaN propagates (last NaN); all -inf: first real pixel."""
+    x = np.array([[1.0, 1.0, 0.0, 2.0],
+                  [1.0, 0.0, 2.0, 2.0],
+                  [-np.inf, -np.inf, np.nan, 0.0],
+                  [-np.inf, -np.inf, 5.0, np.nan]]).reshape(1, 1, 4, 4)
+    for k, s, p in ((2, 2, 0), (3, 1, 1), (2, 1, 1)):
+        y, idx = F.max_pool2d(native(be.name, x, "float32"), k, s, p)
+        yr, ir = F.max_pool2d(x, k, s, p, backend="numpy")
+        np.testing.assert_array_equal(to_f64(idx), ir)
+        np.testing.assert_array_equal(to_f64(y), yr)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", GPU_GEOMS, ids=_ids)
+def test_pool_gpu_real_sizes(be, geom, dtype):
+    _max_pool(be, geom, dtype, 11)
+    if geom[7] == 1:
+        _avg_pool(be, geom, dtype, False, 12)
