@@ -17,7 +17,7 @@ from cnngpu.backends import conv_policy, limits
 from cnngpu.dtypes import dtype_name
 from conv_cases import (BIG, GEOMETRIES, bwd_inputs, fwd_inputs, fwd_reduction, geometry, ids, permuted_storage,
                         pick, strided_vector)
-from harness import assert_close, launches, require, to_f64
+from harness import PARITY_BACKENDS, assert_close, backend_under_test, launches, require, to_f64
 
 ALGOS = ["direct", "implicit_gemm"]
 # every geometry in float32, a sample in float16
@@ -29,9 +29,9 @@ BWD_LAYOUT_CASES = pick("3x2_s2", "groups2", "depthwise")
 GPU_BF16 = pick("3x2_s2", "groups2", "depthwise", "1x1")
 
 
-@pytest.fixture(params=["triton", pytest.param("cupy", marks=pytest.mark.cupy)])
+@pytest.fixture(params=PARITY_BACKENDS)
 def be(request):
-    return require(request.param)
+    yield from backend_under_test(request.param)
 
 
 @pytest.fixture

@@ -54,6 +54,9 @@ def _why_unavailable(name: str) -> str | None:
                     "(set TRITON_INTERPRET=1 to run the kernels on CPU tensors in Triton's interpreter)")
         return None
     if name == "cupy":
+        from cnngpu.testing import cudaemu
+        if cudaemu.enabled():   # CNNGPU_CUDA_EMULATE=1: the kernels run on the CPU emulation
+            return cudaemu.why_unavailable()
         try:
             import cupy
         except ImportError as e:
@@ -81,12 +84,13 @@ def available_backends() -> List[str]:
 def default_backend() -> str:
     """The best backend that runs here: triton on a CUDA device, else cupy, else numpy.
 
-    Triton under ``TRITON_INTERPRET=1`` on a machine without CUDA is *not* chosen by default: the
-    interpreter is a verification tool, far slower than NumPy.
+    Triton under ``TRITON_INTERPRET=1`` on a machine without CUDA and cupy under
+    ``CNNGPU_CUDA_EMULATE=1`` are *not* chosen by default: the interpreter and the emulation are
+    verification tools, far slower than NumPy.
     """
     if os.environ.get("TRITON_INTERPRET") != "1" and is_available("triton"):
         return "triton"
-    if is_available("cupy"):
+    if not _cupy_emulated() and is_available("cupy"):
         return "cupy"
     return "numpy"
 
@@ -109,9 +113,17 @@ def get_backend(name: str | None = None) -> ModuleType:
     return mod
 
 
+def _cupy_emulated() -> bool:
+    """True when the cupy backend runs on the CPU emulation (``CNNGPU_CUDA_EMULATE=1``)."""
+    from cnngpu.testing import cudaemu
+    return cudaemu.enabled()
+
+
 def backend_of(x) -> str | None:
     """Name of the backend whose native array type ``x`` is, or None (for Python scalars etc.)."""
     import numpy as np
+    if type(x).__module__.startswith("cnngpu.testing.cudaemu"):  # emulated cupy arrays subclass ndarray
+        return "cupy"
     if isinstance(x, np.ndarray):
         return "numpy"
     mod = type(x).__module__

@@ -12,6 +12,8 @@ Public API (mirrors the cupy subset the cupy backend uses):
   different results between the two orders).  EXECUTED: launches per entry point.
 See README.md in this directory for what it checks and what it cannot catch.
 """
+from __future__ import annotations
+
 from .build import CompileError, LAST_BUILD, cache_dir  # noqa: F401
 from .launch import (EXECUTED, ArgumentError, CudaEmuError, OutOfBoundsError, RawKernel,  # noqa: F401
                      RawModule, order, schedule, set_order)
@@ -24,6 +26,37 @@ def enabled() -> bool:
     """True when the cupy backend is asked to run on the emulation (``CNNGPU_CUDA_EMULATE=1``)."""
     import os
     return os.environ.get(ENV_SWITCH, "") not in ("", "0")
+
+
+def entry_points(cuda_dir: str | None = None) -> set:
+    """Every ``extern "C" __global__`` entry point in the .cu files of ``cuda_dir`` (default
+    kernels/cuda): what ``EXECUTED`` must cover for every CUDA kernel to have run."""
+    import glob
+    import os
+    import re
+    if cuda_dir is None:
+        from cnngpu.kernels import CUDA_DIR as cuda_dir
+    bounds = r'(?:__launch_bounds__\s*\([^)]*\)\s*)?'
+    pat = re.compile(r'extern\s+"C"\s+__global__\s+' + bounds + r'void\s+' + bounds + r'(\w+)\s*\(')
+    names = set()
+    for path in glob.glob(os.path.join(cuda_dir, "*.cu*")):
+        with open(path) as f:
+            names.update(pat.findall(f.read()))
+    return names
+
+
+def why_unavailable() -> str | None:
+    """None when the emulation can run here, else why not (the backend registry's reason)."""
+    import shutil
+    from . import build
+    if shutil.which(build.CXX) is None:
+        return (f"the cupy backend is emulated (CNNGPU_CUDA_EMULATE=1) but the C++ compiler {build.CXX!r} "
+                f"is not on PATH (install g++ or set CXX)")
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError as e:
+        return f"the cupy backend is emulated (CNNGPU_CUDA_EMULATE=1) but ml_dtypes is missing ({e})"
+    return None
 
 
 def describe() -> str:
