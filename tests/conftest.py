@@ -94,6 +94,7 @@ def _whole_suite(config) -> bool:
     return all((config.invocation_params.dir / a).resolve() == here for a in config.args)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):  # xdist controller: a worker's executed entry points
     _executed.update(getattr(node, "workeroutput", {}).get("cudaemu_executed", ()))
 

@@ -74,7 +74,7 @@ def native(backend_name: str, a: np.ndarray, dtype: str):
         tdt = getattr(torch, dtype)
         return t.to(device=dev, dtype=tdt)
     if backend_name == "cupy":
-        cupy = _cupy()
+        cupy = cupy_module()
         if dtype == "bfloat16":   # from the bit pattern: no cupy arithmetic on bfloat16 needed
             bits = (round_to(a, "bfloat16").astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
             return cupy.asarray(bits).view(cupy.dtype("bfloat16"))
@@ -82,7 +82,7 @@ def native(backend_name: str, a: np.ndarray, dtype: str):
     raise ValueError(backend_name)
 
 
-def _cupy():
+def cupy_module():
     """The cupy module the cupy backend runs on (cupy itself, or the CPU emulation's stand-in
     under CNNGPU_CUDA_EMULATE=1)."""
     from cnngpu.backends.cupy_backend._cupy import cupy
@@ -101,7 +101,7 @@ def relayout(a, layout: str):
         full = lambda shape, v: torch.full(shape, v, dtype=a.dtype, device=a.device)  # noqa: E731
         floating = a.is_floating_point()
     else:
-        xp = _cupy() if backends.backend_of(a) == "cupy" else np
+        xp = cupy_module() if backends.backend_of(a) == "cupy" else np
         if layout in ("nchw", "channels_last"):
             return (xp.ascontiguousarray(a) if layout == "nchw" else
                     xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
@@ -125,7 +125,7 @@ def to_f64(x) -> np.ndarray:
         x = x.detach()
         return x.to("cpu", torch.float64).numpy() if x.is_floating_point() else x.cpu().numpy()
     if owner == "cupy":
-        cupy = _cupy()
+        cupy = cupy_module()
         if str(x.dtype) == "bfloat16":
             bits = cupy.asnumpy(cupy.ascontiguousarray(x).view(cupy.uint16)).astype(np.uint32) << 16
             return bits.view(np.float32).astype(np.float64)

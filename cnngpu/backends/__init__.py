@@ -33,6 +33,9 @@ class BackendUnavailableError(RuntimeError):
     """Raised when a backend is asked for but cannot run on this machine; the message says why."""
 
 
+_EMULATE_HINT = "(set CNNGPU_CUDA_EMULATE=1 to run its CUDA kernels on the CPU emulation, a verification tool)"
+
+
 def _why_unavailable(name: str) -> str | None:
     """None when backend ``name`` can run here, else a sentence saying why not."""
     if name == "numpy":
@@ -64,9 +67,10 @@ def _why_unavailable(name: str) -> str | None:
         try:
             n = cupy.cuda.runtime.getDeviceCount()
         except Exception as e:  # CUDARuntimeError, or a missing driver library
-            return f"the cupy backend needs a CUDA device; cupy could not reach one ({type(e).__name__}: {e})"
+            return (f"the cupy backend needs a CUDA device; cupy could not reach one ({type(e).__name__}: {e}) "
+                    f"{_EMULATE_HINT}")
         if n < 1:
-            return "the cupy backend needs a CUDA device; cupy found 0 devices"
+            return f"the cupy backend needs a CUDA device; cupy found 0 devices {_EMULATE_HINT}"
         return None
     raise ValueError(f"unknown backend {name!r}; choose one of {NAMES}")
 

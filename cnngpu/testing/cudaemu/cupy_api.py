@@ -81,6 +81,10 @@ def matmul(a, b, out=None) -> ndarray:
     return asdevice(r)
 
 
+def stack(arrays, axis=0) -> ndarray:
+    return asdevice(np.stack([a.view(np.ndarray) if isinstance(a, ndarray) else a for a in arrays], axis))
+
+
 def tile(a, reps) -> ndarray:
     return asdevice(np.tile(a.view(np.ndarray), reps))
 
