@@ -73,7 +73,7 @@ def _native(t: Optional[torch.Tensor], backend: str):
     if backend == "triton":
         return t
     if backend == "cupy":
-        import cupy
+        from .backends.cupy_backend._cupy import cupy
         return cupy.from_dlpack(t)
     if t.dtype == torch.bfloat16:
         raise TypeError("backend 'numpy' has no bfloat16; use float16/float32/float64 or a GPU backend")

@@ -274,12 +274,15 @@ def test_bf16_forward_backward(backend, case, algo):
     _backward(be, case, "bfloat16", 22, algo)
 
 
-@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=pytest.mark.gpu),
+                                     pytest.param("cupy", marks=pytest.mark.cupy)])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("case", BIG, ids=ids(BIG))
-def test_big_geometries_gpu(be, case, algo, dtype):
-    """Several M/N tiles, 16-byte loads, split-K on the auto path: forward and backward."""
+def test_big_geometries(backend, case, algo, dtype):
+    """Several M/N tiles, 16-byte loads, split-K on the auto path: forward and backward (triton on a
+    GPU only, the interpreter is too slow; cupy also on the CPU emulation, forward thread order)."""
+    be = require(backend)
     _forward(be, case, dtype, 3, algo)
     _backward(be, case, dtype, 4, algo)
 
