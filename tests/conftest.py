@@ -96,9 +96,10 @@ def pytest_runtest_logreport(report):
 
 
 def _whole_suite(config) -> bool:
-    """True when the session runs all of tests/ (no -k, no -m, no narrower path or node id)."""
+    """True when the session runs all of tests/ (no -k, -m, --deselect, --lf, narrower path or node id)."""
     from pathlib import Path
-    if config.option.keyword or config.option.markexpr or not config.args:
+    opt = config.option
+    if opt.keyword or opt.markexpr or opt.collectonly or opt.deselect or opt.lf or not config.args:
         return False
     here = Path(__file__).parent.resolve()
     return all((config.invocation_params.dir / a).resolve() == here for a in config.args)
