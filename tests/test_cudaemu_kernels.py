@@ -270,3 +270,10 @@ def test_every_cuda_build_compiles_for_the_emulation(be):
                 assert m.get_function(e).params, (fname, defines, e)
             n += 1
     assert n >= 20
+
+
+def test_entry_points_found_in_the_sources_are_the_launchers(be):
+    """The session-end coverage check (conftest) compares EXECUTED with ``cudaemu.entry_points()``:
+    that list (parsed from kernels/cuda) must be exactly the entry points the launchers build."""
+    builds = {e for mod in (be.conv, be.norm, be.basic, be.pool) for _, es, _ in mod.CUDA_BUILDS for e in es}
+    assert cudaemu.entry_points() == builds
