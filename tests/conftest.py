@@ -96,10 +96,12 @@ def pytest_runtest_logreport(report):
 
 
 def _whole_suite(config) -> bool:
-    """True when the session runs all of tests/ (no -k, -m, --deselect, --lf, narrower path or node id)."""
+    """True when the session runs all of tests/ (no -k, -m, --deselect, --ignore, --lf, narrower path
+    or node id)."""
     from pathlib import Path
     opt = config.option
-    if opt.keyword or opt.markexpr or opt.collectonly or opt.deselect or opt.lf or not config.args:
+    narrowed = opt.keyword or opt.markexpr or opt.deselect or opt.ignore or opt.ignore_glob or opt.lf
+    if narrowed or opt.collectonly or not config.args:
         return False
     here = Path(__file__).parent.resolve()
     return all((config.invocation_params.dir / a).resolve() == here for a in config.args)
