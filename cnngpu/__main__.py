@@ -140,6 +140,9 @@ def _info() -> int:
     for name in backends.NAMES:
         why = backends._why_unavailable(name)
         print(f"  {name:<7} {'available' if why is None else 'unavailable: ' + why}")
+        if name == "cupy" and why is None and backends._cupy_emulated():
+            from .testing import cudaemu
+            print(f"          {cudaemu.describe()}")
     print(f"default backend: {backends.default_backend()}")
     return 0
 

@@ -45,7 +45,9 @@ def to_numpy(x: Any) -> np.ndarray:
             t = t.cpu()
         return t.resolve_conj().resolve_neg().numpy()
     if kind == "cupy":
-        import cupy
+        from .backends.cupy_backend._cupy import cupy
+        if str(x.dtype) == "bfloat16" and getattr(cupy, "EMULATED", False):  # host memory, ml_dtypes bf16
+            return cupy.asnumpy(x).astype(np.float32)
         if str(x.dtype) == "bfloat16":  # cupy holds bf16 only as a DLPack pass-through
             import torch
             return torch.from_dlpack(x).float().cpu().numpy()
@@ -94,7 +96,7 @@ def convert(x: Any, backend: str) -> Array:
     # cupy
     if not _backends.is_available("cupy"):
         raise _backends.BackendUnavailableError(_backends._why_unavailable("cupy"))
-    import cupy
+    from .backends.cupy_backend._cupy import cupy
     if kind == "cupy":
         return x
     if kind == "torch" and x.device.type == "cuda":

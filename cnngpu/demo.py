@@ -93,7 +93,7 @@ def _synchronize(backend: str) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
     elif backend == "cupy":
-        import cupy
+        from .backends.cupy_backend._cupy import cupy
         cupy.cuda.get_current_stream().synchronize()
 
 

@@ -76,7 +76,7 @@ def _native(t: Optional[torch.Tensor], backend: str, name: str = "a tensor argum
     if backend == "triton":
         return t
     if backend == "cupy":
-        import cupy
+        from .backends.cupy_backend._cupy import cupy
         return cupy.from_dlpack(t)
     if t.dtype == torch.bfloat16:
         raise TypeError(f"{name} has dtype bfloat16 (shape {tuple(t.shape)}), but backend 'numpy' has no "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnngpu import functional as F
 from cnngpu.geometry import ConvGeometry
-from harness import native, randn, relayout, rng
+from harness import cupy_module, native, randn, relayout, rng
 
 # (id, N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
 GEOMETRIES = [
@@ -84,7 +84,7 @@ def permuted_storage(w):
     """The same values as w (K, C, R, S) stored (K, R, S, C): other strides."""
     if type(w).__module__.startswith("torch"):
         return w.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-    import cupy
+    cupy = cupy_module()
     return cupy.ascontiguousarray(w.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
@@ -93,6 +93,6 @@ def strided_vector(b):
     if type(b).__module__.startswith("torch"):
         import torch
         return torch.stack([b, b], 1)[:, 0]
-    import cupy
+    cupy = cupy_module()
     return cupy.stack([b, b], 1)[:, 0]
 

@@ -74,12 +74,19 @@ def native(backend_name: str, a: np.ndarray, dtype: str):
         tdt = getattr(torch, dtype)
         return t.to(device=dev, dtype=tdt)
     if backend_name == "cupy":
-        import cupy
+        cupy = cupy_module()
         if dtype == "bfloat16":   # from the bit pattern: no cupy arithmetic on bfloat16 needed
             bits = (round_to(a, "bfloat16").astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
             return cupy.asarray(bits).view(cupy.dtype("bfloat16"))
         return cupy.asarray(np.asarray(a, dtype=dtype))
     raise ValueError(backend_name)
+
+
+def cupy_module():
+    """The cupy module the cupy backend runs on (cupy itself, or the CPU emulation's stand-in
+    under CNNGPU_CUDA_EMULATE=1)."""
+    from cnngpu.backends.cupy_backend._cupy import cupy
+    return cupy
 
 
 def relayout(a, layout: str):
@@ -94,9 +101,7 @@ def relayout(a, layout: str):
         full = lambda shape, v: torch.full(shape, v, dtype=a.dtype, device=a.device)  # noqa: E731
         floating = a.is_floating_point()
     else:
-        xp = np
-        if type(a).__module__.startswith("cupy"):
-            import cupy as xp
+        xp = cupy_module() if backends.backend_of(a) == "cupy" else np
         if layout in ("nchw", "channels_last"):
             return (xp.ascontiguousarray(a) if layout == "nchw" else
                     xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
@@ -112,20 +117,41 @@ def relayout(a, layout: str):
 
 def to_f64(x) -> np.ndarray:
     """Any native array -> float64 (or int64) NumPy."""
-    if isinstance(x, np.ndarray):
+    owner = backends.backend_of(x)
+    if owner == "numpy":
         return x.astype(np.float64) if x.dtype.kind == "f" else x
-    mod = type(x).__module__
-    if mod.startswith("torch"):
+    if owner == "triton":
         import torch
         x = x.detach()
         return x.to("cpu", torch.float64).numpy() if x.is_floating_point() else x.cpu().numpy()
-    if mod.startswith("cupy"):
-        import cupy
+    if owner == "cupy":
+        cupy = cupy_module()
         if str(x.dtype) == "bfloat16":
             bits = cupy.asnumpy(cupy.ascontiguousarray(x).view(cupy.uint16)).astype(np.uint32) << 16
             return bits.view(np.float32).astype(np.float64)
         return cupy.asnumpy(x).astype(np.float64) if x.dtype.kind == "f" else cupy.asnumpy(x)
     raise TypeError(type(x))
+
+
+# The backends a parity body runs on. 'cupy-reverse' is the cupy backend on the CPU emulation with
+# threads and blocks scheduled in reverse order: a result that differs from 'cupy' is a race.
+PARITY_BACKENDS = ["triton", pytest.param("cupy", marks=pytest.mark.cupy),
+                   pytest.param("cupy-reverse", marks=pytest.mark.cupy)]
+
+
+def backend_under_test(name: str):
+    """Generator for a parity test's ``be`` fixture over PARITY_BACKENDS: yields the backend module
+    (skipping with the registry's reason where it cannot run), for 'cupy-reverse' inside
+    ``cudaemu.schedule('reverse')`` (skipped where cupy is not emulated: a GPU has no such switch)."""
+    if name != "cupy-reverse":
+        yield require(name)
+        return
+    be = require("cupy")
+    if not backends._cupy_emulated():
+        pytest.skip("thread order is chosen on the CPU emulation only (CNNGPU_CUDA_EMULATE=1)")
+    from cnngpu.testing import cudaemu
+    with cudaemu.schedule("reverse"):
+        yield be
 
 
 def require(backend_name: str):

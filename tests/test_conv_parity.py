@@ -17,7 +17,7 @@ from cnngpu.backends import conv_policy, limits
 from cnngpu.dtypes import dtype_name
 from conv_cases import (BIG, GEOMETRIES, bwd_inputs, fwd_inputs, fwd_reduction, geometry, ids, permuted_storage,
                         pick, strided_vector)
-from harness import assert_close, launches, require, to_f64
+from harness import PARITY_BACKENDS, assert_close, backend_under_test, launches, require, to_f64
 
 ALGOS = ["direct", "implicit_gemm"]
 # every geometry in float32, a sample in float16
@@ -29,9 +29,9 @@ BWD_LAYOUT_CASES = pick("3x2_s2", "groups2", "depthwise")
 GPU_BF16 = pick("3x2_s2", "groups2", "depthwise", "1x1")
 
 
-@pytest.fixture(params=["triton", pytest.param("cupy", marks=pytest.mark.cupy)])
+@pytest.fixture(params=PARITY_BACKENDS)
 def be(request):
-    return require(request.param)
+    yield from backend_under_test(request.param)
 
 
 @pytest.fixture
@@ -274,12 +274,15 @@ def test_bf16_forward_backward(backend, case, algo):
     _backward(be, case, "bfloat16", 22, algo)
 
 
-@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [pytest.param("triton", marks=pytest.mark.gpu),
+                                     pytest.param("cupy", marks=pytest.mark.cupy)])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("case", BIG, ids=ids(BIG))
-def test_big_geometries_gpu(be, case, algo, dtype):
-    """Several M/N tiles, 16-byte loads, split-K on the auto path: forward and backward."""
+def test_big_geometries(backend, case, algo, dtype):
+    """Several M/N tiles, 16-byte loads, split-K on the auto path: forward and backward (triton on a
+    GPU only, the interpreter is too slow; cupy also on the CPU emulation, forward thread order)."""
+    be = require(backend)
     _forward(be, case, dtype, 3, algo)
     _backward(be, case, dtype, 4, algo)
 

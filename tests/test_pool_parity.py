@@ -7,7 +7,8 @@ import pytest
 
 import cnngpu.functional as F
 from cnngpu.dtypes import dtype_name
-from harness import assert_close, launches, native, randn, relayout, require, rng, seed_of, to_f64
+from harness import (PARITY_BACKENDS, assert_close, backend_under_test, launches, native, randn, relayout, require,
+                     rng, seed_of, to_f64)
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 GEOMS = [
@@ -42,9 +43,9 @@ def _ids(g):
     return "N{}C{}H{}W{}k{}s{}p{}d{}{}".format(*g[:8], "ceil" if g[8] else "")
 
 
-@pytest.fixture(params=["triton", pytest.param("cupy", marks=pytest.mark.cupy)])
+@pytest.fixture(params=PARITY_BACKENDS)
 def be(request):
-    return require(request.param)
+    yield from backend_under_test(request.param)
 
 
 def _window(k) -> int:

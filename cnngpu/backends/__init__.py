@@ -33,6 +33,9 @@ class BackendUnavailableError(RuntimeError):
     """Raised when a backend is asked for but cannot run on this machine; the message says why."""
 
 
+_EMULATE_HINT = "(set CNNGPU_CUDA_EMULATE=1 to run its CUDA kernels on the CPU emulation, a verification tool)"
+
+
 def _why_unavailable(name: str) -> str | None:
     """None when backend ``name`` can run here, else a sentence saying why not."""
     if name == "numpy":
@@ -54,6 +57,9 @@ def _why_unavailable(name: str) -> str | None:
                     "(set TRITON_INTERPRET=1 to run the kernels on CPU tensors in Triton's interpreter)")
         return None
     if name == "cupy":
+        from cnngpu.testing import cudaemu
+        if cudaemu.enabled():   # CNNGPU_CUDA_EMULATE=1: the kernels run on the CPU emulation
+            return cudaemu.why_unavailable()
         try:
             import cupy
         except ImportError as e:
@@ -61,9 +67,10 @@ def _why_unavailable(name: str) -> str | None:
         try:
             n = cupy.cuda.runtime.getDeviceCount()
         except Exception as e:  # CUDARuntimeError, or a missing driver library
-            return f"the cupy backend needs a CUDA device; cupy could not reach one ({type(e).__name__}: {e})"
+            return (f"the cupy backend needs a CUDA device; cupy could not reach one ({type(e).__name__}: {e}) "
+                    f"{_EMULATE_HINT}")
         if n < 1:
-            return "the cupy backend needs a CUDA device; cupy found 0 devices"
+            return f"the cupy backend needs a CUDA device; cupy found 0 devices {_EMULATE_HINT}"
         return None
     raise ValueError(f"unknown backend {name!r}; choose one of {NAMES}")
 
@@ -81,12 +88,13 @@ def available_backends() -> List[str]:
 def default_backend() -> str:
     """The best backend that runs here: triton on a CUDA device, else cupy, else numpy.
 
-    Triton under ``TRITON_INTERPRET=1`` on a machine without CUDA is *not* chosen by default: the
-    interpreter is a verification tool, far slower than NumPy.
+    Triton under ``TRITON_INTERPRET=1`` on a machine without CUDA and cupy under
+    ``CNNGPU_CUDA_EMULATE=1`` are *not* chosen by default: the interpreter and the emulation are
+    verification tools, far slower than NumPy.
     """
     if os.environ.get("TRITON_INTERPRET") != "1" and is_available("triton"):
         return "triton"
-    if is_available("cupy"):
+    if not _cupy_emulated() and is_available("cupy"):
         return "cupy"
     return "numpy"
 
@@ -109,9 +117,17 @@ def get_backend(name: str | None = None) -> ModuleType:
     return mod
 
 
+def _cupy_emulated() -> bool:
+    """True when the cupy backend runs on the CPU emulation (``CNNGPU_CUDA_EMULATE=1``)."""
+    from cnngpu.testing import cudaemu
+    return cudaemu.enabled()
+
+
 def backend_of(x) -> str | None:
     """Name of the backend whose native array type ``x`` is, or None (for Python scalars etc.)."""
     import numpy as np
+    if type(x).__module__.startswith("cnngpu.testing.cudaemu"):  # emulated cupy arrays subclass ndarray
+        return "cupy"
     if isinstance(x, np.ndarray):
         return "numpy"
     mod = type(x).__module__

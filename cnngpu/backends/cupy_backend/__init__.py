@@ -1,6 +1,7 @@
 """CuPy backend: CUDA C kernels from ``cnngpu.kernels`` (kernels/cuda/*.cu) loaded with
 cupy.RawModule, compiled once per device and specialisation. Arrays are cupy.ndarray; torch CUDA
-tensors convert zero-copy with ``cupy.from_dlpack``."""
+tensors convert zero-copy with ``cupy.from_dlpack``. Under ``CNNGPU_CUDA_EMULATE=1`` (see _cupy.py)
+the same launchers run the same kernels on the CPU emulation, cnngpu.testing.cudaemu."""
 import numpy as np
 
 from ._common import LAUNCHES  # noqa: F401

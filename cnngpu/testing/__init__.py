@@ -1,0 +1,1 @@
+"""Test-support code shipped with cnngpu (the CUDA emulation tier lives in ``cnngpu.testing.cudaemu``)."""

@@ -1,0 +1,109 @@
+"""Mutation check of the emulation tier: plant typical kernel bugs, one at a time, in a copy of
+kernels/cuda, run the real launchers on the emulation and show that the checks fail on each.
+
+A mutation "survives" when the probe passes on the mutated source; every mutation here must be
+killed (a wrong result against the NumPy reference, or a fault the emulator reports).
+"""
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ml_dtypes")
+
+import cnngpu.functional as F  # noqa: E402
+from cnngpu.backends import numpy_backend as ref  # noqa: E402
+from cnngpu.kernels import CUDA_DIR  # noqa: E402
+from cnngpu.testing import cudaemu  # noqa: E402
+from cnngpu.testing.cudaemu import cupy_api  # noqa: E402
+from test_cudaemu_kernels import _conv_case, check, data, dev  # noqa: E402
+
+# (id, file, original text, mutated text, probe)
+MUTATIONS = [
+    ("ldmatrix_transpose", "conv2d_igemm.cuh", "ldsm_x4<!AKF>(a[mi], As + LA::idx(row, k));",
+     "ldsm_x4<AKF>(a[mi], As + LA::idx(row, k));", "fwd_f16"),
+    ("swapped_B_fragments", "conv2d_igemm.cuh", "b[2 * np][1] = r[1];\n            b[2 * np + 1][0] = r[2];",
+     "b[2 * np][1] = r[2];\n            b[2 * np + 1][0] = r[1];", "fwd_bf16"),
+    ("wrong_A_k_half", "conv2d_igemm.cuh", "k = ks + (lane >> 4) * 8;", "k = ks + ((lane >> 3) & 1) * 8;", "fwd_f16"),
+    ("wrong_acc_coordinates", "conv2d_igemm.cuh", "+ (lane >> 2) + 8 * (e >> 1);", "+ (lane >> 2) + 8 * (e & 1);",
+     "fwd_bf16"),
+    ("missing_syncthreads", "conv2d_igemm.cuh", "                lb.store(Bs[cur ^ 1]);\n            }\n            __syncthreads();",
+     "                lb.store(Bs[cur ^ 1]);\n            }", "fwd_f32_big"),
+    ("off_by_one_bound", "conv2d_fwd.cu", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
+    ("wrong_residue_class", "conv2d_bwd.cu", "const int a = cls / sw, b = cls - a * sw;",
+     "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
+    ("wrong_split_k_range", "conv2d_bwd.cu", "kt_end = min(kt_begin + kt_chunk, ktiles);",
+     "kt_end = min(kt_begin + kt_chunk - 1, ktiles);", "dw_split"),
+    ("wrong_split_sum_index", "conv2d_bwd.cu", "v += ws[(long long)s * numel + i];", "v += ws[(long long)s + i];",
+     "dw_split"),
+    ("pool_bound", "pool2d.cu", "if (h < 0 || h >= H) continue;", "if (h < 0 || h > H) continue;", "pool"),
+    ("missing_block_reduce_sync", "common.cuh", "    if (lane == 0) scratch[warp] = v;\n    __syncthreads();",
+     "    if (lane == 0) scratch[warp] = v;", "db"),
+]
+
+
+@pytest.fixture(scope="module")
+def be(emulated_cupy):
+    """cnngpu.backends.cupy_backend on the emulation (conftest)."""
+    return emulated_cupy
+
+
+def _use_sources(be, monkeypatch, cuda_dir):
+    """Point the launchers' module loader at ``cuda_dir`` (and forget compiled modules)."""
+    m = be._module
+    monkeypatch.setattr(m, "CUDA_DIR", str(cuda_dir))
+    m.source.cache_clear()
+    m._modules.clear()
+
+
+def _probe(be, name, monkeypatch):
+    if name.startswith("fwd"):
+        dtype = {"fwd_f16": "float16", "fwd_bf16": "bfloat16", "fwd_f32_big": "float32"}[name]
+        case = ("c", (2, 16, 8, 10), (16, 16, 3, 3), 1, 1, 1, 1)   # two M tiles, several k slices
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 1)
+        y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
+        check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, name, scale=18)
+    elif name == "dx_f16":
+        case = ("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1)  # sh != sw: a swap of a and b is no permutation
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 2)
+        dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float16", 3)
+        dx, _, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dw=False, need_db=False,
+                                      algo="implicit_gemm")
+        check(dx, ref.conv2d_backward(dy64, x64, w64, g)[0], "float16", name, scale=9)
+    elif name in ("dw_split", "db"):
+        case = ("c", (4, 8, 33, 33), (8, 8, 1, 1), 1, 0, 1, 1)
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float32", 4)
+        dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float32", 5)
+        _, dw, db = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, algo="implicit_gemm")
+        _, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
+        check(dw, dw_ref, "float32", name, scale=500)
+        check(db, db_ref, "float32", name, scale=500)
+    elif name == "pool":
+        h, x64 = data((1, 2, 7, 7), "float32", 6)   # the last window row reaches h = H - 1
+        g = F.pool2d_geometry(h.shape, 3, stride=2, padding=1)
+        y, _ = be.max_pool2d_forward(dev(h), g)
+        check(y, ref.max_pool2d_forward(x64, g)[0], "float32", name)
+    else:
+        raise ValueError(name)
+
+
+def test_probes_pass_on_the_real_sources(be, monkeypatch):
+    for probe in sorted({m[4] for m in MUTATIONS}):
+        _probe(be, probe, monkeypatch)
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_mutation_is_killed(be, mutation, tmp_path, monkeypatch):
+    name, fname, old, new, probe = mutation
+    src = tmp_path / "cuda"
+    shutil.copytree(CUDA_DIR, src)
+    text = (src / fname).read_text()
+    assert text.count(old) == 1, f"mutation {name}: the original text is not in {fname} exactly once"
+    (src / fname).write_text(text.replace(old, new))
+    _use_sources(be, monkeypatch, src)
+    try:
+        with pytest.raises((AssertionError, cudaemu.CudaEmuError)):
+            _probe(be, probe, monkeypatch)
+    finally:
+        be._module.source.cache_clear()
+        be._module._modules.clear()
