@@ -22,7 +22,10 @@ reduction variant ('1x1', 'flat' or 'taps'); split-K launches add ``'<name>[spli
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import weakref
 
 import torch
 import triton
@@ -31,6 +34,7 @@ from ...geometry import ConvGeometry
 from .. import conv_policy as policy
 from ..limits import GRID_YZ_MAX
 from ._common import empty, launched, needs_int64, num_sms
+from cnngpu.kernels.triton._config import launch_kwargs
 
 from cnngpu.kernels.triton.conv2d_bwd import (conv2d_bwd_db, conv2d_bwd_dw_direct, conv2d_bwd_dw_implicit_gemm,
                                              conv2d_bwd_dx_direct, conv2d_bwd_dx_implicit_gemm,
@@ -88,6 +92,104 @@ def _dot_precision(x: torch.Tensor, precision: str) -> str:
     return precision if x.dtype == torch.float32 else "ieee"
 
 
+# ------------------------------------------------------------------------------------------------
+# launch: one config per shape (no autotune storm), launch capture for the static report
+# ------------------------------------------------------------------------------------------------
+def autotune_enabled() -> bool:
+    """``CNNGPU_AUTOTUNE=1``: the GEMM kernels run through triton's autotuner (every pruned config of
+    their table is compiled and timed on the first call of a shape); otherwise one config is picked."""
+    return os.environ.get("CNNGPU_AUTOTUNE") == "1"
+
+
+_CAPTURE: list | None = None
+
+
+@contextlib.contextmanager
+def capture_launches():
+    """Within this block kernels are not launched: each launch is appended to the yielded list as a
+    dict (name, fn: the JITFunction, args, kwargs: constexprs and the picked config's launch
+    keywords, grid). ``bench.static_report`` compiles exactly these with triton's launch
+    specialisation, so it checks the binaries the launchers run (works on 'meta' tensors)."""
+    global _CAPTURE
+    prev, _CAPTURE = _CAPTURE, []
+    try:
+        yield _CAPTURE
+    finally:
+        _CAPTURE = prev
+
+
+def pick_config(kernel, args, constexprs) -> triton.Config:
+    """The launch config of an autotuned kernel without autotuning: the first entry of its table
+    (tables are ordered by preference) that survives the table's own pruning for this shape
+    (``prune_configs_by``: tiles far larger than the GEMM are dropped)."""
+    configs = list(kernel.configs)
+    prune = getattr(kernel, "early_config_prune", None)
+    if prune is not None:
+        named = dict(zip(kernel.arg_names, args))
+        configs = prune(configs, named, **constexprs) or configs
+    return configs[0]
+
+
+def _launch(kernel, grid, args, **constexprs) -> None:
+    """Launch autotuned ``kernel`` on ``grid`` (a function of the meta-parameters) with one picked
+    config (:func:`pick_config`), through the autotuner when :func:`autotune_enabled`, or capture it."""
+    if autotune_enabled() and _CAPTURE is None:
+        kernel[grid](*args, **constexprs)
+        return
+    cfg = pick_config(kernel, args, constexprs)
+    kw = dict(constexprs, **launch_kwargs(cfg))
+    g = grid(cfg.kwargs)
+    if _CAPTURE is not None:
+        _CAPTURE.append(dict(name=kernel.fn.__name__, fn=kernel.fn, args=args, kwargs=kw, grid=g))
+        return
+    kernel.fn[g](*args, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# channels-last internal layout of the GEMM operands
+# ------------------------------------------------------------------------------------------------
+# The implicit GEMMs read their reduction axis (channels) contiguously only when activations and
+# weights are channels-last; on NCHW the channel axis is strided and every A / B element is a scalar
+# 16-bit load (no vector width, so no cp.async, one shared-memory stage, synchronous wgmma). So the
+# GEMM launchers hand them channels-last copies: activations (x, dy) are copied once per call when
+# they are not channels-last already -- one extra read and write of the tensor, about 2*|x| bytes
+# (e.g. 2 x 25.7 MB for a 32x256x56x56 fp16 input, ~11 us at 4.8 TB/s, against the scalar path's
+# uncoalesced loads) -- and weights once per parameter version (cached below). Outputs are stored
+# straight in the caller's layout (stores take any strides at full width).
+_W_CACHE: dict = {}
+_W_CACHE_MAX = 256
+
+
+def channels_last_input(t: torch.Tensor) -> torch.Tensor:
+    """t itself when channels-last (or a 1x1-spatial tensor, where both layouts agree), else a
+    channels-last copy."""
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    launched("conv2d_input_relayout")
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def channels_last_weight(w: torch.Tensor) -> torch.Tensor:
+    """A channels-last (K, C/groups, R, S) view of the weight, copied once per (tensor, version):
+    cached by data_ptr and in-place version, checked against a weak reference to w itself (a new
+    tensor at a recycled address does not hit)."""
+    if w.is_contiguous(memory_format=torch.channels_last):
+        return w
+    key = (w.data_ptr(), w._version, tuple(w.shape), tuple(w.stride()), w.dtype, str(w.device))
+    hit = _W_CACHE.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    out = w.contiguous(memory_format=torch.channels_last)
+    if len(_W_CACHE) >= _W_CACHE_MAX:
+        _W_CACHE.pop(next(iter(_W_CACHE)))
+    try:
+        _W_CACHE[key] = (weakref.ref(w), out)
+    except TypeError:           # not weak-referenceable: no caching
+        pass
+    launched("conv2d_weight_relayout")
+    return out
+
+
 def _record(name: str, int64: bool, variant: str = "") -> None:
     launched(name)
     if variant:
@@ -119,7 +221,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     args = (x, w, bias, y, *_geom_args(g), *x.stride(), *w.stride(), sb, *y.stride())
     if algo == "direct":
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(g.K, meta["BLOCK_N"]))  # noqa: E731
-        conv2d_fwd_direct[grid](*args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
+        _launch(conv2d_fwd_direct, grid, args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_fwd_direct", int64)
         return y
     if algo != "implicit_gemm":
@@ -130,9 +232,12 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     one = is_1x1(g)
     flat = (not one) and g.c_per_group < FLAT_K_MAX_C
     kg = g.k_per_group
+    xc, wc = channels_last_input(x), channels_last_weight(w)
+    int64 = int64 or needs_int64((xc, wc))
+    args = (xc, wc, bias, y, *_geom_args(g), *xc.stride(), *wc.stride(), sb, *y.stride())
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups)  # noqa: E731
-    conv2d_fwd_implicit_gemm[grid](*args, HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, INT64=int64,
-                                   PRECISION=precision)
+    _launch(conv2d_fwd_implicit_gemm, grid, args, HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, INT64=int64,
+            PRECISION=precision)
     _record("conv2d_fwd_implicit_gemm", int64, "1x1" if one else ("flat" if flat else "taps"))
     return y
 
@@ -145,7 +250,7 @@ def _sum_splits(ws: torch.Tensor, out: torch.Tensor, split: int) -> None:
     L = out.numel()
     int64 = needs_int64((ws,))
     grid = lambda meta: (triton.cdiv(L, meta["BLOCK"]),)  # noqa: E731
-    conv2d_bwd_sum_splits[grid](ws, out, L, split, INT64=int64)
+    _launch(conv2d_bwd_sum_splits, grid, (ws, out, L, split), INT64=int64)
     _record("conv2d_bwd_sum_splits", int64)
 
 
@@ -156,14 +261,17 @@ def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
     args = (dy, w, dx, tab, *_geom_args(g), *steps, *dy.stride(), *w.stride(), *dx.stride())
     if algo == "direct":
         grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]), triton.cdiv(g.C, meta["BLOCK_N"]), n_cls)  # noqa: E731
-        conv2d_bwd_dx_direct[grid](*args, GROUPED=g.groups > 1, INT64=int64)
+        _launch(conv2d_bwd_dx_direct, grid, args, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_bwd_dx_direct", int64)
         return dx
     flat = g.k_per_group < FLAT_K_MAX_C
     cg = g.c_per_group
+    dyc, wc = channels_last_input(dy), channels_last_weight(w)
+    int64 = int64 or needs_int64((dyc, wc))
+    args = (dyc, wc, dx, tab, *_geom_args(g), *steps, *dyc.stride(), *wc.stride(), *dx.stride())
     grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),  # noqa: E731
                          g.groups, n_cls)
-    conv2d_bwd_dx_implicit_gemm[grid](*args, FLAT_K=flat, INT64=int64, PRECISION=precision)
+    _launch(conv2d_bwd_dx_implicit_gemm, grid, args, FLAT_K=flat, INT64=int64, PRECISION=precision)
     _record("conv2d_bwd_dx_implicit_gemm", int64, "flat" if flat else "taps")
     return dx
 
@@ -183,14 +291,17 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, precision: str):
     args = (dy, x, out, *_geom_args(g), split, split_len, *dy.stride(), *x.stride(), *so)
     if algo == "direct":
         grid = lambda meta: (triton.cdiv(g.K * cg, meta["BLOCK_N"]), rs, split)  # noqa: E731
-        conv2d_bwd_dw_direct[grid](*args, INT64=int64)
+        _launch(conv2d_bwd_dw_direct, grid, args, INT64=int64)
         _record("conv2d_bwd_dw_direct", int64, f"split={split}")
     else:
         flat = cg < FLAT_K_MAX_C
         grid = lambda meta: (triton.cdiv(kg, meta["BLOCK_M"])  # noqa: E731
                              * (triton.cdiv(cg * rs, meta["BLOCK_N"]) if flat else rs * triton.cdiv(cg, meta["BLOCK_N"])),
                              g.groups, split)
-        conv2d_bwd_dw_implicit_gemm[grid](*args, FLAT_N=flat, INT64=int64, PRECISION=precision)
+        dyc, xc = channels_last_input(dy), channels_last_input(x)
+        int64 = int64 or needs_int64((dyc, xc))
+        args = (dyc, xc, out, *_geom_args(g), split, split_len, *dyc.stride(), *xc.stride(), *so)
+        _launch(conv2d_bwd_dw_implicit_gemm, grid, args, FLAT_N=flat, INT64=int64, PRECISION=precision)
         _record("conv2d_bwd_dw_implicit_gemm", int64, ("flat" if flat else "taps"))
         launched(f"conv2d_bwd_dw_implicit_gemm[split={split}]")
     if split > 1:
@@ -206,7 +317,7 @@ def _grad_b(dy, g: ConvGeometry):
     sos = 0 if split == 1 else out.stride(0)
     int64 = needs_int64((dy, out), extents=(npq + split_len,))
     grid = lambda meta: (triton.cdiv(g.K, meta["BLOCK_N"]), split)  # noqa: E731
-    conv2d_bwd_db[grid](dy, out, g.N, g.K, g.P, g.Q, split, split_len, *dy.stride(), sos, INT64=int64)
+    _launch(conv2d_bwd_db, grid, (dy, out, g.N, g.K, g.P, g.Q, split, split_len, *dy.stride(), sos), INT64=int64)
     _record("conv2d_bwd_db", int64, f"split={split}")
     if split > 1:
         _sum_splits(out, db, split)
