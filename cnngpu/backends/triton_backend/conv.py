@@ -190,6 +190,23 @@ def channels_last_weight(w: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def gemm_output(shape, like: torch.Tensor) -> torch.Tensor:
+    """A channels-last output for a GEMM kernel (its stores then run along the contiguous channel
+    axis at full vector width; NCHW stores are scalar 16-bit and their layout conversion costs
+    registers); :func:`as_layout_of` hands it back in the caller's layout."""
+    n, c, h, w = (int(s) for s in shape)
+    return empty((n, h, w, c), like.dtype, like.device).permute(0, 3, 1, 2)
+
+
+def as_layout_of(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """out (channels-last) in like's memory format: out itself when like is channels-last, else an
+    NCHW copy (one more read and write of the output)."""
+    if _channels_last(like) or out.is_contiguous():
+        return out
+    launched("conv2d_output_relayout")
+    return out.contiguous()
+
+
 def _record(name: str, int64: bool, variant: str = "") -> None:
     launched(name)
     if variant:
@@ -213,13 +230,13 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     if algo == "auto":
         algo = policy.choose_algo(g)
     precision = _dot_precision(x, precision)
-    y = alloc_nchw((g.N, g.K, g.P, g.Q), x)
     M = g.N * g.P * g.Q
-    int64 = needs_int64((x, w, b, y), extents=(M,))
     bias = b if b is not None else x
     sb = b.stride(0) if b is not None else 0
-    args = (x, w, bias, y, *_geom_args(g), *x.stride(), *w.stride(), sb, *y.stride())
     if algo == "direct":
+        y = alloc_nchw((g.N, g.K, g.P, g.Q), x)
+        int64 = needs_int64((x, w, b, y), extents=(M,))
+        args = (x, w, bias, y, *_geom_args(g), *x.stride(), *w.stride(), sb, *y.stride())
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(g.K, meta["BLOCK_N"]))  # noqa: E731
         _launch(conv2d_fwd_direct, grid, args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_fwd_direct", int64)
@@ -233,13 +250,14 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     flat = (not one) and g.c_per_group < FLAT_K_MAX_C
     kg = g.k_per_group
     xc, wc = channels_last_input(x), channels_last_weight(w)
-    int64 = int64 or needs_int64((xc, wc))
+    y = gemm_output((g.N, g.K, g.P, g.Q), x)
+    int64 = needs_int64((xc, wc, b, y), extents=(M,))
     args = (xc, wc, bias, y, *_geom_args(g), *xc.stride(), *wc.stride(), sb, *y.stride())
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups)  # noqa: E731
     _launch(conv2d_fwd_implicit_gemm, grid, args, HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, INT64=int64,
             PRECISION=precision)
     _record("conv2d_fwd_implicit_gemm", int64, "1x1" if one else ("flat" if flat else "taps"))
-    return y
+    return as_layout_of(y, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,11 +273,11 @@ def _sum_splits(ws: torch.Tensor, out: torch.Tensor, split: int) -> None:
 
 
 def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
-    dx = alloc_nchw((g.N, g.C, g.H, g.W), x)
     tab, n_cls, rows_max, steps = _class_table(g, str(x.device))
-    int64 = needs_int64((dy, w, dx), extents=(g.N * g.H * g.W,))
-    args = (dy, w, dx, tab, *_geom_args(g), *steps, *dy.stride(), *w.stride(), *dx.stride())
     if algo == "direct":
+        dx = alloc_nchw((g.N, g.C, g.H, g.W), x)
+        int64 = needs_int64((dy, w, dx), extents=(g.N * g.H * g.W,))
+        args = (dy, w, dx, tab, *_geom_args(g), *steps, *dy.stride(), *w.stride(), *dx.stride())
         grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]), triton.cdiv(g.C, meta["BLOCK_N"]), n_cls)  # noqa: E731
         _launch(conv2d_bwd_dx_direct, grid, args, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_bwd_dx_direct", int64)
@@ -267,13 +285,14 @@ def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
     flat = g.k_per_group < FLAT_K_MAX_C
     cg = g.c_per_group
     dyc, wc = channels_last_input(dy), channels_last_weight(w)
-    int64 = int64 or needs_int64((dyc, wc))
+    dx = gemm_output((g.N, g.C, g.H, g.W), x)
+    int64 = needs_int64((dyc, wc, dx), extents=(g.N * g.H * g.W,))
     args = (dyc, wc, dx, tab, *_geom_args(g), *steps, *dyc.stride(), *wc.stride(), *dx.stride())
     grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),  # noqa: E731
                          g.groups, n_cls)
     _launch(conv2d_bwd_dx_implicit_gemm, grid, args, FLAT_K=flat, INT64=int64, PRECISION=precision)
     _record("conv2d_bwd_dx_implicit_gemm", int64, "flat" if flat else "taps")
-    return dx
+    return as_layout_of(dx, x)
 
 
 def _grad_w(dy, x, g: ConvGeometry, algo: str, precision: str):
