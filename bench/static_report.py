@@ -48,8 +48,11 @@ H200_REGS = 65536
 MAX_WARPS = 64
 ARCH = 90
 GEMM_KERNELS = ("conv2d_fwd_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm")
+# the conv kernels whose launches are cases (a direct FMA kernel picked for some pass is a case too,
+# and fails the wgmma criterion); db and the split-K sum are memory-bound helpers, not reported
 PASS_OF = {"conv2d_fwd_implicit_gemm": "fwd", "conv2d_bwd_dx_implicit_gemm": "dX",
-           "conv2d_bwd_dw_implicit_gemm": "dW"}
+           "conv2d_bwd_dw_implicit_gemm": "dW", "conv2d_fwd_direct": "fwd", "conv2d_bwd_dx_direct": "dX",
+           "conv2d_bwd_dw_direct": "dW"}
 OP_OF = {"fwd": "conv_fwd", "dX": "conv_dx", "dW": "conv_dw"}
 CRITERIA = ("wgmma_overlap", "async_both", "stages>=2", "no_spills", "no_b16_loads")
 
@@ -92,7 +95,7 @@ def plan_cases(shapes, layouts=("nchw", "channels_last"), dtypes=("float16", "bf
                     conv.conv2d_forward(x, w, None, g)
                     conv.conv2d_backward(dy, x, w, g, need_db=False)
                 for ln in cap:
-                    if ln["name"] in GEMM_KERNELS:
+                    if ln["name"] in PASS_OF:
                         out.append(Case(sh, layout, dt, PASS_OF[ln["name"]], ln))
     return out
 
@@ -253,6 +256,8 @@ def run(shapes, cache_file=None, log=print) -> list:
         kw = ln["kwargs"]
         cfg = f"{kw.get('BLOCK_M')}x{kw.get('BLOCK_N')}x{kw.get('BLOCK_K')}/w{kw.get('num_warps')}s{kw.get('num_stages')}"
         variant = "1x1" if kw.get("IS_1X1") else ("flat" if kw.get("FLAT_K") or kw.get("FLAT_N") else "taps")
+        if ln["name"].endswith("_direct"):
+            variant = "direct"
         fus, bound = floor_us(c)
         row = dict(case=c.label, shape=c.shape.name, layout=c.layout, dtype=c.dtype, pass_=c.pass_, key=key,
                    config=cfg, variant=variant, grid=list(ln["grid"]), floor_us=round(fus, 2), bound=bound, **a)
@@ -320,13 +325,17 @@ def sample_shapes(n):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sample", type=int, default=0, help="only N shapes spread over the ResNet-50 set")
+    ap.add_argument("--only", help="only shapes whose name contains this")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when some case fails the gate")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("bench.static_report compiles real kernels: unset TRITON_INTERPRET")
-    rows = run(sample_shapes(a.sample))
+    shapes = sample_shapes(a.sample)
+    if a.only:
+        shapes = [s for s in shapes if a.only in s.name]
+    rows = run(shapes)
     print(table(rows, markdown=a.markdown))
     print()
     print(summary(rows))

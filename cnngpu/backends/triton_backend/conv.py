@@ -23,6 +23,7 @@ reduction variant ('1x1', 'flat' or 'taps'); split-K launches add ``'<name>[spli
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import weakref
@@ -160,26 +161,65 @@ _W_CACHE: dict = {}
 _W_CACHE_MAX = 256
 
 
+def canonical_channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A channels-last-contiguous t viewed with the canonical strides (C*H*W, 1, W*C, C) even where
+    torch allows anything (size-1 dims: a contiguous (K, C, 1, 1) weight is both layouts with
+    strides (C, 1, 1, 1)). Size-1 strides of 1 would otherwise be specialised to the constant 1 and
+    break the kernels' 16-element alignment proof of every tap offset (runtime tap * 1)."""
+    n, c, h, w = t.shape
+    want = (c * h * w, 1, w * c, c)
+    if tuple(t.stride()) == want or t.numel() == 0:
+        return t
+    return t.as_strided(t.shape, want)
+
+
 def channels_last_input(t: torch.Tensor) -> torch.Tensor:
     """t itself when channels-last (or a 1x1-spatial tensor, where both layouts agree), else a
-    channels-last copy."""
+    channels-last copy; canonical strides either way."""
     if t.is_contiguous(memory_format=torch.channels_last):
-        return t
+        return canonical_channels_last(t)
     launched("conv2d_input_relayout")
-    return t.contiguous(memory_format=torch.channels_last)
+    return canonical_channels_last(t.contiguous(memory_format=torch.channels_last))
 
 
-def channels_last_weight(w: torch.Tensor) -> torch.Tensor:
-    """A channels-last (K, C/groups, R, S) view of the weight, copied once per (tensor, version):
-    cached by data_ptr and in-place version, checked against a weak reference to w itself (a new
-    tensor at a recycled address does not hit)."""
-    if w.is_contiguous(memory_format=torch.channels_last):
-        return w
-    key = (w.data_ptr(), w._version, tuple(w.shape), tuple(w.stride()), w.dtype, str(w.device))
+PAD_C = 16                      # tensor-core K step: fp16/bf16 GEMMs pad fewer input channels to this
+
+
+def padded_geometry(g: ConvGeometry, x: torch.Tensor) -> ConvGeometry:
+    """The geometry the fp16/bf16 GEMMs run: a dense conv (groups 1) with fewer than PAD_C input
+    channels (the RGB stem) gets its channels zero-padded to PAD_C in the internal channels-last
+    copies, so every K step is one tap of 16 contiguous channels (vector loads, cp.async, the
+    pipelined taps kernel) instead of the per-element (c, r, s) gather of FLAT_K (scalar 16-bit
+    loads, no pipelining). The zero channels cost PAD_C/C more MMA work on a memory-bound layer
+    and one more write of the padded x."""
+    if g.groups == 1 and g.C < PAD_C and x.dtype in (torch.float16, torch.bfloat16):
+        return dataclasses.replace(g, C=PAD_C)
+    return g
+
+
+def pad_channels(t: torch.Tensor, c: int) -> torch.Tensor:
+    """t (N, C, H, W) or weight (K, C, R, S) as a channels-last tensor with c >= C channels (zeros)."""
+    if t.shape[1] == c:
+        return t
+    n, _, h, w = t.shape
+    out = torch.zeros((n, h, w, c), dtype=t.dtype, device=t.device).permute(0, 3, 1, 2)
+    out[:, :t.shape[1]] = t
+    launched("conv2d_channel_pad")
+    return out
+
+
+def channels_last_weight(w: torch.Tensor, c: int = 0) -> torch.Tensor:
+    """A channels-last (K, C/groups, R, S) view of the weight (zero-padded to ``c`` channels when
+    larger), copied once per (tensor, version): cached by data_ptr and in-place version, checked
+    against a weak reference to w itself (a new tensor at a recycled address does not hit)."""
+    c = max(c, w.shape[1])
+    if c == w.shape[1] and w.is_contiguous(memory_format=torch.channels_last):
+        return canonical_channels_last(w)
+    key = (w.data_ptr(), w._version, tuple(w.shape), tuple(w.stride()), w.dtype, str(w.device), c)
     hit = _W_CACHE.get(key)
     if hit is not None and hit[0]() is w:
         return hit[1]
-    out = w.contiguous(memory_format=torch.channels_last)
+    out = canonical_channels_last(pad_channels(w, c) if c > w.shape[1] else w.contiguous(memory_format=torch.channels_last))
     if len(_W_CACHE) >= _W_CACHE_MAX:
         _W_CACHE.pop(next(iter(_W_CACHE)))
     try:
@@ -198,13 +238,16 @@ def gemm_output(shape, like: torch.Tensor) -> torch.Tensor:
     return empty((n, h, w, c), like.dtype, like.device).permute(0, 3, 1, 2)
 
 
-def as_layout_of(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """out (channels-last) in like's memory format: out itself when like is channels-last, else an
-    NCHW copy (one more read and write of the output)."""
-    if _channels_last(like) or out.is_contiguous():
+def as_layout_of(out: torch.Tensor, like: torch.Tensor, channels: int = 0) -> torch.Tensor:
+    """out (channels-last; its first ``channels`` channels when given) in like's memory format:
+    out itself when that is its layout already, else a copy (one more read and write)."""
+    if channels and channels < out.shape[1]:
+        out = out[:, :channels]
+    fmt = torch.channels_last if _channels_last(like) else torch.contiguous_format
+    if out.is_contiguous(memory_format=fmt):
         return out
     launched("conv2d_output_relayout")
-    return out.contiguous()
+    return out.contiguous(memory_format=fmt)
 
 
 def _record(name: str, int64: bool, variant: str = "") -> None:
@@ -228,7 +271,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     for half inputs, whose products are exact in fp32).
     """
     if algo == "auto":
-        algo = policy.choose_algo(g)
+        algo = policy.choose_algo(padded_geometry(g, x))
     precision = _dot_precision(x, precision)
     M = g.N * g.P * g.Q
     bias = b if b is not None else x
@@ -246,13 +289,15 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     if not _gemm_fits(g):
         raise ValueError(f"conv2d implicit GEMM puts groups on grid axis 1 (at most {GRID_YZ_MAX}), got "
                          f"groups={g.groups}; use algo='direct'")
-    one = is_1x1(g)
-    flat = (not one) and g.c_per_group < FLAT_K_MAX_C
+    gp = padded_geometry(g, x)
+    one = is_1x1(gp)
+    flat = (not one) and gp.c_per_group < FLAT_K_MAX_C
     kg = g.k_per_group
-    xc, wc = channels_last_input(x), channels_last_weight(w)
+    xc = canonical_channels_last(pad_channels(x, gp.C)) if gp.C != g.C else channels_last_input(x)
+    wc = channels_last_weight(w, gp.C)
     y = gemm_output((g.N, g.K, g.P, g.Q), x)
     int64 = needs_int64((xc, wc, b, y), extents=(M,))
-    args = (xc, wc, bias, y, *_geom_args(g), *xc.stride(), *wc.stride(), sb, *y.stride())
+    args = (xc, wc, bias, y, *_geom_args(gp), *xc.stride(), *wc.stride(), sb, *y.stride())
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups)  # noqa: E731
     _launch(conv2d_fwd_implicit_gemm, grid, args, HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, INT64=int64,
             PRECISION=precision)
@@ -283,19 +328,24 @@ def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
         _record("conv2d_bwd_dx_direct", int64)
         return dx
     flat = g.k_per_group < FLAT_K_MAX_C
-    cg = g.c_per_group
-    dyc, wc = channels_last_input(dy), channels_last_weight(w)
-    dx = gemm_output((g.N, g.C, g.H, g.W), x)
+    gp = padded_geometry(g, x)
+    cg = gp.c_per_group
+    dyc, wc = channels_last_input(dy), channels_last_weight(w, gp.C)
+    dx = gemm_output((g.N, gp.C, g.H, g.W), x)
     int64 = needs_int64((dyc, wc, dx), extents=(g.N * g.H * g.W,))
-    args = (dyc, wc, dx, tab, *_geom_args(g), *steps, *dyc.stride(), *wc.stride(), *dx.stride())
+    args = (dyc, wc, dx, tab, *_geom_args(gp), *steps, *dyc.stride(), *wc.stride(), *dx.stride())
     grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),  # noqa: E731
                          g.groups, n_cls)
     _launch(conv2d_bwd_dx_implicit_gemm, grid, args, FLAT_K=flat, INT64=int64, PRECISION=precision)
     _record("conv2d_bwd_dx_implicit_gemm", int64, "flat" if flat else "taps")
-    return as_layout_of(dx, x)
+    return as_layout_of(dx, x, g.C)
 
 
 def _grad_w(dy, x, g: ConvGeometry, algo: str, precision: str):
+    gp = padded_geometry(g, x)
+    if algo != "direct" and gp.C != g.C:
+        # zero-padded input channels (padded_geometry): the padded dW's first C channels
+        return _grad_w(dy, pad_channels(x, gp.C), gp, algo, precision)[:, :g.C].contiguous()
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype, x.device)
     npq = g.N * g.P * g.Q
     cg, kg, rs = g.c_per_group, g.k_per_group, g.R * g.S
@@ -355,7 +405,9 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bo
     dW and db split their N*P*Q reduction (``conv_policy.split_k``) into an fp32 workspace summed
     deterministically.
     """
-    dx_algo, dw_algo = policy.choose_bwd_algos(g, algo, dx_gemm_fits=_gemm_fits(g), dw_gemm_fits=_gemm_fits(g))
+    # the GEMMs' choice on the geometry they would run (fp16/bf16 pad few input channels)
+    gp = padded_geometry(g, x)
+    dx_algo, dw_algo = policy.choose_bwd_algos(gp, algo, dx_gemm_fits=_gemm_fits(g), dw_gemm_fits=_gemm_fits(g))
     precision = _dot_precision(x, precision)
     dx = _grad_x(dy, w, x, g, dx_algo, precision) if need_dx else None
     dw = _grad_w(dy, x, g, dw_algo, precision) if need_dw else None
