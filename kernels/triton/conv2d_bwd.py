@@ -50,6 +50,13 @@ DW_GEMM_CONFIGS = [
     _cfg(128, 64, 64, 4, 4),
     _cfg(64, 64, 64, 4, 4),
 ]
+# Ampere tables of the picker (``sm80_configs``), as the forward's
+DX_GEMM_SM80_CONFIGS = [
+    _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
+]
+DW_GEMM_SM80_CONFIGS = DX_GEMM_SM80_CONFIGS
 DX_DIRECT_CONFIGS = [
     config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
     config(BLOCK_M=64, BLOCK_N=64, num_stages=2),
@@ -456,3 +463,7 @@ def conv2d_bwd_sum_splits(ws_ptr, out_ptr, L, SPLIT, INT64: tl.constexpr, BLOCK:
         acc += tl.load(ws, mask=ok, other=0.0)
         ws += L                                   # pointer steps: no int32 product s * L to wrap
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+conv2d_bwd_dx_implicit_gemm.sm80_configs = DX_GEMM_SM80_CONFIGS
+conv2d_bwd_dw_implicit_gemm.sm80_configs = DW_GEMM_SM80_CONFIGS

@@ -42,6 +42,14 @@ FWD_GEMM_CONFIGS = [
     _cfg(64, 64, 64, 4, 4),
     _cfg(128, 64, 32, 4, 4),
 ]
+# Ampere (sm_80, 164 KB shared memory, mma.sync): K step 32, 4 warps; the launchers' picker reads
+# it through the kernel's ``sm80_configs`` (the autotuner's list is the sm_90 table above)
+FWD_GEMM_SM80_CONFIGS = [
+    _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
+]
 FWD_DIRECT_CONFIGS = [
     config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
     config(BLOCK_M=64, BLOCK_N=64, num_stages=2),
@@ -230,3 +238,6 @@ def conv2d_fwd_implicit_gemm(
         acc += bv.to(tl.float32)[None, :]
     y_off = (n * syn + p * syp + q * syq)[:, None] + (k_glob * syk)[None, :]
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+conv2d_fwd_implicit_gemm.sm80_configs = FWD_GEMM_SM80_CONFIGS

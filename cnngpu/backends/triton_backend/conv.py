@@ -119,16 +119,53 @@ def capture_launches():
         _CAPTURE = prev
 
 
-def pick_config(kernel, args, constexprs) -> triton.Config:
-    """The launch config of an autotuned kernel without autotuning: the first entry of its table
-    (tables are ordered by preference) that survives the table's own pruning for this shape
-    (``prune_configs_by``: tiles far larger than the GEMM are dropped)."""
-    configs = list(kernel.configs)
+def device_arch(device) -> int:
+    """Compute capability major*10 + minor of ``device``; 90 (the static report's target, an H200)
+    off a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major * 10 + minor
+    return 90
+
+
+def config_table(kernel, arch: int):
+    """The candidate configs of an autotuned kernel on ``arch``: the module's ``<ROLE>_SM80_CONFIGS``
+    (the kernel's ``sm80_configs`` attribute) before Hopper, its own table (built for sm_90) from
+    sm_90 on (under the interpreter, arch 90 off a GPU: its one small config)."""
+    sm80 = getattr(kernel, "sm80_configs", None)
+    if arch < 90 and sm80:
+        return list(sm80)
+    return list(kernel.configs)
+
+
+def pick_config(kernel, args, constexprs, grid=None, sms: int = 0, arch: int = 90) -> triton.Config:
+    """The launch config of an autotuned kernel without autotuning (one compile per shape).
+
+    Candidates: :func:`config_table` for ``arch``, pruned by the kernel's own ``prune_configs_by``
+    (tiles far larger than the GEMM go), in the table's order of preference. With a ``grid`` and
+    ``sms``: the first candidate whose grid fills at least one wave of ``sms`` programs, else (a
+    small GEMM) the candidate with the most programs, earliest on ties; without: the first.
+    """
+    configs = config_table(kernel, arch)
     prune = getattr(kernel, "early_config_prune", None)
     if prune is not None:
         named = dict(zip(kernel.arg_names, args))
         configs = prune(configs, named, **constexprs) or configs
-    return configs[0]
+    if grid is None or sms <= 0 or len(configs) == 1:
+        return configs[0]
+    progs = [_programs(grid(c.kwargs)) for c in configs]
+    for c, n in zip(configs, progs):
+        if n >= sms:
+            return c
+    return configs[progs.index(max(progs))]
+
+
+def _programs(grid) -> int:
+    n = 1
+    for d in grid:
+        n *= int(d)
+    return n
 
 
 def _launch(kernel, grid, args, **constexprs) -> None:
@@ -137,7 +174,8 @@ def _launch(kernel, grid, args, **constexprs) -> None:
     if autotune_enabled() and _CAPTURE is None:
         kernel[grid](*args, **constexprs)
         return
-    cfg = pick_config(kernel, args, constexprs)
+    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
+    cfg = pick_config(kernel, args, constexprs, grid, num_sms(dev), device_arch(dev))
     kw = dict(constexprs, **launch_kwargs(cfg))
     g = grid(cfg.kwargs)
     if _CAPTURE is not None:
