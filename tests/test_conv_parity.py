@@ -348,3 +348,21 @@ def test_triton_weight_relayout_cached(tb):
     assert b is not a and torch.equal(b, w)
     p = conv.channels_last_weight(w, 32)
     assert p.shape == (16, 32, 3, 3) and torch.equal(p[:, :20], w) and not p[:, 20:].any()
+
+
+SPLIT_FWD = [("c32_7x7", 1, 32, 3, 3, 8, 3, 3, 1, 1, 1, 1, True),        # one tile, 18 K steps
+             ("c48_1x1", 1, 48, 3, 2, 8, 1, 1, 1, 0, 1, 1, True)]        # 1x1: 3 K steps of 16
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", SPLIT_FWD, ids=ids(SPLIT_FWD))
+def test_triton_forward_split_k(tb, case, dtype, layout, monkeypatch):
+    """Forward split-K (tiles < 2 waves): fp32 partials summed in a fixed order (bias once)."""
+    monkeypatch.setattr(conv_policy, "GEMM_SPLIT_MIN_STEPS", 1)
+    splits = {"c32_7x7": 4, "c48_1x1": 3}[case[0]]           # 2 off-GPU SMs, one 16x16 tile
+    with launches(tb, "conv2d_bwd_sum_splits"):
+        y = _forward(tb, case, dtype, 33, "implicit_gemm", layout,
+                     launched=f"conv2d_fwd_implicit_gemm[split={splits}]")
+    again = _forward(tb, case, dtype, 33, "implicit_gemm", layout, launched="conv2d_fwd_implicit_gemm")
+    assert bool((y == again).all()), "split-K forward is not deterministic"

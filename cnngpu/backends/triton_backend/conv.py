@@ -168,20 +168,40 @@ def _programs(grid) -> int:
     return n
 
 
-def _launch(kernel, grid, args, **constexprs) -> None:
-    """Launch autotuned ``kernel`` on ``grid`` (a function of the meta-parameters) with one picked
-    config (:func:`pick_config`), through the autotuner when :func:`autotune_enabled`, or capture it."""
-    if autotune_enabled() and _CAPTURE is None:
+def _picked(kernel, grid, args, constexprs):
+    """(config, SMs) of a launch without autotuning (:func:`pick_config` on the args' device)."""
+    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
+    sms = num_sms(dev)
+    return pick_config(kernel, args, constexprs, grid, sms, device_arch(dev)), sms
+
+
+def _launch(kernel, grid, args, cfg=None, **constexprs) -> None:
+    """Launch autotuned ``kernel`` on ``grid`` (a function of the meta-parameters) with ``cfg`` or
+    one picked config (:func:`pick_config`), through the autotuner when :func:`autotune_enabled`
+    (and no cfg is forced), or capture it."""
+    if cfg is None and autotune_enabled() and _CAPTURE is None:
         kernel[grid](*args, **constexprs)
         return
-    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
-    cfg = pick_config(kernel, args, constexprs, grid, num_sms(dev), device_arch(dev))
+    if cfg is None:
+        cfg, _ = _picked(kernel, grid, args, constexprs)
     kw = dict(constexprs, **launch_kwargs(cfg))
     g = grid(cfg.kwargs)
     if _CAPTURE is not None:
         _CAPTURE.append(dict(name=kernel.fn.__name__, fn=kernel.fn, args=args, kwargs=kw, grid=g))
         return
     kernel.fn[g](*args, **kw)
+
+
+def _gemm_split(kernel, grid, args, constexprs, steps_of):
+    """(config or None, SPLIT, steps per split) of a forward / dX GEMM: the picked config and the
+    split-K of its ``steps_of(BLOCK_K)`` K steps over ``grid``'s tiles (``conv_policy.gemm_split_k``);
+    under CNNGPU_AUTOTUNE (no config fixed here) no split."""
+    if autotune_enabled() and _CAPTURE is None:
+        return None, 1, steps_of(None)
+    cfg, sms = _picked(kernel, grid, args, constexprs)
+    steps = steps_of(cfg.kwargs["BLOCK_K"])
+    split, per = policy.gemm_split_k(steps, _programs(grid(cfg.kwargs)), sms)
+    return cfg, split, per
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,12 +354,34 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     xc = canonical_channels_last(pad_channels(x, gp.C)) if gp.C != g.C else channels_last_input(x)
     wc = channels_last_weight(w, gp.C)
     y = gemm_output((g.N, g.K, g.P, g.Q), x)
+    cg, rs = gp.c_per_group, g.R * g.S
+
+    def steps_of(bk):
+        if bk is None:              # autotuned (BLOCK_K unknown): one split over every step
+            return 1 << 20
+        return triton.cdiv(cg, bk) if one else (triton.cdiv(cg * rs, bk) if flat else rs * triton.cdiv(cg, bk))
+
+    const = dict(HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, PRECISION=precision)
+    head = (xc, wc, bias)
+    geo = (*_geom_args(gp), *xc.stride(), *wc.stride(), sb)
     int64 = needs_int64((xc, wc, b, y), extents=(M,))
-    args = (xc, wc, bias, y, *_geom_args(gp), *xc.stride(), *wc.stride(), sb, *y.stride())
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups)  # noqa: E731
-    _launch(conv2d_fwd_implicit_gemm, grid, args, HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, INT64=int64,
-            PRECISION=precision)
+    grid1 = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, 1)  # noqa: E731
+    cfg, split, per = _gemm_split(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
+                                  dict(const, INT64=int64), steps_of)
+    if split == 1:
+        out, so, sys_ = y, tuple(y.stride()), 0
+    else:
+        # fp32 partials (split, N, P, Q, K): split s at out + s*sys_, (n, k, p, q) strides below
+        out = empty((split, g.N, g.P, g.Q, g.K), torch.float32, x.device)
+        so, sys_ = (g.P * g.Q * g.K, 1, g.Q * g.K, g.K), g.N * g.P * g.Q * g.K
+        int64 = int64 or needs_int64((out,))
+    args = (*head, out, *geo, *so, split, per, sys_)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, split)  # noqa: E731
+    _launch(conv2d_fwd_implicit_gemm, grid, args, cfg=cfg, INT64=int64, **const)
     _record("conv2d_fwd_implicit_gemm", int64, "1x1" if one else ("flat" if flat else "taps"))
+    launched(f"conv2d_fwd_implicit_gemm[split={split}]")
+    if split > 1:
+        _sum_splits(out, y.permute(0, 2, 3, 1), split)
     return as_layout_of(y, x)
 
 
