@@ -366,3 +366,25 @@ def test_triton_forward_split_k(tb, case, dtype, layout, monkeypatch):
                      launched=f"conv2d_fwd_implicit_gemm[split={splits}]")
     again = _forward(tb, case, dtype, 33, "implicit_gemm", layout, launched="conv2d_fwd_implicit_gemm")
     assert bool((y == again).all()), "split-K forward is not deterministic"
+
+
+SPLIT_DX = [("k32_s2", 1, 8, 5, 5, 32, 3, 3, 2, 1, 1, 1, False),         # 4 classes, 32 output channels
+            ("k48_1x1", 1, 8, 3, 3, 48, 1, 1, 1, 0, 1, 1, False)]        # 1 class, 3 K steps of 16
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", SPLIT_DX, ids=ids(SPLIT_DX))
+def test_triton_backward_dx_split_k(tb, case, dtype, layout, monkeypatch):
+    """dX split-K per residue class (tiles < 2 waves): fp32 partials summed in a fixed order, empty
+    ranges store zeros; deterministic. (8 SMs assumed: the stride-2 case's 4 classes x 1 tile split.)"""
+    monkeypatch.setattr(conv_policy, "GEMM_SPLIT_MIN_STEPS", 1)
+    monkeypatch.setattr(limits, "OFF_GPU_SMS", 8)
+    with launches(tb, "conv2d_bwd_sum_splits"):
+        got = _backward(tb, case, dtype, 34, "implicit_gemm", layout,
+                        launched=("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"))
+    assert any(k.startswith("conv2d_bwd_dx_implicit_gemm[split=") and not k.endswith("=1]") and v
+               for k, v in tb.LAUNCHES.items())
+    again = _backward(tb, case, dtype, 34, "implicit_gemm", layout,
+                      launched=("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"))
+    assert bool((got[0] == again[0]).all()), "split-K dX is not deterministic"

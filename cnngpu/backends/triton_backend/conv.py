@@ -413,12 +413,44 @@ def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
     dyc, wc = channels_last_input(dy), channels_last_weight(w, gp.C)
     dx = gemm_output((g.N, gp.C, g.H, g.W), x)
     int64 = needs_int64((dyc, wc, dx), extents=(g.N * g.H * g.W,))
-    args = (dyc, wc, dx, tab, *_geom_args(gp), *steps, *dyc.stride(), *wc.stride(), *dx.stride())
-    grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),  # noqa: E731
-                         g.groups, n_cls)
-    _launch(conv2d_bwd_dx_implicit_gemm, grid, args, FLAT_K=flat, INT64=int64, PRECISION=precision)
+    head = (dyc, wc)
+    geo = (tab, *_geom_args(gp), *steps, *dyc.stride(), *wc.stride())
+    taps = _max_class_taps(g)
+    kg = g.k_per_group
+
+    def steps_of(bk):
+        if bk is None:              # autotuned (BLOCK_K unknown): one split over every step
+            return 1 << 20
+        return triton.cdiv(kg * taps, bk) if flat else taps * triton.cdiv(kg, bk)
+
+    const = dict(FLAT_K=flat, PRECISION=precision)
+    tiles = lambda meta: triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"])  # noqa: E731
+    grid1 = lambda meta: (tiles(meta), g.groups, n_cls)  # noqa: E731
+    cfg, split, per = _gemm_split(conv2d_bwd_dx_implicit_gemm, grid1, (*head, dx, *geo, *dx.stride(), 1, 1, 0),
+                                  dict(const, INT64=int64), steps_of)
+    if split == 1:
+        out, so, sxs = dx, tuple(dx.stride()), 0
+    else:
+        # fp32 partials (split, N, H, W, C'): split s at out + s*sxs, (n, c, h, w) strides below
+        cp = gp.C
+        out = empty((split, g.N, g.H, g.W, cp), torch.float32, x.device)
+        so, sxs = (g.H * g.W * cp, 1, g.W * cp, cp), g.N * g.H * g.W * cp
+        int64 = int64 or needs_int64((out,))
+    args = (*head, out, *geo, *so, split, per, sxs)
+    grid = lambda meta: (tiles(meta), g.groups, n_cls * split)  # noqa: E731
+    _launch(conv2d_bwd_dx_implicit_gemm, grid, args, cfg=cfg, INT64=int64, **const)
     _record("conv2d_bwd_dx_implicit_gemm", int64, "flat" if flat else "taps")
+    launched(f"conv2d_bwd_dx_implicit_gemm[split={split}]")
+    if split > 1:
+        _sum_splits(out, dx.permute(0, 2, 3, 1), split)
     return as_layout_of(dx, x, g.C)
+
+
+@functools.lru_cache(maxsize=256)
+def _max_class_taps(g: ConvGeometry) -> int:
+    """The most taps any dX residue class runs (its K loop is that many times Kg)."""
+    rows, _ = policy.residue_classes(g)
+    return max(r[5] * r[8] for r in rows)
 
 
 def _grad_w(dy, x, g: ConvGeometry, algo: str, precision: str):
