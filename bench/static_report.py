@@ -292,6 +292,29 @@ def table(rows, markdown=False) -> str:
     return "\n".join([fmt.format(*cols)] + [fmt.format(*(str(v) for v in ln)) for ln in lines])
 
 
+def compact_markdown(rows) -> str:
+    """One markdown row per (shape, pass): the fp16 NCHW case's columns, and how many of its four
+    variants (NCHW / channels_last x fp16 / bf16) pass the gate."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["shape"], r["pass_"]), []).append(r)
+    out = ["| shape | pass | config (BMxBNxBK/warps,stages:variant) | grid | regs | spill | smem KB | stages | "
+           "occupancy | wgmma | async copies | load bytes | H200 floor us | gate (4 variants) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (shape, pass_), rs in groups.items():
+        r = next((x for x in rs if x["layout"] == "nchw" and x["dtype"] == "float16"), rs[0])
+        ok = sum("error" not in x and all(x["gate"].values()) for x in rs)
+        if "error" in r:
+            out.append(f"| {shape} | {pass_} | {r['config']} | | ERROR | | | | | | | | | {ok}/{len(rs)} |")
+            continue
+        wg = ("overlapped" if r["wait_depth"] > 0 else "sync") if r["wgmma"] else "none"
+        grid = "x".join(str(v) for v in r["grid"])
+        out.append(f"| {shape} | {pass_} | {r['config']}:{r['variant']} | {grid} | {r['regs']} | {r['spill']} | "
+                   f"{r['smem'] // 1024} | {r['stages']} | {r['occ']:.2f} | {wg} | {r['cp_async']} cp.async | "
+                   f"{r['ld_min']}-{r['ld_max']} | {r['floor_us']:.1f} ({r['bound']}) | {ok}/{len(rs)} |")
+    return "\n".join(out)
+
+
 def summary(rows) -> str:
     ok = [r for r in rows if "error" not in r]
     parts = [f"{len(rows)} cases ({len(rows) - len(ok)} did not compile)"]
@@ -328,6 +351,8 @@ def main(argv=None):
     ap.add_argument("--only", help="only shapes whose name contains this")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--compact", action="store_true",
+                    help="markdown, one row per (shape, pass) with the count of passing variants")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when some case fails the gate")
     a = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -336,7 +361,7 @@ def main(argv=None):
     if a.only:
         shapes = [s for s in shapes if a.only in s.name]
     rows = run(shapes)
-    print(table(rows, markdown=a.markdown))
+    print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
     print()
     print(summary(rows))
     if a.json:
