@@ -146,6 +146,8 @@ def conv2d_bwd_dx_implicit_gemm(
         n_cls = (stride_h * stride_w)
         sid = cls // n_cls
         cls = cls % n_cls
+        if INT64:
+            sid = sid.to(tl.int64)
     a, b, Hc, Wc, r0, nr, p0, s0, ns, q0, Mc = _class_rows(tab_ptr, cls, N, INT64)
     Cg = C // groups
     Kg = K // groups
