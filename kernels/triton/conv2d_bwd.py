@@ -141,13 +141,11 @@ def conv2d_bwd_dx_implicit_gemm(
     pid = tl.program_id(0)
     grp = tl.program_id(1)
     cls = tl.program_id(2)
-    sid = 0
-    if SPLIT > 1:
-        n_cls = (stride_h * stride_w)
-        sid = cls // n_cls
-        cls = cls % n_cls
-        if INT64:
-            sid = sid.to(tl.int64)
+    n_cls = stride_h * stride_w             # SPLIT == 1: axis 2 is the class alone, sid = 0
+    sid = cls // n_cls
+    cls = cls % n_cls
+    if INT64:
+        sid = sid.to(tl.int64)
     a, b, Hc, Wc, r0, nr, p0, s0, ns, q0, Mc = _class_rows(tab_ptr, cls, N, INT64)
     Cg = C // groups
     Kg = K // groups
