@@ -2,6 +2,7 @@
 
     python -m bench.gpu_report                 # on a CUDA machine; about 9 minutes at most
     python -m bench.gpu_report --quick         # the ``quick`` shapes only
+    python -m bench.gpu_report --window        # one device window: <= 400 s, conv/BN/pool fp16+bf16
     python -m bench.gpu_report --cpu-dry-run   # whole pipeline on the CPU, tiny shapes (testing)
 
 Steps (each bounded in time; partial results are written as they come):
@@ -43,6 +44,12 @@ from . import REPO_ROOT
 EXIT_NO_CUDA = 2
 EXIT_NOT_INSTALLED = 3
 GPU_PROVIDERS = ("torch", "torch_cl", "triton", "cupy")       # torch (NCHW) first: the baseline
+# --window: what one lent device window verifies and times within 7 minutes of wall time (the
+# device tool's 10-minute command limit, start and transfers left over)
+WINDOW_BUDGET_S = 400.0
+WINDOW_PARITY_S = 120.0
+WINDOW_DTYPES = ("float16", "bfloat16")
+WINDOW_OPS = S.CONV_OPS + S.BN_OPS + S.POOL_OPS
 CPU_PROVIDERS = ("torch_cpu", "numpy")
 TIMING = {
     "cuda": {"warmup_ms": 10, "rep_ms": 30},     # triton.testing.do_bench
@@ -320,8 +327,11 @@ def main(argv=None) -> int:
                     help="no GPU needed: run the pipeline with numpy vs torch CPU on tiny shapes (labelled CPU)")
     ap.add_argument("--quick", action="store_true", help="time only the shapes tagged 'quick'")
     ap.add_argument("--out", help="output folder (default bench/results/<device>-<date>)")
-    ap.add_argument("--budget-s", type=float, default=480.0,
-                    help="total wall-clock budget in seconds, parity included (default 480)")
+    ap.add_argument("--window", action="store_true",
+                    help="the device-window preset (issue 12): at most 400 s in all (parity 120 s), conv "
+                         "fwd/dX/dW, BN+ReLU and pooling in float16 and bfloat16, every provider")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="total wall-clock budget in seconds, parity included (default 480; 400 with --window)")
     ap.add_argument("--parity-timeout", type=float, default=150.0, help="limit for the parity suite (s)")
     ap.add_argument("--no-parity", action="store_true", help="skip the parity suite")
     ap.add_argument("--parity-paths", default="tests", help="comma-separated paths for the parity run")
@@ -333,6 +343,11 @@ def main(argv=None) -> int:
     ap.add_argument("--providers", default=None,
                     help=f"comma-separated, baseline first (GPU default {','.join(GPU_PROVIDERS)})")
     args = ap.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = WINDOW_BUDGET_S if args.window else 480.0
+    if args.window:
+        args.parity_timeout = min(args.parity_timeout, WINDOW_PARITY_S)
+        args.ops = args.ops or ",".join(WINDOW_OPS)
     t_start = time.time()
     deadline = t_start + args.budget_s
 
@@ -352,7 +367,8 @@ def main(argv=None) -> int:
     if mode == "cpu":
         label, providers, dtypes, shape_set = f"CPU dry run: {cpu_name()}", CPU_PROVIDERS, ["float32"], "tiny"
     else:
-        label, providers, dtypes = device, GPU_PROVIDERS, ["float16", "float32"]
+        label, providers, dtypes = device, GPU_PROVIDERS, (list(WINDOW_DTYPES) if args.window
+                                                          else ["float16", "float32"])
         shape_set = "quick" if args.quick else "all"
     if args.providers:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]

@@ -365,3 +365,18 @@ def test_triton_cases_match_torch_under_the_interpreter(dtype, monkeypatch):
         ref = C.make_case(op, sh, "torch_cpu", dtype, {k: v.cpu() for k, v in inputs.items()}).result()
         out = C._cnngpu_case(op, sh, "triton", dtype, inputs).result()
         assert C.rel_error([o.cpu() for o in out], ref) <= C.CHECK_TOL[dtype], op
+
+
+def test_window_preset_dry_run(tmp_path):
+    """``--window`` (the device-window command of bench/results/README.md): 400 s budget, conv
+    fwd/dX/dW + BN+ReLU + pooling; dry-run on the CPU (float32 there, fp16+bf16 on a GPU)."""
+    out = tmp_path / "win"
+    cmd = [sys.executable, "-m", "bench.gpu_report", "--window", "--cpu-dry-run", "--no-parity", "--out", str(out),
+           "--case-timeout", "30"]
+    p = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["budget_s"] == G.WINDOW_BUDGET_S
+    assert set(rep["config"]["ops"]) == set(G.WINDOW_OPS)
+    assert {r["op"] for r in rep["results"]} == set(G.WINDOW_OPS)
+    assert G.WINDOW_DTYPES == ("float16", "bfloat16")

@@ -312,3 +312,82 @@ def test_cupy_takes_torch_tensors_via_dlpack():
     assert_close(to_f64(y), ref, "float32", fwd_reduction(GEOMETRIES[4]), what="y from torch tensors")
     ty = torch.from_dlpack(y)
     assert ty.device.type == "cuda" and tuple(ty.shape) == y.shape
+
+
+# ------------------------------------------------------------------------------------------------
+# triton: the GEMMs' internal channels-last layout (issue 12)
+# ------------------------------------------------------------------------------------------------
+# C=3 (fp16: channels zero-padded to 16), C=20 (plain relayout), a 1x1 (size-1 weight strides)
+INTERNAL_CL = [("stem_like", 2, 3, 9, 8, 16, 3, 3, 2, 1, 1, 1, True),
+               ("c20", 1, 20, 5, 4, 16, 3, 2, 1, 1, 1, 1, True),
+               ("c16_1x1", 2, 16, 4, 5, 16, 1, 1, 1, 0, 1, 1, False)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", INTERNAL_CL, ids=ids(INTERNAL_CL))
+def test_triton_internal_channels_last(tb, case, dtype, layout):
+    """The implicit GEMMs run on channels-last copies of NCHW activations and weights (fp16 with
+    fewer than 16 input channels: zero-padded to 16); outputs come back in x's layout, same values."""
+    pad = ("conv2d_channel_pad",) if dtype == "float16" and case[2] < 16 else ()
+    relayout = ("conv2d_input_relayout",) if layout == "nchw" else ()
+    with launches(tb, *(pad or relayout)):       # x is padded (a channels-last copy) or re-laid
+        _forward(tb, case, dtype, 31, "implicit_gemm", layout, launched="conv2d_fwd_implicit_gemm")
+    _backward(tb, case, dtype, 32, "implicit_gemm", layout,
+              launched=("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm") + pad + relayout)
+
+
+def test_triton_weight_relayout_cached(tb):
+    """A weight is re-laid once per (tensor, version): a second call reuses the copy, an in-place
+    update makes a new one."""
+    import torch
+    from cnngpu.backends.triton_backend import conv
+    w = torch.randn(16, 20, 3, 3)
+    a = conv.channels_last_weight(w)
+    assert a.is_contiguous(memory_format=torch.channels_last) and torch.equal(a, w)
+    assert conv.channels_last_weight(w) is a
+    w.mul_(2)
+    b = conv.channels_last_weight(w)
+    assert b is not a and torch.equal(b, w)
+    p = conv.channels_last_weight(w, 32)
+    assert p.shape == (16, 32, 3, 3) and torch.equal(p[:, :20], w) and not p[:, 20:].any()
+
+
+SPLIT_FWD = [("c32_7x7", 1, 32, 3, 3, 8, 3, 3, 1, 1, 1, 1, True),        # one tile, 18 K steps
+             ("c48_1x1", 1, 48, 3, 2, 8, 1, 1, 1, 0, 1, 1, True)]        # 1x1: 3 K steps of 16
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", SPLIT_FWD, ids=ids(SPLIT_FWD))
+def test_triton_forward_split_k(tb, case, dtype, layout, monkeypatch):
+    """Forward split-K (tiles < 2 waves): fp32 partials summed in a fixed order (bias once)."""
+    monkeypatch.setattr(conv_policy, "GEMM_SPLIT_MIN_STEPS", 1)
+    splits = {"c32_7x7": 4, "c48_1x1": 3}[case[0]]           # 2 off-GPU SMs, one 16x16 tile
+    with launches(tb, "conv2d_bwd_sum_splits"):
+        y = _forward(tb, case, dtype, 33, "implicit_gemm", layout,
+                     launched=f"conv2d_fwd_implicit_gemm[split={splits}]")
+    again = _forward(tb, case, dtype, 33, "implicit_gemm", layout, launched="conv2d_fwd_implicit_gemm")
+    assert bool((y == again).all()), "split-K forward is not deterministic"
+
+
+SPLIT_DX = [("k32_s2", 1, 8, 5, 5, 32, 3, 3, 2, 1, 1, 1, False),         # 4 classes, 32 output channels
+            ("k48_1x1", 1, 8, 3, 3, 48, 1, 1, 1, 0, 1, 1, False)]        # 1 class, 3 K steps of 16
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", SPLIT_DX, ids=ids(SPLIT_DX))
+def test_triton_backward_dx_split_k(tb, case, dtype, layout, monkeypatch):
+    """dX split-K per residue class (tiles < 2 waves): fp32 partials summed in a fixed order, empty
+    ranges store zeros; deterministic. (8 SMs assumed: the stride-2 case's 4 classes x 1 tile split.)"""
+    monkeypatch.setattr(conv_policy, "GEMM_SPLIT_MIN_STEPS", 1)
+    monkeypatch.setattr(limits, "OFF_GPU_SMS", 8)
+    with launches(tb, "conv2d_bwd_sum_splits"):
+        got = _backward(tb, case, dtype, 34, "implicit_gemm", layout,
+                        launched=("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"))
+    assert any(k.startswith("conv2d_bwd_dx_implicit_gemm[split=") and not k.endswith("=1]") and v
+               for k, v in tb.LAUNCHES.items())
+    again = _backward(tb, case, dtype, 34, "implicit_gemm", layout,
+                      launched=("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"))
+    assert bool((got[0] == again[0]).all()), "split-K dX is not deterministic"

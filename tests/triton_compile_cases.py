@@ -81,6 +81,9 @@ def conv2d_fwd():
     cfg = CF.FWD_GEMM_CONFIGS[0]
     ce = dict(HAS_BIAS=True, INT64=True, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs)
     yield "conv2d_fwd_implicit_gemm[0:fp16:int64]", gemm, signature_for(gemm, "fp16", ce), ce, opts(cfg), True
+    for i, cfg in enumerate(CF.FWD_GEMM_SM80_CONFIGS):     # the picker's Ampere table (fp16, taps)
+        ce = dict(HAS_BIAS=True, INT64=False, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs)
+        yield f"conv2d_fwd_implicit_gemm[sm80:{i}:fp16]", gemm, signature_for(gemm, "fp16", ce), ce, opts(cfg), True
     direct = CF.conv2d_fwd_direct.fn
     for i, cfg in enumerate(CF.FWD_DIRECT_CONFIGS):
         dt, grouped = (("fp32", True), ("fp16", False), ("bf16", True))[i % 3]
@@ -106,6 +109,12 @@ def conv2d_bwd():
                    opts(cfg), wgmma)
         ce = {flat: False, "INT64": True, "PRECISION": "ieee", **table[0].kwargs}
         yield f"{fn.__name__}[0:fp16:int64]", fn, signature_for(fn, "fp16", ce, **ptrs), ce, opts(table[0]), True
+    for kern, table, flat, ptrs in ((CB.conv2d_bwd_dx_implicit_gemm, CB.DX_GEMM_SM80_CONFIGS, "FLAT_K", gemms[0][3]),
+                                    (CB.conv2d_bwd_dw_implicit_gemm, CB.DW_GEMM_SM80_CONFIGS, "FLAT_N", gemms[1][3])):
+        fn = kern.fn                                      # the picker's Ampere tables (fp16, taps)
+        for i, cfg in enumerate(table):
+            ce = {flat: False, "INT64": False, "PRECISION": "ieee", **cfg.kwargs}
+            yield f"{fn.__name__}[sm80:{i}:fp16]", fn, signature_for(fn, "fp16", ce, **ptrs), ce, opts(cfg), True
     dxd = CB.conv2d_bwd_dx_direct.fn
     for i, cfg in enumerate(CB.DX_DIRECT_CONFIGS):
         for dt, grouped, int64 in ((ROT[i % 3], True, False), (ROT[(i + 1) % 3], False, i == 0)):

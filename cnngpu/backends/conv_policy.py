@@ -75,22 +75,38 @@ def choose_bwd_algos(g: ConvGeometry, algo: str = "auto", dx_gemm_fits: bool = T
 # split-K
 # ------------------------------------------------------------------------------------------------
 def split_k(length: int, tiles: int, num_sms: int, granule: int = 1, out_numel: int = 0,
-            ws_max_bytes: int = 0, max_split: int | None = None) -> Tuple[int, int]:
+            ws_max_bytes: int = 0, max_split: int | None = None, min_len: int | None = None) -> Tuple[int, int]:
     """(splits, chunk) for a reduction of ``length`` terms (N*P*Q) feeding ``tiles`` output tiles.
 
-    splits = min(ceil(SPLIT_WAVES*num_sms / tiles), length // SPLIT_MIN_LEN, max_split (default
-    MAX_SPLIT)), at least 1, and -- when ``ws_max_bytes`` -- small enough that splits * out_numel
+    splits = min(ceil(SPLIT_WAVES*num_sms / tiles), length // min_len (default SPLIT_MIN_LEN),
+    max_split (default MAX_SPLIT)), at least 1, and -- when ``ws_max_bytes`` -- small enough that splits * out_numel
     fp32 partials fit it; chunk = ceil(length / splits) rounded up to ``granule``, then
     splits = ceil(length / chunk) so that no split is empty. Split s covers
     [s*chunk, min((s+1)*chunk, length)).
     """
     cap = MAX_SPLIT if max_split is None else max_split
     want = ceil_div(SPLIT_WAVES * num_sms, max(tiles, 1))
-    splits = max(1, min(want, length // max(SPLIT_MIN_LEN, 1), cap))
+    splits = max(1, min(want, length // max(SPLIT_MIN_LEN if min_len is None else min_len, 1), cap))
     if ws_max_bytes and out_numel > 0:
         splits = max(1, min(splits, ws_max_bytes // (4 * out_numel)))
     chunk = ceil_div(ceil_div(length, splits), granule) * granule
     return ceil_div(length, chunk), chunk
+
+
+# split-K of the forward / dX GEMM loops (units: K steps of one tile): only when the output tiles
+# fill fewer than GEMM_SPLIT_WAVES waves of SMs, each split at least GEMM_SPLIT_MIN_STEPS steps
+GEMM_SPLIT_WAVES = 2
+GEMM_SPLIT_MIN_STEPS = 8
+GEMM_MAX_SPLIT = 16
+
+
+def gemm_split_k(steps: int, tiles: int, num_sms: int) -> Tuple[int, int]:
+    """(splits, steps per split) of a forward / dX implicit GEMM whose tiles each run ``steps`` K
+    steps: 1 split when ``tiles`` fill GEMM_SPLIT_WAVES waves of ``num_sms`` (or the loop is short),
+    else :func:`split_k` over the steps (at least GEMM_SPLIT_MIN_STEPS each, at most GEMM_MAX_SPLIT)."""
+    if tiles >= GEMM_SPLIT_WAVES * num_sms:
+        return 1, steps
+    return split_k(steps, tiles, num_sms, max_split=GEMM_MAX_SPLIT, min_len=GEMM_SPLIT_MIN_STEPS)
 
 
 # ------------------------------------------------------------------------------------------------

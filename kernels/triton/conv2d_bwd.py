@@ -50,6 +50,13 @@ DW_GEMM_CONFIGS = [
     _cfg(128, 64, 64, 4, 4),
     _cfg(64, 64, 64, 4, 4),
 ]
+# Ampere tables of the picker (``sm80_configs``), as the forward's
+DX_GEMM_SM80_CONFIGS = [
+    _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
+]
+DW_GEMM_SM80_CONFIGS = DX_GEMM_SM80_CONFIGS
 DX_DIRECT_CONFIGS = [
     config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
     config(BLOCK_M=64, BLOCK_N=64, num_stages=2),
@@ -106,7 +113,7 @@ def _class_rows(tab_ptr, cls, N, INT64: tl.constexpr):
     return a, b, Hc, Wc, r0, nr, p0, s0, ns, q0, N * Hc * Wc
 
 
-@triton.autotune(configs=tuned(DX_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + DY_KEY + ["PRECISION"],
+@triton.autotune(configs=tuned(DX_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + DY_KEY + ["PRECISION", "SPLIT"],
                  prune_configs_by={"early_config_prune": _prune_dx})
 @triton.jit
 def conv2d_bwd_dx_implicit_gemm(
@@ -115,10 +122,16 @@ def conv2d_bwd_dx_implicit_gemm(
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
     r_step, s_step, dp_r, dq_s,
     sdn, sdk, sdp, sdq, swk, swc, swr, sws, sxn, sxc, sxh, sxw,
+    SPLIT, split_len, sxs,
     FLAT_K: tl.constexpr, INT64: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dx[n, g*Cg+c, h, w] = sum_{k<Kg, valid taps} dy[n, g*Kg+k, p, q] * w[g*Kg+k, c, r, s].
+
+    Split-K (SPLIT > 1): the residue class and split share grid axis 2 (cls = axis2 % classes,
+    split = axis2 // classes); split s runs K steps [s*split_len, (s+1)*split_len) of the class's
+    loop and stores its fp32 partial at dx_ptr + s*sxs (a workspace the launcher sums in a fixed
+    order; an empty range stores zeros, so every split covers every pixel).
 
     Grid: (cdiv(max class rows, BLOCK_M) * cdiv(Cg, BLOCK_N), groups, stride_h * stride_w);
     axis 0 = (row tile, column tile) in grouped order within the residue class of axis 2 (programs
@@ -128,6 +141,11 @@ def conv2d_bwd_dx_implicit_gemm(
     pid = tl.program_id(0)
     grp = tl.program_id(1)
     cls = tl.program_id(2)
+    n_cls = stride_h * stride_w             # SPLIT == 1: axis 2 is the class alone, sid = 0
+    sid = cls // n_cls
+    cls = cls % n_cls
+    if INT64:
+        sid = sid.to(tl.int64)
     a, b, Hc, Wc, r0, nr, p0, s0, ns, q0, Mc = _class_rows(tab_ptr, cls, N, INT64)
     Cg = C // groups
     Kg = K // groups
@@ -156,7 +174,9 @@ def conv2d_bwd_dx_implicit_gemm(
         # reduction index t = (k * nr + tr) * ns + ts, decoded per element (small Kg)
         nt = nr * ns
         L = Kg * nt
-        for t0 in range(0, L, BLOCK_K):
+        t_lo = sid * split_len * BLOCK_K
+        t_hi = tl.minimum(L, t_lo + split_len * BLOCK_K)
+        for t0 in range(t_lo, t_hi, BLOCK_K):
             t = t0 + kk
             t_ok = t < L
             k = t // nt
@@ -173,7 +193,9 @@ def conv2d_bwd_dx_implicit_gemm(
     else:
         # valid taps outer, BLOCK_K output channels inner, as one flat (pipelined) loop
         num_kb = tl.cdiv(Kg, BLOCK_K)
-        for it in range(0, nr * ns * num_kb):
+        it_lo = sid * split_len
+        it_hi = tl.minimum(nr * ns * num_kb, it_lo + split_len)
+        for it in range(it_lo, it_hi):
             tap = it // num_kb
             k = (it - tap * num_kb) * BLOCK_K + kk
             tr = tap // ns
@@ -190,7 +212,10 @@ def conv2d_bwd_dx_implicit_gemm(
     h = a + stride_h * i
     w = b + stride_w * j
     dx_off = (n * sxn + h * sxh + w * sxw)[:, None] + ((grp * Cg + offs_c) * sxc)[None, :]
-    tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
+    dx_out = dx_ptr
+    if SPLIT > 1:
+        dx_out = dx_ptr + sid * sxs
+    tl.store(dx_out + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
 
 @triton.autotune(configs=tuned(DX_DIRECT_CONFIGS, INTERP_DIRECT_CONFIGS), key=CONV_KEY + DY_KEY)
@@ -456,3 +481,7 @@ def conv2d_bwd_sum_splits(ws_ptr, out_ptr, L, SPLIT, INT64: tl.constexpr, BLOCK:
         acc += tl.load(ws, mask=ok, other=0.0)
         ws += L                                   # pointer steps: no int32 product s * L to wrap
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+conv2d_bwd_dx_implicit_gemm.sm80_configs = DX_GEMM_SM80_CONFIGS
+conv2d_bwd_dw_implicit_gemm.sm80_configs = DW_GEMM_SM80_CONFIGS

@@ -17,6 +17,8 @@ An input row index is ``p * stride_h - pad_h + r * dil_h`` (pad = begin padding)
   FLAT_K=True flattens L in the weight's own (c, r, s) order, decoded per element; used when
   C/groups is small (e.g. the RGB stem) so a K step is not mostly padding.
   IS_1X1 (1x1, stride 1, no padding) drops the tap loop and the bounds masks: A is a strided load.
+  Split-K (grid axis 2, SPLIT > 1): each split runs a contiguous range of the K steps into an
+  fp32 workspace, summed in a fixed order by ``conv2d_bwd_sum_splits`` (deterministic).
 
 Launch configs: the autotuner's tables ``*_CONFIGS`` (convention: ``_config.py``).
 """
@@ -41,6 +43,14 @@ FWD_GEMM_CONFIGS = [
     _cfg(64, 128, 64, 4, 4),
     _cfg(64, 64, 64, 4, 4),
     _cfg(128, 64, 32, 4, 4),
+]
+# Ampere (sm_80, 164 KB shared memory, mma.sync): K step 32, 4 warps; the launchers' picker reads
+# it through the kernel's ``sm80_configs`` (the autotuner's list is the sm_90 table above)
+FWD_GEMM_SM80_CONFIGS = [
+    _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
 ]
 FWD_DIRECT_CONFIGS = [
     config(BLOCK_M=128, BLOCK_N=32, num_stages=2),
@@ -131,7 +141,7 @@ def conv2d_fwd_direct(
     tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
 
 
-@triton.autotune(configs=tuned(FWD_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + ["PRECISION"],
+@triton.autotune(configs=tuned(FWD_GEMM_CONFIGS, INTERP_GEMM_CONFIGS), key=CONV_KEY + ["PRECISION", "SPLIT"],
                  prune_configs_by={"early_config_prune": _prune_gemm})
 @triton.jit
 def conv2d_fwd_implicit_gemm(
@@ -139,18 +149,23 @@ def conv2d_fwd_implicit_gemm(
     N, C, H, W, K, R, S, P, Q,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
     sxn, sxc, sxh, sxw, swk, swc, swr, sws, sb, syn, syk, syp, syq,
+    SPLIT, split_len, sys_,
     HAS_BIAS: tl.constexpr, IS_1X1: tl.constexpr, FLAT_K: tl.constexpr, INT64: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """Implicit-GEMM conv: per group g, Y_g[M, Kg] = im2col(x)_g[M, L] @ W_g[L, Kg] (+ bias).
 
-    Grid: (cdiv(N*P*Q, BLOCK_M) * cdiv(K/groups, BLOCK_N), groups); axis 0 = one (row tile, column
-    tile) pair in grouped order (GROUP_M row tiles per column sweep), axis 1 = the group.
+    Grid: (cdiv(N*P*Q, BLOCK_M) * cdiv(K/groups, BLOCK_N), groups, SPLIT); axis 0 = one (row tile,
+    column tile) pair in grouped order (GROUP_M row tiles per column sweep), axis 1 = the group,
+    axis 2 = the split of the reduction (split-K): split s runs K steps [s*split_len,
+    (s+1)*split_len) of the loop and, when SPLIT > 1, stores its fp32 partial tile at
+    y_ptr + s*sys_ (a workspace; bias in split 0 only), which the launcher sums in a fixed order.
     Rows m = (n, p, q) flattened; columns = output channels g*Kg .. g*Kg+Kg-1.
     """
     pid = tl.program_id(0)
     grp = tl.program_id(1)
+    sid = tl.program_id(2)
     Cg = C // groups
     Kg = K // groups
     M = _flat_extent(N, P * Q, INT64)
@@ -161,6 +176,7 @@ def conv2d_fwd_implicit_gemm(
         pid_m = pid_m.to(tl.int64)
         pid_n = pid_n.to(tl.int64)
         grp = grp.to(tl.int64)
+        sid = sid.to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
@@ -177,7 +193,9 @@ def conv2d_fwd_implicit_gemm(
     if IS_1X1:
         # 1x1, stride 1, pad 0: (h, w) = (p, q), every pixel in bounds; A is a plain strided load.
         x_row = n * sxn + p * sxh + q * sxw
-        for c0 in range(0, Cg, BLOCK_K):
+        c_lo = sid * split_len * BLOCK_K
+        c_hi = tl.minimum(Cg, c_lo + split_len * BLOCK_K)
+        for c0 in range(c_lo, c_hi, BLOCK_K):
             c = c0 + ck
             c_ok = c < Cg
             a = tl.load(x_base + x_row[:, None] + (c * sxc)[None, :],
@@ -191,7 +209,9 @@ def conv2d_fwd_implicit_gemm(
         x_row = n * sxn
         RS = R * S
         L = Cg * RS
-        for j0 in range(0, L, BLOCK_K):
+        j_lo = sid * split_len * BLOCK_K
+        j_hi = tl.minimum(L, j_lo + split_len * BLOCK_K)
+        for j0 in range(j_lo, j_hi, BLOCK_K):
             j = j0 + ck
             j_ok = j < L
             c = j // RS
@@ -211,7 +231,9 @@ def conv2d_fwd_implicit_gemm(
         w0 = q * stride_w - pad_w
         x_row = n * sxn
         num_cb = tl.cdiv(Cg, BLOCK_K)
-        for it in range(0, R * S * num_cb):
+        it_lo = sid * split_len
+        it_hi = tl.minimum(R * S * num_cb, it_lo + split_len)
+        for it in range(it_lo, it_hi):
             rs = it // num_cb
             c = (it - rs * num_cb) * BLOCK_K + ck
             r = rs // S
@@ -226,7 +248,14 @@ def conv2d_fwd_implicit_gemm(
                         mask=c_ok[:, None] & n_ok[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if HAS_BIAS:
-        bv = tl.load(b_ptr + k_glob * sb, mask=n_ok, other=0.0)
-        acc += bv.to(tl.float32)[None, :]
+        if sid == 0:                # split-K: the bias goes into one partial only
+            bv = tl.load(b_ptr + k_glob * sb, mask=n_ok, other=0.0)
+            acc += bv.to(tl.float32)[None, :]
     y_off = (n * syn + p * syp + q * syq)[:, None] + (k_glob * syk)[None, :]
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    y_out = y_ptr
+    if SPLIT > 1:
+        y_out = y_ptr + sid * sys_
+    tl.store(y_out + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+conv2d_fwd_implicit_gemm.sm80_configs = FWD_GEMM_SM80_CONFIGS

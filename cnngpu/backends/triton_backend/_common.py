@@ -1,4 +1,5 @@
 """Allocation and bookkeeping shared by the triton backend's op modules."""
+import contextlib
 from collections import Counter
 
 import torch
@@ -22,9 +23,26 @@ def launched(kernel_name: str) -> None:
     LAUNCHES[kernel_name] += 1
 
 
+_ASSUMED_SMS = None
+
+
+@contextlib.contextmanager
+def assume_sms(count: int):
+    """Launch plans made within this block assume ``count`` SMs whatever the device (the static
+    report plans for an H200, 132 SMs, on 'meta' tensors)."""
+    global _ASSUMED_SMS
+    prev, _ASSUMED_SMS = _ASSUMED_SMS, int(count)
+    try:
+        yield
+    finally:
+        _ASSUMED_SMS = prev
+
+
 def num_sms(device) -> int:
     """Streaming multiprocessors of ``device`` (a torch.device or its name); ``OFF_GPU_SMS`` for a
-    CPU tensor (the interpreter)."""
+    CPU tensor (the interpreter); the count of an enclosing :func:`assume_sms` if any."""
+    if _ASSUMED_SMS is not None:
+        return _ASSUMED_SMS
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count

@@ -22,7 +22,11 @@ reduction variant ('1x1', 'flat' or 'taps'); split-K launches add ``'<name>[spli
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import os
+import weakref
 
 import torch
 import triton
@@ -31,6 +35,7 @@ from ...geometry import ConvGeometry
 from .. import conv_policy as policy
 from ..limits import GRID_YZ_MAX
 from ._common import empty, launched, needs_int64, num_sms
+from cnngpu.kernels.triton._config import launch_kwargs
 
 from cnngpu.kernels.triton.conv2d_bwd import (conv2d_bwd_db, conv2d_bwd_dw_direct, conv2d_bwd_dw_implicit_gemm,
                                              conv2d_bwd_dx_direct, conv2d_bwd_dx_implicit_gemm,
@@ -88,6 +93,221 @@ def _dot_precision(x: torch.Tensor, precision: str) -> str:
     return precision if x.dtype == torch.float32 else "ieee"
 
 
+# ------------------------------------------------------------------------------------------------
+# launch: one config per shape (no autotune storm), launch capture for the static report
+# ------------------------------------------------------------------------------------------------
+def autotune_enabled() -> bool:
+    """``CNNGPU_AUTOTUNE=1``: the GEMM kernels run through triton's autotuner (every pruned config of
+    their table is compiled and timed on the first call of a shape); otherwise one config is picked."""
+    return os.environ.get("CNNGPU_AUTOTUNE") == "1"
+
+
+_CAPTURE: list | None = None
+
+
+@contextlib.contextmanager
+def capture_launches():
+    """Within this block kernels are not launched: each launch is appended to the yielded list as a
+    dict (name, fn: the JITFunction, args, kwargs: constexprs and the picked config's launch
+    keywords, grid). ``bench.static_report`` compiles exactly these with triton's launch
+    specialisation, so it checks the binaries the launchers run (works on 'meta' tensors)."""
+    global _CAPTURE
+    prev, _CAPTURE = _CAPTURE, []
+    try:
+        yield _CAPTURE
+    finally:
+        _CAPTURE = prev
+
+
+def device_arch(device) -> int:
+    """Compute capability major*10 + minor of ``device``; 90 (the static report's target, an H200)
+    off a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major * 10 + minor
+    return 90
+
+
+def config_table(kernel, arch: int):
+    """The candidate configs of an autotuned kernel on ``arch``: the module's ``<ROLE>_SM80_CONFIGS``
+    (the kernel's ``sm80_configs`` attribute) before Hopper, its own table (built for sm_90) from
+    sm_90 on (under the interpreter, arch 90 off a GPU: its one small config)."""
+    sm80 = getattr(kernel, "sm80_configs", None)
+    if arch < 90 and sm80:
+        return list(sm80)
+    return list(kernel.configs)
+
+
+def pick_config(kernel, args, constexprs, grid=None, sms: int = 0, arch: int = 90) -> triton.Config:
+    """The launch config of an autotuned kernel without autotuning (one compile per shape).
+
+    Candidates: :func:`config_table` for ``arch``, pruned by the kernel's own ``prune_configs_by``
+    (tiles far larger than the GEMM go), in the table's order of preference. With a ``grid`` and
+    ``sms``: the first candidate whose grid fills at least one wave of ``sms`` programs, else (a
+    small GEMM) the candidate with the most programs, earliest on ties; without: the first.
+    """
+    configs = config_table(kernel, arch)
+    prune = getattr(kernel, "early_config_prune", None)
+    if prune is not None:
+        named = dict(zip(kernel.arg_names, args))
+        configs = prune(configs, named, **constexprs) or configs
+    if grid is None or sms <= 0 or len(configs) == 1:
+        return configs[0]
+    progs = [_programs(grid(c.kwargs)) for c in configs]
+    for c, n in zip(configs, progs):
+        if n >= sms:
+            return c
+    return configs[progs.index(max(progs))]
+
+
+def _programs(grid) -> int:
+    n = 1
+    for d in grid:
+        n *= int(d)
+    return n
+
+
+def _picked(kernel, grid, args, constexprs):
+    """(config, SMs) of a launch without autotuning (:func:`pick_config` on the args' device)."""
+    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
+    sms = num_sms(dev)
+    return pick_config(kernel, args, constexprs, grid, sms, device_arch(dev)), sms
+
+
+def _launch(kernel, grid, args, cfg=None, **constexprs) -> None:
+    """Launch autotuned ``kernel`` on ``grid`` (a function of the meta-parameters) with ``cfg`` or
+    one picked config (:func:`pick_config`), through the autotuner when :func:`autotune_enabled`
+    (and no cfg is forced), or capture it."""
+    if cfg is None and autotune_enabled() and _CAPTURE is None:
+        kernel[grid](*args, **constexprs)
+        return
+    if cfg is None:
+        cfg, _ = _picked(kernel, grid, args, constexprs)
+    kw = dict(constexprs, **launch_kwargs(cfg))
+    g = grid(cfg.kwargs)
+    if _CAPTURE is not None:
+        _CAPTURE.append(dict(name=kernel.fn.__name__, fn=kernel.fn, args=args, kwargs=kw, grid=g))
+        return
+    kernel.fn[g](*args, **kw)
+
+
+def _gemm_split(kernel, grid, args, constexprs, steps_of):
+    """(config or None, SPLIT, steps per split) of a forward / dX GEMM: the picked config and the
+    split-K of its ``steps_of(BLOCK_K)`` K steps over ``grid``'s tiles (``conv_policy.gemm_split_k``);
+    under CNNGPU_AUTOTUNE (no config fixed here) no split."""
+    if autotune_enabled() and _CAPTURE is None:
+        return None, 1, steps_of(None)
+    cfg, sms = _picked(kernel, grid, args, constexprs)
+    steps = steps_of(cfg.kwargs["BLOCK_K"])
+    split, per = policy.gemm_split_k(steps, _programs(grid(cfg.kwargs)), sms)
+    return cfg, split, per
+
+
+# ------------------------------------------------------------------------------------------------
+# channels-last internal layout of the GEMM operands
+# ------------------------------------------------------------------------------------------------
+# The implicit GEMMs read their reduction axis (channels) contiguously only when activations and
+# weights are channels-last; on NCHW the channel axis is strided and every A / B element is a scalar
+# 16-bit load (no vector width, so no cp.async, one shared-memory stage, synchronous wgmma). So the
+# GEMM launchers hand them channels-last copies: activations (x, dy) are copied once per call when
+# they are not channels-last already -- one extra read and write of the tensor, about 2*|x| bytes
+# (e.g. 2 x 25.7 MB for a 32x256x56x56 fp16 input, ~11 us at 4.8 TB/s, against the scalar path's
+# uncoalesced loads) -- and weights once per parameter version (cached below). Outputs are stored
+# straight in the caller's layout (stores take any strides at full width).
+_W_CACHE: dict = {}
+_W_CACHE_MAX = 256
+
+
+def canonical_channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A channels-last-contiguous t viewed with the canonical strides (C*H*W, 1, W*C, C) even where
+    torch allows anything (size-1 dims: a contiguous (K, C, 1, 1) weight is both layouts with
+    strides (C, 1, 1, 1)). Size-1 strides of 1 would otherwise be specialised to the constant 1 and
+    break the kernels' 16-element alignment proof of every tap offset (runtime tap * 1)."""
+    n, c, h, w = t.shape
+    want = (c * h * w, 1, w * c, c)
+    if tuple(t.stride()) == want or t.numel() == 0:
+        return t
+    return t.as_strided(t.shape, want)
+
+
+def channels_last_input(t: torch.Tensor) -> torch.Tensor:
+    """t itself when channels-last (or a 1x1-spatial tensor, where both layouts agree), else a
+    channels-last copy; canonical strides either way."""
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return canonical_channels_last(t)
+    launched("conv2d_input_relayout")
+    return canonical_channels_last(t.contiguous(memory_format=torch.channels_last))
+
+
+PAD_C = 16                      # tensor-core K step: fp16/bf16 GEMMs pad fewer input channels to this
+
+
+def padded_geometry(g: ConvGeometry, x: torch.Tensor) -> ConvGeometry:
+    """The geometry the fp16/bf16 GEMMs run: a dense conv (groups 1) with fewer than PAD_C input
+    channels (the RGB stem) gets its channels zero-padded to PAD_C in the internal channels-last
+    copies, so every K step is one tap of 16 contiguous channels (vector loads, cp.async, the
+    pipelined taps kernel) instead of the per-element (c, r, s) gather of FLAT_K (scalar 16-bit
+    loads, no pipelining). The zero channels cost PAD_C/C more MMA work on a memory-bound layer
+    and one more write of the padded x."""
+    if g.groups == 1 and g.C < PAD_C and x.dtype in (torch.float16, torch.bfloat16):
+        return dataclasses.replace(g, C=PAD_C)
+    return g
+
+
+def pad_channels(t: torch.Tensor, c: int) -> torch.Tensor:
+    """t (N, C, H, W) or weight (K, C, R, S) as a channels-last tensor with c >= C channels (zeros)."""
+    if t.shape[1] == c:
+        return t
+    n, _, h, w = t.shape
+    out = torch.zeros((n, h, w, c), dtype=t.dtype, device=t.device).permute(0, 3, 1, 2)
+    out[:, :t.shape[1]] = t
+    launched("conv2d_channel_pad")
+    return out
+
+
+def channels_last_weight(w: torch.Tensor, c: int = 0) -> torch.Tensor:
+    """A channels-last (K, C/groups, R, S) view of the weight (zero-padded to ``c`` channels when
+    larger), copied once per (tensor, version): cached by data_ptr and in-place version, checked
+    against a weak reference to w itself (a new tensor at a recycled address does not hit)."""
+    c = max(c, w.shape[1])
+    if c == w.shape[1] and w.is_contiguous(memory_format=torch.channels_last):
+        return canonical_channels_last(w)
+    key = (w.data_ptr(), w._version, tuple(w.shape), tuple(w.stride()), w.dtype, str(w.device), c)
+    hit = _W_CACHE.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    out = canonical_channels_last(pad_channels(w, c) if c > w.shape[1] else w.contiguous(memory_format=torch.channels_last))
+    if len(_W_CACHE) >= _W_CACHE_MAX:
+        _W_CACHE.pop(next(iter(_W_CACHE)))
+    try:
+        _W_CACHE[key] = (weakref.ref(w), out)
+    except TypeError:           # not weak-referenceable: no caching
+        pass
+    launched("conv2d_weight_relayout")
+    return out
+
+
+def gemm_output(shape, like: torch.Tensor) -> torch.Tensor:
+    """A channels-last output for a GEMM kernel (its stores then run along the contiguous channel
+    axis at full vector width; NCHW stores are scalar 16-bit and their layout conversion costs
+    registers); :func:`as_layout_of` hands it back in the caller's layout."""
+    n, c, h, w = (int(s) for s in shape)
+    return empty((n, h, w, c), like.dtype, like.device).permute(0, 3, 1, 2)
+
+
+def as_layout_of(out: torch.Tensor, like: torch.Tensor, channels: int = 0) -> torch.Tensor:
+    """out (channels-last; its first ``channels`` channels when given) in like's memory format:
+    out itself when that is its layout already, else a copy (one more read and write)."""
+    if channels and channels < out.shape[1]:
+        out = out[:, :channels]
+    fmt = torch.channels_last if _channels_last(like) else torch.contiguous_format
+    if out.is_contiguous(memory_format=fmt):
+        return out
+    launched("conv2d_output_relayout")
+    return out.contiguous(memory_format=fmt)
+
+
 def _record(name: str, int64: bool, variant: str = "") -> None:
     launched(name)
     if variant:
@@ -109,17 +329,17 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     for half inputs, whose products are exact in fp32).
     """
     if algo == "auto":
-        algo = policy.choose_algo(g)
+        algo = policy.choose_algo(padded_geometry(g, x))
     precision = _dot_precision(x, precision)
-    y = alloc_nchw((g.N, g.K, g.P, g.Q), x)
     M = g.N * g.P * g.Q
-    int64 = needs_int64((x, w, b, y), extents=(M,))
     bias = b if b is not None else x
     sb = b.stride(0) if b is not None else 0
-    args = (x, w, bias, y, *_geom_args(g), *x.stride(), *w.stride(), sb, *y.stride())
     if algo == "direct":
+        y = alloc_nchw((g.N, g.K, g.P, g.Q), x)
+        int64 = needs_int64((x, w, b, y), extents=(M,))
+        args = (x, w, bias, y, *_geom_args(g), *x.stride(), *w.stride(), sb, *y.stride())
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(g.K, meta["BLOCK_N"]))  # noqa: E731
-        conv2d_fwd_direct[grid](*args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
+        _launch(conv2d_fwd_direct, grid, args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_fwd_direct", int64)
         return y
     if algo != "implicit_gemm":
@@ -127,14 +347,42 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     if not _gemm_fits(g):
         raise ValueError(f"conv2d implicit GEMM puts groups on grid axis 1 (at most {GRID_YZ_MAX}), got "
                          f"groups={g.groups}; use algo='direct'")
-    one = is_1x1(g)
-    flat = (not one) and g.c_per_group < FLAT_K_MAX_C
+    gp = padded_geometry(g, x)
+    one = is_1x1(gp)
+    flat = (not one) and gp.c_per_group < FLAT_K_MAX_C
     kg = g.k_per_group
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups)  # noqa: E731
-    conv2d_fwd_implicit_gemm[grid](*args, HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, INT64=int64,
-                                   PRECISION=precision)
+    xc = canonical_channels_last(pad_channels(x, gp.C)) if gp.C != g.C else channels_last_input(x)
+    wc = channels_last_weight(w, gp.C)
+    y = gemm_output((g.N, g.K, g.P, g.Q), x)
+    cg, rs = gp.c_per_group, g.R * g.S
+
+    def steps_of(bk):
+        if bk is None:              # autotuned (BLOCK_K unknown): one split over every step
+            return 1 << 20
+        return triton.cdiv(cg, bk) if one else (triton.cdiv(cg * rs, bk) if flat else rs * triton.cdiv(cg, bk))
+
+    const = dict(HAS_BIAS=b is not None, IS_1X1=one, FLAT_K=flat, PRECISION=precision)
+    head = (xc, wc, bias)
+    geo = (*_geom_args(gp), *xc.stride(), *wc.stride(), sb)
+    int64 = needs_int64((xc, wc, b, y), extents=(M,))
+    grid1 = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, 1)  # noqa: E731
+    cfg, split, per = _gemm_split(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
+                                  dict(const, INT64=int64), steps_of)
+    if split == 1:
+        out, so, sys_ = y, tuple(y.stride()), 0
+    else:
+        # fp32 partials (split, N, P, Q, K): split s at out + s*sys_, (n, k, p, q) strides below
+        out = empty((split, g.N, g.P, g.Q, g.K), torch.float32, x.device)
+        so, sys_ = (g.P * g.Q * g.K, 1, g.Q * g.K, g.K), g.N * g.P * g.Q * g.K
+        int64 = int64 or needs_int64((out,))
+    args = (*head, out, *geo, *so, split, per, sys_)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, split)  # noqa: E731
+    _launch(conv2d_fwd_implicit_gemm, grid, args, cfg=cfg, INT64=int64, **const)
     _record("conv2d_fwd_implicit_gemm", int64, "1x1" if one else ("flat" if flat else "taps"))
-    return y
+    launched(f"conv2d_fwd_implicit_gemm[split={split}]")
+    if split > 1:
+        _sum_splits(out, y.permute(0, 2, 3, 1), split)
+    return as_layout_of(y, x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -145,30 +393,71 @@ def _sum_splits(ws: torch.Tensor, out: torch.Tensor, split: int) -> None:
     L = out.numel()
     int64 = needs_int64((ws,))
     grid = lambda meta: (triton.cdiv(L, meta["BLOCK"]),)  # noqa: E731
-    conv2d_bwd_sum_splits[grid](ws, out, L, split, INT64=int64)
+    _launch(conv2d_bwd_sum_splits, grid, (ws, out, L, split), INT64=int64)
     _record("conv2d_bwd_sum_splits", int64)
 
 
 def _grad_x(dy, w, x, g: ConvGeometry, algo: str, precision: str):
-    dx = alloc_nchw((g.N, g.C, g.H, g.W), x)
     tab, n_cls, rows_max, steps = _class_table(g, str(x.device))
-    int64 = needs_int64((dy, w, dx), extents=(g.N * g.H * g.W,))
-    args = (dy, w, dx, tab, *_geom_args(g), *steps, *dy.stride(), *w.stride(), *dx.stride())
     if algo == "direct":
+        dx = alloc_nchw((g.N, g.C, g.H, g.W), x)
+        int64 = needs_int64((dy, w, dx), extents=(g.N * g.H * g.W,))
+        args = (dy, w, dx, tab, *_geom_args(g), *steps, *dy.stride(), *w.stride(), *dx.stride())
         grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]), triton.cdiv(g.C, meta["BLOCK_N"]), n_cls)  # noqa: E731
-        conv2d_bwd_dx_direct[grid](*args, GROUPED=g.groups > 1, INT64=int64)
+        _launch(conv2d_bwd_dx_direct, grid, args, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_bwd_dx_direct", int64)
         return dx
     flat = g.k_per_group < FLAT_K_MAX_C
-    cg = g.c_per_group
-    grid = lambda meta: (triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]),  # noqa: E731
-                         g.groups, n_cls)
-    conv2d_bwd_dx_implicit_gemm[grid](*args, FLAT_K=flat, INT64=int64, PRECISION=precision)
+    gp = padded_geometry(g, x)
+    cg = gp.c_per_group
+    dyc, wc = channels_last_input(dy), channels_last_weight(w, gp.C)
+    dx = gemm_output((g.N, gp.C, g.H, g.W), x)
+    int64 = needs_int64((dyc, wc, dx), extents=(g.N * g.H * g.W,))
+    head = (dyc, wc)
+    geo = (tab, *_geom_args(gp), *steps, *dyc.stride(), *wc.stride())
+    taps = _max_class_taps(g)
+    kg = g.k_per_group
+
+    def steps_of(bk):
+        if bk is None:              # autotuned (BLOCK_K unknown): one split over every step
+            return 1 << 20
+        return triton.cdiv(kg * taps, bk) if flat else taps * triton.cdiv(kg, bk)
+
+    const = dict(FLAT_K=flat, PRECISION=precision)
+    tiles = lambda meta: triton.cdiv(rows_max, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"])  # noqa: E731
+    grid1 = lambda meta: (tiles(meta), g.groups, n_cls)  # noqa: E731
+    cfg, split, per = _gemm_split(conv2d_bwd_dx_implicit_gemm, grid1, (*head, dx, *geo, *dx.stride(), 1, 1, 0),
+                                  dict(const, INT64=int64), steps_of)
+    if split == 1:
+        out, so, sxs = dx, tuple(dx.stride()), 0
+    else:
+        # fp32 partials (split, N, H, W, C'): split s at out + s*sxs, (n, c, h, w) strides below
+        cp = gp.C
+        out = empty((split, g.N, g.H, g.W, cp), torch.float32, x.device)
+        so, sxs = (g.H * g.W * cp, 1, g.W * cp, cp), g.N * g.H * g.W * cp
+        int64 = int64 or needs_int64((out,))
+    args = (*head, out, *geo, *so, split, per, sxs)
+    grid = lambda meta: (tiles(meta), g.groups, n_cls * split)  # noqa: E731
+    _launch(conv2d_bwd_dx_implicit_gemm, grid, args, cfg=cfg, INT64=int64, **const)
     _record("conv2d_bwd_dx_implicit_gemm", int64, "flat" if flat else "taps")
-    return dx
+    launched(f"conv2d_bwd_dx_implicit_gemm[split={split}]")
+    if split > 1:
+        _sum_splits(out, dx.permute(0, 2, 3, 1), split)
+    return as_layout_of(dx, x, g.C)
+
+
+@functools.lru_cache(maxsize=256)
+def _max_class_taps(g: ConvGeometry) -> int:
+    """The most taps any dX residue class runs (its K loop is that many times Kg)."""
+    rows, _ = policy.residue_classes(g)
+    return max(r[5] * r[8] for r in rows)
 
 
 def _grad_w(dy, x, g: ConvGeometry, algo: str, precision: str):
+    gp = padded_geometry(g, x)
+    if algo != "direct" and gp.C != g.C:
+        # zero-padded input channels (padded_geometry): the padded dW's first C channels
+        return _grad_w(dy, pad_channels(x, gp.C), gp, algo, precision)[:, :g.C].contiguous()
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype, x.device)
     npq = g.N * g.P * g.Q
     cg, kg, rs = g.c_per_group, g.k_per_group, g.R * g.S
@@ -183,14 +472,17 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, precision: str):
     args = (dy, x, out, *_geom_args(g), split, split_len, *dy.stride(), *x.stride(), *so)
     if algo == "direct":
         grid = lambda meta: (triton.cdiv(g.K * cg, meta["BLOCK_N"]), rs, split)  # noqa: E731
-        conv2d_bwd_dw_direct[grid](*args, INT64=int64)
+        _launch(conv2d_bwd_dw_direct, grid, args, INT64=int64)
         _record("conv2d_bwd_dw_direct", int64, f"split={split}")
     else:
         flat = cg < FLAT_K_MAX_C
         grid = lambda meta: (triton.cdiv(kg, meta["BLOCK_M"])  # noqa: E731
                              * (triton.cdiv(cg * rs, meta["BLOCK_N"]) if flat else rs * triton.cdiv(cg, meta["BLOCK_N"])),
                              g.groups, split)
-        conv2d_bwd_dw_implicit_gemm[grid](*args, FLAT_N=flat, INT64=int64, PRECISION=precision)
+        dyc, xc = channels_last_input(dy), channels_last_input(x)
+        int64 = int64 or needs_int64((dyc, xc))
+        args = (dyc, xc, out, *_geom_args(g), split, split_len, *dyc.stride(), *xc.stride(), *so)
+        _launch(conv2d_bwd_dw_implicit_gemm, grid, args, FLAT_N=flat, INT64=int64, PRECISION=precision)
         _record("conv2d_bwd_dw_implicit_gemm", int64, ("flat" if flat else "taps"))
         launched(f"conv2d_bwd_dw_implicit_gemm[split={split}]")
     if split > 1:
@@ -206,7 +498,7 @@ def _grad_b(dy, g: ConvGeometry):
     sos = 0 if split == 1 else out.stride(0)
     int64 = needs_int64((dy, out), extents=(npq + split_len,))
     grid = lambda meta: (triton.cdiv(g.K, meta["BLOCK_N"]), split)  # noqa: E731
-    conv2d_bwd_db[grid](dy, out, g.N, g.K, g.P, g.Q, split, split_len, *dy.stride(), sos, INT64=int64)
+    _launch(conv2d_bwd_db, grid, (dy, out, g.N, g.K, g.P, g.Q, split, split_len, *dy.stride(), sos), INT64=int64)
     _record("conv2d_bwd_db", int64, f"split={split}")
     if split > 1:
         _sum_splits(out, db, split)
@@ -225,7 +517,9 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bo
     dW and db split their N*P*Q reduction (``conv_policy.split_k``) into an fp32 workspace summed
     deterministically.
     """
-    dx_algo, dw_algo = policy.choose_bwd_algos(g, algo, dx_gemm_fits=_gemm_fits(g), dw_gemm_fits=_gemm_fits(g))
+    # the GEMMs' choice on the geometry they would run (fp16/bf16 pad few input channels)
+    gp = padded_geometry(g, x)
+    dx_algo, dw_algo = policy.choose_bwd_algos(gp, algo, dx_gemm_fits=_gemm_fits(g), dw_gemm_fits=_gemm_fits(g))
     precision = _dot_precision(x, precision)
     dx = _grad_x(dy, w, x, g, dx_algo, precision) if need_dx else None
     dw = _grad_w(dy, x, g, dw_algo, precision) if need_dw else None

@@ -1,0 +1,86 @@
+"""The triton conv launchers pick one config per shape (no autotune storm): the picker over the
+sm_90 / sm_80 tables, and the launch plan captured on 'meta' tensors (what bench.static_report
+compiles). Autotuning is opt-in (CNNGPU_AUTOTUNE=1)."""
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from cnngpu import functional as F  # noqa: E402
+from cnngpu.backends.triton_backend import _common, conv  # noqa: E402
+from cnngpu.kernels.triton import conv2d_bwd as CB  # noqa: E402
+from cnngpu.kernels.triton import conv2d_fwd as CF  # noqa: E402
+
+
+def _fake(jit_kernel, table, sm80, prune):
+    """An autotuned kernel's picker-facing attributes with the GPU tables (the interpreter's kernels
+    carry their one small config)."""
+    return types.SimpleNamespace(configs=table, sm80_configs=sm80, early_config_prune=prune,
+                                 arg_names=jit_kernel.arg_names)
+
+
+def _fwd_args(N, C, H, K, R, stride, pad):
+    P = (H + 2 * pad - R) // stride + 1
+    return (None, None, None, None, N, C, H, H, K, R, R, P, P, stride, stride, pad, pad, 1, 1, 1)
+
+
+def _tiles(cfg):
+    return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"]
+
+
+def _grid(args, kg):
+    M = args[4] * args[11] * args[12]
+    return lambda meta: (-(-M // meta["BLOCK_M"]) * -(-kg // meta["BLOCK_N"]), 1)
+
+
+@pytest.mark.parametrize("shape,arch,want", [
+    ((32, 512, 28, 512, 3, 1, 1), 90, (128, 128, 64)),   # 196 tiles of 128x128: the table's first entry
+    ((32, 256, 14, 256, 3, 1, 1), 90, (128, 64, 64)),    # 98 of 128x128 < 132 SMs: 196 of 128x64
+    ((1, 512, 7, 512, 3, 1, 1), 90, (64, 64, 64)),       # 49 rows: pruned to 64-row tiles, most programs
+    ((32, 256, 14, 256, 3, 1, 1), 80, (128, 64, 32)),    # Ampere table
+    ((1, 64, 56, 64, 3, 1, 1), 80, (64, 64, 32)),        # 3136 x 64: no entry fills 132 SMs -> most programs
+])
+def test_pick_forward(shape, arch, want):
+    kern = _fake(CF.conv2d_fwd_implicit_gemm, CF.FWD_GEMM_CONFIGS, CF.FWD_GEMM_SM80_CONFIGS, CF._prune_gemm)
+    args = _fwd_args(*shape)
+    cfg = conv.pick_config(kern, args, {}, _grid(args, shape[3]), sms=132, arch=arch)
+    assert _tiles(cfg) == want
+
+
+def test_pick_without_grid_is_first_pruned():
+    kern = _fake(CB.conv2d_bwd_dx_implicit_gemm, CB.DX_GEMM_CONFIGS, CB.DX_GEMM_SM80_CONFIGS, CB._prune_dx)
+    names = CB.conv2d_bwd_dx_implicit_gemm.arg_names
+    geo = dict(N=1, C=8, H=7, W=7, K=8, R=3, S=3, stride_h=2, stride_w=2, groups=1)
+    args = tuple(geo.get(n) for n in names)
+    assert _tiles(conv.pick_config(kern, args, {})) == (64, 64, 64)
+
+
+def test_autotune_is_opt_in(monkeypatch):
+    monkeypatch.delenv("CNNGPU_AUTOTUNE", raising=False)
+    assert not conv.autotune_enabled()
+    monkeypatch.setenv("CNNGPU_AUTOTUNE", "1")
+    assert conv.autotune_enabled()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_plan_is_one_launch_per_pass(layout):
+    """On 'meta' tensors nothing runs: the launchers record one GEMM launch per pass, each with one
+    config, on channels-last operands (NCHW x and dy are re-laid), with H200's SM count assumed."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.empty(2, 32, 9, 9, dtype=torch.float16, device="meta").contiguous(memory_format=fmt)
+    w = torch.empty(32, 32, 3, 3, dtype=torch.float16, device="meta")
+    g = F.conv2d_geometry(x.shape, w.shape, padding=1)
+    dy = torch.empty(2, 32, g.P, g.Q, dtype=torch.float16, device="meta").contiguous(memory_format=fmt)
+    with _common.assume_sms(132), conv.capture_launches() as cap:
+        conv.conv2d_forward(x, w, None, g)
+        conv.conv2d_backward(dy, x, w, g, need_db=False)
+        assert _common.num_sms("meta") == 132
+    gemms = [c for c in cap if c["name"].endswith("implicit_gemm")]
+    assert [c["name"] for c in gemms] == ["conv2d_fwd_implicit_gemm", "conv2d_bwd_dx_implicit_gemm",
+                                          "conv2d_bwd_dw_implicit_gemm"]
+    for c in gemms:
+        assert "num_warps" in c["kwargs"] and "BLOCK_M" in c["kwargs"]
+        for a in c["args"][:2]:
+            assert a.is_contiguous(memory_format=torch.channels_last)
