@@ -376,8 +376,8 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         so, sys_ = (g.P * g.Q * g.K, 1, g.Q * g.K, g.K), g.N * g.P * g.Q * g.K
         int64 = int64 or needs_int64((out,))
     args = (*head, out, *geo, *so, split, per, sys_)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, split)  # noqa: E731
-    _launch(conv2d_fwd_implicit_gemm, grid, args, cfg=cfg, INT64=int64, **const)
+    grid3 = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, split)  # noqa: E731
+    _launch(conv2d_fwd_implicit_gemm, grid3, args, cfg=cfg, INT64=int64, **const)
     _record("conv2d_fwd_implicit_gemm", int64, "1x1" if one else ("flat" if flat else "taps"))
     launched(f"conv2d_fwd_implicit_gemm[split={split}]")
     if split > 1:
