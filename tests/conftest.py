@@ -100,8 +100,10 @@ def _whole_suite(config) -> bool:
     or node id)."""
     from pathlib import Path
     opt = config.option
-    narrowed = opt.keyword or opt.markexpr or opt.deselect or opt.ignore or opt.ignore_glob or opt.lf
-    if narrowed or opt.collectonly or not config.args:
+    # getattr: options of a disabled plugin (e.g. --lf under -p no:cacheprovider) are not defined
+    narrowed = any(getattr(opt, name, None) for name in
+                   ("keyword", "markexpr", "deselect", "ignore", "ignore_glob", "lf"))
+    if narrowed or getattr(opt, "collectonly", False) or not config.args:
         return False
     here = Path(__file__).parent.resolve()
     return all((config.invocation_params.dir / a).resolve() == here for a in config.args)
