@@ -40,6 +40,7 @@ from . import cases as C
 from . import report_md
 from . import shapes as S
 from . import REPO_ROOT
+from cnngpu.__main__ import cpu_name
 
 EXIT_NO_CUDA = 2
 EXIT_NOT_INSTALLED = 3
@@ -92,17 +93,6 @@ def cuda_device() -> Optional[str]:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_name(0)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> Dict[str, str]:

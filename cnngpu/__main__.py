@@ -101,7 +101,7 @@ def environment() -> List[tuple]:
     driver = _nvidia_smi_driver()
     if driver:
         rows.append(("NVIDIA driver", driver))
-    rows.append(("device", device or f"CPU only: {_cpu_name()} ({os.cpu_count()} logical cores); "
+    rows.append(("device", device or f"CPU only: {cpu_name()} ({os.cpu_count()} logical cores); "
                                      f"no CUDA device visible to torch"))
     return rows
 
@@ -120,7 +120,8 @@ def _nvidia_smi_driver() -> Optional[str]:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The host processor's model name (for reports; also used by bench.gpu_report)."""
     import platform
     try:
         with open("/proc/cpuinfo") as f:

@@ -630,20 +630,27 @@ def _flat2d(x: Array, features: int) -> Array:
     return x.reshape(-1, features) if x.ndim != 2 else x
 
 
+def _linear_features(be: ModuleType, name: str, x: Array, weight: Array) -> Tuple[int, int]:
+    """(in_features, out_features) of a linear layer after checking ``x`` (*, in_features) (named
+    ``name``) and ``weight`` (out_features, in_features)."""
+    if x.ndim < 1:
+        raise ValueError(f"{name} must be at least 1-D (*, in_features), got shape {_shape(x)}")
+    _check_ndim("weight", weight, 2, "out_features, in_features")
+    _check_float(be, name, x)
+    fin, fout = int(weight.shape[1]), int(weight.shape[0])
+    if int(x.shape[-1]) != fin:
+        raise ValueError(f"{name} has {int(x.shape[-1])} features (shape {_shape(x)}) but weight expects "
+                         f"{fin} (shape {_shape(weight)})")
+    return fin, fout
+
+
 def linear(input: Array, weight: Array, bias: Optional[Array] = None, *, backend: Optional[str] = None) -> Array:
     """y = input @ weight.T + bias (``torch.nn.functional.linear``). input: (*, in_features) (any
     number of leading dims, or none); weight: (out_features, in_features); bias: (out,) or None."""
     x = input
     be = _resolve(backend, ("input", x), ("weight", weight), ("bias", bias))
-    if x.ndim < 1:
-        raise ValueError(f"input must be at least 1-D (*, in_features), got shape {_shape(x)}")
-    _check_ndim("weight", weight, 2, "out_features, in_features")
-    _check_float(be, "input", x)
+    fin, fout = _linear_features(be, "input", x, weight)
     _check_same_dtype("input", x, "weight", weight)
-    fin, fout = int(weight.shape[1]), int(weight.shape[0])
-    if int(x.shape[-1]) != fin:
-        raise ValueError(f"input has {int(x.shape[-1])} features (shape {_shape(x)}) but weight expects "
-                         f"{fin} (shape {_shape(weight)})")
     if bias is not None:
         _check_same_dtype("input", x, "bias", bias)
         _check_vector("bias", bias, fout, "out_features of weight")
@@ -660,15 +667,8 @@ def linear_backward(dy: Array, x: Array, weight: Array, *, need_db: bool = True,
                     ) -> Tuple[Array, Array, Optional[Array]]:
     """Gradient of linear: returns (dx (*, in), dweight (out, in), dbias (out,) or None)."""
     be = _resolve(backend, ("dy", dy), ("x", x), ("weight", weight))
-    if x.ndim < 1:
-        raise ValueError(f"x must be at least 1-D (*, in_features), got shape {_shape(x)}")
-    _check_ndim("weight", weight, 2, "out_features, in_features")
-    _check_float(be, "x", x)
+    fin, fout = _linear_features(be, "x", x, weight)
     _check_same_dtype("x", x, "dy", dy)
-    fin, fout = int(weight.shape[1]), int(weight.shape[0])
-    if int(x.shape[-1]) != fin:
-        raise ValueError(f"x has {int(x.shape[-1])} features (shape {_shape(x)}) but weight expects "
-                         f"{fin} (shape {_shape(weight)})")
     if _shape(dy) != _shape(x)[:-1] + (fout,):
         raise ValueError(f"dy must have shape {_shape(x)[:-1] + (fout,)}, got {_shape(dy)}")
     if _numel(x) == 0 or fout == 0:
