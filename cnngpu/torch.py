@@ -185,15 +185,23 @@ class _BatchNormFn(torch.autograd.Function):
             _write_back(running_mean, rm, backend)
             _write_back(running_var, rv, backend)
         y = _tensor(y, backend, x.device)
-        ctx.save_for_backward(x, y, weight, _tensor(mean, backend, x.device), _tensor(invstd, backend, x.device))
+        assert y is not None
+        # The output is NOT saved: inplace ops after it (ReLU(inplace=True), ``out += identity``) must
+        # not invalidate the backward. With the fused ReLU only its pass mask is kept, as bool
+        # (``not y <= 0``: NaN passes dy, as torch's relu backward).
+        mask = torch.logical_not(y.le(0)) if relu else None
+        ctx.save_for_backward(x, mask, weight, _tensor(mean, backend, x.device), _tensor(invstd, backend, x.device))
         ctx.training, ctx.relu, ctx.backend, ctx.has_bias = training, relu, backend, bias is not None
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, dy: Any) -> Any:
-        x, y, weight, mean, invstd = ctx.saved_tensors
+        x, mask, weight, mean, invstd = ctx.saved_tensors
         be = ctx.backend
+        # The kernels read the ReLU mask from the sign of y: 1/0 in x's dtype stands in for y
+        # (without ReLU y is not read, x fills the slot).
+        y = mask.to(x.dtype) if ctx.relu else x
         dx, dw, db = F.batch_norm_backward(_grad(dy, be), _native(x, be), _native(y, be), _native(weight, be),
                                            _native(mean, be), _native(invstd, be), training=ctx.training,
                                            relu=ctx.relu, backend=be)

@@ -294,6 +294,65 @@ def test_training_with_torch_optim_matches_torch_nn(dtype, rtol):
         torch.testing.assert_close(sd[k], sd_ref[k], rtol=rtol, atol=rtol, msg=lambda m: f"{k}: {m}")
 
 
+class _BasicBlock(torch.nn.Module):
+    """torchvision's ResNet BasicBlock (with a downsample branch), built from ``ns`` = torch.nn or cnngpu.torch:
+    inplace ReLU right after a BatchNorm and ``out += identity`` on a BatchNorm output."""
+
+    def __init__(self, ns, cin=3, cout=4, stride=2):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = ns.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = ns.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = ns.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = ns.BatchNorm2d(cout)
+        self.downsample = nn.Sequential(ns.Conv2d(cin, cout, 1, stride, bias=False), ns.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+def test_basic_block_inplace_relu_and_residual_add_train_like_torch_nn():
+    """BatchNorm keeps no reference to its output, so torchvision's inplace ReLU and residual add
+    after it leave the backward valid; three SGD steps equal torch.nn's (float64)."""
+    torch.manual_seed(0)
+    ref = _BasicBlock(torch.nn).double()
+    ours = _BasicBlock(ct).double()
+    ours.load_state_dict(ref.state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (ref, ours)]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, 6, 6, generator=g, dtype=F64)
+    target = torch.randn(4, 4, 3, 3, generator=g, dtype=F64)
+    for _ in range(3):
+        losses = []
+        for net, opt in zip((ref, ours), opts):
+            opt.zero_grad()
+            loss = ((net(x) - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-12)
+    for (k, a), (_, b) in zip(ref.state_dict().items(), ours.state_dict().items()):
+        torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-12, msg=lambda m: f"{k}: {m}")
+
+
+def test_batch_norm_fused_relu_then_inplace_op():
+    """With the fused ReLU only a bool mask is saved: an inplace op on the output is fine."""
+    x = _t((2, 3, 2, 2), 21)
+    w, b = _t((3,), 22), _t((3,), 23)
+    y = ct.batch_norm(x, None, None, w, b, True, relu=True)
+    y.mul_(2)
+    y.sum().backward()
+    xr, wr, br = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    (2 * torch.relu(TF.batch_norm(xr, None, None, wr, br, True))).sum().backward()
+    for a, r in ((x, xr), (w, wr), (b, br)):
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-10, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------------
