@@ -104,6 +104,14 @@ def _write_back(buf: Optional[torch.Tensor], native: Any, backend: str) -> None:
         buf.copy_(torch.from_numpy(np.asarray(native)))
 
 
+def _affine_weight(weight: Optional[torch.Tensor], bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The norms' weight as the kernels see it: ones when only a bias is given, so the backward
+    computes the bias gradient (the kernels return dweight/dbias only when weight is given)."""
+    if weight is None and bias is not None:
+        return torch.ones_like(bias.detach())
+    return weight
+
+
 def _grad(dy: torch.Tensor, backend: str) -> Any:
     return _native(dy.contiguous(), backend)
 
@@ -178,6 +186,7 @@ class _BatchNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, training: Any,
                 momentum: Any, eps: Any, relu: Any, backend: Any) -> Any:
+        weight = _affine_weight(weight, bias)
         rm, rv = _native(running_mean, backend), _native(running_var, backend)
         y, mean, invstd = F.batch_norm(_native(x, backend, "input"), rm, rv, _native(weight, backend), _native(bias, backend),
                                        training, momentum, eps, relu=relu, return_stats=True, backend=backend)
@@ -205,13 +214,15 @@ class _BatchNormFn(torch.autograd.Function):
         dx, dw, db = F.batch_norm_backward(_grad(dy, be), _native(x, be), _native(y, be), _native(weight, be),
                                            _native(mean, be), _native(invstd, be), training=ctx.training,
                                            relu=ctx.relu, backend=be)
-        dev = x.device
-        return (_tensor(dx, be, dev), _tensor(dw, be, dev), _tensor(db, be, dev) if ctx.has_bias else None) + (None,) * 7
+        dev, need = x.device, ctx.needs_input_grad
+        return (_tensor(dx, be, dev), _tensor(dw, be, dev) if need[1] else None,
+                _tensor(db, be, dev) if ctx.has_bias and need[2] else None) + (None,) * 7
 
 
 class _LayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
+        weight = _affine_weight(weight, bias)
         y, mean, rstd = F.layer_norm(_native(x, backend, "input"), normalized_shape, _native(weight, backend),
                                      _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
@@ -226,13 +237,15 @@ class _LayerNormFn(torch.autograd.Function):
         be, dev = ctx.backend, x.device
         dx, dw, db = F.layer_norm_backward(_grad(dy, be), _native(x, be), _native(weight, be), _native(mean, be),
                                            _native(rstd, be), ctx.ndim, backend=be)
-        return (_tensor(dx, be, dev), None, _tensor(dw, be, dev), _tensor(db, be, dev) if ctx.has_bias else None,
-                None, None)
+        need = ctx.needs_input_grad
+        return (_tensor(dx, be, dev), None, _tensor(dw, be, dev) if need[2] else None,
+                _tensor(db, be, dev) if ctx.has_bias and need[3] else None, None, None)
 
 
 class _GroupNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, backend: Any) -> Any:
+        weight = _affine_weight(weight, bias)
         y, mean, rstd = F.group_norm(_native(x, backend, "input"), num_groups, _native(weight, backend),
                                      _native(bias, backend), eps, return_stats=True, backend=backend)
         dev = x.device
@@ -247,8 +260,9 @@ class _GroupNormFn(torch.autograd.Function):
         be, dev = ctx.backend, x.device
         dx, dw, db = F.group_norm_backward(_grad(dy, be), _native(x, be), ctx.num_groups, _native(weight, be),
                                            _native(mean, be), _native(rstd, be), backend=be)
-        return (_tensor(dx, be, dev), None, _tensor(dw, be, dev), _tensor(db, be, dev) if ctx.has_bias else None,
-                None, None)
+        need = ctx.needs_input_grad
+        return (_tensor(dx, be, dev), None, _tensor(dw, be, dev) if need[2] else None,
+                _tensor(db, be, dev) if ctx.has_bias and need[3] else None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------

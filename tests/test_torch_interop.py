@@ -294,6 +294,24 @@ def test_training_with_torch_optim_matches_torch_nn(dtype, rtol):
         torch.testing.assert_close(sd[k], sd_ref[k], rtol=rtol, atol=rtol, msg=lambda m: f"{k}: {m}")
 
 
+@pytest.mark.parametrize("op", ["batch_norm", "layer_norm", "group_norm"])
+def test_norms_bias_gets_its_gradient_without_weight(op):
+    """weight=None with a bias: the bias gets torch's gradient (gradcheck too)."""
+    x = _t((3, 4, 2, 3), 31)
+    b = _t((4,) if op != "layer_norm" else (2, 3), 32)
+    ours = {"batch_norm": lambda x, b: ct.batch_norm(x, None, None, None, b, True),
+            "layer_norm": lambda x, b: ct.layer_norm(x, (2, 3), None, b),
+            "group_norm": lambda x, b: ct.group_norm(x, 2, None, b)}[op]
+    ref = {"batch_norm": lambda x, b: TF.batch_norm(x, None, None, None, b, True),
+           "layer_norm": lambda x, b: TF.layer_norm(x, (2, 3), None, b),
+           # torch's own group_norm backward fails with weight=None and a bias ("tensor does not
+           # have a device", torch 2.x): its weight of ones is the same function
+           "group_norm": lambda x, b: TF.group_norm(x, 2, torch.ones_like(b), b)}[op]
+    assert gradcheck(ours, (x, b))
+    _check_vs_torch(ours, ref, (x, b))
+    assert torch.autograd.grad((ours(x, b) ** 3).sum(), b)[0].abs().sum() > 0
+
+
 class _BasicBlock(torch.nn.Module):
     """torchvision's ResNet BasicBlock (with a downsample branch), built from ``ns`` = torch.nn or cnngpu.torch:
     inplace ReLU right after a BatchNorm and ``out += identity`` on a BatchNorm output."""
