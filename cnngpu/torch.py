@@ -15,13 +15,16 @@ on CPU tensors runs Triton's interpreter (``TRITON_INTERPRET=1``, a verification
 
 Every wrapper computes forward and backward with ``cnngpu.functional`` (argument validation
 included); double backward is not supported. BatchNorm running statistics are module buffers,
-updated in place by the kernels (copied back on the numpy-on-CUDA path). Parameter names and
-initialisation follow torch, so a torch.nn model's ``state_dict`` loads into these modules.
+updated in place by the kernels (copied back on the numpy-on-CUDA path). The modules subclass
+torch's (``Conv2d`` is an ``nn.Conv2d``, ``BatchNorm2d`` an ``nn.BatchNorm2d``, ...), so parameter
+names, buffers, initialisation and ``isinstance`` checks are torch's; ``convert(model)`` swaps a
+torch.nn model's supported modules for these in place and reports what it swapped and left.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,7 +37,8 @@ from ._typing import IntOrPair, Padding
 from .geometry import pair
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm",
-           "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend"]
+           "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend",
+           "convert", "ConvertReport"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,8 +172,8 @@ class _MaxPool2dFn(torch.autograd.Function):
 class _AvgPool2dFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any, count_include_pad: Any,
-                backend: Any) -> Any:
-        ctx.conf = (kernel_size, stride, padding, ceil_mode, count_include_pad)
+                divisor_override: Any, backend: Any) -> Any:
+        ctx.conf = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
         ctx.backend, ctx.x_shape = backend, tuple(x.shape)
         y = F.avg_pool2d(_native(x, backend, "input"), *ctx.conf, backend=backend)
         return _tensor(y, backend, x.device)
@@ -179,7 +183,7 @@ class _AvgPool2dFn(torch.autograd.Function):
     def backward(ctx: Any, dy: Any) -> Any:
         be = ctx.backend
         dx = F.avg_pool2d_backward(_grad(dy, be), ctx.x_shape, *ctx.conf, backend=be)
-        return (_tensor(dx, be, dy.device),) + (None,) * 6
+        return (_tensor(dx, be, dy.device),) + (None,) * 7
 
 
 class _BatchNormFn(torch.autograd.Function):
@@ -290,11 +294,11 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPa
 
 
 def avg_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
-               ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None
-               ) -> torch.Tensor:
+               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Optional[int] = None, *,
+               backend: Optional[str] = None) -> torch.Tensor:
     """Average pooling (N, C, H, W) -> (N, C, P, Q) (torch semantics)."""
     be = pick_backend(x, backend)
-    return _AvgPool2dFn.apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad, be)
+    return _AvgPool2dFn.apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, be)
 
 
 def batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None, running_var: Optional[torch.Tensor] = None,
@@ -327,111 +331,82 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
 # ----------------------------------------------------------------------------------------------
 # nn.Modules (torch's parameter names, buffers and initialisation)
 # ----------------------------------------------------------------------------------------------
-class Conv2d(nn.Module):
-    """Drop-in for torch.nn.Conv2d (zero padding) running our conv kernels; padding may be 'same'."""
+class Conv2d(nn.Conv2d):
+    """torch.nn.Conv2d on our conv kernels: a subclass (isinstance checks, init loops, state_dict
+    names and initialisation are torch's). padding_mode must be 'zeros'."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
-                 padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True, *,
-                 algo: str = "auto", precision: str = "ieee", backend: Optional[str] = None,
-                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must both be divisible "
-                             f"by groups={groups}")
-        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, ks
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+                 padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None, *, algo: str = "auto", precision: str = "ieee",
+                 backend: Optional[str] = None) -> None:
+        _check_padding_mode(padding_mode)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,  # type: ignore[arg-type]
+                         groups, bias, padding_mode, device, dtype)  # type: ignore[arg-type]
         self.algo, self.precision, self.backend = algo, precision, backend
-        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.empty((out_channels, in_channels // groups) + ks, **kw))
-        self.bias = nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """torch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_padding_mode(self.padding_mode)
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                       algo=self.algo, precision=self.precision, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None}, backend={self.backend!r}")
+        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
-class MaxPool2d(nn.Module):
-    """Drop-in for torch.nn.MaxPool2d (stride defaults to kernel_size)."""
+def _check_padding_mode(padding_mode: Any) -> None:
+    if padding_mode != "zeros":
+        raise ValueError(f"padding_mode={padding_mode!r} is not supported by cnngpu.torch.Conv2d: only 'zeros' "
+                         f"(pad the input with torch.nn.functional.pad first, or keep torch.nn.Conv2d)")
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """torch.nn.MaxPool2d on our kernels (a subclass; stride defaults to kernel_size)."""
 
     def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
                  dilation: IntOrPair = 1, return_indices: bool = False, ceil_mode: bool = False, *,
                  backend: Optional[str] = None) -> None:
-        super().__init__()
-        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
-        self.return_indices, self.ceil_mode, self.backend = return_indices, ceil_mode, backend
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)  # type: ignore[arg-type]
+        self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor) -> Any:
         return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                           self.return_indices, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}, backend={self.backend!r}")
+        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
-class AvgPool2d(nn.Module):
-    """Drop-in for torch.nn.AvgPool2d (no divisor_override)."""
+class AvgPool2d(nn.AvgPool2d):
+    """torch.nn.AvgPool2d on our kernels (a subclass; divisor_override included)."""
 
     def __init__(self, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
-                 ceil_mode: bool = False, count_include_pad: bool = True, *, backend: Optional[str] = None) -> None:
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.ceil_mode, self.count_include_pad, self.backend = ceil_mode, count_include_pad, backend
+                 ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Optional[int] = None, *,
+                 backend: Optional[str] = None) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad,  # type: ignore[arg-type]
+                         divisor_override)
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
-                          backend=self.backend)
+                          self.divisor_override, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}, backend={self.backend!r}")
+        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
-class BatchNorm2d(nn.Module):
-    """torch.nn.BatchNorm2d with an optional fused ReLU (``relu=True``): weight/bias parameters,
-    running_mean/running_var/num_batches_tracked buffers (torch's names, so state_dicts load).
-    momentum must be a number (torch's cumulative-average ``momentum=None`` is not supported)."""
-
-    running_mean: Optional[torch.Tensor]
-    running_var: Optional[torch.Tensor]
-    num_batches_tracked: Optional[torch.Tensor]
+class BatchNorm2d(nn.BatchNorm2d):
+    """torch.nn.BatchNorm2d (a subclass, so a ``_BatchNorm``) with an optional fused ReLU (``relu=True``):
+    torch's parameters, buffers (running_mean/running_var/num_batches_tracked) and momentum=None
+    (cumulative average). ``nn.SyncBatchNorm.convert_sync_batchnorm`` replaces it by torch's
+    SyncBatchNorm (torch's kernels): that conversion knows nothing of ``relu=True``, which it drops."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, *, relu: bool = False, backend: Optional[str] = None,
-                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats, self.relu, self.backend = affine, track_running_stats, relu, backend
-        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **kw))
-            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **kw))
-            self.register_buffer("running_var", torch.ones(num_features, **kw))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+                 track_running_stats: bool = True, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None, *, bias: bool = True, relu: bool = False,
+                 backend: Optional[str] = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.relu, self.backend = relu, backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_stats = self.training or not self.track_running_stats
@@ -447,48 +422,121 @@ class BatchNorm2d(nn.Module):
                           backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}, relu={self.relu}, backend={self.backend!r}")
+        return f"{super().extra_repr()}, relu={self.relu}, backend={self.backend!r}"
 
 
-class LayerNorm(nn.Module):
-    """Drop-in for torch.nn.LayerNorm (weight=1, bias=0 initially)."""
+class LayerNorm(nn.LayerNorm):
+    """torch.nn.LayerNorm on our kernels (a subclass; weight=1, bias=0 initially)."""
 
     def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, *, backend: Optional[str] = None, device: Optional[Union[str, torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__()
-        ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-        self.normalized_shape, self.eps, self.elementwise_affine, self.backend = ns, eps, elementwise_affine, backend
-        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.ones(ns, **kw)) if elementwise_affine else None
-        self.bias = nn.Parameter(torch.zeros(ns, **kw)) if elementwise_affine and bias else None
+                 bias: bool = True, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None, *, backend: Optional[str] = None) -> None:
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
-                f"backend={self.backend!r}")
+        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
-class GroupNorm(nn.Module):
-    """Drop-in for torch.nn.GroupNorm (per-channel affine, weight=1, bias=0 initially)."""
+class GroupNorm(nn.GroupNorm):
+    """torch.nn.GroupNorm on our kernels (a subclass; per-channel affine, weight=1, bias=0 initially)."""
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
-                 backend: Optional[str] = None, device: Optional[Union[str, torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
-        super().__init__()
-        if num_channels % num_groups:
-            raise ValueError(f"num_groups={num_groups} must divide num_channels={num_channels}")
-        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None, *,
+                 bias: bool = True, backend: Optional[str] = None) -> None:
+        super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
         self.backend = backend
-        kw: Dict[str, Any] = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.ones(num_channels, **kw)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_channels, **kw)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, backend={self.backend!r}"
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# convert: swap a torch.nn model's supported modules for ours, in place
+# ----------------------------------------------------------------------------------------------
+# torch class -> (our class, the extra attributes ours adds, with their defaults)
+_SWAPS: Dict[type, Tuple[type, Dict[str, Any]]] = {
+    nn.Conv2d: (Conv2d, dict(algo="auto", precision="ieee", backend=None)),
+    nn.MaxPool2d: (MaxPool2d, dict(backend=None)),
+    nn.AvgPool2d: (AvgPool2d, dict(backend=None)),
+    nn.BatchNorm2d: (BatchNorm2d, dict(relu=False, backend=None)),
+    nn.LayerNorm: (LayerNorm, dict(backend=None)),
+    nn.GroupNorm: (GroupNorm, dict(backend=None)),
+}
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`convert` did: ``swapped`` and ``left`` list (qualified name, torch class name[, why]);
+    ``model`` is the converted model (the argument itself, unless the root module was swapped)."""
+
+    model: nn.Module
+    swapped: List[Tuple[str, str]] = field(default_factory=list)
+    left: List[Tuple[str, str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"swapped {len(self.swapped)} module(s), left {len(self.left)}"]
+        lines += [f"  swapped {n or '<root>'}: {t}" for n, t in self.swapped]
+        lines += [f"  left    {n or '<root>'}: {t} ({why})" for n, t, why in self.left]
+        return "\n".join(lines)
+
+
+def _why_not(m: nn.Module) -> Optional[str]:
+    """None when ``m`` (a torch module of a swappable class) can run on our kernels, else why not."""
+    if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+        return f"padding_mode={m.padding_mode!r} (only 'zeros')"
+    return None
+
+
+def _swap(m: nn.Module, cls: type, extra: Dict[str, Any]) -> nn.Module:
+    """A ``cls`` module sharing ``m``'s parameters and buffers (same tensor objects, so optimizers
+    built on ``m`` keep working), hooks and training mode; ``m`` itself is left unchanged."""
+    new: Any = object.__new__(cls)
+    d = dict(m.__dict__)
+    for k, v in d.items():   # fresh containers (parameter/buffer/module/hook dicts), same tensors
+        if isinstance(v, (dict, set)) and k.startswith("_"):
+            d[k] = type(v)(v) if not isinstance(v, OrderedDict) else OrderedDict(v)
+    new.__dict__.update(d)
+    for k, v in extra.items():
+        setattr(new, k, v)
+    return new
+
+
+def convert(model: nn.Module, *, backend: Optional[str] = None) -> ConvertReport:
+    """Swap ``model``'s torch.nn Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, LayerNorm and GroupNorm
+    (exact classes, not subclasses) for cnngpu.torch's, in place, keeping parameters, buffers,
+    hooks and training mode (the same tensors: an optimizer built before still applies). Returns
+    a :class:`ConvertReport` of what was swapped and which leaf modules were left (and why).
+    ``backend`` is set on every swapped module."""
+    report = ConvertReport(model)
+
+    def visit(parent: Optional[nn.Module], name: str, qual: str, m: nn.Module) -> None:
+        kind = _SWAPS.get(type(m))
+        if kind is not None:
+            why = _why_not(m)
+            if why is None:
+                cls, extra = kind
+                new = _swap(m, cls, dict(extra, backend=backend))
+                if parent is None:
+                    report.model = new
+                else:
+                    setattr(parent, name, new)
+                report.swapped.append((qual, type(m).__name__))
+                return
+            report.left.append((qual, type(m).__name__, why))
+            return
+        children = list(m.named_children())
+        if not children and type(m).__module__.split(".")[0] != "cnngpu":
+            if list(m.parameters(recurse=False)) or type(m).__module__.startswith("torch.nn"):
+                report.left.append((qual, type(m).__name__, "no cnngpu.torch counterpart"))
+        for cname, child in children:
+            visit(m, cname, f"{qual}.{cname}" if qual else cname, child)
+
+    visit(None, "", "", model)
+    return report

@@ -476,3 +476,96 @@ def test_cuda_tensors_each_backend(backend):
     gr = torch.autograd.grad((yr * wgt).sum(), (x, w, g, b))
     for a, r in zip(ga, gr):
         torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch's class hierarchy and cnngpu.torch.convert
+# ----------------------------------------------------------------------------------------------
+def _torch_twins():
+    return [(ct.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 3, padding=1)),
+            (ct.BatchNorm2d(4), torch.nn.BatchNorm2d(4)),
+            (ct.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+            (ct.AvgPool2d(2, divisor_override=3), torch.nn.AvgPool2d(2, divisor_override=3)),
+            (ct.LayerNorm((4, 4)), torch.nn.LayerNorm((4, 4))),
+            (ct.GroupNorm(2, 4), torch.nn.GroupNorm(2, 4))]
+
+
+def test_modules_are_torch_subclasses_with_torchs_state():
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.conv import _ConvNd
+    for ours, ref in _torch_twins():
+        assert isinstance(ours, type(ref)), type(ours)
+        assert ours.state_dict().keys() == ref.state_dict().keys()
+        assert [n for n, _ in ours.named_buffers()] == [n for n, _ in ref.named_buffers()]
+    bn = ct.BatchNorm2d(4, relu=True)
+    assert isinstance(bn, _BatchNorm) and isinstance(ct.Conv2d(1, 1, 1), _ConvNd)
+    assert "relu=True" in repr(bn) and "backend=None" in repr(ct.Conv2d(1, 1, 1))
+
+
+def test_init_loop_and_convert_sync_batchnorm_see_our_modules():
+    """torchvision's init loop (isinstance nn.Conv2d / nn.BatchNorm2d) reaches our modules, and
+    nn.SyncBatchNorm.convert_sync_batchnorm converts our BatchNorm2d (into torch's SyncBatchNorm)."""
+    net = torch.nn.Sequential(ct.Conv2d(3, 4, 3), ct.BatchNorm2d(4), torch.nn.ReLU())
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.constant_(m.weight, 0.25)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.constant_(m.weight, 2.0)
+    assert bool((net[0].weight == 0.25).all()) and bool((net[1].weight == 2.0).all())
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    assert isinstance(synced[1], torch.nn.SyncBatchNorm)
+    assert bool((synced[1].weight == 2.0).all())
+
+
+def test_conv2d_padding_mode():
+    x = _t((1, 2, 5, 5), 41)
+    m, r = ct.Conv2d(2, 3, 3, padding=1, padding_mode="zeros").double(), torch.nn.Conv2d(2, 3, 3, padding=1).double()
+    m.load_state_dict(r.state_dict())
+    torch.testing.assert_close(m(x), r(x))
+    for mode in ("reflect", "replicate", "circular"):
+        with pytest.raises(ValueError, match="padding_mode="):
+            ct.Conv2d(2, 3, 3, padding=1, padding_mode=mode)
+
+
+def test_avg_pool2d_divisor_override_vs_torch():
+    x = _t((2, 2, 5, 4), 42)
+    _check_vs_torch(lambda x: ct.avg_pool2d(x, 2, 1, 1, False, True, 3), lambda x: TF.avg_pool2d(x, 2, 1, 1, False, True, 3),
+                    (x,))
+
+
+def test_convert_swaps_supported_modules_in_place_and_reports():
+    torch.manual_seed(1)
+    ref = torch.nn.Sequential(_BasicBlock(torch.nn), torch.nn.AvgPool2d(2, ceil_mode=True), torch.nn.Flatten(),
+                              torch.nn.LayerNorm(16), torch.nn.Linear(16, 2),
+                              torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")).double()
+    model = torch.nn.Sequential(_BasicBlock(torch.nn), torch.nn.AvgPool2d(2, ceil_mode=True), torch.nn.Flatten(),
+                                torch.nn.LayerNorm(16), torch.nn.Linear(16, 2),
+                                torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")).double()
+    model.load_state_dict(ref.state_dict())
+    params_before = list(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # built before the conversion: still applies
+    report = ct.convert(model)
+    assert report.model is model
+    swapped = dict(report.swapped)
+    assert swapped == {"0.conv1": "Conv2d", "0.bn1": "BatchNorm2d", "0.conv2": "Conv2d", "0.bn2": "BatchNorm2d",
+                       "0.downsample.0": "Conv2d", "0.downsample.1": "BatchNorm2d", "1": "AvgPool2d",
+                       "3": "LayerNorm"}
+    left = {n: why for n, _, why in report.left}
+    assert set(left) == {"0.relu", "2", "4", "5"} and "padding_mode='reflect'" in left["5"]
+    assert "swapped 8" in str(report)
+    assert isinstance(model[0].bn1, ct.BatchNorm2d) and isinstance(model[1], ct.AvgPool2d)
+    assert type(model[5]) is torch.nn.Conv2d
+    assert [p is q for p, q in zip(model.parameters(), params_before)] == [True] * len(params_before)
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    head = torch.nn.Sequential(*list(model)[:5])
+    ref_head = torch.nn.Sequential(*list(ref)[:5])
+    x = _t((3, 3, 6, 6), 43, grad=False)
+    for _ in range(2):
+        for net, o in ((ref_head, torch.optim.SGD(ref.parameters(), lr=0.1)), (head, opt)):
+            o.zero_grad()
+            net(x).pow(2).sum().backward()
+            o.step()
+    for (k, a), (_, b) in zip(ref.state_dict().items(), model.state_dict().items()):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10, msg=lambda m: f"{k}: {m}")
+    root = ct.convert(torch.nn.BatchNorm2d(3))
+    assert isinstance(root.model, ct.BatchNorm2d) and root.swapped == [("", "BatchNorm2d")]
