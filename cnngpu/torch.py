@@ -36,7 +36,8 @@ from . import functional as F
 from ._typing import IntOrPair, Padding
 from .geometry import pair
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm",
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm",
+           "linear", "relu", "cross_entropy", "Linear", "ReLU", "CrossEntropyLoss", "InstanceNorm2d",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend",
            "convert", "ConvertReport"]
 
@@ -114,6 +115,14 @@ def _affine_weight(weight: Optional[torch.Tensor], bias: Optional[torch.Tensor])
     if weight is None and bias is not None:
         return torch.ones_like(bias.detach())
     return weight
+
+
+def _keep_format(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` in ``x``'s memory format: channels_last in, channels_last out (as torch)."""
+    if (x.dim() == 4 and y.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
 
 
 def _grad(dy: torch.Tensor, backend: str) -> Any:
@@ -269,6 +278,74 @@ class _GroupNormFn(torch.autograd.Function):
                 _tensor(db, be, dev) if ctx.has_bias and need[3] else None, None, None)
 
 
+class _LinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Any, weight: Any, bias: Any, backend: Any) -> Any:
+        y = F.linear(_native(x, backend, "input"), _native(weight, backend), _native(bias, backend), backend=backend)
+        ctx.save_for_backward(x, weight)
+        ctx.backend, ctx.has_bias = backend, bias is not None
+        return _tensor(y, backend, x.device)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: Any) -> Any:
+        x, weight = ctx.saved_tensors
+        be, dev, need = ctx.backend, x.device, ctx.needs_input_grad
+        dx, dw, db = F.linear_backward(_grad(dy, be), _native(x, be), _native(weight, be),
+                                       need_db=ctx.has_bias and need[2], backend=be)
+        return (_tensor(dx, be, dev) if need[0] else None, _tensor(dw, be, dev) if need[1] else None,
+                _tensor(db, be, dev) if ctx.has_bias and need[2] else None, None)
+
+
+class _ReLUFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Any, inplace: Any, backend: Any) -> Any:
+        y = _tensor(F.relu(_native(x, backend, "input"), backend=backend), backend, x.device)
+        assert y is not None
+        if inplace:                     # torch's relu_: the result is written into x
+            x.copy_(y)
+            ctx.mark_dirty(x)
+            y = x
+        ctx.save_for_backward(y)        # as torch's relu: the output gives the mask
+        ctx.backend = backend
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: Any) -> Any:
+        (y,) = ctx.saved_tensors
+        be = ctx.backend
+        return _tensor(F.relu_backward(_grad(dy, be), _native(y.contiguous(), be), backend=be), be, y.device), None, None
+
+
+class _CrossEntropyFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any, label_smoothing: Any,
+                backend: Any) -> Any:
+        nt, nw = _native(target, backend, "target"), _native(weight, backend)
+        loss, probs = F.cross_entropy(_native(x, backend, "input"), nt, nw, None, ignore_index, None, reduction,
+                                      label_smoothing, return_probs=True, backend=backend)
+        probs_t = _tensor(probs, backend, x.device)
+        ctx.save_for_backward(probs_t, target, weight)
+        ctx.conf = (ignore_index, reduction, label_smoothing)
+        ctx.backend = backend
+        if backend == "numpy" or not isinstance(loss, torch.Tensor):
+            loss = torch.as_tensor(np.asarray(loss) if backend != "cupy" else loss.get(), device=x.device)
+        loss = loss.to(x.dtype)
+        return loss if reduction == "none" else loss.reshape(())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dloss: Any) -> Any:
+        probs, target, weight = ctx.saved_tensors
+        ignore_index, reduction, label_smoothing = ctx.conf
+        be = ctx.backend
+        dl = _grad(dloss, be) if reduction == "none" else float(dloss)
+        dx = F.cross_entropy_backward(_native(probs, be), _native(target, be), dl, _native(weight, be), ignore_index,
+                                      reduction, label_smoothing, backend=be)
+        return (_tensor(dx, be, probs.device),) + (None,) * 6
+
+
 # ----------------------------------------------------------------------------------------------
 # functional API on torch tensors (argument order as in torch.nn.functional)
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +358,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     if isinstance(padding, str) and padding == "same" and pair(stride, "stride") != (1, 1):
         raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride!r}), as in "
                          f"torch; cnngpu.functional.conv2d offers it as an extension (TensorFlow's rule)")
-    return _Conv2dFn.apply(x, weight, bias, stride, padding, dilation, groups, algo, precision, be)
+    return _keep_format(x, _Conv2dFn.apply(x, weight, bias, stride, padding, dilation, groups, algo, precision, be))
 
 
 def max_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
@@ -290,6 +367,7 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPa
     """Max pooling (N, C, H, W) -> (N, C, P, Q); with return_indices also the flat h*W+w argmax."""
     be = pick_backend(x, backend)
     y, argmax = _MaxPool2dFn.apply(x, kernel_size, stride, padding, dilation, ceil_mode, be)
+    y, argmax = _keep_format(x, y), _keep_format(x, argmax)
     return (y, argmax) if return_indices else y
 
 
@@ -298,7 +376,8 @@ def avg_pool2d(x: torch.Tensor, kernel_size: IntOrPair, stride: Optional[IntOrPa
                backend: Optional[str] = None) -> torch.Tensor:
     """Average pooling (N, C, H, W) -> (N, C, P, Q) (torch semantics)."""
     be = pick_backend(x, backend)
-    return _AvgPool2dFn.apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, be)
+    return _keep_format(x, _AvgPool2dFn.apply(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                              divisor_override, be))
 
 
 def batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None, running_var: Optional[torch.Tensor] = None,
@@ -308,7 +387,8 @@ def batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None, run
     """torch.nn.functional.batch_norm (+ fused ReLU with ``relu=True``); x (N, C, H, W) or (N, C).
     Training updates running_mean/var in place when given."""
     be = pick_backend(x, backend)
-    return _BatchNormFn.apply(x, weight, bias, running_mean, running_var, bool(training), momentum, eps, relu, be)
+    return _keep_format(x, _BatchNormFn.apply(x, weight, bias, running_mean, running_var, bool(training), momentum,
+                                              eps, relu, be))
 
 
 def layer_norm(x: torch.Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[torch.Tensor] = None,
@@ -325,7 +405,55 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
                ) -> torch.Tensor:
     """GroupNorm: x (N, C, *) normalized over (C/num_groups, *) per sample and group."""
     be = pick_backend(x, backend)
-    return _GroupNormFn.apply(x, num_groups, weight, bias, eps, be)
+    return _keep_format(x, _GroupNormFn.apply(x, num_groups, weight, bias, eps, be))
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+           backend: Optional[str] = None) -> torch.Tensor:
+    """torch.nn.functional.linear: x (*, in) @ weight.T (out, in) + bias (out,)."""
+    be = pick_backend(x, backend)
+    return _LinearFn.apply(x, weight, bias, be)
+
+
+def relu(x: torch.Tensor, inplace: bool = False, *, backend: Optional[str] = None) -> torch.Tensor:
+    """torch.nn.functional.relu (``inplace=True`` writes into x, as torch's relu_)."""
+    be = pick_backend(x, backend)
+    return _keep_format(x, _ReLUFn.apply(x, bool(inplace), be))
+
+
+def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                  size_average: Optional[bool] = None, ignore_index: int = -100, reduce: Optional[bool] = None,
+                  reduction: str = "mean", label_smoothing: float = 0.0, *, backend: Optional[str] = None
+                  ) -> torch.Tensor:
+    """torch.nn.functional.cross_entropy (logits x (N, C), class indices or probabilities target)."""
+    be = pick_backend(x, backend)
+    if size_average is not None or reduce is not None:   # torch's legacy arguments
+        from torch.nn import _reduction
+        reduction = _reduction.legacy_get_string(size_average, reduce)
+    return _CrossEntropyFn.apply(x, target, weight, ignore_index, reduction, label_smoothing, be)
+
+
+def instance_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None,
+                  running_var: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+                  bias: Optional[torch.Tensor] = None, use_input_stats: bool = True, momentum: float = 0.1,
+                  eps: float = 1e-5, *, backend: Optional[str] = None) -> torch.Tensor:
+    """torch.nn.functional.instance_norm on x (N, C, H, W): with the input's statistics it is
+    group_norm with one group per channel (running stats, when given, updated as torch does:
+    the per-instance mean and unbiased variance averaged over N); else the running stats (batch_norm
+    in eval mode)."""
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError("instance_norm with use_input_stats=False needs running_mean and running_var")
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps, backend=backend)
+    if x.dim() != 4:
+        raise ValueError(f"instance_norm takes input (N, C, H, W), got shape {tuple(x.shape)}")
+    y = group_norm(x, int(x.shape[1]), weight, bias, eps, backend=backend)
+    if running_mean is not None and running_var is not None and x.shape[0] > 0:
+        with torch.no_grad():
+            xd = x.detach()
+            running_mean.mul_(1 - momentum).add_(momentum * xd.mean((2, 3)).mean(0).to(running_mean.dtype))
+            running_var.mul_(1 - momentum).add_(momentum * xd.var((2, 3), unbiased=True).mean(0).to(running_var.dtype))
+    return y
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,6 +585,72 @@ class GroupNorm(nn.GroupNorm):
         return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
+class Linear(nn.Linear):
+    """torch.nn.Linear on our kernels (a subclass)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None, *,
+                 backend: Optional[str] = None) -> None:
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+class ReLU(nn.ReLU):
+    """torch.nn.ReLU on our kernels (a subclass; ``inplace=True`` as torch)."""
+
+    def __init__(self, inplace: bool = False, *, backend: Optional[str] = None) -> None:
+        super().__init__(inplace)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu(x, self.inplace, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+class CrossEntropyLoss(nn.CrossEntropyLoss):
+    """torch.nn.CrossEntropyLoss on our kernels (a subclass; weight is a buffer, as torch's)."""
+
+    def __init__(self, weight: Optional[torch.Tensor] = None, size_average: Optional[bool] = None,
+                 ignore_index: int = -100, reduce: Optional[bool] = None, reduction: str = "mean",
+                 label_smoothing: float = 0.0, *, backend: Optional[str] = None) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+                             label_smoothing=self.label_smoothing, backend=self.backend)
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """torch.nn.InstanceNorm2d on our kernels (a subclass; (N, C, H, W) or unbatched (C, H, W))."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None, *, bias: bool = True, backend: Optional[str] = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if x.dim() == 3:                                     # unbatched (C, H, W)
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = self.momentum if self.momentum is not None else 0.0
+        return instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_input_stats,
+                             momentum, self.eps, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
 # ----------------------------------------------------------------------------------------------
 # convert: swap a torch.nn model's supported modules for ours, in place
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +662,10 @@ _SWAPS: Dict[type, Tuple[type, Dict[str, Any]]] = {
     nn.BatchNorm2d: (BatchNorm2d, dict(relu=False, backend=None)),
     nn.LayerNorm: (LayerNorm, dict(backend=None)),
     nn.GroupNorm: (GroupNorm, dict(backend=None)),
+    nn.InstanceNorm2d: (InstanceNorm2d, dict(backend=None)),
+    nn.Linear: (Linear, dict(backend=None)),
+    nn.ReLU: (ReLU, dict(backend=None)),
+    nn.CrossEntropyLoss: (CrossEntropyLoss, dict(backend=None)),
 }
 
 
@@ -509,8 +707,8 @@ def _swap(m: nn.Module, cls: type, extra: Dict[str, Any]) -> nn.Module:
 
 
 def convert(model: nn.Module, *, backend: Optional[str] = None) -> ConvertReport:
-    """Swap ``model``'s torch.nn Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, LayerNorm and GroupNorm
-    (exact classes, not subclasses) for cnngpu.torch's, in place, keeping parameters, buffers,
+    """Swap ``model``'s torch.nn Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, LayerNorm, GroupNorm,
+    InstanceNorm2d, Linear, ReLU and CrossEntropyLoss (exact classes, not subclasses) for cnngpu.torch's, in place, keeping parameters, buffers,
     hooks and training mode (the same tensors: an optimizer built before still applies). Returns
     a :class:`ConvertReport` of what was swapped and which leaf modules were left (and why).
     ``backend`` is set on every swapped module."""

@@ -418,6 +418,8 @@ def test_triton_path_ops_match_torch():
     x = _t((2, 3, 6, 6), 50, dtype=f32, device=dev)
     w, b = _t((4, 3, 3, 3), 51, dtype=f32, device=dev), _t((4,), 52, dtype=f32, device=dev)
     g1, b1 = _t((3,), 53, dtype=f32, device=dev), _t((3,), 54, dtype=f32, device=dev)
+    lw, logits = _t((5, 6), 55, dtype=f32, device=dev), _t((4, 5), 56, dtype=f32, device=dev)
+    tgt = torch.tensor([0, 4, 2, 1]).to(dev)
     tol = dict(rtol=tolerance("float32", 27 * 36 * 2, factor=32), atol=1e-4)
     cases = [
         ("conv2d", lambda x, w, b: ct.conv2d(x, w, b, 1, 1, backend="triton"),
@@ -430,6 +432,11 @@ def test_triton_path_ops_match_torch():
         ("layer_norm", lambda x: ct.layer_norm(x, (6, 6), backend="triton"), lambda x: TF.layer_norm(x, (6, 6)), (x,)),
         ("group_norm", lambda x, g, b: ct.group_norm(x, 3, g, b, backend="triton"),
          lambda x, g, b: TF.group_norm(x, 3, g, b), (x, g1, b1)),
+        ("instance_norm", lambda x: ct.instance_norm(x, backend="triton"), lambda x: TF.instance_norm(x), (x,)),
+        ("linear", lambda x, w: ct.linear(x, w, backend="triton"), lambda x, w: TF.linear(x, w), (x, lw)),
+        ("relu", lambda x: ct.relu(x, backend="triton"), torch.relu, (x,)),
+        ("cross_entropy", lambda z: ct.cross_entropy(z, tgt, backend="triton"),
+         lambda z: TF.cross_entropy(z, tgt), (logits,)),
     ]
     for name, ours, ref, inputs in cases:
         before = sum(be.LAUNCHES.values())
@@ -443,6 +450,23 @@ def test_triton_path_ops_match_torch():
         for i, (a, r) in enumerate(zip(gs, grs)):
             torch.testing.assert_close(a, r, **tol, msg=lambda m: f"{name} grad {i}: {m}")
         assert sum(be.LAUNCHES.values()) > before, f"{name}: no triton kernel ran"
+
+
+def test_triton_path_zero_size_batch():
+    """N = 0 on the triton path (it crashed with ZeroDivisionError): empty outputs, zero grads."""
+    _be, dev = _triton_device()
+    x = torch.zeros(0, 3, 5, 5, device=dev, requires_grad=True)
+    for m in (ct.Conv2d(3, 4, 3, padding=1), ct.MaxPool2d(2), ct.AvgPool2d(2), ct.BatchNorm2d(3),
+              ct.BatchNorm2d(3).eval(), ct.LayerNorm(5), ct.GroupNorm(3, 3), ct.InstanceNorm2d(3), ct.ReLU(),
+              ct.Linear(5, 2)):
+        m = m.to(dev)
+        m.backend = "triton"
+        y = m(x)
+        y.sum().backward()
+        assert y.shape[0] == 0, m
+    loss = ct.cross_entropy(torch.zeros(0, 4, device=dev), torch.zeros(0, dtype=torch.long, device=dev),
+                            reduction="sum", backend="triton")
+    assert loss.shape == () and float(loss) == 0.0
 
 
 def test_triton_path_training_matches_torch_nn():
@@ -549,10 +573,10 @@ def test_convert_swaps_supported_modules_in_place_and_reports():
     swapped = dict(report.swapped)
     assert swapped == {"0.conv1": "Conv2d", "0.bn1": "BatchNorm2d", "0.conv2": "Conv2d", "0.bn2": "BatchNorm2d",
                        "0.downsample.0": "Conv2d", "0.downsample.1": "BatchNorm2d", "1": "AvgPool2d",
-                       "3": "LayerNorm"}
+                       "3": "LayerNorm", "0.relu": "ReLU", "4": "Linear"}
     left = {n: why for n, _, why in report.left}
-    assert set(left) == {"0.relu", "2", "4", "5"} and "padding_mode='reflect'" in left["5"]
-    assert "swapped 8" in str(report)
+    assert set(left) == {"2", "5"} and "padding_mode='reflect'" in left["5"]
+    assert "swapped 10" in str(report)
     assert isinstance(model[0].bn1, ct.BatchNorm2d) and isinstance(model[1], ct.AvgPool2d)
     assert type(model[5]) is torch.nn.Conv2d
     assert [p is q for p, q in zip(model.parameters(), params_before)] == [True] * len(params_before)
@@ -569,3 +593,119 @@ def test_convert_swaps_supported_modules_in_place_and_reports():
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10, msg=lambda m: f"{k}: {m}")
     root = ct.convert(torch.nn.BatchNorm2d(3))
     assert isinstance(root.model, ct.BatchNorm2d) and root.swapped == [("", "BatchNorm2d")]
+
+
+# ----------------------------------------------------------------------------------------------
+# memory format, empty batches, Linear / ReLU / CrossEntropyLoss / InstanceNorm2d
+# ----------------------------------------------------------------------------------------------
+def test_channels_last_in_channels_last_out():
+    cl = torch.channels_last
+    x = _t((2, 3, 6, 5), 51).detach().contiguous(memory_format=cl).requires_grad_(True)
+    w = _t((4, 3, 3, 3), 52)
+    cases = [(lambda x: ct.conv2d(x, w, padding=1), lambda x: TF.conv2d(x, w, padding=1)),
+             (lambda x: ct.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2)),
+             (lambda x: ct.avg_pool2d(x, 2), lambda x: TF.avg_pool2d(x, 2)),
+             (lambda x: ct.batch_norm(x, None, None, None, None, True), lambda x: TF.batch_norm(x, None, None, None, None, True)),
+             (lambda x: ct.group_norm(x, 3), lambda x: TF.group_norm(x, 3)),
+             (lambda x: ct.instance_norm(x), lambda x: TF.instance_norm(x)),
+             (lambda x: ct.relu(x), lambda x: TF.relu(x))]
+    for ours, ref in cases:
+        y = ours(x)
+        assert y.is_contiguous(memory_format=cl) and not y.is_contiguous(), ours
+        _check_vs_torch(ours, ref, (x,))
+    y, idx = ct.max_pool2d(x, 2, return_indices=True)
+    assert idx.is_contiguous(memory_format=cl)
+    assert torch.equal(idx, TF.max_pool2d(x, 2, return_indices=True)[1])
+    assert ct.conv2d(x.detach().contiguous(), w).is_contiguous()  # NCHW stays NCHW
+
+
+def test_zero_size_batch_every_path():
+    """N = 0 on every op and module: empty outputs of torch's shapes, zero parameter gradients,
+    running statistics unchanged."""
+    x = torch.zeros(0, 3, 5, 5, dtype=F64, requires_grad=True)
+    cases = [(ct.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 3, padding=1)),
+             (ct.MaxPool2d(2), torch.nn.MaxPool2d(2)), (ct.AvgPool2d(2), torch.nn.AvgPool2d(2)),
+             (ct.BatchNorm2d(3), torch.nn.BatchNorm2d(3)), (ct.BatchNorm2d(3).eval(), torch.nn.BatchNorm2d(3).eval()),
+             (ct.LayerNorm(5), torch.nn.LayerNorm(5)), (ct.GroupNorm(3, 3), torch.nn.GroupNorm(3, 3)),
+             (ct.ReLU(), torch.nn.ReLU()), (ct.Linear(5, 2), torch.nn.Linear(5, 2))]
+    for ours, ref in cases:
+        ours, ref = ours.double(), ref.double()
+        ours.load_state_dict(ref.state_dict())
+        y, yr = ours(x), ref(x)
+        assert y.shape == yr.shape, ours
+        y.sum().backward()
+        yr.sum().backward()
+        for (n, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
+            torch.testing.assert_close(p.grad, q.grad, msg=lambda m: f"{ours}.{n}: {m}")
+        for (n, b), (_, c) in zip(ours.named_buffers(), ref.named_buffers()):
+            torch.testing.assert_close(b, c, msg=lambda m: f"{ours}.{n}: {m}")
+    inorm = ct.InstanceNorm2d(3, affine=True).double()  # torch's own raises IndexError on N = 0
+    y = inorm(x)
+    y.sum().backward()
+    assert y.shape == x.shape and float(inorm.weight.grad.abs().sum()) == 0.0
+    logits = torch.zeros(0, 4, dtype=F64, requires_grad=True)
+    tgt = torch.zeros(0, dtype=torch.long)
+    for red in ("sum", "none"):
+        torch.testing.assert_close(ct.cross_entropy(logits, tgt, reduction=red), TF.cross_entropy(logits, tgt, reduction=red))
+
+
+def test_linear_relu_modules_and_functional_vs_torch():
+    x = _t((2, 3, 5), 61)
+    w, b = _t((4, 5), 62), _t((4,), 63)
+    assert gradcheck(lambda x, w, b: ct.linear(x, w, b), (x, w, b))
+    _check_vs_torch(lambda x, w, b: ct.linear(x, w, b), lambda x, w, b: TF.linear(x, w, b), (x, w, b))
+    _check_vs_torch(lambda x, w: ct.linear(x, w), lambda x, w: TF.linear(x, w), (x, w))
+    m, r = ct.Linear(5, 4).double(), torch.nn.Linear(5, 4).double()
+    assert isinstance(m, torch.nn.Linear) and m.state_dict().keys() == r.state_dict().keys()
+    m.load_state_dict(r.state_dict())
+    torch.testing.assert_close(m(x), r(x))
+    assert gradcheck(lambda x: ct.relu(x), (x,))
+    _check_vs_torch(lambda x: ct.relu(x), TF.relu, (x,))
+    # inplace: the result is written into the input, and the gradient flows as torch's relu_
+    a = x.detach().clone().requires_grad_(True)
+    h, hr = a * 1.5, a * 1.5
+    out = ct.ReLU(inplace=True)(h)
+    assert out is h and isinstance(ct.ReLU(), torch.nn.ReLU)
+    outr = torch.nn.ReLU(inplace=True)(hr)
+    torch.testing.assert_close(out, outr)
+    g, gr = torch.autograd.grad(out.pow(2).sum(), a), torch.autograd.grad(outr.pow(2).sum(), a)
+    torch.testing.assert_close(g, gr)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted,smoothing,ignore", [(False, 0.0, -100), (True, 0.1, 1)])
+def test_cross_entropy_vs_torch(reduction, weighted, smoothing, ignore):
+    x = _t((5, 4), 71)
+    tgt = torch.tensor([0, 1, 3, 2, 1])
+    wt = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=F64) if weighted else None
+    kw = dict(weight=wt, ignore_index=ignore, reduction=reduction, label_smoothing=smoothing)
+    assert gradcheck(lambda x: ct.cross_entropy(x, tgt, **kw), (x,))
+    _check_vs_torch(lambda x: ct.cross_entropy(x, tgt, **kw), lambda x: TF.cross_entropy(x, tgt, **kw), (x,))
+    m, r = ct.CrossEntropyLoss(**kw), torch.nn.CrossEntropyLoss(**kw)
+    assert isinstance(m, torch.nn.CrossEntropyLoss)
+    torch.testing.assert_close(m(x, tgt), r(x, tgt))
+
+
+@pytest.mark.parametrize("affine,track", [(False, False), (True, False), (True, True)])
+def test_instance_norm2d_vs_torch(affine, track):
+    x = _t((3, 4, 3, 5), 81) * 2 + 1
+    m, r = ct.InstanceNorm2d(4, affine=affine, track_running_stats=track).double(), \
+        torch.nn.InstanceNorm2d(4, affine=affine, track_running_stats=track).double()
+    assert isinstance(m, torch.nn.InstanceNorm2d)
+    if affine:
+        with torch.no_grad():
+            r.weight.uniform_(0.5, 1.5)
+            r.bias.uniform_(-1, 1)
+    m.load_state_dict(r.state_dict())
+    for _ in range(2):
+        y, yr = m(x), r(x)
+        torch.testing.assert_close(y, yr, rtol=1e-10, atol=1e-10)
+        g = torch.autograd.grad(y.pow(3).sum(), [x] + list(m.parameters()))
+        gr = torch.autograd.grad(yr.pow(3).sum(), [x] + list(r.parameters()))
+        for a, b in zip(g, gr):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    for (n, b), (_, c) in zip(m.named_buffers(), r.named_buffers()):
+        torch.testing.assert_close(b, c, msg=lambda msg: f"{n}: {msg}")
+    m.eval(), r.eval()
+    torch.testing.assert_close(m(x), r(x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(m(x[0]), r(x[0]), rtol=1e-10, atol=1e-10)  # unbatched (C, H, W)
