@@ -709,3 +709,57 @@ def test_instance_norm2d_vs_torch(affine, track):
     m.eval(), r.eval()
     torch.testing.assert_close(m(x), r(x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(m(x[0]), r(x[0]), rtol=1e-10, atol=1e-10)  # unbatched (C, H, W)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.compile: conv2d and batch_norm are torch.library custom ops while compiling
+# ----------------------------------------------------------------------------------------------
+def test_compile_fullgraph_basic_block_equals_eager():
+    """torch.compile(fullgraph=True) (aot_eager: no C++ compiler needed) of a BasicBlock built from
+    cnngpu.torch modules: outputs, gradients and running statistics equal the eager run."""
+    import copy
+    torch._dynamo.reset()
+    torch.manual_seed(2)
+    eager = _BasicBlock(ct).double()
+    compiled_mod = copy.deepcopy(eager)
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+    codes = []
+
+    def record(gm, _inputs):           # aot_eager that keeps the traced graphs' code
+        codes.append(gm.code)
+        return make_boxed_func(gm.forward)
+
+    compiled = torch.compile(compiled_mod, backend=aot_autograd(fw_compiler=record, bw_compiler=record),
+                             fullgraph=True, dynamic=False)
+    g = torch.Generator().manual_seed(5)
+    for step in range(2):
+        x = torch.randn(4, 3, 6, 6, generator=g, dtype=F64, requires_grad=True)
+        xc = x.detach().clone().requires_grad_(True)
+        y, yc = eager(x), compiled(xc)
+        torch.testing.assert_close(yc, y, rtol=1e-12, atol=1e-12)
+        y.pow(2).sum().backward()
+        yc.pow(2).sum().backward()
+        torch.testing.assert_close(xc.grad, x.grad, rtol=1e-12, atol=1e-12)
+    for (n, p), (_, q) in zip(eager.named_parameters(), compiled_mod.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-12, msg=lambda m: f"{n}: {m}")
+    fw, bw = codes[0], codes[1]      # our ops are in the graphs, opaque (not traced into numpy)
+    assert "cnngpu.conv2d.default" in fw and "cnngpu.batch_norm.default" in fw
+    assert "cnngpu.conv2d_backward.default" in bw and "cnngpu.batch_norm_backward.default" in bw
+    for (n, b), (_, c) in zip(eager.named_buffers(), compiled_mod.named_buffers()):
+        torch.testing.assert_close(c, b, rtol=1e-12, atol=1e-12, msg=lambda m: f"{n}: {m}")
+    torch._dynamo.reset()
+
+
+def test_custom_ops_pass_opcheck():
+    """torch.library.opcheck: schema, fake (meta) functions and autograd registration agree."""
+    x, w, b = _t((2, 3, 5, 5), 91), _t((4, 3, 3, 3), 92), _t((4,), 93)
+    torch.library.opcheck(torch.ops.cnngpu.conv2d.default, (x, w, b, [1, 1], [1, 1], "", [1, 1], 1, "auto", "ieee",
+                                                           "numpy"))
+    g1, b1 = _t((3,), 94), _t((3,), 95)
+    for relu in (False, True):
+        torch.library.opcheck(torch.ops.cnngpu.batch_norm.default,
+                              (x, g1, b1, torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64), True, 0.1, 1e-5, relu,
+                               "numpy"))
+        torch.library.opcheck(torch.ops.cnngpu.batch_norm.default, (x, g1, None, None, None, True, 0.1, 1e-5, relu,
+                                                                     "numpy"))
