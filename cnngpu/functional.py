@@ -433,10 +433,10 @@ def batch_norm(input: Array, running_mean: Optional[Array], running_var: Optiona
         for name, v in (("running_mean", running_mean), ("running_var", running_var)):
             _check_writable(name, v)
         count = int(x.shape[0]) * (int(x.shape[2]) * int(x.shape[3]) if x.ndim == 4 else 1)
-        if count < 2 and C > 0:
+        if count == 1 and C > 0:       # torch: an empty batch (count 0) is fine, one value is not
             raise ValueError(f"batch_norm training needs more than one value per channel, input shape {_shape(x)}")
     if _numel(x) == 0:
-        # nothing to normalize (C == 0; N == 0 only in eval mode): empty y, statistics unchanged
+        # nothing to normalize (C == 0 or an empty batch): empty y, running statistics unchanged (torch)
         sdt = "float64" if dtype_name(x) == "float64" else "float32"
         y = _empty(be, x, _shape(x))
         stats = (_empty(be, x, (C,), sdt), _empty(be, x, (C,), sdt))
