@@ -60,8 +60,8 @@ def assert_close(actual, expected, dtype: str, reduction_len: int = 1, what: str
     torch.testing.assert_close with rtol = tol and atol = tol * scale, both in float64."""
     import torch
 
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    actual = np.array(actual, dtype=np.float64)   # copies: torch.from_numpy warns on read-only views
+    expected = np.array(expected, dtype=np.float64)
     # Checked here, not by torch: torch accepts inf == inf, and its message would not point at the
     # likely cause (output elements the kernel never wrote).
     if actual.shape == expected.shape and not np.all(np.isfinite(actual)):
