@@ -5,14 +5,22 @@ from __future__ import annotations
 import math
 import zlib
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 from cnngpu import backends
 
-# unit round-off of each dtype (half the machine epsilon)
-_UNIT = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8,
-         "tf32": 2.0 ** -11}
+# TF32 (tensor-core float32: 10 stored mantissa bits) is no storage dtype, so ml_dtypes and
+# torch.finfo have no entry for it; its unit round-off is written here.
+_TF32_UNIT = 2.0 ** -11
+
+
+def unit_roundoff(dtype: str) -> float:
+    """Half the machine epsilon of ``dtype`` (ml_dtypes.finfo also knows bfloat16)."""
+    if dtype == "tf32":
+        return _TF32_UNIT
+    return float(ml_dtypes.finfo(getattr(ml_dtypes, dtype) if dtype == "bfloat16" else np.dtype(dtype)).eps) / 2
 
 
 def rng(seed=None):
@@ -22,18 +30,19 @@ def rng(seed=None):
 
 def randn(gen, shape, dtype="float32", scale=1.0):
     """Random normal values (never zeros), rounded to ``dtype`` and returned as float64 NumPy
-    (the exact values the device sees). bfloat16 rounding is emulated by truncating float32."""
+    (the exact values the device sees)."""
     a = gen.standard_normal(shape) * scale
     return round_to(a, dtype)
 
 
 def round_to(a, dtype):
+    """``a`` rounded to ``dtype`` (round to nearest even), as float64. bfloat16 by ml_dtypes, which
+    rounds float64 once (no double rounding through float32). 'tf32' rounds to float32 only: a tf32
+    operand is a float32 tensor that the tensor cores round inside the dot, which the tf32
+    tolerance accounts for (there is no tf32 array dtype to round to)."""
     a = np.asarray(a, dtype=np.float64)
     if dtype == "bfloat16":
-        f = a.astype(np.float32)
-        bits = f.view(np.uint32).astype(np.uint64)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16  # round to nearest even
-        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+        return a.astype(ml_dtypes.bfloat16).astype(np.float64)
     if dtype == "tf32":
         dtype = "float32"
     return a.astype(dtype).astype(np.float64)
@@ -41,26 +50,30 @@ def round_to(a, dtype):
 
 def tolerance(dtype: str, reduction_len: int = 1, factor: float = 8.0) -> float:
     """Relative error bound: factor * u * sqrt(reduction_len) + u for output rounding."""
-    u = _UNIT[dtype]
+    u = unit_roundoff(dtype)
     return factor * u * math.sqrt(max(reduction_len, 1)) + u
 
 
 def assert_close(actual, expected, dtype: str, reduction_len: int = 1, what: str = "", factor: float = 8.0):
     """|actual - expected| <= tol * (|expected| + scale), scale = RMS of expected (so that values
-    near zero, produced by cancellation in a long sum, are judged against the sum's magnitude)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != expected {expected.shape}"
-    assert np.all(np.isfinite(actual)), f"{what}: {np.sum(~np.isfinite(actual))} non-finite values (unwritten output?)"
+    near zero, produced by cancellation in a long sum, are judged against the sum's magnitude):
+    torch.testing.assert_close with rtol = tol and atol = tol * scale, both in float64."""
+    import torch
+
+    actual = np.array(actual, dtype=np.float64)   # copies: torch.from_numpy warns on read-only views
+    expected = np.array(expected, dtype=np.float64)
+    # Checked here, not by torch: torch accepts inf == inf, and its message would not point at the
+    # likely cause (output elements the kernel never wrote).
+    if actual.shape == expected.shape and not np.all(np.isfinite(actual)):
+        raise AssertionError(f"{what}: {np.sum(~np.isfinite(actual))} of {actual.size} non-finite values "
+                             f"(unwritten output?)")
     tol = tolerance(dtype, reduction_len, factor)
     scale = float(np.sqrt(np.mean(expected ** 2))) if expected.size else 0.0
-    err = np.abs(actual - expected)
-    bound = tol * (np.abs(expected) + scale + 1e-30)
-    bad = err > bound
-    if bad.any():
-        i = np.unravel_index(np.argmax(err - bound), err.shape)
-        raise AssertionError(f"{what}: {bad.sum()} of {err.size} values off (dtype {dtype}, reduction {reduction_len}, "
-                             f"tol {tol:.2e}); worst at {i}: got {actual[i]!r}, expected {expected[i]!r}")
+    atol = tol * (scale + 1e-30)
+    torch.testing.assert_close(
+        torch.from_numpy(actual), torch.from_numpy(expected), rtol=tol, atol=atol, equal_nan=False,
+        msg=lambda m: f"{what}: dtype {dtype}, reduction {reduction_len}: tol {tol:.2e} relative "
+                      f"+ {atol:.2e} absolute (tol * RMS of expected)\n{m}")
 
 
 def native(backend_name: str, a: np.ndarray, dtype: str):
@@ -183,16 +196,39 @@ def seed_of(*args) -> int:
     return zlib.crc32(repr(args).encode())
 
 
-def numeric_grad(f, a: np.ndarray, h: float) -> np.ndarray:
-    """Central differences (f(a + h e_i) - f(a - h e_i)) / 2h of the scalar ``f()`` w.r.t. every
-    element of ``a``, which is perturbed in place and restored. Rounding noise ~ u * sum|f terms| / h."""
-    g = np.empty(a.shape)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
+def check_backward(forward, backward, inputs, names, *, eps=1e-6, rtol=1e-5, atol=1e-6):
+    """A NumPy (forward, backward) pair checked by ``torch.autograd.gradcheck`` in float64: the full
+    Jacobian from ``backward`` (one call per output element) against central differences of
+    ``forward`` with step ``eps``, elementwise |analytic - numeric| <= atol + rtol * |numeric|.
+
+    ``forward(*arrays) -> ndarray``; ``backward(dy, *arrays) -> gradients`` aligned with ``inputs``
+    (float64 arrays, not modified; anything else the pair needs is captured by the closures);
+    ``names`` label the gradients in messages. The torch.autograd.Function wrapper is what makes
+    gradcheck check the NumPy backward (not torch's autograd of some torch forward). rtol and atol
+    default tighter than gradcheck's (1e-3, 1e-5), as the hand-written check before them."""
+    import torch
+
+    class NumpyPair(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *ts):
+            ctx.save_for_backward(*ts)
+            return torch.from_numpy(np.array(forward(*(t.detach().numpy() for t in ts)), dtype=np.float64))
+
+        @staticmethod
+        def backward(ctx, dy):
+            grads = backward(dy.detach().numpy(), *(t.detach().numpy() for t in ctx.saved_tensors))
+            assert len(grads) == len(names), f"backward returned {len(grads)} gradients for {names}"
+            out = []
+            for g, t, name in zip(grads, ctx.saved_tensors, names):
+                assert g is not None, f"{name}: backward returned None"
+                g = np.array(g, dtype=np.float64)
+                assert g.shape == t.shape, f"{name}: shape {g.shape} != input {tuple(t.shape)}"
+                out.append(torch.from_numpy(g))
+            return tuple(out)
+
+    ts = tuple(torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in inputs)
+    try:
+        torch.autograd.gradcheck(NumpyPair.apply, ts, eps=eps, atol=atol, rtol=rtol)
+    except torch.autograd.gradcheck.GradcheckError as e:
+        inputs_named = ", ".join(f"input {i} ({n})" for i, n in enumerate(names))
+        raise AssertionError(f"gradcheck of {inputs_named}:\n{e}") from None

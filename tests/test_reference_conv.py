@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as TF
 
 from cnngpu import functional as F
-from harness import assert_close, launches, numeric_grad, randn, relayout, require, rng
+from harness import assert_close, check_backward, launches, randn, relayout, require, rng
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups, bias)
 GEOMETRIES = [
@@ -128,8 +128,8 @@ def test_conv2d_backward_need_flags():
 
 
 # ---------------------------------------------------------------------------------------------
-# float64 central finite differences (conv is linear in each argument, so the quotient is exact
-# up to rounding; eps is large to keep cancellation small)
+# float64 central finite differences by torch.autograd.gradcheck (conv is linear in each argument,
+# so the quotient is exact up to rounding; eps is large to keep cancellation small)
 # ---------------------------------------------------------------------------------------------
 FD_GEOMETRIES = [
     (1, 4, 5, 6, 4, 3, 2, 2, 1, 1, 2, True),
@@ -142,16 +142,8 @@ FD_GEOMETRIES = [
 def test_conv2d_backward_finite_differences(geom):
     require("numpy")
     x, w, b, kw = _make(geom, seed=11)
-    y = F.conv2d(x, w, b, **kw)
-    dy = randn(rng(12), y.shape)
-
-    def loss():
-        return float(np.sum(F.conv2d(x, w, b, **kw) * dy))
-
-    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
-    for name, got, arg in (("dx", dx, x), ("dw", dw, w), ("db", db, b)):
-        num = numeric_grad(loss, arg, 1e-2)
-        np.testing.assert_allclose(got, num, rtol=1e-8, atol=1e-9, err_msg=name)
+    check_backward(lambda x, w, b: F.conv2d(x, w, b, **kw), lambda dy, x, w, b: F.conv2d_backward(dy, x, w, **kw),
+                   [x, w, b], ["dx", "dw", "db"], eps=1e-2, rtol=1e-8, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import cnngpu.functional as cf
-from harness import assert_close, launches, numeric_grad, randn, require, rng, round_to, seed_of, tolerance
+from harness import assert_close, check_backward, launches, randn, require, rng, round_to, seed_of, tolerance
 
 EPS = 1e-5
 
@@ -55,14 +55,6 @@ def scales(x, inv, w, dy, n):
     rdy = float(np.sqrt(np.mean(np.asarray(dy) ** 2)))
     return {"y": ax * iv * aw, "mean": ax, "inv": ax * iv * iv, "dx": rdy * iv * aw * max(1.0, ax * iv),
             "dsum": math.sqrt(n) * rdy * max(1.0, ax * iv)}
-
-
-def check_fd(analytic, numeric, what, noise=0.0):
-    """analytic vs central differences: rtol 1e-5 plus an absolute slack of 1e-6 * RMS of the
-    gradient and 4x the differencing noise estimate."""
-    assert analytic is not None, f"{what}: got None"
-    scale = float(np.sqrt(np.mean(numeric ** 2))) + 1e-12
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-6 * scale + 4 * noise, err_msg=what)
 
 
 def bn_axes(ndim):
@@ -298,21 +290,11 @@ def test_instance_norm_is_group_norm_with_C_groups(be, shape, affine):
 
 
 # ----------------------------------------------------------------------------------------------
-# float64 central finite differences of the reference forward
+# float64 central finite differences of the reference forward (torch.autograd.gradcheck: the full
+# Jacobian from the reference backward, one call per output element)
 # ----------------------------------------------------------------------------------------------
-def _fd_check(fwd, bwd, arrays, cot, names):
-    """fwd() -> output; bwd() -> gradients aligned with arrays. Compares each to central FD of
-    sum(fwd() * cot)."""
-    grads = bwd()
-    h = 1e-6
-    noise = 2.0 ** -53 * float(np.sum(np.abs(fwd() * cot))) / h
-    for a, g, name in zip(arrays, grads, names):
-        num = numeric_grad(lambda: float(np.sum(fwd() * cot)), a, h)
-        check_fd(g, num, name, noise)
-
-
 def _inputs_away_from_kink(shape, affine, pre_activation, margin=0.02):
-    """Draw x, w, b, cot until every pre-activation lies at least ``margin`` from the ReLU kink
+    """Draw x, w, b until every pre-activation lies at least ``margin`` from the ReLU kink
     (so central differences with h = 1e-6 never cross it) and some are negative."""
     C = shape[1]
     for seed in range(200):
@@ -322,7 +304,7 @@ def _inputs_away_from_kink(shape, affine, pre_activation, margin=0.02):
         b = randn(gen, (C,), "float64") if affine else None
         z = pre_activation(x, w, b)
         if np.min(np.abs(z)) > margin and (z < 0).any():
-            return x, w, b, randn(gen, shape, "float64")
+            return x, w, b
     raise AssertionError("no seed gave pre-activations away from 0")
 
 
@@ -330,18 +312,19 @@ def _inputs_away_from_kink(shape, affine, pre_activation, margin=0.02):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_train_finite_differences(be, shape, relu, affine):
-    x, w, b, cot = _inputs_away_from_kink(
+    x, w, b = _inputs_away_from_kink(
         shape, affine, lambda x, w, b: cf.batch_norm(x, None, None, w, b, training=True, eps=EPS, return_stats=True)[0])
 
-    def fwd():
+    def fwd(x, w=None, b=None):
         return cf.batch_norm(x, None, None, w, b, training=True, eps=EPS, relu=relu, return_stats=True)[0]
 
-    def bwd():
+    def bwd(dy, x, w=None, b=None):
         y, mean, invstd = cf.batch_norm(x, None, None, w, b, training=True, eps=EPS, relu=relu, return_stats=True)
-        return cf.batch_norm_backward(cot, x, y, w, mean, invstd, training=True, relu=relu)
+        dx, dw, db = cf.batch_norm_backward(dy, x, y, w, mean, invstd, training=True, relu=relu)
+        return (dx, dw, db) if affine else (dx,)
 
     arrays, names = ([x, w, b], ["dx", "dweight", "dbias"]) if affine else ([x], ["dx"])
-    _fd_check(fwd, bwd, arrays, cot, names)
+    check_backward(fwd, bwd, arrays, names)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 2, 3), (3, 2)])
@@ -350,18 +333,18 @@ def test_batch_norm_eval_finite_differences(be, shape, relu):
     C = shape[1]
     gen = rng(5)
     rm, rv = randn(gen, (C,), "float64"), gen.random(C) + 0.5
-    x, w, b, cot = _inputs_away_from_kink(
+    x, w, b = _inputs_away_from_kink(
         shape, True, lambda x, w, b: cf.batch_norm(x, rm, rv, w, b, training=False, eps=EPS, return_stats=True)[0])
     rm0, rv0 = rm.copy(), rv.copy()
 
-    def fwd():
+    def fwd(x, w, b):
         return cf.batch_norm(x, rm, rv, w, b, training=False, eps=EPS, relu=relu, return_stats=True)[0]
 
-    def bwd():
+    def bwd(dy, x, w, b):
         y, mean, invstd = cf.batch_norm(x, rm, rv, w, b, training=False, eps=EPS, relu=relu, return_stats=True)
-        return cf.batch_norm_backward(cot, x, y, w, mean, invstd, training=False, relu=relu)
+        return cf.batch_norm_backward(dy, x, y, w, mean, invstd, training=False, relu=relu)
 
-    _fd_check(fwd, bwd, [x, w, b], cot, ["dx", "dweight", "dbias"])
+    check_backward(fwd, bwd, [x, w, b], ["dx", "dweight", "dbias"])
     np.testing.assert_array_equal(rm, rm0)
     np.testing.assert_array_equal(rv, rv0)
 
@@ -371,16 +354,15 @@ def test_layer_norm_finite_differences(be, shape, nd):
     gen = rng(seed_of(shape, nd, "fd"))
     ns = shape[len(shape) - nd:]
     x, w, b = randn(gen, shape, "float64"), randn(gen, ns, "float64"), randn(gen, ns, "float64")
-    cot = randn(gen, shape, "float64")
 
-    def fwd():
+    def fwd(x, w, b):
         return cf.layer_norm(x, ns, w, b, eps=EPS, return_stats=True)[0]
 
-    def bwd():
+    def bwd(dy, x, w, b):
         _, mean, rstd = cf.layer_norm(x, ns, w, b, eps=EPS, return_stats=True)
-        return cf.layer_norm_backward(cot, x, w, mean, rstd, nd)
+        return cf.layer_norm_backward(dy, x, w, mean, rstd, nd)
 
-    _fd_check(fwd, bwd, [x, w, b], cot, ["dx", "dweight", "dbias"])
+    check_backward(fwd, bwd, [x, w, b], ["dx", "dweight", "dbias"])
 
 
 @pytest.mark.parametrize("shape,groups", [((2, 4, 2, 3), 2), ((2, 3, 5), 3), ((1, 4, 3), 1), ((3, 6), 2)])
@@ -388,16 +370,15 @@ def test_group_norm_finite_differences(be, shape, groups):
     gen = rng(seed_of(shape, groups, "fd"))
     C = shape[1]
     x, w, b = randn(gen, shape, "float64"), randn(gen, (C,), "float64"), randn(gen, (C,), "float64")
-    cot = randn(gen, shape, "float64")
 
-    def fwd():
+    def fwd(x, w, b):
         return cf.group_norm(x, groups, w, b, eps=EPS, return_stats=True)[0]
 
-    def bwd():
+    def bwd(dy, x, w, b):
         _, mean, rstd = cf.group_norm(x, groups, w, b, eps=EPS, return_stats=True)
-        return cf.group_norm_backward(cot, x, groups, w, mean, rstd)
+        return cf.group_norm_backward(dy, x, groups, w, mean, rstd)
 
-    _fd_check(fwd, bwd, [x, w, b], cot, ["dx", "dweight", "dbias"])
+    check_backward(fwd, bwd, [x, w, b], ["dx", "dweight", "dbias"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as TF
 
 from cnngpu import functional as F
-from harness import assert_close, launches, numeric_grad, randn, require, rng
+from harness import assert_close, check_backward, launches, randn, require, rng
 from test_reference_conv import relayout
 
 # (N, C, H, W, kernel, stride, padding, dilation)
@@ -112,11 +112,12 @@ def test_max_pool2d_backward_finite_differences(geom):
     N, C, H, W, k, s, p, d = geom
     gen = rng(2)
     x = _distinct(gen, (N, C, H, W))
-    y, idx = F.max_pool2d(x, k, s, p, d, True, return_indices=True)
-    dy = randn(gen, y.shape)
-    dx = F.max_pool2d_backward(dy, idx, x.shape, k, s, p, d, True)
-    num = numeric_grad(lambda: float(np.sum(F.max_pool2d(x, k, s, p, d, True, return_indices=True)[0] * dy)), x, 1e-3)
-    np.testing.assert_allclose(dx, num, rtol=1e-8, atol=1e-9)
+
+    def backward(dy, x):
+        idx = F.max_pool2d(x, k, s, p, d, True, return_indices=True)[1]
+        return (F.max_pool2d_backward(dy, idx, x.shape, k, s, p, d, True),)
+
+    check_backward(lambda x: F.max_pool2d(x, k, s, p, d, True), backward, [x], ["dx"], eps=1e-3, rtol=1e-8, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -171,11 +172,9 @@ def test_avg_pool2d_backward_finite_differences(geom, count_include_pad):
     N, C, H, W, k, s, p = geom
     gen = rng(4)
     x = randn(gen, (N, C, H, W))
-    y = F.avg_pool2d(x, k, s, p, True, count_include_pad)
-    dy = randn(gen, y.shape)
-    dx = F.avg_pool2d_backward(dy, x.shape, k, s, p, True, count_include_pad)
-    num = numeric_grad(lambda: float(np.sum(F.avg_pool2d(x, k, s, p, True, count_include_pad) * dy)), x, 1e-2)
-    np.testing.assert_allclose(dx, num, rtol=1e-8, atol=1e-9)
+    check_backward(lambda x: F.avg_pool2d(x, k, s, p, True, count_include_pad),
+                   lambda dy, x: (F.avg_pool2d_backward(dy, x.shape, k, s, p, True, count_include_pad),),
+                   [x], ["dx"], eps=1e-2, rtol=1e-8, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
