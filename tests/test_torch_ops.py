@@ -348,3 +348,16 @@ def test_batchnorm1d_module_vs_torch():
     _check(relu_bn, lambda x: torch.relu(torch.nn.BatchNorm1d(3).double()(x)), (x,))
     report = ct.convert(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)))
     assert isinstance(report.model[1], ct.BatchNorm1d) and ("1", "BatchNorm1d") in report.swapped
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.2)])
+@pytest.mark.parametrize("shape", [(4, 5), (2, 5, 3), (5,)])
+def test_cross_entropy_probability_target_gets_its_gradient(reduction, weighted, smoothing, shape):
+    x = _t(shape, 95, grad=True)
+    tgt = torch.softmax(_t(shape, 96), dim=1 if len(shape) > 1 else 0).requires_grad_(True)
+    kw = dict(weight=torch.rand(5, dtype=F64) + 0.5 if weighted else None, reduction=reduction,
+              label_smoothing=smoothing)
+    from torch.autograd import gradcheck
+    assert gradcheck(lambda x, t: ct.cross_entropy(x, t, **kw), (x, tgt))
+    _check(lambda x, t: ct.cross_entropy(x, t, **kw), lambda x, t: TF.cross_entropy(x, t, **kw), (x, tgt))

@@ -1,7 +1,8 @@
 """Custom ops ``cnngpu::relu`` / ``cnngpu::cross_entropy`` and their backward ops.
 
 relu saves its output (as torch's); ``relu(x, inplace=True)`` is this op followed by ``x.copy_``
-(see cnngpu.torch.functional.relu). cross_entropy saves the softmax probabilities it computed.
+(see cnngpu.torch.functional.relu). cross_entropy saves the softmax probabilities it computed
+(and the logits when a probability target requires grad).
 """
 from __future__ import annotations
 
@@ -67,17 +68,26 @@ def _loss_shape(x: Tensor, target: Tensor, reduction: str) -> Tuple[int, ...]:
     return (tuple(x.shape[:1]) + tuple(x.shape[2:])) if x.dim() >= 2 else ()
 
 
+def _lift(x: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
+    """Unbatched logits (C,) (target () or (C,)) as a batch of one: (1, C) and (1,) or (1, C)."""
+    if x.dim() != 1:
+        return x, target
+    return x.unsqueeze(0), target.unsqueeze(0)
+
+
 @torch.library.custom_op("cnngpu::cross_entropy", mutates_args=())
 def cross_entropy(x: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
                   label_smoothing: float, backend: str) -> Tuple[Tensor, Tensor]:
     """(loss, probs): torch's cross_entropy (x's dtype; () unless reduction='none'), probs the
     softmax over the class dim (x's shape), what the backward needs."""
     be = pick_backend(x, backend)
-    loss, probs = F.cross_entropy(_native(x, be), _native(target, be), _native(weight, be), None, ignore_index, None,
+    xb, tb = _lift(x, target)
+    loss, probs = F.cross_entropy(_native(xb, be), _native(tb, be), _native(weight, be), None, ignore_index, None,
                                   reduction, label_smoothing, return_probs=True, backend=be)
     dev = x.device
     lt = _tensor(loss, be, dev, x.dtype).reshape(_loss_shape(x, target, reduction))
-    return no_alias((in_format(lt), in_format(_tensor(probs, be, dev, x.dtype))), x, target, weight)
+    pt = _tensor(probs, be, dev, x.dtype).reshape(x.shape)
+    return no_alias((in_format(lt), in_format(pt)), x, target, weight)
 
 
 @cross_entropy.register_fake
@@ -91,10 +101,12 @@ def cross_entropy_backward(dloss: Tensor, probs: Tensor, target: Tensor, weight:
                            reduction: str, label_smoothing: float, backend: str) -> Tensor:
     """d loss / d x from the saved probs (x's shape and dtype)."""
     be = pick_backend(probs, backend)
-    dl = _native(dloss.contiguous(), be) if reduction == "none" else float(dloss)
-    dx = F.cross_entropy_backward(_native(probs, be), _native(target, be), dl, _native(weight, be), ignore_index,
+    pb, tb = _lift(probs, target)
+    dl = _native(dloss.reshape(pb.shape[:1] + pb.shape[2:]).contiguous(), be) if reduction == "none" else float(dloss)
+    dx = F.cross_entropy_backward(_native(pb, be), _native(tb, be), dl, _native(weight, be), ignore_index,
                                   reduction, label_smoothing, backend=be)
-    return no_alias(in_format(_tensor(dx, be, probs.device, probs.dtype)), dloss, probs, target, weight)
+    dxt = _tensor(dx, be, probs.device, probs.dtype).reshape(probs.shape)
+    return no_alias(in_format(dxt), dloss, probs, target, weight)
 
 
 @cross_entropy_backward.register_fake
@@ -104,14 +116,36 @@ def _(dloss: Tensor, probs: Tensor, target: Tensor, weight: Optional[Tensor], ig
 
 
 def _xent_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
-    _x, target, weight = inputs[:3]
-    ctx.save_for_backward(output[1], target, weight)
+    x, target, weight = inputs[:3]
+    ctx.target_grad = target.dtype.is_floating_point and target.requires_grad
+    ctx.save_for_backward(output[1], target, weight, x if ctx.target_grad else None)
     ctx.conf = inputs[3:]
 
 
+def _probability_target_grad(dloss: Tensor, x: Tensor, weight: Optional[Tensor], reduction: str,
+                             label_smoothing: float) -> Tensor:
+    """d loss / d target for class-probability targets: loss_n = -sum_c w_c t'_nc log p_nc with
+    t' = (1 - ls) t + ls / C, so the gradient is -(1 - ls) w_c log p_nc, times dloss_n ('none'),
+    dloss ('sum') or dloss / (numel / C) ('mean', torch's divisor for probability targets). Torch
+    ops on the saved logits (a rarely used gradient; the op itself gives d loss / d x)."""
+    cdim = 1 if x.dim() >= 2 else 0
+    g = torch.log_softmax(x, dim=cdim) * (label_smoothing - 1.0)
+    if weight is not None:
+        g = g * weight.reshape([-1] + [1] * (x.dim() - cdim - 1))
+    if reduction == "none":
+        return g * dloss.unsqueeze(cdim)
+    scale = dloss / (x.numel() // x.shape[cdim]) if reduction == "mean" else dloss
+    return g * scale
+
+
 def _xent_bwd(ctx: Any, dloss: Tensor, _dprobs: Any) -> Any:
-    probs, target, weight = ctx.saved_tensors
-    return (cross_entropy_backward(dloss, probs, target, weight, *ctx.conf),) + (None,) * 6
+    probs, target, weight, x = ctx.saved_tensors
+    dx = cross_entropy_backward(dloss, probs, target, weight, *ctx.conf) if ctx.needs_input_grad[0] else None
+    dt = None
+    if ctx.target_grad and ctx.needs_input_grad[1]:
+        _ignore, reduction, label_smoothing, _be = ctx.conf
+        dt = _probability_target_grad(dloss, x.detach(), weight, reduction, label_smoothing)
+    return (dx, dt) + (None,) * 5
 
 
 cross_entropy.register_autograd(_xent_bwd, setup_context=_xent_setup)

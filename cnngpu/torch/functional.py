@@ -124,7 +124,7 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
                   reduction: str = "mean", label_smoothing: float = 0.0, *, backend: Optional[str] = None
                   ) -> torch.Tensor:
     """torch.nn.functional.cross_entropy (logits x (C,), (N, C) or (N, C, d1, ...); class indices
-    or probabilities target; no gradient flows to a probability target)."""
+    or class probabilities target, which gets its gradient too)."""
     be = check_backend(x, backend)
     if size_average is not None or reduce is not None:   # torch's legacy arguments
         from torch.nn import _reduction
