@@ -37,7 +37,7 @@ class _BasicBlock(torch.nn.Module):
 
 
 class _Classifier(torch.nn.Module):
-    """Every other op: fused BN+ReLU, both pools, group/layer norm, linear, cross_entropy."""
+    """Every other op: fused BN+ReLU, both pools, group/instance/layer norm, linear, cross_entropy."""
 
     def __init__(self):
         super().__init__()
@@ -46,12 +46,13 @@ class _Classifier(torch.nn.Module):
         self.pool = ct.MaxPool2d(2, ceil_mode=True)
         self.avg = ct.AvgPool2d(1)
         self.gn = ct.GroupNorm(2, 4)
+        self.inorm = ct.InstanceNorm2d(4, affine=True, track_running_stats=True)
         self.ln = ct.LayerNorm(16)
         self.fc = ct.Linear(16, 5)
         self.loss = ct.CrossEntropyLoss(label_smoothing=0.1)
 
     def forward(self, x, y):
-        h = self.gn(self.avg(self.pool(self.bn(self.block(x)))))
+        h = self.inorm(self.gn(self.avg(self.pool(self.bn(self.block(x))))))
         return self.loss(self.fc(self.ln(h.flatten(1))), y)
 
 
@@ -102,6 +103,7 @@ def test_compile_fullgraph_every_op_equals_eager():
                "cross_entropy"):
         assert f"torch.ops.cnngpu.{op}.default" in fw, op
         assert f"torch.ops.cnngpu.{op}_backward.default" in bw, op
+    assert "torch.ops.cnngpu.instance_norm.default" in fw          # its backward is group_norm_backward
     torch._dynamo.reset()
 
 

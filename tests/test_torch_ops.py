@@ -73,6 +73,10 @@ def _samples():
     yg, mg, rg = _ops.group_norm(x.detach(), 3, g3.detach(), None, 1e-5, "")
     s.append(("group_norm_backward", (torch.randn_like(yg), x.detach(), 3, g3.detach(), mg, rg, [True, True, True],
                                       "")))
+    rmi, rvi = _t((3,), 32), _t((3,), 33).abs() + 0.5
+    s.append(("instance_norm", (x, g3, b3, rmi, rvi, 0.1, 1e-5, "")))
+    s.append(("instance_norm", (cl, None, b3, None, None, 0.1, 1e-5, "")))
+    s.append(("instance_norm", (_t((2, 3, 7), 34, grad=True), None, None, rmi, rvi, 0.3, 1e-5, "")))
     for xx in (x, cl, _t((7,), 24, grad=True)):
         s.append(("relu", (xx, "")))
     s.append(("relu_backward", (_t((2, 3), 25), torch.relu(_t((2, 3), 26)), "")))
@@ -196,17 +200,20 @@ def test_vmap_forward_then_autograd_backward():
 def test_fx_symbolic_trace_shows_our_ops_and_runs():
     torch.manual_seed(0)
     net = torch.nn.Sequential(ct.Conv2d(3, 4, 3, padding=1), ct.BatchNorm2d(4, relu=True), ct.MaxPool2d(2),
-                              ct.AvgPool2d(1), ct.GroupNorm(2, 4), torch.nn.Flatten(), ct.LayerNorm(36),
-                              ct.Linear(36, 5), ct.ReLU(inplace=True)).double()
+                              ct.AvgPool2d(1), ct.GroupNorm(2, 4),
+                              ct.InstanceNorm2d(4, affine=True, track_running_stats=True), torch.nn.Flatten(),
+                              ct.LayerNorm(36), ct.Linear(36, 5), ct.ReLU(inplace=True)).double()
     gm = torch.fx.symbolic_trace(net)
     code = gm.code
-    for op in ("conv2d", "batch_norm", "max_pool2d", "avg_pool2d", "group_norm", "layer_norm", "linear", "relu"):
+    for op in ("conv2d", "batch_norm", "max_pool2d", "avg_pool2d", "group_norm", "instance_norm", "layer_norm",
+               "linear", "relu"):
         assert f"torch.ops.cnngpu.{op}.default" in code, op
     x = _t((2, 3, 6, 6), 50)
     ref = torch.nn.Sequential(*[m for m in net]).double()
     net_copy = __import__("copy").deepcopy(net)
     torch.testing.assert_close(gm(x), net_copy(x))
-    torch.testing.assert_close(gm.get_submodule("1").running_mean, net_copy[1].running_mean)  # buffers updated
+    for i in ("1", "5"):                                           # buffers updated as eager
+        torch.testing.assert_close(gm.get_submodule(i).running_mean, net_copy[int(i)].running_mean)
     assert ref is not None
 
 

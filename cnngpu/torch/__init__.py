@@ -6,9 +6,9 @@
     loss = torch.nn.functional.cross_entropy(net(x), y); loss.backward(); opt.step()
 
 One path: every function (conv2d, max_pool2d, avg_pool2d, batch_norm, layer_norm, group_norm,
-linear, relu, cross_entropy; instance_norm is group_norm/batch_norm) calls a ``cnngpu::`` custom op
-(``torch.library.custom_op``) with a backward op, ``register_autograd``, a fake (shape) kernel and
-a vmap rule, eager or traced. So ``torch.compile(fullgraph=True)``, ``torch.export``,
+instance_norm, linear, relu, cross_entropy) calls a ``cnngpu::`` custom op
+(``torch.library.custom_op``) with a backward op (instance_norm's is group_norm_backward),
+``register_autograd``, a fake (shape) kernel and a vmap rule, eager or traced. So ``torch.compile(fullgraph=True)``, ``torch.export``,
 ``torch.fx.symbolic_trace``, meta tensors (``device='meta'``), ``torch.func.vmap`` and
 ``torch.library.opcheck`` work; the ops are opaque to the tracers (they never read the numpy or
 triton code). ``torch.func.grad`` is refused by torch itself for custom ops (torch 2.13); plain

@@ -265,5 +265,64 @@ def _gn_bwd(ctx: Any, dy: Tensor, *_unused: Any) -> Any:
 
 group_norm.register_autograd(_gn_bwd, setup_context=_gn_setup)
 
-for _op in (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward, group_norm, group_norm_backward):
+# ----------------------------------------------------------------------------------------------
+# instance_norm with the input's statistics: group_norm with one group per channel, plus torch's
+# running-statistics update (functional, as batch_norm's); its backward is group_norm_backward
+# ----------------------------------------------------------------------------------------------
+@torch.library.custom_op("cnngpu::instance_norm", mutates_args=())
+def instance_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+                  running_var: Optional[Tensor], momentum: float, eps: float, backend: str
+                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, rstd, new_running_mean, new_running_var): x (N, C, *) normalized per (n, c);
+    mean/rstd (N, C); the new running stats (torch's: the per-instance mean and unbiased variance
+    averaged over N; unchanged for N = 0) are (0,) unless running stats are given."""
+    _check_instance(x)
+    C = int(x.shape[1])
+    y, mean, rstd = group_norm(x, C, weight, bias, eps, backend)
+    rm, rv = absent(x), absent(x)
+    if running_mean is not None and running_var is not None:
+        rm, rv = running_mean.clone(), running_var.clone()
+    if running_mean is not None and running_var is not None and x.shape[0] > 0:
+        dims = tuple(range(2, x.dim()))
+        xf = x.detach().float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach()
+        rm = running_mean * (1 - momentum) + momentum * xf.mean(dims).mean(0).to(running_mean.dtype)
+        rv = running_var * (1 - momentum) + momentum * xf.var(dims, unbiased=True).mean(0).to(running_var.dtype)
+    return no_alias((y, mean, rstd, rm, rv), x, weight, bias, running_mean, running_var)
+
+
+def _check_instance(x: Tensor) -> None:
+    if x.dim() < 3:
+        raise ValueError(f"instance_norm takes input (N, C, *) with spatial dims, got shape {tuple(x.shape)}")
+
+
+@instance_norm.register_fake
+def _(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+      running_var: Optional[Tensor], momentum: float, eps: float, backend: str
+      ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    _check_instance(x)
+    N, C, sdt = x.shape[0], x.shape[1], stats_dtype(x)
+    update = running_mean is not None and running_var is not None
+    return (empty(x, x.shape, memory_format(x)), empty(x, (N, C), dtype=sdt), empty(x, (N, C), dtype=sdt),
+            torch.empty_like(running_mean) if update else absent(x),  # type: ignore[arg-type]
+            torch.empty_like(running_var) if update else absent(x))  # type: ignore[arg-type]
+
+
+def _in_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+    x, weight, bias, _rm, _rv, _momentum, _eps, backend = inputs
+    ctx.save_for_backward(x, weight, output[1], output[2])
+    ctx.backend, ctx.has_bias = backend, bias is not None
+
+
+def _in_bwd(ctx: Any, dy: Tensor, *_unused: Any) -> Any:
+    x, weight, mean, rstd = ctx.saved_tensors
+    n = ctx.needs_input_grad
+    om = [n[0], weight is not None and n[1], ctx.has_bias and n[2]]
+    dx, dw, db = group_norm_backward(dy, x, x.shape[1], weight, mean, rstd, om, ctx.backend)
+    return (or_none(dx, om[0]), or_none(dw, om[1]), or_none(db, om[2])) + (None,) * 5
+
+
+instance_norm.register_autograd(_in_bwd, setup_context=_in_setup)
+
+for _op in (batch_norm, batch_norm_backward, layer_norm, layer_norm_backward, group_norm, group_norm_backward,
+            instance_norm):
     register_loop_vmap(_op)

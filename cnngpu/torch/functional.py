@@ -140,21 +140,19 @@ def instance_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None,
                   running_var: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
                   bias: Optional[torch.Tensor] = None, use_input_stats: bool = True, momentum: float = 0.1,
                   eps: float = 1e-5, *, backend: Optional[str] = None) -> torch.Tensor:
-    """torch.nn.functional.instance_norm on x (N, C, *): with the input's statistics it is the
-    ``cnngpu::group_norm`` op with one group per channel (running stats, when given, updated as
-    torch does: the per-instance mean and unbiased variance averaged over N); else the running
-    stats (the ``cnngpu::batch_norm`` op in eval mode)."""
+    """torch.nn.functional.instance_norm on x (N, C, *): with the input's statistics the
+    ``cnngpu::instance_norm`` op (group_norm with one group per channel; running stats, when
+    given, updated as torch does: the per-instance mean and unbiased variance averaged over N);
+    else the running stats (the ``cnngpu::batch_norm`` op in eval mode)."""
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise ValueError("instance_norm with use_input_stats=False needs running_mean and running_var")
         return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps, backend=backend)
-    if x.dim() < 3:
-        raise ValueError(f"instance_norm takes input (N, C, *) with spatial dims, got shape {tuple(x.shape)}")
-    y = group_norm(x, int(x.shape[1]), weight, bias, eps, backend=backend)
-    if running_mean is not None and running_var is not None and x.shape[0] > 0:
-        dims = tuple(range(2, x.dim()))
+    be = check_backend(x, backend)
+    F._check_eps_momentum(eps, momentum)
+    out = _ops.instance_norm(x, weight, bias, running_mean, running_var, float(momentum), float(eps), be)
+    if running_mean is not None and running_var is not None:
         with torch.no_grad():
-            xd = x.detach()
-            running_mean.mul_(1 - momentum).add_(momentum * xd.mean(dims).mean(0).to(running_mean.dtype))
-            running_var.mul_(1 - momentum).add_(momentum * xd.var(dims, unbiased=True).mean(0).to(running_var.dtype))
-    return y
+            running_mean.copy_(out[3])
+            running_var.copy_(out[4])
+    return out[0]
