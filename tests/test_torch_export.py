@@ -162,3 +162,19 @@ def test_export_classifier_runs_and_matches():
     ep = torch.export.export(net, (x.detach(), y))
     x2, y2 = _classifier_inputs(1)
     torch.testing.assert_close(ep.module()(x2.detach(), y2), net(x2.detach(), y2), rtol=1e-12, atol=1e-12)
+
+
+def test_export_dynamic_batch_dim():
+    """The fake kernels keep the batch dim symbolic: one exported program serves every batch size."""
+    torch.manual_seed(7)
+    N = torch.export.Dim("N", min=2, max=64)
+    block = _BasicBlock().double().eval()
+    ep = torch.export.export(block, (torch.randn(4, 3, 6, 6, dtype=F64),), dynamic_shapes={"x": {0: N}})
+    net = _Classifier().double().eval()
+    ep_net = torch.export.export(net, (torch.randn(4, 3, 8, 8, dtype=F64), torch.randint(0, 5, (4,))),
+                                 dynamic_shapes={"x": {0: N}, "y": {0: N}})
+    for n in (2, 5, 9):
+        x = torch.randn(n, 3, 6, 6, dtype=F64)
+        torch.testing.assert_close(ep.module()(x), block(x), rtol=1e-12, atol=1e-12)
+        x, y = torch.randn(n, 3, 8, 8, dtype=F64), torch.randint(0, 5, (n,))
+        torch.testing.assert_close(ep_net.module()(x, y), net(x, y), rtol=1e-12, atol=1e-12)

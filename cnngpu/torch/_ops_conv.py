@@ -48,8 +48,10 @@ def _(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], pad_
       dilation: List[int], groups: int, algo: str, precision: str, backend: str) -> Tensor:
     check_image(x, "conv2d")
     xs, unb = batched_shape(x.shape)
-    g = F.conv2d_geometry(xs, tuple(weight.shape), tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups)
-    return empty(x, (g.K, g.P, g.Q) if unb else (g.N, g.K, g.P, g.Q), memory_format(x))
+    # geometry of one image: the batch dim stays symbolic (torch.export with a dynamic batch)
+    g = F.conv2d_geometry((1,) + xs[1:], tuple(weight.shape), tuple(stride), _pad(pad_ints, pad_str),
+                          tuple(dilation), groups)
+    return empty(x, (g.K, g.P, g.Q) if unb else (xs[0], g.K, g.P, g.Q), memory_format(x))
 
 
 @torch.library.custom_op("cnngpu::conv2d_backward", mutates_args=())

@@ -20,8 +20,10 @@ Tensor = torch.Tensor
 def _out_shape(x_shape: Any, kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
                ceil_mode: bool) -> Tuple[int, ...]:
     xs, unb = batched_shape(x_shape)
-    g = F.pool2d_geometry(xs, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), ceil_mode)
-    return (g.C, g.P, g.Q) if unb else (g.N, g.C, g.P, g.Q)
+    # geometry of one image: the batch dim stays symbolic (torch.export with a dynamic batch)
+    g = F.pool2d_geometry((1,) + xs[1:], tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation),
+                          ceil_mode)
+    return (g.C, g.P, g.Q) if unb else (xs[0], g.C, g.P, g.Q)
 
 
 @torch.library.custom_op("cnngpu::max_pool2d", mutates_args=())
