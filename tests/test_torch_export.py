@@ -178,3 +178,25 @@ def test_export_dynamic_batch_dim():
         torch.testing.assert_close(ep.module()(x), block(x), rtol=1e-12, atol=1e-12)
         x, y = torch.randn(n, 3, 8, 8, dtype=F64), torch.randint(0, 5, (n,))
         torch.testing.assert_close(ep_net.module()(x, y), net(x, y), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_compile_and_export_on_cuda(backend):
+    """On a GPU: the same graphs with CUDA tensors (the ops pick triton per call), float32."""
+    torch._dynamo.reset()
+    torch.manual_seed(8)
+    eager = _BasicBlock().cuda()
+    compiled_mod = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_mod, backend=backend, fullgraph=True, dynamic=False)
+
+    def inputs(step):
+        g = torch.Generator().manual_seed(30 + step)
+        return [torch.randn(4, 3, 16, 16, generator=g).cuda().requires_grad_(True)]
+
+    _compare_training(eager, compiled, compiled_mod, 2, inputs, 1e-4)
+    eager.eval()
+    x = torch.randn(4, 3, 16, 16, device="cuda")
+    ep = torch.export.export(eager, (x,))
+    torch.testing.assert_close(ep.module()(x), eager(x), rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()

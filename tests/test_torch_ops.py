@@ -368,3 +368,16 @@ def test_cross_entropy_probability_target_gets_its_gradient(reduction, weighted,
     from torch.autograd import gradcheck
     assert gradcheck(lambda x, t: ct.cross_entropy(x, t, **kw), (x, tgt))
     _check(lambda x, t: ct.cross_entropy(x, t, **kw), lambda x, t: TF.cross_entropy(x, t, **kw), (x, tgt))
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (3, 6, 5), (2, 6, 2, 3, 2)])
+def test_group_and_layer_norm_any_rank_vs_torch(shape):
+    x = _t(shape, 97, grad=True)
+    g, b = _t((6,), 98, grad=True), _t((6,), 99, grad=True)
+    _check(lambda x, g, b: ct.group_norm(x, 3, g, b), lambda x, g, b: TF.group_norm(x, 3, g, b), (x, g, b))
+    ns = shape[-1:]
+    _check(lambda x: ct.layer_norm(x, ns), lambda x: TF.layer_norm(x, ns), (x,))
+    if len(shape) >= 3:
+        _check(lambda x: ct.instance_norm(x), lambda x: TF.instance_norm(x), (x,))
+    v = _t((7,), 100, grad=True)
+    _check(lambda v: ct.layer_norm(v, 7), lambda v: TF.layer_norm(v, (7,)), (v,))
