@@ -113,8 +113,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
 def relu(x: torch.Tensor, inplace: bool = False, *, backend: Optional[str] = None) -> torch.Tensor:
     """torch.nn.functional.relu. ``inplace=True`` writes the result into x and returns x, as torch's
-    relu_ (x's version counter moves; autograd flows through the op's own saved output, so the
-    backward stays valid whatever later happens to x)."""
+    relu_ (x's version counter moves, a leaf that requires grad is refused; autograd flows through
+    the op's own saved output, so the backward stays valid whatever later happens to x; that output
+    is one activation more than torch's relu_ keeps: the kernels never write into their input)."""
     y = _ops.relu(x, check_backend(x, backend))
     return x.copy_(y) if inplace else y
 
