@@ -33,8 +33,15 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import functional as F
-from ._bridge import _grad, _keep_format, _native, _tensor, pick_backend
+from ._bridge import _native, _tensor, pick_backend
 from .functional import batch_norm
+
+
+def _from(a: Any, backend: str, device: torch.device) -> torch.Tensor:
+    """A kernel's array as a torch tensor on ``device``."""
+    t = _tensor(a, backend, device)
+    assert t is not None
+    return t
 
 
 def _stats_dtype(x: torch.Tensor) -> torch.dtype:
@@ -108,15 +115,14 @@ class _SyncBatchNormFn(torch.autograd.Function):
             ctx.save_for_backward(x, None, weight, gmean, gvar, gmean)
             return torch.empty_like(x)
         # normalize (+ReLU) with the global statistics: the kernel's "given statistics" mode
-        y, _, invstd = F.batch_norm(_native(x, backend, "input"), _native(gmean, backend), _native(gvar, backend),
+        y, _, invstd = F.batch_norm(_native(x, backend), _native(gmean, backend), _native(gvar, backend),
                                     _native(weight, backend), _native(bias, backend), False, 0.0, eps, relu=relu,
                                     return_stats=True, backend=backend)
-        y = _tensor(y, backend, x.device)
-        assert y is not None
+        y = _from(y, backend, x.device).to(x.dtype)
         # not the output (inplace ops may follow): with the ReLU only its pass mask (NaN passes)
         mask = torch.logical_not(y.le(0)) if relu else None
         ctx.eps = eps
-        ctx.save_for_backward(x, mask, weight, gmean, gvar, _tensor(invstd, backend, x.device))
+        ctx.save_for_backward(x, mask, weight, gmean, gvar, _from(invstd, backend, x.device))
         return y
 
     @staticmethod
@@ -134,12 +140,11 @@ class _SyncBatchNormFn(torch.autograd.Function):
         w = weight if weight is not None else torch.ones(C, dtype=sdt, device=x.device)
         y = mask.to(x.dtype) if ctx.relu else x      # the kernels read the ReLU mask from y's sign
         # statistics as constants: dx0 = g * w * invstd, and the local sums sum(g * xhat), sum(g)
-        dx0, sum_gx, sum_g = F.batch_norm_backward(_grad(dy, be), _native(x, be), _native(y, be), _native(w, be),
-                                                   _native(gmean, be), _native(invstd, be), training=False,
-                                                   relu=ctx.relu, backend=be)
+        dx0, sum_gx, sum_g = F.batch_norm_backward(_native(dy.contiguous(), be), _native(x, be), _native(y, be),
+                                                   _native(w, be), _native(gmean, be), _native(invstd, be),
+                                                   training=False, relu=ctx.relu, backend=be)
         dev = x.device
-        sum_g_t, sum_gx_t = _tensor(sum_g, be, dev), _tensor(sum_gx, be, dev)
-        assert sum_g_t is not None and sum_gx_t is not None
+        sum_g_t, sum_gx_t = _from(sum_g, be, dev), _from(sum_gx, be, dev)
         dweight = sum_gx_t if ctx.has_weight and need[1] else None
         dbias = sum_g_t if ctx.has_bias and need[2] else None
         if not need[0]:
@@ -151,10 +156,8 @@ class _SyncBatchNormFn(torch.autograd.Function):
         coef_x, coef_1 = (scale * sums[C:]).to(sdt), (scale * sums[:C]).to(sdt)
         corr = F.batch_norm(_native(x, be), _native(gmean, be), _native(gvar, be), _native(coef_x, be),
                             _native(coef_1, be), False, 0.0, ctx.eps, backend=be)
-        dx = _tensor(dx0, be, dev)
-        corr_t = _tensor(corr, be, dev)
-        assert dx is not None and corr_t is not None
-        return (dx + corr_t, dweight, dbias) + nones
+        dx = _from(dx0, be, dev) + _from(corr, be, dev)
+        return (dx.to(x.dtype), dweight, dbias) + nones
 
 
 def _momentum_factor(m: _BatchNorm) -> float:
@@ -209,7 +212,9 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         be = pick_backend(x, self.backend)
         y = _SyncBatchNormFn.apply(x, self.weight, self.bias, running_mean, running_var, self.eps, factor,
                                    bool(self.relu), group, world_size, be)
-        return _keep_format(x, y)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous(memory_format=torch.channels_last)     # channels_last in, out (as torch)
+        return y
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, relu={self.relu}, backend={self.backend!r}"
