@@ -30,9 +30,12 @@ from .functional import (avg_pool2d, batch_norm, conv2d, cross_entropy, group_no
                          linear, max_pool2d, relu)
 from .modules import (AvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss, GroupNorm, InstanceNorm2d, LayerNorm,
                       Linear, MaxPool2d, ReLU)
-from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm",
            "linear", "relu", "cross_entropy", "Linear", "ReLU", "CrossEntropyLoss", "InstanceNorm2d",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend",
-           "convert", "ConvertReport", "SyncBatchNorm", "convert_sync_batchnorm"]
+           "convert", "ConvertReport"]
+
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
+
+__all__ += ["SyncBatchNorm", "convert_sync_batchnorm"]
