@@ -41,6 +41,7 @@ class Case:
     shape: tuple = (3, 5, 4)   # (C, *spatial)
     offset: float = 0.0     # a common offset of the inputs (stability of the merged variance)
     channels_last: bool = False
+    backend: Optional[str] = None   # None: numpy (CPU tensors); 'triton': Triton's interpreter here
 
 
 CASES = [
@@ -53,6 +54,8 @@ CASES = [
     Case("f64_2d", (6, 3), shape=(5,)),                                    # (N, C) input
     Case("f64_offset", (4, 3), offset=1e6, shape=(3, 6, 5)),
     Case("f32_channels_last_relu", (2, 3), dtype="float32", relu=True, channels_last=True),
+    Case("f16_relu_uneven", (3, 4), dtype="float16", relu=True),
+    Case("f32_triton_relu_uneven", (2, 3), dtype="float32", relu=True, backend="triton", shape=(3, 4, 3)),
 ]
 
 
@@ -78,7 +81,8 @@ def _run_case(case: Case, rank: Optional[int]):
     """STEPS training steps then one eval forward of a SyncBatchNorm on this rank's part of the
     batch (rank None: the whole batch, no process group); returns every result as float64."""
     dt = getattr(torch, case.dtype)
-    bn = ct.SyncBatchNorm(case.shape[0], momentum=case.momentum, affine=case.affine, relu=case.relu, dtype=dt)
+    bn = ct.SyncBatchNorm(case.shape[0], momentum=case.momentum, affine=case.affine, relu=case.relu, dtype=dt,
+                          backend=case.backend)
     lo = 0 if rank is None else sum(case.split[:rank])
     hi = sum(case.split) if rank is None else lo + case.split[rank]
     out = {}
@@ -107,13 +111,22 @@ def _run_case(case: Case, rank: Optional[int]):
     return out
 
 
+# the kernels each backend's SyncBatchNorm must launch (training forward, backward)
+KERNELS = {"numpy": ("batch_norm_forward", "batch_norm_backward"),
+           "triton": ("batch_norm_fwd_normalize", "batch_norm_bwd_dx")}
+
+
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     import cnngpu.backends as backends
     backends.set_poison(True)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         for case in CASES:
-            torch.save(_run_case(case, rank), os.path.join(out_dir, f"{case.name}_{rank}.pt"))
+            be = backends.get_backend(case.backend or "numpy")
+            before = dict(be.LAUNCHES)
+            out = _run_case(case, rank)
+            out["launched"] = sorted(k for k, v in be.LAUNCHES.items() if v > before.get(k, 0))
+            torch.save(out, os.path.join(out_dir, f"{case.name}_{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -179,6 +192,9 @@ def test_two_ranks_equal_one_process_over_the_concatenated_batch(case, two_rank_
             assert r[f"nbt{step}"] == ref[f"nbt{step}"] == step + 1
     got = torch.cat([r["y_eval"] for r in ranks])
     assert_close(got, ref["y_eval"], case.dtype, 1, f"{case.name} eval", fac)
+    for rank, r in enumerate(ranks):       # our kernels ran (on a rank that had data)
+        if case.split[rank]:
+            assert set(KERNELS[case.backend or "numpy"]) <= set(r["launched"]), r["launched"]
 
 
 def _factor(case: Case) -> float:
