@@ -26,8 +26,11 @@ STEPS = 2
 
 
 def assert_close(actual, expected, *args):
-    """harness.assert_close on torch tensors."""
-    _assert_close(actual.detach().numpy(), expected.detach().numpy(), *args)
+    """harness.assert_close on torch tensors; NaN where (and only where) expected has NaN."""
+    actual, expected = actual.detach(), expected.detach()
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(actual), nan), f"{args[-2] if len(args) > 2 else ''}: NaN positions differ"
+    _assert_close(actual[~nan].numpy(), expected[~nan].numpy(), *args)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Case:
     offset: float = 0.0     # a common offset of the inputs (stability of the merged variance)
     channels_last: bool = False
     backend: Optional[str] = None   # None: numpy (CPU tensors); 'triton': Triton's interpreter here
+    nan: bool = False       # one NaN in rank 0's data (channel 0)
 
 
 CASES = [
@@ -55,6 +59,8 @@ CASES = [
     Case("f64_offset", (4, 3), offset=1e6, shape=(3, 6, 5)),
     Case("f32_channels_last_relu", (2, 3), dtype="float32", relu=True, channels_last=True),
     Case("f16_relu_uneven", (3, 4), dtype="float16", relu=True),
+    Case("f64_nan_relu", (3, 4), relu=True, nan=True),
+    Case("f64_2d_one_row_rank", (1, 4), shape=(5,)),        # one value per channel on a rank: allowed
     Case("f32_triton_relu_uneven", (2, 3), dtype="float32", relu=True, backend="triton", shape=(3, 4, 3)),
 ]
 
@@ -66,6 +72,8 @@ def _data(case: Case, step: int):
     n = sum(case.split)
     x = torch.randn((n,) + case.shape, generator=g, dtype=torch.float64) * 1.7 + 0.3 + case.offset
     dy = torch.randn((n,) + case.shape, generator=g, dtype=torch.float64)
+    if case.nan:
+        x[1, 0].view(-1)[0] = float("nan")
     wb = torch.randn(2, case.shape[0], generator=g, dtype=torch.float64)
     return x, dy, wb
 
