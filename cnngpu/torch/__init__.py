@@ -48,3 +48,7 @@ __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "gr
            "linear", "relu", "cross_entropy", "Linear", "ReLU", "CrossEntropyLoss", "InstanceNorm2d",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend",
            "convert", "ConvertReport"]
+
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
+
+__all__ += ["SyncBatchNorm", "convert_sync_batchnorm"]
