@@ -155,15 +155,6 @@ def test_resnet18_converted_trains_like_torch_nn(dtype):
     torch.testing.assert_close(y, y_ref, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale)
 
 
-def _all_ops_registered() -> bool:
-    """Whether every op of the converted model is a torch.library custom op (what
-    torch.compile(fullgraph=True) needs to see the model as one graph)."""
-    return all(hasattr(torch.ops.cnngpu, op) for op in ("conv2d", "batch_norm", "relu", "max_pool2d", "linear"))
-
-
-@pytest.mark.xfail(not _all_ops_registered(), strict=True,
-                   reason="relu/max_pool2d/linear are not torch.library custom ops yet: fullgraph tracing "
-                          "breaks on them (the one-path custom-op work of issue 14 registers them)")
 def test_resnet18_converted_trains_under_compile_fullgraph():
     """torch.compile(fullgraph=True, backend='aot_eager') of the converted ResNet-18: STEPS SGD
     steps give the torch.nn (eager) run's losses, parameters and running statistics (float64)."""
