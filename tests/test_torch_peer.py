@@ -30,7 +30,7 @@ from torch.testing._internal.common_methods_invocations import op_db  # noqa: E4
 from torch.testing._internal.common_modules import module_db  # noqa: E402
 
 import cnngpu.torch as ct  # noqa: E402
-from harness import tolerance  # noqa: E402
+from harness import require, tolerance  # noqa: E402
 
 DTYPES = (torch.float32, torch.float64)
 MAX_SAMPLES = 40          # per op (or module) and dtype: larger lists are subsampled evenly
@@ -181,6 +181,27 @@ def _module_params(dtypes: Tuple[torch.dtype, ...], limit: int) -> List[Any]:
                              f"{mi.desc or 'default'}-{tuple(mi.constructor_input.args)}-"
                              f"{_short(dict(mi.constructor_input.kwargs))}")
                     out.append(pytest.param(cls, dt, training, i, id=_short_id(ident)))
+    return out
+
+
+def _runnable(case: Case) -> bool:
+    return _why_excluded(case, EXCLUSIONS) is None and _why_excluded(case, PENDING_I14A) is None
+
+
+def _triton_params() -> List[Any]:
+    """TRITON_SAMPLES float32 samples per op and module (evenly spread over the runnable ones)."""
+    out = []
+    for op_name in OPS:
+        samples = _op_samples(op_name, torch.float32)
+        ok = [i for i, s in enumerate(samples) if _runnable(_op_case(op_name, s)) and s.input.numel() > 0]
+        for j in _subsample(len(ok), TRITON_SAMPLES):
+            out.append(pytest.param("op", op_name, True, ok[j], id=f"{op_name.split('.')[-1]}-{ok[j]}"))
+    for cls in MODULES:
+        samples = _module_samples(cls, torch.float32, True)
+        ok = [i for i, mi in enumerate(samples) if _runnable(_module_case(cls, mi)) and 0 not in
+              _module_case(cls, mi).input_shape]
+        for j in _subsample(len(ok), TRITON_SAMPLES):
+            out.append(pytest.param("module", cls, True, ok[j], id=f"{cls.__name__}-{ok[j]}"))
     return out
 
 
@@ -367,3 +388,21 @@ def test_op_sample(op_name: str, dtype: torch.dtype, i: int) -> None:
 def test_module_sample(cls: Any, dtype: torch.dtype, training: bool, i: int) -> None:
     """torch's ModuleInfo sample i of cls through the cnngpu.torch module (numpy backend) vs torch."""
     _check_module(cls, dtype, training, i, None)
+
+
+@pytest.mark.parametrize("kind, what, training, i", _triton_params())
+def test_sample_on_triton_interpreter(kind: str, what: Any, training: bool, i: int) -> None:
+    """A few float32 samples per op and module with backend='triton' (Triton's interpreter on CPU tensors; on a
+    CUDA machine the same kernels on the GPU would need CUDA tensors, so this runs only under the interpreter)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 (set by conftest without a GPU)")
+    be, ref = require("triton"), require("numpy")
+    before = sum(be.LAUNCHES.values()), ref.LAUNCHES["cross_entropy_general_forward"]
+    if kind == "op":
+        _check_op(what, torch.float32, i, "triton")
+    else:
+        _check_module(what, torch.float32, training, i, "triton")
+    # cross_entropy beyond the fused case (2-D, class indices, mean, no weight/smoothing/ignored entries) is
+    # computed by the NumPy reference on every backend (cnngpu.functional.cross_entropy)
+    assert sum(be.LAUNCHES.values()) > before[0] or ref.LAUNCHES["cross_entropy_general_forward"] > before[1], \
+        "no triton kernel ran"
