@@ -32,6 +32,8 @@ from torch.testing._internal.common_modules import module_db  # noqa: E402
 import cnngpu.torch as ct  # noqa: E402
 from harness import require, tolerance  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")   # torch's own, for its conv2d samples
+
 DTYPES = (torch.float32, torch.float64)
 MAX_SAMPLES = 40          # per op (or module) and dtype: larger lists are subsampled evenly
 TRITON_SAMPLES = 2        # per op/module, fp32, under the interpreter
