@@ -35,7 +35,7 @@ from harness import require, tolerance  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")   # torch's own, for its conv2d samples
 
 DTYPES = (torch.float32, torch.float64)
-MAX_SAMPLES = 40          # per op (or module) and dtype: larger lists are subsampled evenly
+MAX_SAMPLES = 120         # per op (or module), dtype and mode: larger lists (max_pool2d: 1440) are subsampled evenly
 TRITON_SAMPLES = 2        # per op/module, fp32, under the interpreter
 RUN_PENDING = os.environ.get("CNNGPU_PEER_PENDING") == "1"
 # Tolerance factors (tol = factor * u * sqrt(n), tests/harness.py). float32 samples also get torch's own error
