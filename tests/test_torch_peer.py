@@ -9,10 +9,8 @@ tensor that requires grad (inputs, weights, module parameters) and every buffer 
 mutates (running statistics) must agree within tolerances by dtype scaled with the input size.
 
 Every sample either passes or matches a row of ``EXCLUSIONS`` (a deliberate difference: cnngpu.torch must
-then refuse it with the row's ValueError, which is checked) or of ``PENDING_I14A`` (features another branch
-brings: skipped unless ``CNNGPU_PEER_PENDING=1``). README, "Peer suite", lists both tables. Large sample
-lists (max_pool2d has 1440) are subsampled deterministically (evenly spaced). bfloat16 samples are not run
-(CPU bfloat16 is pending as well).
+then refuse it with the row's ValueError, which is checked). README, "Peer suite", lists the table. Large
+sample lists (max_pool2d has 1440) are subsampled deterministically (evenly spaced).
 """
 from __future__ import annotations
 
@@ -38,7 +36,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")   # torch
 DTYPES = (torch.float32, torch.float64)
 MAX_SAMPLES = 120         # per op (or module), dtype and mode: larger lists (max_pool2d: 1440) are subsampled evenly
 TRITON_SAMPLES = 2        # per op/module, fp32, under the interpreter
-RUN_PENDING = os.environ.get("CNNGPU_PEER_PENDING") == "1"
 # Tolerance factors (tol = factor * u * sqrt(n), tests/harness.py). float32 samples also get torch's own error
 # as slack, measured against torch in float64 (see _assert_close). float64 samples have no higher-precision
 # oracle, and a norm backward over a tiny group amplifies rounding: GroupNorm dx on a (1, 3) sample is ~1e-14
@@ -53,10 +50,10 @@ OPS: Dict[str, Callable[..., Any]] = {
     "nn.functional.instance_norm": ct.instance_norm, "nn.functional.linear": ct.linear,
     "nn.functional.relu": ct.relu, "nn.functional.cross_entropy": ct.cross_entropy,
 }
-# torch.nn module -> cnngpu.torch module (None: cnngpu.torch has none yet)
-MODULES: Dict[Any, Optional[Any]] = {
+# torch.nn module -> cnngpu.torch module
+MODULES: Dict[Any, Any] = {
     torch.nn.Conv2d: ct.Conv2d, torch.nn.MaxPool2d: ct.MaxPool2d, torch.nn.AvgPool2d: ct.AvgPool2d,
-    torch.nn.BatchNorm1d: getattr(ct, "BatchNorm1d", None), torch.nn.BatchNorm2d: ct.BatchNorm2d,
+    torch.nn.BatchNorm1d: ct.BatchNorm1d, torch.nn.BatchNorm2d: ct.BatchNorm2d,
     torch.nn.LayerNorm: ct.LayerNorm, torch.nn.GroupNorm: ct.GroupNorm, torch.nn.InstanceNorm2d: ct.InstanceNorm2d,
     torch.nn.Linear: ct.Linear, torch.nn.ReLU: ct.ReLU, torch.nn.CrossEntropyLoss: ct.CrossEntropyLoss,
 }
@@ -88,25 +85,12 @@ EXCLUSIONS: List[Tuple[str, Callable[[Case], bool], str, str]] = [
      "negative momentum in training: torch extrapolates the running statistics; cnngpu requires momentum in "
      "[0, 1] where it is used (training; any number is accepted in eval, where torch ignores it)",
      r"momentum must be a number in \[0, 1\]"),
+    ("nn.functional.instance_norm", lambda c: _kw(c, "running_mean") is not None and _kw(c, "momentum", 0.1) < 0,
+     "negative momentum with running statistics: as batch_norm's", r"momentum must be a number in \[0, 1\]"),
     ("nn.functional.batch_norm", lambda c: len(c.input_shape) == 1,
      "1-D input: torch accepts only the empty (0,) (reading C as 0) and refuses every other 1-D input; "
-     "cnngpu requires (N, C, ...)", r"input must be 2-D \(N, C\) or 4-D"),
+     "cnngpu requires (N, C, ...)", r"input must be \(N, C\)"),
 ]
-
-# Features another branch (i14a, the torch.library rewrite of cnngpu.torch) brings: skipped until it is
-# merged (CNNGPU_PEER_PENDING=1 runs them), then this table is emptied.
-_UNBATCHED = "unbatched input (C, H, W)"
-PENDING_I14A: List[Tuple[str, Callable[[Case], bool], str]] = [
-    ("nn.functional.conv2d", lambda c: len(c.input_shape) == 3, _UNBATCHED),
-    ("nn.functional.max_pool2d", lambda c: len(c.input_shape) == 3, _UNBATCHED),
-    ("nn.functional.avg_pool2d", lambda c: len(c.input_shape) == 3, _UNBATCHED),
-    ("Conv2d", lambda c: len(c.input_shape) == 3, _UNBATCHED),
-    ("MaxPool2d", lambda c: len(c.input_shape) == 3, _UNBATCHED),
-    ("AvgPool2d", lambda c: len(c.input_shape) == 3, _UNBATCHED),
-    ("nn.functional.batch_norm", lambda c: len(c.input_shape) == 3, "(N, C, L) batch_norm"),
-    ("BatchNorm1d", lambda c: True, "the BatchNorm1d module ((N, C) and (N, C, L))"),
-]
-
 
 def _why_excluded(case: Case, table: List[Any]) -> Optional[str]:
     """The reason of the first row of ``table`` that matches ``case`` (None: no row does)."""
@@ -197,7 +181,7 @@ def _module_params(dtypes: Tuple[torch.dtype, ...], limit: int) -> List[Any]:
 
 
 def _runnable(case: Case) -> bool:
-    return _why_excluded(case, EXCLUSIONS) is None and _why_excluded(case, PENDING_I14A) is None
+    return _why_excluded(case, EXCLUSIONS) is None
 
 
 def _triton_params() -> List[Any]:
@@ -339,9 +323,6 @@ def _op_runner(fn: Callable[..., Any], s: Any, extra: Dict[str, Any]) -> Runner:
 def _check_op(op_name: str, dtype: torch.dtype, i: int, backend: Optional[str]) -> None:
     s = _op_samples(op_name, dtype)[i]
     case = _op_case(op_name, s)
-    reason = _why_excluded(case, PENDING_I14A)
-    if reason and not RUN_PENDING:
-        pytest.skip(f"pending i14a: {reason}")
     info = [o for o in op_db if o.name == op_name and o.variant_test_name == ""][0]
     extra = {} if backend is None else {"backend": backend}
     ours = _op_runner(OPS[op_name], s, extra)
@@ -370,11 +351,7 @@ def _module_runner(cls: Any, mi: Any, dtype: torch.dtype, training: bool, state:
 def _check_module(cls: Any, dtype: torch.dtype, training: bool, i: int, backend: Optional[str]) -> None:
     mi = _module_samples(cls, dtype, training)[i]
     case = _module_case(cls, mi)
-    reason = _why_excluded(case, PENDING_I14A)
-    if reason and not RUN_PENDING:
-        pytest.skip(f"pending i14a: {reason}")
     ours_cls = MODULES[cls]
-    assert ours_cls is not None, f"cnngpu.torch has no {cls.__name__}"
     ci = mi.constructor_input
     torch.manual_seed(2)
     ref = cls(*_clone(ci.args), **_clone(ci.kwargs)).to(dtype)
