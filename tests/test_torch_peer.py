@@ -2,7 +2,7 @@
 
 The samples are torch's: ``OpInfo.sample_inputs`` of ``common_methods_invocations.op_db`` for the
 functional forms and ``ModuleInfo.module_inputs_func`` of ``common_modules.module_db`` for the modules
-(float32 and float64, CPU, so the numpy backend), plus a small fp32 sample of the same under the Triton
+(float32, float64 and bfloat16, CPU, so the numpy backend; bfloat16 computed in float32 and rounded), plus a small fp32 sample of the same under the Triton
 interpreter (``backend='triton'`` on CPU tensors). Each sample runs through torch and through cnngpu.torch on
 clones of the same tensors; the outputs, the gradients of ``sum(out * g)`` (g random) with respect to every
 tensor that requires grad (inputs, weights, module parameters) and every buffer or tensor argument the op
@@ -33,14 +33,15 @@ from harness import require, tolerance  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")   # torch's own, for its conv2d samples
 
-DTYPES = (torch.float32, torch.float64)
-MAX_SAMPLES = 120         # per op (or module), dtype and mode: larger lists (max_pool2d: 1440) are subsampled evenly
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+# samples per op (or module), dtype and mode: larger lists (max_pool2d: 1440) are subsampled evenly
+MAX_SAMPLES = {torch.float32: 120, torch.float64: 120, torch.bfloat16: 40}
 TRITON_SAMPLES = 2        # per op/module, fp32, under the interpreter
-# Tolerance factors (tol = factor * u * sqrt(n), tests/harness.py). float32 samples also get torch's own error
-# as slack, measured against torch in float64 (see _assert_close). float64 samples have no higher-precision
+# Tolerance factors (tol = factor * u * sqrt(n), tests/harness.py). float32 and bfloat16 samples also get torch's
+# own error as slack, measured against torch in float64 (see _assert_close). float64 samples have no higher-precision
 # oracle, and a norm backward over a tiny group amplifies rounding: GroupNorm dx on a (1, 3) sample is ~1e-14
 # (~50 u) from the exact value (mpmath) in torch and in ours alike, hence the larger float64 factor.
-FACTOR = {torch.float32: 16.0, torch.float64: 256.0}
+FACTOR = {torch.float32: 16.0, torch.float64: 256.0, torch.bfloat16: 16.0}
 
 # torch.nn.functional name -> cnngpu.torch function
 OPS: Dict[str, Callable[..., Any]] = {
@@ -152,26 +153,26 @@ def _module_case(cls: Any, mi: Any) -> Case:
                 dict(mi.constructor_input.kwargs), mi.desc)
 
 
-def _op_params(dtypes: Tuple[torch.dtype, ...], limit: int) -> List[Any]:
+def _op_params(dtypes: Tuple[torch.dtype, ...], limit: Dict[torch.dtype, int]) -> List[Any]:
     out = []
     for op_name in OPS:
         for dt in dtypes:
             samples = _op_samples(op_name, dt)
-            for i in _subsample(len(samples), limit):
+            for i in _subsample(len(samples), limit[dt]):
                 c = _op_case(op_name, samples[i])
                 ident = f"{op_name.split('.')[-1]}-{str(dt)[6:]}-{i}-{c.input_shape}-{c.args}-{c.kwargs}"
                 out.append(pytest.param(op_name, dt, i, id=ident.replace(" ", "")))
     return out
 
 
-def _module_params(dtypes: Tuple[torch.dtype, ...], limit: int) -> List[Any]:
+def _module_params(dtypes: Tuple[torch.dtype, ...], limit: Dict[torch.dtype, int]) -> List[Any]:
     out = []
     for cls in MODULES:
         (info,) = [m for m in module_db if m.module_cls is cls]
         for dt in dtypes:
             for training in ((True, False) if info.train_and_eval_differ else (True,)):
                 samples = _module_samples(cls, dt, training)
-                for i in _subsample(len(samples), limit):
+                for i in _subsample(len(samples), limit[dt]):
                     mi = samples[i]
                     ident = (f"{cls.__name__}-{str(dt)[6:]}-{'train' if training else 'eval'}-{i}-"
                              f"{mi.desc or 'default'}-{tuple(mi.constructor_input.args)}-"
@@ -252,7 +253,7 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor, oracle: Optional
     """|actual - expected| <= tol * (|expected| + max(RMS(expected), scale)) + 2 |expected - oracle|, elementwise:
     tol = factor u sqrt(n) (tests/harness.py: tolerance; FACTOR by dtype); ``scale`` the magnitude of the terms that cancel in a
     gradient that is zero in exact arithmetic (LayerNorm's dx over two elements); ``oracle`` torch's result in
-    float64 from the same values (float32 samples), so that torch's own rounding error never counts against us
+    float64 from the same values (float32 and bfloat16 samples), so that torch's own rounding error never counts against us
     (LayerNorm over one element: torch's float32 dweight is 1.6e-5, exactly 0 in ours and in float64). NaN and
     infinities where torch has them; integer tensors (indices) exactly."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != torch's {tuple(expected.shape)}"
@@ -283,8 +284,8 @@ def _compare_run(run_torch: Runner, run_ours: Runner, dtype: torch.dtype, n: int
     """Each runner (given None, or float64 to cast the sample to) returns (output, leaves that require grad,
     mutated tensors). Compares the outputs, the gradients of sum(out * g) for every floating output that requires
     grad, and the mutated tensors afterwards (running statistics), with torch's float64 run as the oracle for
-    float32 samples."""
-    runs = [run_torch(None), run_ours(None)] + ([run_torch(torch.float64)] if dtype == torch.float32 else [])
+    float32 and bfloat16 samples."""
+    runs = [run_torch(None), run_ours(None)] + ([run_torch(torch.float64)] if dtype != torch.float64 else [])
     outs = [_outputs(r[0]) for r in runs]
     assert len(outs[1]) == len(outs[0]), f"{len(outs[1])} outputs, torch has {len(outs[0])}"
     orc = (lambda lst, k: lst[k]) if len(runs) == 3 else (lambda lst, k: None)
