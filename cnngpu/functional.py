@@ -198,7 +198,8 @@ def pool2d_geometry(x_shape: Sequence[int], kernel_size: IntOrPair, stride: Opti
     if min(C, H, W) < 1 or N < 0:
         raise ValueError(f"x has an empty dimension (only the batch N may be 0): shape {tuple(x_shape)}")
     k = _positive_pair(kernel_size, "kernel_size")
-    s = k if stride is None else _positive_pair(stride, "stride")
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)   # torch: () too
+    s = k if no_stride else _positive_pair(stride, "stride")
     d = _positive_pair(dilation, "dilation")
     p = pair(padding, "padding")
     if p[0] < 0 or p[1] < 0:
@@ -420,7 +421,10 @@ def batch_norm(input: Array, running_mean: Optional[Array], running_var: Optiona
     if momentum is None:
         raise TypeError("momentum must be a number in [0, 1], got None (torch.nn.functional.batch_norm takes a "
                         "float; the cumulative average of momentum=None is a layer feature: nn.BatchNorm2d)")
-    _check_eps_momentum(eps, momentum)
+    # momentum is read only in training (torch ignores it in eval): its range is checked there
+    _check_eps_momentum(eps, momentum if training else None)
+    if not isinstance(momentum, (int, float)) or isinstance(momentum, bool):
+        raise TypeError(f"momentum must be a number in [0, 1], got {type(momentum).__name__} {momentum!r}")
     C = int(x.shape[1])
     for name, v in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                     ("running_var", running_var)):

@@ -15,7 +15,8 @@ IntOrPair = Union[int, Sequence[int]]
 
 
 def pair(value: IntOrPair, name: str) -> Tuple[int, int]:
-    """Return ``(v, v)`` for an int and ``tuple(value)`` for a length-2 sequence of ints.
+    """Return ``(v, v)`` for an int or a length-1 sequence (as torch, which repeats a single value per
+    spatial dim) and ``tuple(value)`` for a length-2 sequence of ints.
 
     Raises TypeError for non-integers (bools and floats included) and ValueError for a wrong length.
     """
@@ -28,6 +29,8 @@ def pair(value: IntOrPair, name: str) -> Tuple[int, int]:
         items = tuple(value)
     except TypeError:
         raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}") from None
+    if len(items) == 1:
+        items = items * 2
     if len(items) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {len(items)} values: {items!r}")
     out = []

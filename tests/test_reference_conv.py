@@ -30,6 +30,7 @@ GEOMETRIES = [
     (1, 3, 5, 5, 2, 5, 5, 1, 0, 1, 1, True),                 # kernel covers the input: 1x1 output
     (1, 2, 4, 6, 3, 3, 3, 2, 2, 2, 1, True),                 # padding 2, dilation 2, stride 2
     (2, 3, 7, 6, 4, 3, 3, 1, "valid", 1, 1, True),           # 'valid'
+    (1, 2, 7, 7, 3, 3, 3, (2,), (1,), (2,), 1, True),        # torch's 1-tuples (one value for both dims)
 ]
 LAYOUTS = ["nchw", "channels_last", "sliced"]
 

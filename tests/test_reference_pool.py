@@ -21,6 +21,7 @@ MAX_GEOMETRIES = [
     (2, 3, 6, 6, 4, 3, 2, 1),
     (1, 2, 11, 5, 3, (2, 3), 0, (1, 2)),
     (1, 3, 8, 10, (3, 5), 2, (1, 2), 1),
+    (1, 2, 7, 7, (3,), (), (1,), (2,)),  # torch's short forms: 1-tuples repeat, stride () = kernel_size
 ]
 # (N, C, H, W, kernel, stride, padding)
 AVG_GEOMETRIES = [
@@ -32,6 +33,7 @@ AVG_GEOMETRIES = [
     (1, 2, 7, 8, (2, 4), (3, 2), (1, 2)),
     (1, 2, 5, 6, 1, 2, 0),
     (2, 3, 6, 6, 4, 3, 2),
+    (1, 2, 7, 7, (3,), (), (1,)),      # torch's short forms: 1-tuples repeat, stride () = kernel_size
 ]
 LAYOUTS = ["nchw", "channels_last", "sliced"]
 

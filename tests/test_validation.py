@@ -139,8 +139,8 @@ CASES = [
     ("bn_eps_zero", lambda: F.batch_norm(X, None, None, eps=0.0), ValueError, esc("eps must be a positive number, got 0.0")),
     ("layernorm_eps_negative", lambda: F.layer_norm(X, 8, eps=-1e-5), ValueError, esc("eps must be a positive number, got -1e-05")),
     ("groupnorm_eps_nan", lambda: F.group_norm(X, 2, eps=float("nan")), ValueError, "eps must be a positive number, got nan"),
-    ("bn_momentum_high", lambda: F.batch_norm(X, None, None, momentum=1.5), ValueError, esc("momentum must be a number in [0, 1], got 1.5")),
-    ("bn_momentum_negative", lambda: F.batch_norm(X, None, None, momentum=-0.1), ValueError, esc("momentum must be a number in [0, 1], got -0.1")),
+    ("bn_momentum_high", lambda: F.batch_norm(X, None, None, training=True, momentum=1.5), ValueError, esc("momentum must be a number in [0, 1], got 1.5")),
+    ("bn_momentum_negative", lambda: F.batch_norm(X, None, None, training=True, momentum=-0.1), ValueError, esc("momentum must be a number in [0, 1], got -0.1")),
     # backends and array types
     ("unknown_backend", lambda: F.relu(X, backend="opencl"), ValueError, esc("unknown backend 'opencl'; choose one of ('numpy', 'cupy', 'triton')")),
     ("backend_not_str", lambda: cnngpu.get_backend(3), TypeError, "backend must be a str"),

@@ -10,6 +10,7 @@ bias gets its gradient.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -27,7 +28,7 @@ def _bn_view(t: Tensor) -> Tensor:
         return t
     if t.dim() < 2:
         raise ValueError(f"batch_norm: input must be (N, C) or (N, C, *), got shape {tuple(t.shape)}")
-    return t.reshape(t.shape[0], t.shape[1], -1, 1)
+    return t.reshape(t.shape[0], t.shape[1], math.prod(t.shape[2:]), 1)   # not -1: ambiguous when N = 0
 
 
 def _ones_if(weight: Optional[Tensor], want: bool, x: Tensor) -> Optional[Tensor]:

@@ -74,7 +74,7 @@ def batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None, run
     if momentum is None:
         raise TypeError("momentum must be a number in [0, 1], got None (torch.nn.functional.batch_norm takes a "
                         "float; the cumulative average of momentum=None is a layer feature: nn.BatchNorm2d)")
-    F._check_eps_momentum(eps, momentum)
+    F._check_eps_momentum(eps, momentum if training else None)   # momentum's range matters where it is used
     out = _ops.batch_norm(x, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps),
                           bool(relu), be)
     if training and running_mean is not None and running_var is not None:
@@ -150,7 +150,7 @@ def instance_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor] = None,
             raise ValueError("instance_norm with use_input_stats=False needs running_mean and running_var")
         return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps, backend=backend)
     be = check_backend(x, backend)
-    F._check_eps_momentum(eps, momentum)
+    F._check_eps_momentum(eps, momentum if running_mean is not None else None)   # used with running stats only
     out = _ops.instance_norm(x, weight, bias, running_mean, running_var, float(momentum), float(eps), be)
     if running_mean is not None and running_var is not None:
         with torch.no_grad():

@@ -26,9 +26,9 @@ class Conv2d(nn.Conv2d):
                          groups, bias, padding_mode, device, dtype)  # type: ignore[arg-type]
         self.algo, self.precision, self.backend = algo, precision, backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         _check_padding_mode(self.padding_mode)
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+        return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                       algo=self.algo, precision=self.precision, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -50,8 +50,8 @@ class MaxPool2d(nn.MaxPool2d):
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)  # type: ignore[arg-type]
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> Any:
-        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+    def forward(self, input: torch.Tensor) -> Any:
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                           self.return_indices, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -68,8 +68,8 @@ class AvgPool2d(nn.AvgPool2d):
                          divisor_override)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
                           self.divisor_override, backend=self.backend)
 
     def extra_repr(self) -> str:
@@ -80,9 +80,9 @@ class _BatchNormForward:
     """The forward of our BatchNorm modules: torch's _BatchNorm.forward (running statistics,
     num_batches_tracked, momentum=None as the cumulative average) on the ``cnngpu::batch_norm`` op."""
 
-    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.fx.Proxy):      # fx symbolic tracing: no shape checks on proxies
-            self._check_input_dim(x)
+    def forward(self: Any, input: torch.Tensor) -> torch.Tensor:
+        if not isinstance(input, torch.fx.Proxy):      # fx symbolic tracing: no shape checks on proxies
+            self._check_input_dim(input)
         batch_stats = self.training or not self.track_running_stats
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -91,7 +91,7 @@ class _BatchNormForward:
         if momentum is None:                         # torch: cumulative moving average
             n = int(self.num_batches_tracked) if self.num_batches_tracked is not None else 0
             momentum = 1.0 / n if n > 0 else 0.0
-        return batch_norm(x, self.running_mean if use_running else None, self.running_var if use_running else None,
+        return batch_norm(input, self.running_mean if use_running else None, self.running_var if use_running else None,
                           self.weight, self.bias, batch_stats, momentum, self.eps, relu=self.relu,
                           backend=self.backend)
 
@@ -134,8 +134,8 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps, backend=self.backend)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, backend={self.backend!r}"
@@ -150,8 +150,8 @@ class GroupNorm(nn.GroupNorm):
         super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, backend=self.backend)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, backend={self.backend!r}"
@@ -166,8 +166,8 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, backend=self.backend)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return linear(input, self.weight, self.bias, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, backend={self.backend!r}"
@@ -180,8 +180,8 @@ class ReLU(nn.ReLU):
         super().__init__(inplace)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return relu(x, self.inplace, backend=self.backend)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return relu(input, self.inplace, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, backend={self.backend!r}"
@@ -210,14 +210,14 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.fx.Proxy):
-            self._check_input_dim(x)
-        if not isinstance(x, torch.fx.Proxy) and x.dim() == 3:                                     # unbatched (C, H, W)
-            return self.forward(x.unsqueeze(0)).squeeze(0)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not isinstance(input, torch.fx.Proxy):
+            self._check_input_dim(input)
+        if not isinstance(input, torch.fx.Proxy) and input.dim() == 3:     # unbatched (C, H, W)
+            return self.forward(input.unsqueeze(0)).squeeze(0)
         use_input_stats = self.training or not self.track_running_stats
         momentum = self.momentum if self.momentum is not None else 0.0
-        return instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_input_stats,
+        return instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias, use_input_stats,
                              momentum, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:

@@ -170,5 +170,9 @@ def cross_entropy_general_backward(probs, target, dloss, weight, ignore_index, r
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
             g = ct.type(dloss) / denom
-    d = g * (a.sum(axis=1, keepdims=True) * p - a)
+    with np.errstate(invalid="ignore"):
+        d = g * (a.sum(axis=1, keepdims=True) * p - a)
+    # an entry with no coefficient (ignored) has gradient 0, also where g is not finite (every entry of a
+    # 'mean' ignored: loss 0/0 = NaN, as torch, whose gradient is still 0)
+    d = np.where(np.any(a != 0, axis=1, keepdims=True), d, 0)
     return np.ascontiguousarray(_unrows(d, shape).astype(probs.dtype))
