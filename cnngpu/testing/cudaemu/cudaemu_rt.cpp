@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#define CUDAEMU_RT_VERSION 3
+#define CUDAEMU_RT_VERSION 4
 
 // ---- fiber contexts -------------------------------------------------------------------------------
 // x86-64: a hand-written switch of the callee-saved registers, MXCSR and the x87 control word
@@ -134,12 +134,26 @@ std::vector<Kernel>& kernels() {
 
 enum State { READY, WAIT_BAR, WAIT_WARP, EXITED };
 
+// One cp.async copy in flight: its bytes were read from global memory at issue time (global
+// memory does not change under a running kernel here) and land in shared memory at completion.
+struct AsyncCopy {
+    unsigned dst, bytes;
+    unsigned char data[16];
+};
+
 struct Thread : ThreadView {
     int linear;
     State st;
     const char* site;        // barrier / collective site while waiting
     Ctx ctx;
     char* stack;
+    // cp.async state: copies[landed..] are in flight; group_end[gdone..] are the ends (indices
+    // into copies) of the committed groups not yet waited for; copies past the last end are not
+    // committed yet.
+    std::vector<AsyncCopy> copies;
+    size_t landed = 0;
+    std::vector<size_t> group_end;
+    size_t gdone = 0;
 };
 
 struct WarpState;
@@ -173,6 +187,7 @@ std::vector<WarpState> g_warps;
 int g_nthreads = 0;
 Ctx g_sched;
 bool g_in_fiber = false, g_failed = false;
+bool g_async_eager = false;  // cp.async copies land at issue (reverse schedule) instead of at the wait
 char g_fault_msg[768];
 volatile bool g_fault = false;
 std::string g_err;
@@ -227,6 +242,10 @@ char* stack_for(int i) {
 }
 
 void thread_exit(Thread* t) {
+    if (t->landed < t->copies.size())
+        fail("thread exits with %zu cp.async copies never waited for (cp.async.wait_group / wait_all): their "
+             "shared-memory writes are unordered with everything the block did",
+             t->copies.size() - t->landed);
     t->st = EXITED;
     const int w = t->linear >> 5, lane = t->linear & 31;
     WarpState& W = g_warps[w];
@@ -286,6 +305,9 @@ bool run_block(bool reverse) {
         t.tid.z = i / (g_blockDim.x * g_blockDim.y);
         t.st = READY;
         t.site = nullptr;
+        t.copies.clear();
+        t.group_end.clear();
+        t.landed = t.gdone = 0;
         char* stk = stack_for(i);
         if (!stk) {
             sched_fail("out of memory for fiber stacks");
@@ -509,7 +531,7 @@ void* dynamic_shared(size_t align, const char* site) {
 namespace {
 
 enum Op { OP_UNKNOWN, OP_CVT_F32_F16, OP_CVT_F16_F32, OP_CVT_BF16_F32, OP_CVT_INT, OP_CVTA_SHARED, OP_MOV,
-          OP_LDMATRIX, OP_MMA };
+          OP_LDMATRIX, OP_MMA, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL };
 
 struct PArg {
     int kind = 0;                 // 0 asm operand, 1 local register, 2 immediate, 3 vector, 4 address
@@ -700,6 +722,22 @@ void parse_instr(PtxProgram& p, const std::string& stmt, int nops) {
     } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") {
         in.op = OP_MMA;
         in.bf16 = true;
+    } else if (o == "cp" && mods.size() >= 5 && mods[1] == "async" && (mods[2] == "ca" || mods[2] == "cg") &&
+               (mods[3] == "shared" || mods[3] == "shared::cta") && mods[4] == "global") {
+        // cp.async.{ca,cg}.shared{::cta}.global{.L2::{64,128,256}B} [dst], [src], cp-size{, src-size}
+        for (size_t i = 5; i < mods.size(); ++i)
+            if (mods[i] != "L2::64B" && mods[i] != "L2::128B" && mods[i] != "L2::256B")
+                ptx_fail(p, "cp.async qualifier ." + mods[i] + " is not emulated");
+        in.op = OP_CP_ASYNC;
+        in.trans = mods[2] == "cg";  // .cg: 16 bytes only
+        if (in.args.size() != 3 && in.args.size() != 4)
+            ptx_fail(p, "'" + s + "': cp.async takes [dst], [src], cp-size and an optional src-size");
+    } else if (opc == "cp.async.commit_group") {
+        in.op = OP_CP_COMMIT;
+    } else if (opc == "cp.async.wait_group") {
+        in.op = OP_CP_WAIT;
+    } else if (opc == "cp.async.wait_all") {
+        in.op = OP_CP_WAIT_ALL;
     } else {
         ptx_fail(p, "instruction '" + s + "' is not emulated");
     }
@@ -934,6 +972,53 @@ void mma_compute(WarpState& W) {
     }
 }
 
+// ---- cp.async (per thread; copies complete at the wait, or at issue with g_async_eager) ---------
+void land(Thread* t, size_t end) {
+    for (; t->landed < end; ++t->landed) {
+        const AsyncCopy& c = t->copies[t->landed];
+        memcpy(g_smem + c.dst, c.data, c.bytes);
+    }
+    if (t->landed == t->copies.size() && t->gdone == t->group_end.size()) {
+        t->copies.clear();
+        t->group_end.clear();
+        t->landed = t->gdone = 0;
+    }
+}
+
+void cp_async(Frame& f, const Instr& in) {
+    const PtxProgram& p = *f.prog;
+    const PArg& cs = in.args[2];  // an immediate, or an "n" operand (nvcc prints it as one)
+    if (cs.kind != 2 && !(cs.kind == 0 && f.ops[cs.idx].cons == 'n'))
+        ptx_fail(p, "'" + in.text + "': cp-size must be an immediate");
+    const unsigned n = (unsigned)rd(f, cs, 4);
+    if (in.trans ? n != 16 : (n != 4 && n != 8 && n != 16))
+        ptx_fail(p, fmt("'%s': cp-size %u is not allowed with .%s (.ca: 4, 8, 16; .cg: 16)", in.text.c_str(), n,
+                        in.trans ? "cg" : "ca"));
+    const unsigned dst = smem_check(f, addr_of(f, in.args[0]), n, n);
+    const unsigned long long src = addr_of(f, in.args[1]);
+    unsigned long long src_size = n;
+    if (in.args.size() == 4) {
+        const PArg& a = in.args[3];
+        src_size = rd(f, a, a.kind == 1 ? p.local_size[a.idx] : a.kind == 0 ? (int)f.ops[a.idx].size : 4);
+    }
+    if (src_size > n)
+        ptx_fail(p, fmt("'%s': src-size %llu exceeds cp-size %u", in.text.c_str(), src_size, n));
+    AsyncCopy c;
+    c.dst = dst;
+    c.bytes = n;
+    memset(c.data, 0, sizeof c.data);  // bytes past src-size are zero-filled
+    if (src_size) {
+        if (src % n)
+            ptx_fail(p, fmt("'%s': global address 0x%llx is not %u-byte aligned", in.text.c_str(), src, n));
+        memcpy(c.data, (const void*)(uintptr_t)src, (size_t)src_size);  // a wild address faults here
+    }
+    if (g_async_eager) {
+        memcpy(g_smem + dst, c.data, n);
+        return;
+    }
+    cur()->copies.push_back(c);
+}
+
 void exec(Frame& f, const PtxProgram& p) {
     for (const Instr& in : p.ins) {
         f.ins = &in;
@@ -991,6 +1076,35 @@ void exec(Frame& f, const PtxProgram& p) {
                 warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, mma_compute, nullptr);
                 break;
             }
+            case OP_CP_ASYNC:
+                cp_async(f, in);
+                break;
+            case OP_CP_COMMIT: {
+                nargs(0);
+                Thread* t = cur();
+                t->group_end.push_back(t->copies.size());
+                break;
+            }
+            case OP_CP_WAIT:
+            case OP_CP_WAIT_ALL: {
+                Thread* t = cur();
+                size_t keep = 0;  // wait_all = commit_group + wait_group 0
+                if (in.op == OP_CP_WAIT_ALL) {
+                    nargs(0);
+                    t->group_end.push_back(t->copies.size());
+                } else {
+                    nargs(1);
+                    if (in.args[0].kind != 2 && !(in.args[0].kind == 0 && f.ops[in.args[0].idx].cons == 'n'))
+                        ptx_fail(p, "'" + in.text + "': the group count must be an immediate");
+                    keep = (size_t)rd(f, in.args[0], 4);
+                }
+                const size_t pending = t->group_end.size() - t->gdone;
+                if (pending > keep) {  // complete every group but the `keep` most recent
+                    t->gdone = t->group_end.size() - keep;
+                    land(t, t->group_end[t->gdone - 1]);
+                }
+                break;
+            }
             default:
                 ptx_fail(p, "instruction '" + in.text + "' is not emulated");
         }
@@ -1033,6 +1147,7 @@ extern "C" CUDAEMU_API int cudaemu_kernel_max_threads(int i) { return kernels()[
 extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const unsigned* block, unsigned long long shmem,
                                           void** args, int flags, char* err, int errlen) {
     const bool reverse = flags & 1;
+    g_async_eager = reverse;
     g_failed = false;
     g_err.clear();
     g_kernel = &kernels()[k];
