@@ -171,6 +171,7 @@ const size_t STACK_BYTES = 256 * 1024;
 const size_t WINDOW = 256 * 1024;         // emulated shared window (>= 227 KiB, the sm_90 maximum)
 const size_t SGUARD = 32;                 // guard bytes after each shared variable / the dynamic area
 const size_t STATIC_LIMIT = 48 * 1024;    // static + dynamic without the opt-in attribute
+const size_t OPTIN_LIMIT = 227 * 1024;    // static + opt-in dynamic (sm_90's per-block maximum)
 
 alignas(128) unsigned char g_smem[WINDOW];
 struct SVar {
@@ -181,6 +182,7 @@ struct SVar {
 };
 std::vector<SVar> g_svars;
 size_t g_dyn = 0, g_static_base = 0, g_static_top = 0;
+size_t g_dyn_max = 0;   // the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, 0: not set
 
 std::vector<Thread> g_threads;
 std::vector<WarpState> g_warps;
@@ -509,10 +511,14 @@ void* shared_var(const void* key, size_t size, size_t align, const char* name, c
     const size_t off = (g_static_top + align - 1) / align * align;
     const size_t top = off + size + SGUARD;
     const size_t static_bytes = off + size - g_static_base;
-    if (static_bytes + g_dyn > STATIC_LIMIT)
+    if (!g_dyn_max && static_bytes + g_dyn > STATIC_LIMIT)
         fail("__shared__ %s (%s): %zu bytes of static plus %zu bytes of dynamic shared memory exceed the 48 KiB a "
              "launch gets without cudaFuncAttributeMaxDynamicSharedMemorySize",
              name, site, static_bytes, g_dyn);
+    if (g_dyn_max && static_bytes + g_dyn_max > OPTIN_LIMIT)
+        fail("__shared__ %s (%s): %zu bytes of static shared memory plus the %zu bytes of "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize exceed the 227 KiB per block of sm_90",
+             name, site, static_bytes, g_dyn_max);
     if (top > WINDOW) fail("__shared__ %s (%s) does not fit the emulated shared window", name, site);
     g_svars.push_back(SVar{key, off, size, name, site});
     g_static_top = top;
@@ -1142,10 +1148,11 @@ extern "C" CUDAEMU_API const ParamDesc* cudaemu_kernel_params(int i) { return ke
 extern "C" CUDAEMU_API int cudaemu_kernel_max_threads(int i) { return kernels()[i].max_threads; }
 
 // Launch kernel k on grid x block with `shmem` bytes of dynamic shared memory. args[i] points to
-// the value of parameter i. flags bit 0: reverse thread and block order. Returns 0, or 1 with a
+// the value of parameter i; dyn_max: the kernel's max_dynamic_shared_size_bytes (0: not set).
+// flags bit 0: reverse thread and block order. Returns 0, or 1 with a
 // message in err.
 extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const unsigned* block, unsigned long long shmem,
-                                          void** args, int flags, char* err, int errlen) {
+                                          unsigned long long dyn_max, void** args, int flags, char* err, int errlen) {
     const bool reverse = flags & 1;
     g_async_eager = reverse;
     g_failed = false;
@@ -1169,8 +1176,15 @@ extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const uns
     if (g_kernel->max_threads > 0 && nt > (unsigned long long)g_kernel->max_threads)
         return out(fmt("kernel %s: %llu threads per block exceed its __launch_bounds__(%d) (a GPU refuses the launch)",
                        g_kernel->name, nt, g_kernel->max_threads));
-    if (shmem > STATIC_LIMIT)
-        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed 48 KiB", g_kernel->name, shmem));
+    if (!dyn_max && shmem > STATIC_LIMIT)
+        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed 48 KiB (set "
+                       "max_dynamic_shared_size_bytes to opt in to more)", g_kernel->name, shmem));
+    if (dyn_max > OPTIN_LIMIT)
+        return out(fmt("kernel %s: max_dynamic_shared_size_bytes %llu exceeds 227 KiB", g_kernel->name, dyn_max));
+    if (dyn_max && shmem > dyn_max)
+        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed its max_dynamic_shared_size_bytes %llu",
+                       g_kernel->name, shmem, dyn_max));
+    g_dyn_max = dyn_max;
     g_blockDim = dim3{block[0], block[1], block[2]};
     g_gridDim = dim3{grid[0], grid[1], grid[2]};
     g_nthreads = (int)nt;
