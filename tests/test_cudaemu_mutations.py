@@ -27,7 +27,8 @@ MUTATIONS = [
     ("wrong_A_k_half", "conv2d_igemm.cuh", "k = ks + (lane >> 4) * 8;", "k = ks + ((lane >> 3) & 1) * 8;", "fwd_f16"),
     ("wrong_acc_coordinates", "conv2d_igemm.cuh", "+ (lane >> 2) + 8 * (e >> 1);", "+ (lane >> 2) + 8 * (e & 1);",
      "fwd_bf16"),
-    ("missing_syncthreads", "conv2d_igemm.cuh", "lb.store(other + OPE);\n                }\n                __syncthreads();",
+    ("missing_syncthreads", "conv2d_igemm.cuh",
+     "lb.store(other + OPE);\n                }\n                __syncthreads();",
      "lb.store(other + OPE);\n                }", "fwd_f32_big"),
     # the cp.async pipeline (16-bit, 16-byte loads): a missing or too short wait, a missing barrier
     # after it, padding read instead of zero-filled

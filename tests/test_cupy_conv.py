@@ -371,8 +371,8 @@ def test_dry_run_launch_arguments(dry, case, dtype):
     entries = [c[0] for c in dry]
     assert conv.igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group) in entries
     assert any(e.startswith("conv2d_fwd_direct_") for e in entries)
-    assert {"conv2d_bwd_dx_direct", "conv2d_bwd_dw_direct", conv.igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group),
-            "conv2d_bwd_db"} <= set(entries)
+    dw_entry = conv.igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group)
+    assert {"conv2d_bwd_dx_direct", "conv2d_bwd_dw_direct", dw_entry, "conv2d_bwd_db"} <= set(entries)
     for entry, defs, _, args in dry:
         if "implicit_gemm" in entry:      # the tile width follows the columns per group
             cols = g.c_per_group if entry.startswith("conv2d_bwd_dx") else g.k_per_group

@@ -26,8 +26,9 @@ IG_ASYNC_STAGES = 3                      # cp.async shared-memory stages of the 
 DIRECT_TILE, DIRECT_THREADS = 16, 256    # direct forward: 16 x 16 output pixels, one per thread
 RED_THREADS = 256                        # block of the split reductions (dW direct, db, split sums)
 DX_MAX_TAPS = 32                         # R, S limit of the dX implicit GEMM's tap tables
-CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_BN_NARROW": IG_BN_NARROW, "IG_THREADS": IG_THREADS, "DIRECT_TILE": DIRECT_TILE,
-                "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS, "DX_MAX_TAPS": DX_MAX_TAPS}
+CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_BN_NARROW": IG_BN_NARROW, "IG_THREADS": IG_THREADS,
+                "DIRECT_TILE": DIRECT_TILE, "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS,
+                "DX_MAX_TAPS": DX_MAX_TAPS}
 
 
 def igemm_spec(dtype_name: str, vec: int) -> Dict[str, int]:
