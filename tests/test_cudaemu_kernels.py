@@ -20,7 +20,7 @@ from cnngpu.testing import cudaemu  # noqa: E402
 from cnngpu.testing.cudaemu import cupy_api  # noqa: E402
 
 DT = {"float32": np.float32, "float16": np.float16, "bfloat16": bfloat16}
-TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2, "tf32": 2e-3}
 
 
 @pytest.fixture(scope="module")
@@ -246,27 +246,38 @@ def test_conv2d_two_tiles_vectorised(be, order, dtype):
     check(db, db_ref, dtype, "conv db 2 tiles", scale=20)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
-def test_conv2d_wide_tiles_split_k(be, order, dtype):
+def _rel_err(got, want):
+    g, w = cupy_api.asnumpy(got).astype(np.float64), np.asarray(want, dtype=np.float64)
+    return np.max(np.abs(g - w) / (np.abs(w) + 1.0))
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "float32", "tf32"])
+def test_conv2d_wide_tiles_split_k(be, order, kind):
     """C/groups = K/groups = 72 > 64: the 128-column entry points of all three implicit GEMMs
-    (cp.async pipeline for 16-bit, 16-byte loads); one pixel tile, so the forward and dX split
-    their K loop (fp32 partials summed in order by conv2d_bwd_sum_splits)."""
+    (cp.async pipeline for 16-bit, 16-byte loads; 'tf32': float32 with precision='tf32' on the
+    m16n8k8 tf32 tensor cores); one pixel tile, so the forward and dX split their K loop (fp32
+    partials summed in order by conv2d_bwd_sum_splits)."""
+    dtype, precision = ("float32", "tf32") if kind == "tf32" else (kind, "ieee")
     case = ("wide", (1, 72, 6, 5), (72, 72, 3, 3), 1, 1, 1, 1)
     g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 70)
     be.LAUNCHES.clear()
-    y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
+    y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm", precision=precision)
     assert be.LAUNCHES["conv2d_fwd_implicit_gemm"] == 1 and be.LAUNCHES["conv2d_fwd_implicit_gemm_narrow"] == 0
     assert be.LAUNCHES["conv2d_fwd_implicit_gemm[split=1]"] == 0 and be.LAUNCHES["conv2d_bwd_sum_splits"] == 1
-    check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, "conv fwd wide split-K", scale=72 * 9 / 8)
+    y_ref = ref.conv2d_forward(x64, w64, b64, g)
+    check(y, y_ref, kind, "conv fwd wide split-K", scale=72 * 9 / 8)
     dyh, dy64 = data((g.N, g.K, g.P, g.Q), dtype, 73)
-    dx, dw, db = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, algo="implicit_gemm")
+    dx, dw, db = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, algo="implicit_gemm", precision=precision)
     for name in ("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"):
         assert be.LAUNCHES[name] == 1 and be.LAUNCHES[name + "_narrow"] == 0
     assert be.LAUNCHES["conv2d_bwd_dx_implicit_gemm[split=1]"] == 0 and be.LAUNCHES["conv2d_bwd_sum_splits"] == 2
     dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
-    check(dx, dx_ref, dtype, "conv dX wide split-K", scale=72 * 9 / 8)
-    check(dw, dw_ref, dtype, "conv dW wide", scale=30 / 8)
+    check(dx, dx_ref, kind, "conv dX wide split-K", scale=72 * 9 / 8)
+    check(dw, dw_ref, kind, "conv dW wide", scale=30 / 8)
     check(db, db_ref, dtype, "conv db wide", scale=30 / 8)
+    if kind in ("float32", "tf32"):   # tf32 operands really are rounded to 10 mantissa bits; fp32 FFMA is not
+        errs = [_rel_err(y, y_ref), _rel_err(dx, dx_ref), _rel_err(dw, dw_ref)]
+        assert all(e > 1e-5 for e in errs) if kind == "tf32" else all(e < 1e-5 for e in errs), errs
 
 
 def test_conv2d_direct_dw_db_split(be, order):

@@ -20,7 +20,10 @@
 //                        8 warps as 2 (M) x 4 (N), each warp a 64 x 32 tile = 4 x 4 mma tiles
 //                        (BN = 64: 4 x 2 warps of 32 x 32).
 //   T = float          : BK = 16, exact fp32 FMA; each thread an 8 x (BN / 16) micro-tile
-//                        (rows tm + 16 i, cols tn + 16 j with tm = tid % 16, tn = tid / 16).
+//                        (rows tm + 16 i, cols tn + 16 j with tm = tid % 16, tn = tid / 16);
+//                        with IG_TF32 (precision='tf32') mma.sync.m16n8k8 .tf32 instead, operands
+//                        rounded by cvt.rna.tf32.f32 as they are read from shared memory, the
+//                        16-bit path's warp layout.
 //
 // Operand load mapping (template KFAST):
 //   KFAST = true : the operand is contiguous along the reduction index (e.g. NHWC channels).
@@ -47,8 +50,9 @@
 #if !defined(IG_THREADS) || !defined(IG_BM) || !defined(IG_BN)
 #error "IG_THREADS, IG_BM and IG_BN are -D defines from cupy_backend/_config.py CONV_DEFINES"
 #endif
-#if !defined(IG_BK) || !defined(IG_PAD) || !defined(IG_ASYNC) || !defined(IG_STAGES) || !defined(IG_OPERAND_BYTES)
-#error "IG_BK, IG_PAD, IG_ASYNC, IG_STAGES and IG_OPERAND_BYTES are -D defines from cupy_backend/_config.py igemm_spec"
+#if !defined(IG_BK) || !defined(IG_PAD) || !defined(IG_ASYNC) || !defined(IG_STAGES) || !defined(IG_OPERAND_BYTES) \
+    || !defined(IG_TF32)
+#error "IG_BK, IG_PAD, IG_ASYNC, IG_STAGES, IG_OPERAND_BYTES, IG_TF32 are -D defines from cupy_backend/_config.py igemm_spec"
 #endif
 #ifndef IG_BN_NARROW
 #error "IG_BN_NARROW is a -D define from cupy_backend/_config.py CONV_DEFINES"
@@ -60,19 +64,21 @@ static_assert(IG_OPERAND_BYTES % 16 == 0, "stages must keep 16-byte alignment");
 
 template <typename T>
 struct IgemmCfg;
+// MMA: 16-bit tensor-core path (ldmatrix + m16n8k16); TF32: fp32 through m16n8k8 .tf32 (the
+// IG_TF32 specialisation, precision='tf32'); TC: either (the tensor-core warp layout).
 template <>
 struct IgemmCfg<float> {
-    static constexpr bool MMA = false;
+    static constexpr bool MMA = false, TF32 = IG_TF32 != 0, TC = TF32;
     typedef float raw;
 };
 template <>
 struct IgemmCfg<f16_t> {
-    static constexpr bool MMA = true;
+    static constexpr bool MMA = true, TF32 = false, TC = true;
     typedef unsigned short raw;
 };
 template <>
 struct IgemmCfg<bf16_t> {
-    static constexpr bool MMA = true;
+    static constexpr bool MMA = true, TF32 = false, TC = true;
     typedef unsigned short raw;
 };
 constexpr int IG_KSTEPS = IG_BK / 16;  // mma k16 steps per slice
@@ -353,10 +359,69 @@ __device__ __forceinline__ void fma_slice(const float* As, const float* Bs, Igem
     }
 }
 
+// ---- tf32 tensor cores (fp32 data, precision='tf32') ------------------------------------------
+__device__ __forceinline__ unsigned to_tf32(float v) {  // round to nearest, ties away (cvt.rna)
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+__device__ __forceinline__ void mma_1688_tf32(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The m16n8k8 fragments of one k8 step, read straight from the k-major fp32 stages (A(row, k) =
+// As[k * LDA + row]): a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4); b0 (k = t, n = g),
+// b1 (k = t+4, n = g), g = lane / 4, t = lane % 4. With LD = rows + 8 the 32 lanes of each read hit
+// 32 different banks (t * 8 + g).
+template <int BN, int LDA, int LDB>
+__device__ __forceinline__ void load_tf32_frags(const float* As, const float* Bs, int ks, MmaFrags<BN>& f) {
+    typedef WarpTile<BN> WT;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int wm = warp % WT::WM, wn = warp / WT::WM, g = lane >> 2, t = lane & 3;
+    const float* a0 = As + (ks + t) * LDA + wm * WT::WTM + g;
+    const float* a1 = a0 + 4 * LDA;
+#pragma unroll
+    for (int mi = 0; mi < WT::MI; ++mi) {
+        f.a[mi][0] = to_tf32(a0[mi * 16]);
+        f.a[mi][1] = to_tf32(a0[mi * 16 + 8]);
+        f.a[mi][2] = to_tf32(a1[mi * 16]);
+        f.a[mi][3] = to_tf32(a1[mi * 16 + 8]);
+    }
+    const float* b0 = Bs + (ks + t) * LDB + wn * 32 + g;
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+        f.b[ni][0] = to_tf32(b0[ni * 8]);
+        f.b[ni][1] = to_tf32(b0[ni * 8 + 4 * LDB]);
+    }
+}
+
+// One BK slice of fp32 data on the tf32 tensor cores; the accumulator layout is mma_slice's. One
+// fragment buffer and a rolled k8 loop (the fp32 register-staged loads already hold the next
+// slice: more fragments in flight spill the dW kernel at 128 registers).
+template <int BN, int LDA, int LDB>
+__device__ __forceinline__ void tf32_slice(const float* As, const float* Bs, IgemmAcc<BN>& acc) {
+#pragma unroll 1
+    for (int s = 0; s < IG_BK / 8; ++s) {
+        MmaFrags<BN> f;
+        load_tf32_frags<BN, LDA, LDB>(As, Bs, s * 8, f);
+#pragma unroll
+        for (int mi = 0; mi < WarpTile<BN>::MI; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) {
+                float(&c)[4] = *reinterpret_cast<float(*)[4]>(&acc.c[(mi * 4 + ni) * 4]);
+                mma_1688_tf32(c, f.a[mi], f.b[ni][0], f.b[ni][1]);
+            }
+    }
+}
+
 // Tile-local (row, col) of accumulator element idx of this thread.
 template <typename T, int BN>
 __device__ __forceinline__ void acc_coord(int idx, int& row, int& col) {
-    if constexpr (IgemmCfg<T>::MMA) {
+    if constexpr (IgemmCfg<T>::TC) {
         typedef WarpTile<BN> WT;
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         const int tile = idx >> 2, e = idx & 3, mi = tile >> 2, ni = tile & 3;
@@ -372,11 +437,13 @@ __device__ __forceinline__ void acc_coord(int idx, int& row, int& col) {
 template <typename T, int BN, bool AKF, bool BKF>
 __device__ __forceinline__ void slice_math(const typename IgemmCfg<T>::raw* As, const typename IgemmCfg<T>::raw* Bs,
                                            IgemmAcc<BN>& acc) {
+    constexpr int LDA = SmemLayout<T, IG_BM, AKF>::LD, LDB = SmemLayout<T, BN, BKF>::LD;
     if constexpr (IgemmCfg<T>::MMA)
         mma_slice<T, BN, AKF, BKF>(As, Bs, acc);
+    else if constexpr (IgemmCfg<T>::TF32)
+        tf32_slice<BN, LDA, LDB>(reinterpret_cast<const float*>(As), reinterpret_cast<const float*>(Bs), acc);
     else
-        fma_slice<BN, SmemLayout<T, IG_BM, AKF>::LD, SmemLayout<T, BN, BKF>::LD>(
-            reinterpret_cast<const float*>(As), reinterpret_cast<const float*>(Bs), acc);
+        fma_slice<BN, LDA, LDB>(reinterpret_cast<const float*>(As), reinterpret_cast<const float*>(Bs), acc);
 }
 
 // The main loop: reduction slices [kt_begin, kt_end) of BK, then ep.store(row, col, value) for

@@ -24,7 +24,9 @@ Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order b
 conv2d_bwd_sum_splits (the forward's too; its split 0 carries the bias): results are deterministic.
 The implicit GEMMs take dynamic shared memory (:func:`igemm_smem`), above 48 KiB with the opt-in
 attribute ``max_dynamic_shared_size_bytes``.
-``precision`` is accepted for the common signature: float32 always uses exact fp32 FMA here.
+``precision``: float32 implicit GEMMs use exact fp32 FMA, or with precision='tf32' the tf32 tensor
+cores (mma.sync m16n8k8, operands rounded to tf32 as they leave shared memory, fp32 accumulation);
+the direct kernels are fp32 FMA either way.
 
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
@@ -60,6 +62,7 @@ FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_imp
 BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm_narrow", "conv2d_bwd_dx_direct",
                "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm_narrow", "conv2d_bwd_dw_direct",
                "conv2d_bwd_db", "conv2d_bwd_sum_splits"]
+IGEMM_ENTRIES = frozenset(e for e in FWD_ENTRIES + BWD_ENTRIES if "implicit_gemm" in e)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,12 +87,13 @@ def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
     return v if ok else 1
 
 
-def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
+def defines(dtype: str, vec: int = 1, tf32: bool = False) -> Dict[str, object]:
     """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu: the element type, the
     vector width of the implicit GEMMs' loads, their main-loop constants (``_config.igemm_spec``:
-    the cp.async pipeline with 16-byte loads of 16-bit types) and the shared constants (CONV_DEFINES)."""
+    the cp.async pipeline with 16-byte loads of 16-bit types; ``tf32``: float32 on the tf32 tensor
+    cores) and the shared constants (CONV_DEFINES)."""
     try:
-        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **igemm_spec(dtype, vec), **CONV_DEFINES}
+        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **igemm_spec(dtype, vec, tf32), **CONV_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
@@ -101,11 +105,16 @@ def igemm_smem(dtype: str, vec: int) -> int:
 
 # Every specialisation the launchers below can request (the CPU compile test builds them all).
 CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
-    (fname, list(entries), defines(dt, v))
+    (fname, list(entries), defines(dt, v, tf32))
     for fname, entries in ((FWD_FILE, FWD_ENTRIES), (BWD_FILE, BWD_ENTRIES))
-    for dt in ("float32", "float16", "bfloat16")
+    for dt, tf32 in (("float32", False), ("float32", True), ("float16", False), ("bfloat16", False))
     for v in (1, max_vec(dt))
 ]
+
+
+def use_tf32(dtype: str, precision: str) -> bool:
+    """float32 implicit GEMMs run on the tf32 tensor cores (mma m16n8k8) with precision='tf32'."""
+    return dtype == "float32" and precision == "tf32"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,9 +254,10 @@ def _geom_args(g: ConvGeometry):
                                    g.pad[0], g.pad[1], g.dilation[0], g.dilation[1], g.groups))
 
 
-def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0):
-    kern = _module.get_function(fname, entry, defines(dtype, vec))
-    if shared_mem > SMEM_DEFAULT_MAX:  # opt in (cudaFuncAttributeMaxDynamicSharedMemorySize)
+def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0,
+            tf32: bool = False):
+    kern = _module.get_function(fname, entry, defines(dtype, vec, tf32))
+    if shared_mem and entry in IGEMM_ENTRIES:  # static tables + dynamic stages may pass 48 KiB: opt in
         kern.max_dynamic_shared_size_bytes = int(shared_mem)
     kern(tuple(int(v) for v in grid), tuple(int(v) for v in block), tuple(args), shared_mem=int(shared_mem))
     launched(entry)
@@ -268,7 +278,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
 
     x: (N, C, H, W) any strides; w: (K, C/groups, R, S); b: (K,) or None. Returns a new
     C-contiguous y (N, K, P, Q) of x's dtype. algo: 'direct', 'implicit_gemm' or 'auto'
-    (:func:`choose_algo`); precision is accepted for the common signature (fp32 is exact FMA).
+    (:func:`choose_algo`); precision='tf32' runs float32 implicit GEMMs on the tf32 tensor cores.
     """
     dt = dtype_of(x)
     policy.check_extents(g, "cupy")
@@ -297,7 +307,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     ws = _workspace(splits, y.size)
     args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
     _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt, vec,
-            grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+            grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
     launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
     if splits > 1:
         _sum_splits(ws, splits, y, dt)
@@ -313,7 +323,7 @@ def _sum_splits(ws, splits: int, out, dt: str) -> None:
             (RED_THREADS,), (ws, np.int32(splits), np.int64(numel), out))
 
 
-def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
+def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
     dx = empty((g.N, g.C, g.H, g.W), dy.dtype)
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
@@ -324,7 +334,7 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
         vec = vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr))
         _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
         if splits > 1:
             _sum_splits(ws, splits, dx, dt)
@@ -336,7 +346,7 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
     return dx
 
 
-def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
+def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype)
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dw_igemm_plan(g, dt, sm_count())
@@ -345,7 +355,7 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
         vec = vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
         _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group), "conv2d_bwd_dw_implicit_gemm",
-                dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+                dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
     else:
         grid, splits, chunk = dw_direct_plan(g, sm_count())
@@ -393,7 +403,8 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bo
             cache["v"] = _nhwc(dy)
         return cache["v"]
 
-    dx = _grad_x(dy, w, g, dx_algo, dy_nhwc, dt) if need_dx else None
-    dw = _grad_w(dy, x, g, dw_algo, dy_nhwc, dt) if need_dw else None
+    tf32 = use_tf32(dt, precision)
+    dx = _grad_x(dy, w, g, dx_algo, dy_nhwc, dt, tf32) if need_dx else None
+    dw = _grad_w(dy, x, g, dw_algo, dy_nhwc, dt, tf32) if need_dw else None
     db = _grad_b(dy, g, dt) if need_db else None
     return dx, dw, db
