@@ -280,6 +280,31 @@ def test_conv2d_wide_tiles_split_k(be, order, kind):
         assert all(e > 1e-5 for e in errs) if kind == "tf32" else all(e < 1e-5 for e in errs), errs
 
 
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "float32", "tf32"])
+def test_conv2d_1x1_reads_nchw_in_place(be, order, kind):
+    """A 1x1 stride-1 unpadded conv on contiguous NCHW arrays: the three implicit GEMMs read x / dy
+    in place (no NHWC copy; H*W = 16 allows 16-byte vectors along the pixels); a non-contiguous x
+    takes the NHWC copy instead. Same results either way."""
+    dtype, precision = ("float32", "tf32") if kind == "tf32" else (kind, "ieee")
+    case = ("p1x1", (2, 16, 4, 4), (24, 16, 1, 1), 1, 0, 1, 1)
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 80)
+    dyh, dy64 = data((g.N, g.K, g.P, g.Q), dtype, 83)
+    y_ref = ref.conv2d_forward(x64, w64, b64, g)
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
+    for contiguous in (True, False):
+        be.LAUNCHES.clear()
+        xd = dev(xh) if contiguous else dev(np.repeat(xh, 2, axis=1))[:, ::2]   # same values, strided
+        y = be.conv2d_forward(xd, dev(wh), dev(bh), g, algo="implicit_gemm", precision=precision)
+        dx, dw, db = be.conv2d_backward(dev(dyh), xd, dev(wh), g, algo="implicit_gemm", precision=precision)
+        assert be.LAUNCHES["conv2d_fwd_implicit_gemm[nchw]"] == int(contiguous)
+        assert be.LAUNCHES["conv2d_bwd_dx_implicit_gemm[nchw]"] == 1          # dy is contiguous either way
+        assert be.LAUNCHES["conv2d_bwd_dw_implicit_gemm[nchw]"] == int(contiguous)
+        check(y, y_ref, kind, f"1x1 fwd contiguous={contiguous}", scale=2)
+        check(dx, dx_ref, kind, f"1x1 dX contiguous={contiguous}", scale=3)
+        check(dw, dw_ref, kind, f"1x1 dW contiguous={contiguous}", scale=4)
+        check(db, db_ref, dtype, "1x1 db", scale=4)
+
+
 def test_conv2d_direct_dw_db_split(be, order):
     """Direct dW and db with split-K (N*P*Q = 4608) and the split sum, fp16."""
     case = ("dsplit", (2, 2, 48, 48), (2, 2, 3, 3), 1, 1, 1, 1)

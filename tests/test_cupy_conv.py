@@ -275,6 +275,7 @@ class _FakeArr:
     itemsize = property(lambda self: self.a.itemsize)
     size = property(lambda self: self.a.size)
     data = property(lambda self: type("D", (), {"ptr": self._ptr})())
+    flags = property(lambda self: type("F", (), {"c_contiguous": self.a.flags.c_contiguous})())
 
     def view(self, dtype):
         return _FakeArr(self.a.view(dtype), self._ptr)

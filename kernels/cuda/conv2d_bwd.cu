@@ -137,11 +137,12 @@ struct DxEpilogue {  // dx (N, C, H, W) contiguous, or the split's fp32 slice of
 // threads, dynamic shared memory igemm_smem_bytes (conv2d_igemm.cuh). Split `split` runs the
 // BK-slices [split * kt_chunk, +kt_chunk) of its class's reduction (possibly none: it then writes
 // zeros); with splits > 1 into ws[split] (splits, N, C, H, W) fp32, summed in order by
-// conv2d_bwd_sum_splits, else into dx.
+// conv2d_bwd_sum_splits, else into dx. dy_nchw = 1 (1x1, stride 1, no padding): dy_nhwc is dy itself,
+// contiguous NCHW, read by NchwPixelsOp (no copy).
 template <int BN>
 __device__ __forceinline__ void conv2d_bwd_dx_implicit_gemm_impl(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int dy_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     __shared__ long long s_nb[IG_BM], s_out[IG_BM];
@@ -202,27 +203,32 @@ __device__ __forceinline__ void conv2d_bwd_dx_implicit_gemm_impl(
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
     const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
-    igemm_tile<T, BN, VEC, true, true>(opa, opb, ep, kt_begin, kt_end);
+    if (dy_nchw) {  // 1x1, stride 1, no padding, dy contiguous NCHW: A[m][k] = dy[n][g*Kg + k][hw]
+        const NchwPixelsOp<RAW> an{dy_nhwc, m0, Mc, H * W, K, Kg, g};
+        igemm_tile<T, BN, VEC, false, true>(an, opb, ep, kt_begin, kt_end);
+    } else {
+        igemm_tile<T, BN, VEC, true, true>(opa, opb, ep, kt_begin, kt_end);
+    }
 }
 
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_gemm(
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_bwd_dx_implicit_gemm(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int dy_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     conv2d_bwd_dx_implicit_gemm_impl<IG_BN>(
-        dy_nhwc, w_grsck, dx, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        dy_nhwc, w_grsck, dx, ws, splits, kt_chunk, dy_nchw, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
         dw, G);
 }
 
 // The same with 64-column tiles (IG_BN_NARROW), for GEMMs with at most 64 columns per group.
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_gemm_narrow(
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_bwd_dx_implicit_gemm_narrow(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int dy_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     conv2d_bwd_dx_implicit_gemm_impl<IG_BN_NARROW>(
-        dy_nhwc, w_grsck, dx, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        dy_nhwc, w_grsck, dx, ws, splits, kt_chunk, dy_nchw, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
         dw, G);
 }
 
@@ -343,11 +349,12 @@ struct DwEpilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice o
 // Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 128 (or 64, _narrow) output
 // channels of the group,
 // z = g * splits + split. Block: 256 threads, dynamic shared memory igemm_smem_bytes.
-// ws: (splits, K, Cg, R, S) fp32, used iff splits > 1.
+// ws: (splits, K, Cg, R, S) fp32, used iff splits > 1. nchw = 1 (1x1, stride 1, no padding):
+// x_nhwc and dy_nhwc are x and dy themselves, contiguous NCHW, read by NchwChannelsOp (no copies).
 template <int BN>
 __device__ __forceinline__ void conv2d_bwd_dw_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
@@ -359,27 +366,33 @@ __device__ __forceinline__ void conv2d_bwd_dw_implicit_gemm_impl(
     const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, P, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
     const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
     const DwEpilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
-    igemm_tile<T, BN, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
+    if (nchw) {  // 1x1, stride 1, no padding, x and dy contiguous NCHW: both contiguous along (n, hw)
+        const NchwChannelsOp<RAW> an{x_nhwc, m0, Cg, H * W, C, NPQ, g};
+        const NchwChannelsOp<RAW> bn{dy_nhwc, n0, Kg, P * Q, K, NPQ, g};
+        igemm_tile<T, BN, VEC, true, true>(an, bn, ep, kt_begin, kt_end);
+    } else {
+        igemm_tile<T, BN, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
+    }
 }
 
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dw_implicit_gemm(
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_bwd_dw_implicit_gemm(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
     conv2d_bwd_dw_implicit_gemm_impl<IG_BN>(
-        x_nhwc, dy_nhwc, dw, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        x_nhwc, dy_nhwc, dw, ws, splits, kt_chunk, nchw, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
         dwl, G);
 }
 
 // The same with 64-column tiles (IG_BN_NARROW), for GEMMs with at most 64 columns per group.
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dw_implicit_gemm_narrow(
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_bwd_dw_implicit_gemm_narrow(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
     conv2d_bwd_dw_implicit_gemm_impl<IG_BN_NARROW>(
-        x_nhwc, dy_nhwc, dw, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        x_nhwc, dy_nhwc, dw, ws, splits, kt_chunk, nchw, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
         dwl, G);
 }
 

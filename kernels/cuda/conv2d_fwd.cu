@@ -181,11 +181,12 @@ struct FwdEpilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of
 // dynamic shared memory: the launcher's igemm_smem_bytes. Split `split` runs the BK-slices
 // [split * kt_chunk, min(+kt_chunk, ceil(Kred / BK))) of the R*S*C/groups reduction; with
 // splits > 1 it writes its fp32 partial (split 0 with the bias) to ws[split] (splits, N, K, P, Q)
-// and conv2d_bwd_sum_splits adds them up in order, else y is written directly.
+// and conv2d_bwd_sum_splits adds them up in order, else y is written directly. x_nchw = 1 (a 1x1,
+// stride-1, unpadded conv): x_nhwc is x itself, contiguous NCHW, read by NchwPixelsOp (no copy).
 template <int BN>
 __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
-    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     __shared__ long long s_nb[IG_BM];
@@ -213,26 +214,31 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const FwdOpA a{x_nhwc, s_nb, s_h0, s_w0, H, W, C, Cg, S, dh, dw, Kred};
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
     const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
-    igemm_tile<T, BN, VEC, true, true>(a, b, ep, kt_begin, kt_end);
+    if (x_nchw) {  // 1x1, stride 1, no padding, x contiguous NCHW: A[m][c] = x[n][g*Cg + c][pq]
+        const NchwPixelsOp<RAW> an{x_nhwc, m0, M, PQ, C, Cg, g};
+        igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
+    } else {
+        igemm_tile<T, BN, VEC, true, true>(a, b, ep, kt_begin, kt_end);
+    }
 }
 
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gemm(
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_fwd_implicit_gemm(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
-    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     conv2d_fwd_implicit_gemm_impl<IG_BN>(
-        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw,
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
         ph, pw, dh, dw, G);
 }
 
 // The same with 64-column tiles (IG_BN_NARROW), for GEMMs with at most 64 columns per group.
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gemm_narrow(
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_fwd_implicit_gemm_narrow(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
-    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     conv2d_fwd_implicit_gemm_impl<IG_BN_NARROW>(
-        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw,
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
         ph, pw, dh, dw, G);
 }

@@ -38,7 +38,10 @@ def igemm_spec(dtype_name: str, vec: int, tf32: bool = False) -> Dict[str, int]:
     IG_ASYNC (cp.async pipeline: 16-bit types with 16-byte loads, ``vec`` elements), IG_STAGES
     (IG_ASYNC_STAGES with cp.async, else 2 register-staged) and IG_OPERAND_BYTES (one operand's
     stage: the larger of the [rows][BK + PAD] and [BK][rows + PAD] layouts for 16-bit, fp32 keeps
-    the second; the kernel asserts its layouts fit) and IG_TF32 (float32 on the m16n8k8 tf32 tensor cores: ``tf32``, precision='tf32')."""
+    the second; the kernel asserts its layouts fit), IG_TF32 (float32 on the m16n8k8 tf32 tensor
+    cores: ``tf32``, precision='tf32') and
+    IG_MIN_BLOCKS (the kernels' __launch_bounds__ minimum of resident blocks: 2 for the cp.async
+    path, which fits 128 registers, 1 for the register-staged paths, which need more to not spill)."""
     if dtype_name not in SCALAR_T:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype_name}")
     item = 4 if dtype_name == "float32" else 2
@@ -49,7 +52,8 @@ def igemm_spec(dtype_name: str, vec: int, tf32: bool = False) -> Dict[str, int]:
             "IG_STAGES": IG_ASYNC_STAGES if use_async else 2,
             "IG_OPERAND_BYTES": item * (max(rows * (bk + pad), bk * (rows + pad)) if item == 2
                                         else bk * (rows + pad)),
-            "IG_TF32": int(bool(tf32) and item == 4)}
+            "IG_TF32": int(bool(tf32) and item == 4),
+            "IG_MIN_BLOCKS": 2 if use_async else 1}
 
 
 def igemm_smem_bytes(spec: Dict[str, int]) -> int:

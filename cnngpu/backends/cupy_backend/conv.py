@@ -2,7 +2,8 @@
 
 Arrays are cupy.ndarray (float32, float16, bfloat16); accumulation is always float32. The direct
 kernels read x / dy through their strides (no copy); the implicit-GEMM kernels read NHWC copies of
-x and dy (free for channels-last inputs) and re-laid-out weights, made here with cupy on every call
+x and dy (free for channels-last inputs; none for 1x1 stride-1 unpadded convs on contiguous NCHW
+arrays, read in place: :func:`nchw_direct`) and re-laid-out weights, made here with cupy on every call
 (cupy arrays carry no in-place version counter, so a re-laid weight cannot be cached safely the way
 the triton backend caches per torch parameter version). 16-bit tensors are re-laid-out through a
 uint16 view, so no cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of
@@ -244,6 +245,14 @@ def _raw(a):
     return a.view(cupy.uint16) if a.itemsize == 2 else a
 
 
+def nchw_direct(g: ConvGeometry, *arrays) -> bool:
+    """True when the implicit GEMMs read these activations in place, NCHW: a 1x1, stride-1,
+    unpadded conv (its pixels are the GEMM rows or reduction, contiguous along H*W) and every array
+    C-contiguous. Then there is no NHWC copy (``launched('<family>[nchw]')``)."""
+    return (g.R == g.S == 1 and tuple(g.stride) == (1, 1) and tuple(g.pad) == (0, 0) and g.P == g.H
+            and g.Q == g.W and all(a.flags.c_contiguous for a in arrays))
+
+
 def _nhwc(a):
     """(N, C, H, W) -> contiguous (N, H, W, C) raw bits (no copy when a is channels-last)."""
     return cupy.ascontiguousarray(_raw(a).transpose(0, 2, 3, 1))
@@ -301,14 +310,18 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
     grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
-    x_nhwc = _nhwc(x)
+    nchw = nchw_direct(g, x)
+    x_in = _raw(x) if nchw else _nhwc(x)
     w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
-    vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
+    runs = (g.H * g.W, g.c_per_group) if nchw else (g.c_per_group,)   # the 16-byte vectors' axes
+    vec = vec_width(dt, *runs, ptrs=(x_in.data.ptr, w_krsc.data.ptr))
     ws = _workspace(splits, y.size)
-    args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+    args = (x_in, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
     _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt, vec,
             grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
     launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
+    if nchw:
+        launched("conv2d_fwd_implicit_gemm[nchw]")
     if splits > 1:
         _sum_splits(ws, splits, y, dt)
     return y
@@ -329,13 +342,17 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
         grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
         w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
-        d = dy_nhwc()
+        nchw = nchw_direct(g, dy)
+        d = _raw(dy) if nchw else dy_nhwc()
         ws = _workspace(splits, dx.size)
-        args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
-        vec = vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr))
+        args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+        runs = (g.H * g.W, Kg) if nchw else (Kg,)
+        vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr))
         _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
                 vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
+        if nchw:
+            launched("conv2d_bwd_dx_implicit_gemm[nchw]")
         if splits > 1:
             _sum_splits(ws, splits, dx, dt)
         return dx
@@ -351,12 +368,16 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dw_igemm_plan(g, dt, sm_count())
         ws = _workspace(splits, dw.size)
-        xn, d = _nhwc(x), dy_nhwc()
-        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
-        vec = vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
+        nchw = nchw_direct(g, x, dy)
+        xn, d = (_raw(x), _raw(dy)) if nchw else (_nhwc(x), dy_nhwc())
+        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+        runs = (g.H * g.W,) if nchw else (g.c_per_group, g.k_per_group)
+        vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr))
         _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group), "conv2d_bwd_dw_implicit_gemm",
                 dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
+        if nchw:
+            launched("conv2d_bwd_dw_implicit_gemm[nchw]")
     else:
         grid, splits, chunk = dw_direct_plan(g, sm_count())
         ws = _workspace(splits, dw.size)
