@@ -39,6 +39,11 @@ MUTATIONS = [
      "cp_async_wait<IG_STAGES - 2>();  // this thread's copies of slice i landed ...\n            __syncthreads();",
      "cp_async_wait<IG_STAGES - 2>();", "fwd_f16"),
     ("cp_async_zero_fill_dropped", "conv2d_igemm.cuh", '"r"(ok ? 16 : 0)', '"r"(16)', "fwd_f16"),
+    # the in-place NCHW operands of 1x1 convs: wrong channel stride, wrong image stride
+    ("nchw_channel_stride", "conv2d_igemm.cuh", "return KS{(long long)kidx * HW, kidx < J};",
+     "return KS{(long long)kidx * (HW - 1), kidx < J};", "fwd_1x1_f16"),
+    ("nchw_image_stride", "conv2d_igemm.cuh", "return KS{(long long)n * CT * HW + hw, kidx < NHW};",
+     "return KS{(long long)n * (CT - 1) * HW + hw, kidx < NHW};", "dw_1x1_f16"),
     ("off_by_one_bound", "conv2d_fwd.cu", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
     ("wrong_residue_class", "conv2d_bwd.cu", "const int a = cls / sw, b = cls - a * sw;",
      "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
@@ -67,12 +72,23 @@ def _use_sources(be, monkeypatch, cuda_dir):
 
 
 def _probe(be, name, monkeypatch):
-    if name.startswith("fwd"):
+    if name in ("fwd_f16", "fwd_bf16", "fwd_f32_big"):
         dtype = {"fwd_f16": "float16", "fwd_bf16": "bfloat16", "fwd_f32_big": "float32"}[name]
         case = ("c", (2, 16, 8, 10), (16, 16, 3, 3), 1, 1, 1, 1)   # two M tiles, several k slices
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 1)
         y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
         check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, name, scale=18)
+    elif name in ("fwd_1x1_f16", "dw_1x1_f16"):        # NCHW read in place (1x1, stride 1, no padding)
+        case = ("c", (2, 16, 4, 4), (24, 16, 1, 1), 1, 0, 1, 1)
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 7)
+        if name == "fwd_1x1_f16":
+            y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
+            check(y, ref.conv2d_forward(x64, w64, b64, g), "float16", name, scale=2)
+        else:
+            dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float16", 8)
+            _, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, need_db=False,
+                                          algo="implicit_gemm")
+            check(dw, ref.conv2d_backward(dy64, x64, w64, g)[1], "float16", name, scale=4)
     elif name == "dx_f16":
         case = ("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1)  # sh != sw: a swap of a and b is no permutation
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 2)
