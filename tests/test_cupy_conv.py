@@ -400,3 +400,25 @@ def test_dry_run_split_k_and_vec(dry):
     assert "conv2d_bwd_sum_splits" in by
     assert by["conv2d_bwd_dx_implicit_gemm_narrow"][1]["VEC"] == 8
     assert defs["IG_ASYNC"] == 1 and defs["IG_STAGES"] >= 3   # 16-byte loads of fp16: the cp.async pipeline
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_dry_run_1x1_reads_nchw_in_place(dry, dtype):
+    """A 1x1 stride-1 unpadded conv on C-contiguous NCHW arrays: every implicit GEMM gets x / dy
+    themselves (the nchw flag set, no NHWC copy), with 16-byte vectors when H*W allows them; a 3x3
+    conv gets the NHWC copies."""
+    case = ("p1x1", 2, 16, 4, 6, 24, 1, 1, 1, 0, 1, 1, True)     # H*W = 24: a multiple of 8 and of 4
+    g, x, w, b, dy = _fake_inputs(case, dtype)
+    conv.conv2d_forward(x, w, b, g, algo="implicit_gemm")
+    conv.conv2d_backward(dy, x, w, g, algo="implicit_gemm")
+    by = {c[0].replace("_narrow", ""): c for c in dry}
+    fwd, dxk, dwk = (by[f"conv2d_{p}_implicit_gemm"] for p in ("fwd", "bwd_dx", "bwd_dw"))
+    assert int(fwd[3][8]) == 1 and fwd[3][0].data.ptr == x.data.ptr           # x itself, not a copy (ptr 1 << 21)
+    assert dxk[3][0].data.ptr == dy.data.ptr and dwk[3][0].data.ptr == x.data.ptr and dwk[3][1].data.ptr == dy.data.ptr
+    assert int(dxk[3][6]) == 1 and int(dwk[3][6]) == 1
+    assert fwd[1]["VEC"] == dxk[1]["VEC"] == dwk[1]["VEC"] == conv.max_vec(dtype)
+    assert conv.nchw_direct(g, x) and not conv.nchw_direct(geometry(GEOMETRIES[0]), x)
+    dry.clear()
+    g3, x3, w3, b3, _ = _fake_inputs(("p3x3", 2, 16, 4, 6, 24, 3, 3, 1, 1, 1, 1, True), dtype)
+    conv.conv2d_forward(x3, w3, b3, g3, algo="implicit_gemm")
+    assert int(dry[0][3][8]) == 0
