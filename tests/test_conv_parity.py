@@ -116,8 +116,8 @@ def test_forward_layouts(be, case, algo, layout):
 
 
 def test_forward_tf32_precision(be):
-    """precision='tf32' reaches the dot (on a GPU: TF32 tensor cores; in the interpreter and on
-    cupy: fp32)."""
+    """precision='tf32' reaches the dot (on a GPU: TF32 tensor cores; in the triton interpreter:
+    fp32; on cupy: mma.sync m16n8k8 .tf32, on the CPU emulation too)."""
     _forward(be, GEOMETRIES[0], "float32", 6, "implicit_gemm", precision="tf32", tol="tf32")
 
 

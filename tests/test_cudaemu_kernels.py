@@ -20,7 +20,7 @@ from cnngpu.testing import cudaemu  # noqa: E402
 from cnngpu.testing.cudaemu import cupy_api  # noqa: E402
 
 DT = {"float32": np.float32, "float16": np.float16, "bfloat16": bfloat16}
-TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2, "tf32": 2e-3}
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +244,65 @@ def test_conv2d_two_tiles_vectorised(be, order, dtype):
     check(dx, dx_ref, dtype, "conv dX 2 tiles", scale=20)
     check(dw, dw_ref, dtype, "conv dW 2 tiles", scale=20)
     check(db, db_ref, dtype, "conv db 2 tiles", scale=20)
+
+
+def _rel_err(got, want):
+    g, w = cupy_api.asnumpy(got).astype(np.float64), np.asarray(want, dtype=np.float64)
+    return np.max(np.abs(g - w) / (np.abs(w) + 1.0))
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "float32", "tf32"])
+def test_conv2d_wide_tiles_split_k(be, order, kind):
+    """C/groups = K/groups = 72 > 64: the 128-column entry points of all three implicit GEMMs
+    (cp.async pipeline for 16-bit, 16-byte loads; 'tf32': float32 with precision='tf32' on the
+    m16n8k8 tf32 tensor cores); one pixel tile, so the forward and dX split their K loop (fp32
+    partials summed in order by conv2d_bwd_sum_splits)."""
+    dtype, precision = ("float32", "tf32") if kind == "tf32" else (kind, "ieee")
+    case = ("wide", (1, 72, 6, 5), (72, 72, 3, 3), 1, 1, 1, 1)
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 70)
+    be.LAUNCHES.clear()
+    y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm", precision=precision)
+    assert be.LAUNCHES["conv2d_fwd_implicit_gemm"] == 1 and be.LAUNCHES["conv2d_fwd_implicit_gemm_narrow"] == 0
+    assert be.LAUNCHES["conv2d_fwd_implicit_gemm[split=1]"] == 0 and be.LAUNCHES["conv2d_bwd_sum_splits"] == 1
+    y_ref = ref.conv2d_forward(x64, w64, b64, g)
+    check(y, y_ref, kind, "conv fwd wide split-K", scale=72 * 9 / 8)
+    dyh, dy64 = data((g.N, g.K, g.P, g.Q), dtype, 73)
+    dx, dw, db = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, algo="implicit_gemm", precision=precision)
+    for name in ("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"):
+        assert be.LAUNCHES[name] == 1 and be.LAUNCHES[name + "_narrow"] == 0
+    assert be.LAUNCHES["conv2d_bwd_dx_implicit_gemm[split=1]"] == 0 and be.LAUNCHES["conv2d_bwd_sum_splits"] == 2
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
+    check(dx, dx_ref, kind, "conv dX wide split-K", scale=72 * 9 / 8)
+    check(dw, dw_ref, kind, "conv dW wide", scale=30 / 8)
+    check(db, db_ref, dtype, "conv db wide", scale=30 / 8)
+    if kind in ("float32", "tf32"):   # tf32 operands really are rounded to 10 mantissa bits; fp32 FFMA is not
+        errs = [_rel_err(y, y_ref), _rel_err(dx, dx_ref), _rel_err(dw, dw_ref)]
+        assert all(e > 1e-5 for e in errs) if kind == "tf32" else all(e < 1e-5 for e in errs), errs
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16", "float32", "tf32"])
+def test_conv2d_1x1_reads_nchw_in_place(be, order, kind):
+    """A 1x1 stride-1 unpadded conv on contiguous NCHW arrays: the three implicit GEMMs read x / dy
+    in place (no NHWC copy; H*W = 16 allows 16-byte vectors along the pixels); a non-contiguous x
+    takes the NHWC copy instead. Same results either way."""
+    dtype, precision = ("float32", "tf32") if kind == "tf32" else (kind, "ieee")
+    case = ("p1x1", (2, 16, 4, 4), (24, 16, 1, 1), 1, 0, 1, 1)
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 80)
+    dyh, dy64 = data((g.N, g.K, g.P, g.Q), dtype, 83)
+    y_ref = ref.conv2d_forward(x64, w64, b64, g)
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
+    for contiguous in (True, False):
+        be.LAUNCHES.clear()
+        xd = dev(xh) if contiguous else dev(np.repeat(xh, 2, axis=1))[:, ::2]   # same values, strided
+        y = be.conv2d_forward(xd, dev(wh), dev(bh), g, algo="implicit_gemm", precision=precision)
+        dx, dw, db = be.conv2d_backward(dev(dyh), xd, dev(wh), g, algo="implicit_gemm", precision=precision)
+        assert be.LAUNCHES["conv2d_fwd_implicit_gemm[nchw]"] == int(contiguous)
+        assert be.LAUNCHES["conv2d_bwd_dx_implicit_gemm[nchw]"] == 1          # dy is contiguous either way
+        assert be.LAUNCHES["conv2d_bwd_dw_implicit_gemm[nchw]"] == int(contiguous)
+        check(y, y_ref, kind, f"1x1 fwd contiguous={contiguous}", scale=2)
+        check(dx, dx_ref, kind, f"1x1 dX contiguous={contiguous}", scale=3)
+        check(dw, dw_ref, kind, f"1x1 dW contiguous={contiguous}", scale=4)
+        check(db, db_ref, dtype, "1x1 db", scale=4)
 
 
 def test_conv2d_direct_dw_db_split(be, order):

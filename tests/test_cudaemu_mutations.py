@@ -20,20 +20,35 @@ from test_cudaemu_kernels import _conv_case, check, data, dev  # noqa: E402
 
 # (id, file, original text, mutated text, probe)
 MUTATIONS = [
-    ("ldmatrix_transpose", "conv2d_igemm.cuh", "ldsm_x4<!AKF>(a[mi], As + LA::idx(row, k));",
-     "ldsm_x4<AKF>(a[mi], As + LA::idx(row, k));", "fwd_f16"),
-    ("swapped_B_fragments", "conv2d_igemm.cuh", "b[2 * np][1] = r[1];\n            b[2 * np + 1][0] = r[2];",
-     "b[2 * np][1] = r[2];\n            b[2 * np + 1][0] = r[1];", "fwd_bf16"),
+    ("ldmatrix_transpose", "conv2d_igemm.cuh", "ldsm_x4<!AKF>(f.a[mi], As + LA::idx(row, k));",
+     "ldsm_x4<AKF>(f.a[mi], As + LA::idx(row, k));", "fwd_f16"),
+    ("swapped_B_fragments", "conv2d_igemm.cuh", "f.b[2 * np][1] = r[1];\n        f.b[2 * np + 1][0] = r[2];",
+     "f.b[2 * np][1] = r[2];\n        f.b[2 * np + 1][0] = r[1];", "fwd_bf16"),
     ("wrong_A_k_half", "conv2d_igemm.cuh", "k = ks + (lane >> 4) * 8;", "k = ks + ((lane >> 3) & 1) * 8;", "fwd_f16"),
     ("wrong_acc_coordinates", "conv2d_igemm.cuh", "+ (lane >> 2) + 8 * (e >> 1);", "+ (lane >> 2) + 8 * (e & 1);",
      "fwd_bf16"),
-    ("missing_syncthreads", "conv2d_igemm.cuh", "                lb.store(Bs[cur ^ 1]);\n            }\n            __syncthreads();",
-     "                lb.store(Bs[cur ^ 1]);\n            }", "fwd_f32_big"),
+    ("missing_syncthreads", "conv2d_igemm.cuh",
+     "lb.store(other + OPE);\n                }\n                __syncthreads();",
+     "lb.store(other + OPE);\n                }", "fwd_f32_big"),
+    # the cp.async pipeline (16-bit, 16-byte loads): a missing or too short wait, a missing barrier
+    # after it, padding read instead of zero-filled
+    ("missing_cp_async_wait", "conv2d_igemm.cuh", "cp_async_wait<IG_STAGES - 2>();", "", "fwd_f16"),
+    ("cp_async_wait_too_short", "conv2d_igemm.cuh", "cp_async_wait<IG_STAGES - 2>();",
+     "cp_async_wait<IG_STAGES - 1>();", "fwd_bf16"),
+    ("missing_pipeline_syncthreads", "conv2d_igemm.cuh",
+     "cp_async_wait<IG_STAGES - 2>();  // this thread's copies of slice i landed ...\n            __syncthreads();",
+     "cp_async_wait<IG_STAGES - 2>();", "fwd_f16"),
+    ("cp_async_zero_fill_dropped", "conv2d_igemm.cuh", '"r"(ok ? 16 : 0)', '"r"(16)', "fwd_f16"),
+    # the in-place NCHW operands of 1x1 convs: wrong channel stride, wrong image stride
+    ("nchw_channel_stride", "conv2d_igemm.cuh", "return KS{(long long)kidx * HW, kidx < J};",
+     "return KS{(long long)kidx * (HW - 1), kidx < J};", "fwd_1x1_f16"),
+    ("nchw_image_stride", "conv2d_igemm.cuh", "return KS{(long long)n * CT * HW + hw, kidx < NHW};",
+     "return KS{(long long)n * (CT - 1) * HW + hw, kidx < NHW};", "dw_1x1_f16"),
     ("off_by_one_bound", "conv2d_fwd.cu", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
     ("wrong_residue_class", "conv2d_bwd.cu", "const int a = cls / sw, b = cls - a * sw;",
      "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
-    ("wrong_split_k_range", "conv2d_bwd.cu", "kt_end = min(kt_begin + kt_chunk, ktiles);",
-     "kt_end = min(kt_begin + kt_chunk - 1, ktiles);", "dw_split"),
+    ("wrong_split_k_range", "conv2d_bwd.cu", "kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);",
+     "kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk - 1, ktiles);", "dw_split"),
     ("wrong_split_sum_index", "conv2d_bwd.cu", "v += ws[(long long)s * numel + i];", "v += ws[(long long)s + i];",
      "dw_split"),
     ("pool_bound", "pool2d.cu", "if (h < 0 || h >= H) continue;", "if (h < 0 || h > H) continue;", "pool"),
@@ -57,12 +72,23 @@ def _use_sources(be, monkeypatch, cuda_dir):
 
 
 def _probe(be, name, monkeypatch):
-    if name.startswith("fwd"):
+    if name in ("fwd_f16", "fwd_bf16", "fwd_f32_big"):
         dtype = {"fwd_f16": "float16", "fwd_bf16": "bfloat16", "fwd_f32_big": "float32"}[name]
         case = ("c", (2, 16, 8, 10), (16, 16, 3, 3), 1, 1, 1, 1)   # two M tiles, several k slices
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 1)
         y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
         check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, name, scale=18)
+    elif name in ("fwd_1x1_f16", "dw_1x1_f16"):        # NCHW read in place (1x1, stride 1, no padding)
+        case = ("c", (2, 16, 4, 4), (24, 16, 1, 1), 1, 0, 1, 1)
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 7)
+        if name == "fwd_1x1_f16":
+            y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
+            check(y, ref.conv2d_forward(x64, w64, b64, g), "float16", name, scale=2)
+        else:
+            dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float16", 8)
+            _, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, need_db=False,
+                                          algo="implicit_gemm")
+            check(dw, ref.conv2d_backward(dy64, x64, w64, g)[1], "float16", name, scale=4)
     elif name == "dx_f16":
         case = ("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1)  # sh != sw: a swap of a and b is no permutation
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 2)

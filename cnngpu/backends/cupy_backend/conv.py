@@ -2,25 +2,36 @@
 
 Arrays are cupy.ndarray (float32, float16, bfloat16); accumulation is always float32. The direct
 kernels read x / dy through their strides (no copy); the implicit-GEMM kernels read NHWC copies of
-x and dy (free for channels-last inputs) and re-laid-out weights, made here with cupy. 16-bit
-tensors are re-laid-out through a uint16 view, so no cupy arithmetic on bfloat16 is needed.
-Outputs are new C-contiguous arrays of x's dtype.
+x and dy (free for channels-last inputs; none for 1x1 stride-1 unpadded convs on contiguous NCHW
+arrays, read in place: :func:`nchw_direct`) and re-laid-out weights, made here with cupy on every call
+(cupy arrays carry no in-place version counter, so a re-laid weight cannot be cached safely the way
+the triton backend caches per torch parameter version). 16-bit tensors are re-laid-out through a
+uint16 view, so no cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of
+x's dtype.
 
 Algorithms (``cnngpu.backends.conv_policy``, shared with the triton backend, which also sizes the
 split-K reductions; this module says where each kernel can run: :func:`direct_fwd_plan`,
 :func:`dx_igemm_grid`):
-  forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 64
-           tiles; mma.sync m16n8k16 for fp16/bf16, exact fp32 FFMA for float32)
-  dX       implicit GEMM per stride-residue class (no zero-inserted dY) | direct gather
+  forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 128
+           tiles, 128 x 64 for <= 64 columns per group (the ``_narrow`` entry points); fp16/bf16:
+           mma.sync m16n8k16 fed by a 3-stage cp.async pipeline when channels allow 16-byte loads,
+           else 2 register-staged stages; exact fp32 FFMA for float32); split-K when the output
+           tiles fill under two waves of SMs (``conv_policy.gemm_split_k``)
+  dX       implicit GEMM per stride-residue class (no zero-inserted dY), split-K like the forward |
+           direct gather
   dW       implicit GEMM with split-K over N*P*Q | direct (a block per weight element), split too
   db       a block per channel, split too
 Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order by
-conv2d_bwd_sum_splits: results are deterministic.
-``precision`` is accepted for the common signature: float32 always uses exact fp32 FMA here.
+conv2d_bwd_sum_splits (the forward's too; its split 0 carries the bias): results are deterministic.
+The implicit GEMMs take dynamic shared memory (:func:`igemm_smem`), above 48 KiB with the opt-in
+attribute ``max_dynamic_shared_size_bytes``.
+``precision``: float32 implicit GEMMs use exact fp32 FMA, or with precision='tf32' the tf32 tensor
+cores (mma.sync m16n8k8, operands rounded to tf32 as they leave shared memory, fp32 accumulation);
+the direct kernels are fp32 FMA either way.
 
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
-``'<family>[split=S]'`` for the split reductions.
+``'<family>[split=S]'`` for the split reductions and split-K GEMMs.
 """
 from __future__ import annotations
 
@@ -33,8 +44,8 @@ from .. import conv_policy as policy
 from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
-from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_THREADS, RED_THREADS,
-                      SCALAR_T)
+from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_BN_NARROW, IG_THREADS,
+                      RED_THREADS, SCALAR_T, igemm_smem_bytes, igemm_spec)
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
 
@@ -47,9 +58,12 @@ FLAT_GRID_MAX = 65535 * 32          # blocks of the grid-stride kernels
 
 WS_MAX_BYTES = 256 * 2 ** 20        # fp32 split-K workspace at most
 
-FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_implicit_gemm"]
-BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_direct", "conv2d_bwd_dw_implicit_gemm",
-               "conv2d_bwd_dw_direct", "conv2d_bwd_db", "conv2d_bwd_sum_splits"]
+FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_implicit_gemm",
+               "conv2d_fwd_implicit_gemm_narrow"]
+BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm_narrow", "conv2d_bwd_dx_direct",
+               "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm_narrow", "conv2d_bwd_dw_direct",
+               "conv2d_bwd_db", "conv2d_bwd_sum_splits"]
+IGEMM_ENTRIES = frozenset(e for e in FWD_ENTRIES + BWD_ENTRIES if "implicit_gemm" in e)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,7 +71,7 @@ BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_direct", "conv2d_bw
 # ------------------------------------------------------------------------------------------------
 def bk(dtype: str) -> int:
     """Reduction slice of the implicit-GEMM main loop: 16 for float32 (FFMA), 32 for 16-bit (mma)."""
-    return 16 if dtype == "float32" else 32
+    return igemm_spec(dtype, 1)["IG_BK"]
 
 
 def max_vec(dtype: str) -> int:
@@ -74,22 +88,34 @@ def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
     return v if ok else 1
 
 
-def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
+def defines(dtype: str, vec: int = 1, tf32: bool = False) -> Dict[str, object]:
     """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu: the element type, the
-    vector width of the implicit GEMMs' loads and the shared constants (CONV_DEFINES)."""
+    vector width of the implicit GEMMs' loads, their main-loop constants (``_config.igemm_spec``:
+    the cp.async pipeline with 16-byte loads of 16-bit types; ``tf32``: float32 on the tf32 tensor
+    cores) and the shared constants (CONV_DEFINES)."""
     try:
-        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **CONV_DEFINES}
+        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **igemm_spec(dtype, vec, tf32), **CONV_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
 
+def igemm_smem(dtype: str, vec: int) -> int:
+    """Dynamic shared memory (bytes) of an implicit-GEMM launch of this specialisation."""
+    return igemm_smem_bytes(igemm_spec(dtype, vec))
+
+
 # Every specialisation the launchers below can request (the CPU compile test builds them all).
 CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
-    (fname, list(entries), defines(dt, v))
+    (fname, list(entries), defines(dt, v, tf32))
     for fname, entries in ((FWD_FILE, FWD_ENTRIES), (BWD_FILE, BWD_ENTRIES))
-    for dt in ("float32", "float16", "bfloat16")
+    for dt, tf32 in (("float32", False), ("float32", True), ("float16", False), ("bfloat16", False))
     for v in (1, max_vec(dt))
 ]
+
+
+def use_tf32(dtype: str, precision: str) -> bool:
+    """float32 implicit GEMMs run on the tf32 tensor cores (mma m16n8k8) with precision='tf32'."""
+    return dtype == "float32" and precision == "tf32"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,9 +136,20 @@ def direct_fwd_plan(g: ConvGeometry):
     return f"conv2d_fwd_direct_{kb}ch", kb, grid, smem
 
 
+def igemm_bn(cols: int) -> int:
+    """Columns of the implicit-GEMM tile for a GEMM with ``cols`` columns per group: the _narrow
+    entry points' IG_BN_NARROW when that covers them (half the padding work of IG_BN), else IG_BN."""
+    return IG_BN_NARROW if cols <= IG_BN_NARROW else IG_BN
+
+
+def igemm_entry(base: str, cols: int) -> str:
+    """The implicit-GEMM entry point for ``cols`` columns per group (:func:`igemm_bn`)."""
+    return base + ("_narrow" if igemm_bn(cols) == IG_BN_NARROW else "")
+
+
 def fwd_igemm_grid(g: ConvGeometry) -> Tuple[int, int, int]:
-    """(tiles of 128 output pixels, tiles of 64 channels of a group, groups)."""
-    grid = (ceil_div(g.N * g.P * g.Q, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups)
+    """(tiles of 128 output pixels, tiles of igemm_bn(K/groups) channels of a group, groups)."""
+    grid = (ceil_div(g.N * g.P * g.Q, IG_BM), ceil_div(g.k_per_group, igemm_bn(g.k_per_group)), g.groups)
     if max(grid[1:]) > GRID_YZ_MAX:
         raise ValueError(f"conv2d implicit GEMM grid {grid} exceeds CUDA's limit {GRID_YZ_MAX} on y/z "
                          f"(groups={g.groups}); use algo='direct'")
@@ -120,14 +157,43 @@ def fwd_igemm_grid(g: ConvGeometry) -> Tuple[int, int, int]:
 
 
 def dx_igemm_grid(g: ConvGeometry):
-    """(pixel tiles of the largest residue class, tiles of 64 input channels, groups * sh * sw),
-    or None when the dX implicit GEMM cannot run (R or S > DX_MAX_TAPS, grid over the limits)."""
+    """(pixel tiles of the largest residue class, tiles of igemm_bn(C/groups) input channels,
+    groups * sh * sw), or None when the dX implicit GEMM cannot run (R or S > DX_MAX_TAPS, grid
+    over the limits)."""
     sh, sw = g.stride
-    grid = (ceil_div(g.N * ceil_div(g.H, sh) * ceil_div(g.W, sw), IG_BM), ceil_div(g.c_per_group, IG_BN),
+    grid = (ceil_div(g.N * ceil_div(g.H, sh) * ceil_div(g.W, sw), IG_BM),
+            ceil_div(g.c_per_group, igemm_bn(g.c_per_group)),
             g.groups * sh * sw)
     if max(g.R, g.S) > DX_MAX_TAPS or max(grid[1:]) > GRID_YZ_MAX:
         return None
     return grid
+
+
+def fwd_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
+    """(grid, splits, kt_chunk) of the forward implicit GEMM: :func:`fwd_igemm_grid` with z =
+    groups * splits; split s runs the BK-slices [s * kt_chunk, +kt_chunk) of the R*S*C/groups
+    reduction (``conv_policy.gemm_split_k``: only when the tiles fill under two waves of SMs)."""
+    gx, gy, gz = fwd_igemm_grid(g)
+    steps = ceil_div(g.c_per_group * g.R * g.S, bk(dtype))
+    splits, chunk = policy.gemm_split_k(steps, gx * gy * gz, num_sms, out_numel=g.N * g.K * g.P * g.Q,
+                                        ws_max_bytes=WS_MAX_BYTES, max_split=GRID_YZ_MAX // gz)
+    return (gx, gy, gz * splits), splits, max(chunk, 1)
+
+
+def dx_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
+    """(grid, splits, kt_chunk) of the dX implicit GEMM, or None when it cannot run
+    (:func:`dx_igemm_grid`): z = groups * sh * sw * splits; each split runs the BK-slices
+    [s * kt_chunk, +kt_chunk) of its class's reduction (taps * K/groups), sized on the class with
+    the most taps (``conv_policy.gemm_split_k``)."""
+    grid = dx_igemm_grid(g)
+    if grid is None:
+        return None
+    gx, gy, gz = grid
+    taps = max(r[5] * r[8] for r in policy.residue_classes(g)[0])
+    steps = ceil_div(taps * g.k_per_group, bk(dtype))
+    splits, chunk = policy.gemm_split_k(steps, gx * gy * gz, num_sms, out_numel=g.N * g.C * g.H * g.W,
+                                        ws_max_bytes=WS_MAX_BYTES, max_split=GRID_YZ_MAX // gz)
+    return (gx, gy, gz * splits), splits, max(chunk, 1)
 
 
 def _split(length: int, blocks: int, num_sms: int, granule: int, out_numel: int, max_split=None):
@@ -137,13 +203,15 @@ def _split(length: int, blocks: int, num_sms: int, granule: int, out_numel: int,
 
 def dw_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
     """(grid, splits, kt_chunk) of the dW implicit GEMM: grid (tiles of 128 rows of Cg*R*S, tiles of
-    64 channels, groups * splits); each split runs kt_chunk BK-slices of the N*P*Q reduction."""
+    igemm_bn(K/groups) channels, groups * splits); each split runs kt_chunk BK-slices of the N*P*Q
+    reduction."""
     b = bk(dtype)
     rows = g.c_per_group * g.R * g.S
-    tiles = ceil_div(rows, IG_BM) * ceil_div(g.k_per_group, IG_BN) * g.groups
+    bn = igemm_bn(g.k_per_group)
+    tiles = ceil_div(rows, IG_BM) * ceil_div(g.k_per_group, bn) * g.groups
     splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, b, g.K * rows,
                            max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
-    return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups * splits), splits, chunk // b
+    return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, bn), g.groups * splits), splits, chunk // b
 
 
 def dw_direct_plan(g: ConvGeometry, num_sms: int):
@@ -177,6 +245,14 @@ def _raw(a):
     return a.view(cupy.uint16) if a.itemsize == 2 else a
 
 
+def nchw_direct(g: ConvGeometry, *arrays) -> bool:
+    """True when the implicit GEMMs read these activations in place, NCHW: a 1x1, stride-1,
+    unpadded conv (its pixels are the GEMM rows or reduction, contiguous along H*W) and every array
+    C-contiguous. Then there is no NHWC copy (``launched('<family>[nchw]')``)."""
+    return (g.R == g.S == 1 and tuple(g.stride) == (1, 1) and tuple(g.pad) == (0, 0) and g.P == g.H
+            and g.Q == g.W and all(a.flags.c_contiguous for a in arrays))
+
+
 def _nhwc(a):
     """(N, C, H, W) -> contiguous (N, H, W, C) raw bits (no copy when a is channels-last)."""
     return cupy.ascontiguousarray(_raw(a).transpose(0, 2, 3, 1))
@@ -187,8 +263,11 @@ def _geom_args(g: ConvGeometry):
                                    g.pad[0], g.pad[1], g.dilation[0], g.dilation[1], g.groups))
 
 
-def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0):
-    kern = _module.get_function(fname, entry, defines(dtype, vec))
+def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0,
+            tf32: bool = False):
+    kern = _module.get_function(fname, entry, defines(dtype, vec, tf32))
+    if shared_mem and entry in IGEMM_ENTRIES:  # static tables + dynamic stages may pass 48 KiB: opt in
+        kern.max_dynamic_shared_size_bytes = int(shared_mem)
     kern(tuple(int(v) for v in grid), tuple(int(v) for v in block), tuple(args), shared_mem=int(shared_mem))
     launched(entry)
     if family != entry:
@@ -208,7 +287,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
 
     x: (N, C, H, W) any strides; w: (K, C/groups, R, S); b: (K,) or None. Returns a new
     C-contiguous y (N, K, P, Q) of x's dtype. algo: 'direct', 'implicit_gemm' or 'auto'
-    (:func:`choose_algo`); precision is accepted for the common signature (fp32 is exact FMA).
+    (:func:`choose_algo`); precision='tf32' runs float32 implicit GEMMs on the tf32 tensor cores.
     """
     dt = dtype_of(x)
     policy.check_extents(g, "cupy")
@@ -230,12 +309,21 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         return y
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
-    grid = fwd_igemm_grid(g)
-    x_nhwc = _nhwc(x)
+    grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
+    nchw = nchw_direct(g, x)
+    x_in = _raw(x) if nchw else _nhwc(x)
     w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
-    vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
-    args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
-    _launch(FWD_FILE, "conv2d_fwd_implicit_gemm", "conv2d_fwd_implicit_gemm", dt, vec, grid, (IG_THREADS,), args)
+    runs = (g.H * g.W, g.c_per_group) if nchw else (g.c_per_group,)   # the 16-byte vectors' axes
+    vec = vec_width(dt, *runs, ptrs=(x_in.data.ptr, w_krsc.data.ptr))
+    ws = _workspace(splits, y.size)
+    args = (x_in, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+    _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt, vec,
+            grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
+    launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
+    if nchw:
+        launched("conv2d_fwd_implicit_gemm[nchw]")
+    if splits > 1:
+        _sum_splits(ws, splits, y, dt)
     return y
 
 
@@ -248,16 +336,25 @@ def _sum_splits(ws, splits: int, out, dt: str) -> None:
             (RED_THREADS,), (ws, np.int32(splits), np.int64(numel), out))
 
 
-def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
+def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
     dx = empty((g.N, g.C, g.H, g.W), dy.dtype)
     if algo == "implicit_gemm":
-        grid = dx_igemm_grid(g)
+        grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
         w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
-        d = dy_nhwc()
-        args = (d, w_grsck, dx, *_geom_args(g))
-        _launch(BWD_FILE, "conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", dt,
-                vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr)), grid, (IG_THREADS,), args)
+        nchw = nchw_direct(g, dy)
+        d = _raw(dy) if nchw else dy_nhwc()
+        ws = _workspace(splits, dx.size)
+        args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+        runs = (g.H * g.W, Kg) if nchw else (Kg,)
+        vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr))
+        _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
+                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
+        launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
+        if nchw:
+            launched("conv2d_bwd_dx_implicit_gemm[nchw]")
+        if splits > 1:
+            _sum_splits(ws, splits, dx, dt)
         return dx
     wc = cupy.ascontiguousarray(_raw(w))
     args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
@@ -266,17 +363,21 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
     return dx
 
 
-def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
+def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype)
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dw_igemm_plan(g, dt, sm_count())
         ws = _workspace(splits, dw.size)
-        xn, d = _nhwc(x), dy_nhwc()
-        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
-        vec = vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
-        _launch(BWD_FILE, "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args)
+        nchw = nchw_direct(g, x, dy)
+        xn, d = (_raw(x), _raw(dy)) if nchw else (_nhwc(x), dy_nhwc())
+        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+        runs = (g.H * g.W,) if nchw else (g.c_per_group, g.k_per_group)
+        vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr))
+        _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group), "conv2d_bwd_dw_implicit_gemm",
+                dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
+        if nchw:
+            launched("conv2d_bwd_dw_implicit_gemm[nchw]")
     else:
         grid, splits, chunk = dw_direct_plan(g, sm_count())
         ws = _workspace(splits, dw.size)
@@ -323,7 +424,8 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bo
             cache["v"] = _nhwc(dy)
         return cache["v"]
 
-    dx = _grad_x(dy, w, g, dx_algo, dy_nhwc, dt) if need_dx else None
-    dw = _grad_w(dy, x, g, dw_algo, dy_nhwc, dt) if need_dw else None
+    tf32 = use_tf32(dt, precision)
+    dx = _grad_x(dy, w, g, dx_algo, dy_nhwc, dt, tf32) if need_dx else None
+    dw = _grad_w(dy, x, g, dw_algo, dy_nhwc, dt, tf32) if need_dw else None
     db = _grad_b(dy, g, dt) if need_db else None
     return dx, dw, db

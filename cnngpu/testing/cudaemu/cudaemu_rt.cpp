@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#define CUDAEMU_RT_VERSION 3
+#define CUDAEMU_RT_VERSION 4
 
 // ---- fiber contexts -------------------------------------------------------------------------------
 // x86-64: a hand-written switch of the callee-saved registers, MXCSR and the x87 control word
@@ -134,12 +134,26 @@ std::vector<Kernel>& kernels() {
 
 enum State { READY, WAIT_BAR, WAIT_WARP, EXITED };
 
+// One cp.async copy in flight: its bytes were read from global memory at issue time (global
+// memory does not change under a running kernel here) and land in shared memory at completion.
+struct AsyncCopy {
+    unsigned dst, bytes;
+    unsigned char data[16];
+};
+
 struct Thread : ThreadView {
     int linear;
     State st;
     const char* site;        // barrier / collective site while waiting
     Ctx ctx;
     char* stack;
+    // cp.async state: copies[landed..] are in flight; group_end[gdone..] are the ends (indices
+    // into copies) of the committed groups not yet waited for; copies past the last end are not
+    // committed yet.
+    std::vector<AsyncCopy> copies;
+    size_t landed = 0;
+    std::vector<size_t> group_end;
+    size_t gdone = 0;
 };
 
 struct WarpState;
@@ -157,6 +171,7 @@ const size_t STACK_BYTES = 256 * 1024;
 const size_t WINDOW = 256 * 1024;         // emulated shared window (>= 227 KiB, the sm_90 maximum)
 const size_t SGUARD = 32;                 // guard bytes after each shared variable / the dynamic area
 const size_t STATIC_LIMIT = 48 * 1024;    // static + dynamic without the opt-in attribute
+const size_t OPTIN_LIMIT = 227 * 1024;    // static + opt-in dynamic (sm_90's per-block maximum)
 
 alignas(128) unsigned char g_smem[WINDOW];
 struct SVar {
@@ -167,12 +182,14 @@ struct SVar {
 };
 std::vector<SVar> g_svars;
 size_t g_dyn = 0, g_static_base = 0, g_static_top = 0;
+size_t g_dyn_max = 0;   // the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, 0: not set
 
 std::vector<Thread> g_threads;
 std::vector<WarpState> g_warps;
 int g_nthreads = 0;
 Ctx g_sched;
 bool g_in_fiber = false, g_failed = false;
+bool g_async_eager = false;  // cp.async copies land at issue (reverse schedule) instead of at the wait
 char g_fault_msg[768];
 volatile bool g_fault = false;
 std::string g_err;
@@ -227,6 +244,10 @@ char* stack_for(int i) {
 }
 
 void thread_exit(Thread* t) {
+    if (t->landed < t->copies.size())
+        fail("thread exits with %zu cp.async copies never waited for (cp.async.wait_group / wait_all): their "
+             "shared-memory writes are unordered with everything the block did",
+             t->copies.size() - t->landed);
     t->st = EXITED;
     const int w = t->linear >> 5, lane = t->linear & 31;
     WarpState& W = g_warps[w];
@@ -286,6 +307,9 @@ bool run_block(bool reverse) {
         t.tid.z = i / (g_blockDim.x * g_blockDim.y);
         t.st = READY;
         t.site = nullptr;
+        t.copies.clear();
+        t.group_end.clear();
+        t.landed = t.gdone = 0;
         char* stk = stack_for(i);
         if (!stk) {
             sched_fail("out of memory for fiber stacks");
@@ -487,10 +511,14 @@ void* shared_var(const void* key, size_t size, size_t align, const char* name, c
     const size_t off = (g_static_top + align - 1) / align * align;
     const size_t top = off + size + SGUARD;
     const size_t static_bytes = off + size - g_static_base;
-    if (static_bytes + g_dyn > STATIC_LIMIT)
+    if (!g_dyn_max && static_bytes + g_dyn > STATIC_LIMIT)
         fail("__shared__ %s (%s): %zu bytes of static plus %zu bytes of dynamic shared memory exceed the 48 KiB a "
              "launch gets without cudaFuncAttributeMaxDynamicSharedMemorySize",
              name, site, static_bytes, g_dyn);
+    if (g_dyn_max && static_bytes + g_dyn_max > OPTIN_LIMIT)
+        fail("__shared__ %s (%s): %zu bytes of static shared memory plus the %zu bytes of "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize exceed the 227 KiB per block of sm_90",
+             name, site, static_bytes, g_dyn_max);
     if (top > WINDOW) fail("__shared__ %s (%s) does not fit the emulated shared window", name, site);
     g_svars.push_back(SVar{key, off, size, name, site});
     g_static_top = top;
@@ -509,7 +537,7 @@ void* dynamic_shared(size_t align, const char* site) {
 namespace {
 
 enum Op { OP_UNKNOWN, OP_CVT_F32_F16, OP_CVT_F16_F32, OP_CVT_BF16_F32, OP_CVT_INT, OP_CVTA_SHARED, OP_MOV,
-          OP_LDMATRIX, OP_MMA };
+          OP_LDMATRIX, OP_MMA, OP_MMA_TF32, OP_CVT_TF32, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL };
 
 struct PArg {
     int kind = 0;                 // 0 asm operand, 1 local register, 2 immediate, 3 vector, 4 address
@@ -694,12 +722,32 @@ void parse_instr(PtxProgram& p, const std::string& stmt, int nops) {
         in.trans = has("trans");
         size_t known = 7 + (in.trans ? 1 : 0);
         if (mods.size() != known) ptx_fail(p, "ldmatrix form '" + opc + "' is not emulated");
+    } else if (o == "cvt" && opc == "cvt.rna.tf32.f32") {
+        in.op = OP_CVT_TF32;
+    } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32") {
+        in.op = OP_MMA_TF32;
     } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") {
         in.op = OP_MMA;
         in.bf16 = false;
     } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") {
         in.op = OP_MMA;
         in.bf16 = true;
+    } else if (o == "cp" && mods.size() >= 5 && mods[1] == "async" && (mods[2] == "ca" || mods[2] == "cg") &&
+               (mods[3] == "shared" || mods[3] == "shared::cta") && mods[4] == "global") {
+        // cp.async.{ca,cg}.shared{::cta}.global{.L2::{64,128,256}B} [dst], [src], cp-size{, src-size}
+        for (size_t i = 5; i < mods.size(); ++i)
+            if (mods[i] != "L2::64B" && mods[i] != "L2::128B" && mods[i] != "L2::256B")
+                ptx_fail(p, "cp.async qualifier ." + mods[i] + " is not emulated");
+        in.op = OP_CP_ASYNC;
+        in.trans = mods[2] == "cg";  // .cg: 16 bytes only
+        if (in.args.size() != 3 && in.args.size() != 4)
+            ptx_fail(p, "'" + s + "': cp.async takes [dst], [src], cp-size and an optional src-size");
+    } else if (opc == "cp.async.commit_group") {
+        in.op = OP_CP_COMMIT;
+    } else if (opc == "cp.async.wait_group") {
+        in.op = OP_CP_WAIT;
+    } else if (opc == "cp.async.wait_all") {
+        in.op = OP_CP_WAIT_ALL;
     } else {
         ptx_fail(p, "instruction '" + s + "' is not emulated");
     }
@@ -830,6 +878,15 @@ extern "C" CUDAEMU_API unsigned short cudaemu_f32_to_bf16_rn(float f) {
     return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+// cvt.rna.tf32.f32: round to the 10 explicit mantissa bits of tf32, ties away from zero (the
+// result is a .b32 whose low 13 bits are zero); overflow to infinity; NaN -> canonical 0x7fffffff.
+extern "C" CUDAEMU_API unsigned cudaemu_f32_to_tf32_rna(float f) {
+    const unsigned x = float_to_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fffffffu;
+    if ((x & 0x7f800000u) == 0x7f800000u) return x;          // +-inf
+    return (x + 0x1000u) & 0xffffe000u;                       // carries into the exponent: inf
+}
+
 static float bf16_to_f32(unsigned short b) { return bits_to_float((unsigned)b << 16); }
 
 namespace {
@@ -934,6 +991,85 @@ void mma_compute(WarpState& W) {
     }
 }
 
+// ---- cp.async (per thread; copies complete at the wait, or at issue with g_async_eager) ---------
+void land(Thread* t, size_t end) {
+    for (; t->landed < end; ++t->landed) {
+        const AsyncCopy& c = t->copies[t->landed];
+        memcpy(g_smem + c.dst, c.data, c.bytes);
+    }
+    if (t->landed == t->copies.size() && t->gdone == t->group_end.size()) {
+        t->copies.clear();
+        t->group_end.clear();
+        t->landed = t->gdone = 0;
+    }
+}
+
+void cp_async(Frame& f, const Instr& in) {
+    const PtxProgram& p = *f.prog;
+    const PArg& cs = in.args[2];  // an immediate, or an "n" operand (nvcc prints it as one)
+    if (cs.kind != 2 && !(cs.kind == 0 && f.ops[cs.idx].cons == 'n'))
+        ptx_fail(p, "'" + in.text + "': cp-size must be an immediate");
+    const unsigned n = (unsigned)rd(f, cs, 4);
+    if (in.trans ? n != 16 : (n != 4 && n != 8 && n != 16))
+        ptx_fail(p, fmt("'%s': cp-size %u is not allowed with .%s (.ca: 4, 8, 16; .cg: 16)", in.text.c_str(), n,
+                        in.trans ? "cg" : "ca"));
+    const unsigned dst = smem_check(f, addr_of(f, in.args[0]), n, n);
+    const unsigned long long src = addr_of(f, in.args[1]);
+    unsigned long long src_size = n;
+    if (in.args.size() == 4) {
+        const PArg& a = in.args[3];
+        src_size = rd(f, a, a.kind == 1 ? p.local_size[a.idx] : a.kind == 0 ? (int)f.ops[a.idx].size : 4);
+    }
+    if (src_size > n)
+        ptx_fail(p, fmt("'%s': src-size %llu exceeds cp-size %u", in.text.c_str(), src_size, n));
+    AsyncCopy c;
+    c.dst = dst;
+    c.bytes = n;
+    memset(c.data, 0, sizeof c.data);  // bytes past src-size are zero-filled
+    if (src_size) {
+        if (src % n)
+            ptx_fail(p, fmt("'%s': global address 0x%llx is not %u-byte aligned", in.text.c_str(), src, n));
+        memcpy(c.data, (const void*)(uintptr_t)src, (size_t)src_size);  // a wild address faults here
+    }
+    if (g_async_eager) {
+        memcpy(g_smem + dst, c.data, n);
+        return;
+    }
+    cur()->copies.push_back(c);
+}
+
+// mma.m16n8k8 .tf32: A 16x8 (a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4)), B 8x8
+// (b0 (k = t, n = g), b1 (k = t+4, n = g)), C/D as m16n8k16; g = lane >> 2, t = lane % 4. The
+// hardware reads only the 19 tf32 bits of each operand register: the low 13 bits are dropped.
+void mma_tf32_compute(WarpState& W) {
+    Frame* f0 = ((LaneFrame*)W.data[0])->f;
+    const Instr& in = *f0->ins;
+    double A[16][8], B[8][8], C[16][8];
+    const int base = cur()->linear & ~31;
+    auto tf32 = [](unsigned u) { return (double)bits_to_float(u & 0xffffe000u); };
+    for (int l = 0; l < 32; ++l) {
+        Frame& f = *((LaneFrame*)W.data[l])->f;
+        g_cur = &g_threads[base + l];
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; ++i)
+            A[g + 8 * (i & 1)][t + 4 * (i >> 1)] = tf32((unsigned)rd(f, in.args[1].elems[i], 4));
+        for (int i = 0; i < 2; ++i) B[t + 4 * i][g] = tf32((unsigned)rd(f, in.args[2].elems[i], 4));
+        for (int i = 0; i < 4; ++i)
+            C[g + 8 * (i >= 2)][2 * t + (i & 1)] = bits_to_float((unsigned)rd(f, in.args[3].elems[i], 4));
+    }
+    for (int l = 0; l < 32; ++l) {
+        Frame& f = *((LaneFrame*)W.data[l])->f;
+        g_cur = &g_threads[base + l];
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; ++i) {
+            const int r = g + 8 * (i >= 2), c = 2 * t + (i & 1);
+            double s = C[r][c];
+            for (int k = 0; k < 8; ++k) s += A[r][k] * B[k][c];
+            wr(f, in.args[0].elems[i], float_to_bits((float)s), 4);
+        }
+    }
+}
+
 void exec(Frame& f, const PtxProgram& p) {
     for (const Instr& in : p.ins) {
         f.ins = &in;
@@ -991,6 +1127,49 @@ void exec(Frame& f, const PtxProgram& p) {
                 warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, mma_compute, nullptr);
                 break;
             }
+            case OP_CVT_TF32:
+                nargs(2);
+                wr(f, in.args[0], cudaemu_f32_to_tf32_rna(bits_to_float((unsigned)rd(f, in.args[1], 4))), 4);
+                break;
+            case OP_MMA_TF32: {
+                nargs(4);
+                const size_t want[4] = {4, 4, 2, 4};
+                for (int i = 0; i < 4; ++i)
+                    if (in.args[i].kind != 3 || in.args[i].elems.size() != want[i])
+                        ptx_fail(p, fmt("'%s': operand %d must be a vector of %zu registers", in.text.c_str(), i, want[i]));
+                LaneFrame lf{&f};
+                warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, mma_tf32_compute, nullptr);
+                break;
+            }
+            case OP_CP_ASYNC:
+                cp_async(f, in);
+                break;
+            case OP_CP_COMMIT: {
+                nargs(0);
+                Thread* t = cur();
+                t->group_end.push_back(t->copies.size());
+                break;
+            }
+            case OP_CP_WAIT:
+            case OP_CP_WAIT_ALL: {
+                Thread* t = cur();
+                size_t keep = 0;  // wait_all = commit_group + wait_group 0
+                if (in.op == OP_CP_WAIT_ALL) {
+                    nargs(0);
+                    t->group_end.push_back(t->copies.size());
+                } else {
+                    nargs(1);
+                    if (in.args[0].kind != 2 && !(in.args[0].kind == 0 && f.ops[in.args[0].idx].cons == 'n'))
+                        ptx_fail(p, "'" + in.text + "': the group count must be an immediate");
+                    keep = (size_t)rd(f, in.args[0], 4);
+                }
+                const size_t pending = t->group_end.size() - t->gdone;
+                if (pending > keep) {  // complete every group but the `keep` most recent
+                    t->gdone = t->group_end.size() - keep;
+                    land(t, t->group_end[t->gdone - 1]);
+                }
+                break;
+            }
             default:
                 ptx_fail(p, "instruction '" + in.text + "' is not emulated");
         }
@@ -1028,11 +1207,13 @@ extern "C" CUDAEMU_API const ParamDesc* cudaemu_kernel_params(int i) { return ke
 extern "C" CUDAEMU_API int cudaemu_kernel_max_threads(int i) { return kernels()[i].max_threads; }
 
 // Launch kernel k on grid x block with `shmem` bytes of dynamic shared memory. args[i] points to
-// the value of parameter i. flags bit 0: reverse thread and block order. Returns 0, or 1 with a
+// the value of parameter i; dyn_max: the kernel's max_dynamic_shared_size_bytes (0: not set).
+// flags bit 0: reverse thread and block order. Returns 0, or 1 with a
 // message in err.
 extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const unsigned* block, unsigned long long shmem,
-                                          void** args, int flags, char* err, int errlen) {
+                                          unsigned long long dyn_max, void** args, int flags, char* err, int errlen) {
     const bool reverse = flags & 1;
+    g_async_eager = reverse;
     g_failed = false;
     g_err.clear();
     g_kernel = &kernels()[k];
@@ -1054,8 +1235,15 @@ extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const uns
     if (g_kernel->max_threads > 0 && nt > (unsigned long long)g_kernel->max_threads)
         return out(fmt("kernel %s: %llu threads per block exceed its __launch_bounds__(%d) (a GPU refuses the launch)",
                        g_kernel->name, nt, g_kernel->max_threads));
-    if (shmem > STATIC_LIMIT)
-        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed 48 KiB", g_kernel->name, shmem));
+    if (!dyn_max && shmem > STATIC_LIMIT)
+        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed 48 KiB (set "
+                       "max_dynamic_shared_size_bytes to opt in to more)", g_kernel->name, shmem));
+    if (dyn_max > OPTIN_LIMIT)
+        return out(fmt("kernel %s: max_dynamic_shared_size_bytes %llu exceeds 227 KiB", g_kernel->name, dyn_max));
+    if (dyn_max && shmem > dyn_max)
+        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed its max_dynamic_shared_size_bytes %llu",
+                       g_kernel->name, shmem, dyn_max));
+    g_dyn_max = dyn_max;
     g_blockDim = dim3{block[0], block[1], block[2]};
     g_gridDim = dim3{grid[0], grid[1], grid[2]};
     g_nthreads = (int)nt;
