@@ -4,7 +4,10 @@ ldmatrix (lane 8*i + r gives the row address of row r of matrix i; register i of
 row l/4, columns 2*(l%4), +1 of matrix i, transposed with .trans) and of mma.m16n8k16 with
 .f16/.bf16 inputs (groupID = lane >> 2, threadID_in_group = lane % 4; A: row groupID (+8 for
 a2,a3,a6,a7 elements), col 2*tig + (i&1) (+8 for i >= 4); B: row 2*tig + (i&1) (+8 for i >= 2),
-col groupID; C/D: row groupID (+8 for c2,c3), col 2*tig + (i&1)).
+col groupID; C/D: row groupID (+8 for c2,c3), col 2*tig + (i&1)), and cp.async (a copy of
+cp-size bytes, the bytes past src-size zero-filled, completes asynchronously: only
+cp.async.wait_group N -- every committed group but the N most recent -- or wait_all guarantees it
+landed; the emulator lands it exactly there in the forward schedule and at issue in the reverse one).
 """
 import numpy as np
 import pytest
@@ -70,6 +73,78 @@ extern "C" __global__ void mma_bf16(const unsigned* a, const unsigned* b, const 
                  : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
                  : "r"(a[l * 4]), "r"(a[l * 4 + 1]), "r"(a[l * 4 + 2]), "r"(a[l * 4 + 3]), "r"(b[l * 2]), "r"(b[l * 2 + 1]));
     for (int i = 0; i < 4; ++i) d[l * 4 + i] = acc[i];
+}
+// cp.async: thread t copies N bytes src[t*N..] -> smem (src-size srcsz[t], zero fill), waits, and
+// the block writes the whole shared buffer (untouched bytes stay 0xFF) to out
+template <int N, int FORM>
+__device__ void cpa(const unsigned char* src, const unsigned* srcsz, unsigned char* out) {
+    __shared__ __align__(16) unsigned char s[64 * 16];
+    const int t = threadIdx.x;
+    const unsigned d = saddr(s + t * N);
+    const unsigned char* g = src + t * N;
+    if (FORM == 0)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" :: "r"(d), "l"(g), "n"(N), "r"(srcsz[t]));
+    else if (FORM == 1)
+        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;" :: "r"(d), "l"(g), "r"(srcsz[t]));
+    else
+        asm volatile("cp.async.ca.shared::cta.global [%0], [%1], %2;" :: "r"(d), "l"(g), "n"(N));
+    asm volatile("cp.async.commit_group;" ::);
+    asm volatile("cp.async.wait_group 0;" ::);
+    __syncthreads();
+    for (int i = t; i < 64 * 16; i += 64) out[i] = s[i];
+}
+extern "C" __global__ void cpa_ca4(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<4, 0>(a, z, o); }
+extern "C" __global__ void cpa_ca8(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<8, 0>(a, z, o); }
+extern "C" __global__ void cpa_ca16(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<16, 0>(a, z, o); }
+extern "C" __global__ void cpa_cg16(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<16, 1>(a, z, o); }
+extern "C" __global__ void cpa_full8(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<8, 2>(a, z, o); }
+// groups: one thread copies src[g] -> slot g in three groups, snapshots the slots after
+// wait_group 2, wait_group 1 and wait_all (snap[k*3 + g])
+extern "C" __global__ void cpa_groups(const unsigned* src, unsigned* snap) {
+    __shared__ __align__(16) unsigned s[4];
+    for (int gi = 0; gi < 3; ++gi) {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(saddr(s + gi)), "l"(src + gi));
+        asm volatile("cp.async.commit_group;" ::);
+    }
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(saddr(s + 3)), "l"(src + 3));  // not committed
+    asm volatile("cp.async.wait_group %0;" :: "n"(2));
+    for (int gi = 0; gi < 4; ++gi) snap[gi] = s[gi];
+    asm volatile("cp.async.wait_group 1;" ::);
+    for (int gi = 0; gi < 4; ++gi) snap[4 + gi] = s[gi];
+    asm volatile("cp.async.wait_group 0;" ::);
+    for (int gi = 0; gi < 4; ++gi) snap[8 + gi] = s[gi];
+    asm volatile("cp.async.wait_all;" ::);
+    for (int gi = 0; gi < 4; ++gi) snap[12 + gi] = s[gi];
+}
+// a pipeline bug: thread t copies x[t] into slot t, the block synchronises but nobody waited for
+// the copies, then thread t reads slot (t + 1) % 64; the wait comes only at the end
+extern "C" __global__ void cpa_missing_wait(const float* x, float* y) {
+    __shared__ __align__(16) float s[64];
+    const int t = threadIdx.x;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(saddr(s + t)), "l"(x + t));
+    asm volatile("cp.async.commit_group;" ::);
+    __syncthreads();
+    y[t] = s[(t + 1) % 64];
+    asm volatile("cp.async.wait_all;" ::);
+}
+extern "C" __global__ void cpa_no_wait(const float* x, float* y) {
+    __shared__ __align__(16) float s[64];
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(saddr(s + threadIdx.x)), "l"(x + threadIdx.x));
+    asm volatile("cp.async.commit_group;" ::);
+    y[threadIdx.x] = 0.0f;
+}
+extern "C" __global__ void cpa_bad(const float* x, float* y, int kind) {
+    __shared__ __align__(16) float s[64];
+    if (kind == 0)       // .cg copies 16 bytes only
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 8;" :: "r"(saddr(s)), "l"(x));
+    else if (kind == 1)  // misaligned global source
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" :: "r"(saddr(s)), "l"(x + 1));
+    else if (kind == 2)  // src-size above cp-size
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(saddr(s)), "l"(x), "r"(8));
+    else                 // destination past the shared variable
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"(saddr(s + 64 + 64)), "l"(x));
+    asm volatile("cp.async.wait_all;" ::);
+    y[0] = s[0];
 }
 extern "C" __global__ void unknown_insn(float* y) {
     float v = 1.0f;
@@ -213,3 +288,75 @@ def test_unknown_instruction_fails_with_its_text(mod):
 def test_operand_width_mismatch_fails(mod):
     with pytest.raises(cudaemu.CudaEmuError, match="constraint r .32-bit.*writes 2 bytes"):
         mod.get_function("wrong_width")((1,), (1,), (cp.asarray(np.ones(1, np.float32)), cp.empty((1,), np.uint32)))
+
+
+# ---- cp.async -----------------------------------------------------------------------------------
+def _cpa_model(src, srcsz, n):
+    """The shared buffer after every thread t copied n bytes of src[t*n:] with src-size srcsz[t]
+    (bytes past it zero-filled); the rest keeps the 0xFF the emulator fills shared memory with."""
+    out = np.full(64 * 16, 0xFF, np.uint8)
+    for t in range(64):
+        chunk = np.zeros(n, np.uint8)
+        chunk[:srcsz[t]] = src[t * n:t * n + srcsz[t]]
+        out[t * n:(t + 1) * n] = chunk
+    return out
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+@pytest.mark.parametrize("name,n,zfill", [("cpa_ca4", 4, True), ("cpa_ca8", 8, True), ("cpa_ca16", 16, True),
+                                           ("cpa_cg16", 16, True), ("cpa_full8", 8, False)])
+def test_cp_async_copy_and_zero_fill(mod, name, n, zfill, order):
+    """cp.async.{ca,cg}.shared.global copies cp-size bytes; with src-size s < cp-size the last
+    cp-size - s bytes are zero-filled (s = 0 reads nothing)."""
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, 64 * 16, dtype=np.uint8)
+    srcsz = rng.integers(0, n + 1, 64).astype(np.uint32) if zfill else np.full(64, n, np.uint32)
+    srcsz[:3] = [0, n, n // 2]
+    if not zfill:
+        srcsz[:] = n
+    out = cp.empty((64 * 16,), np.uint8)
+    with cudaemu.schedule(order):
+        mod.get_function(name)((1,), (64,), (cp.asarray(src), cp.asarray(srcsz), out))
+    np.testing.assert_array_equal(cp.asnumpy(out), _cpa_model(src, srcsz, n))
+
+
+def test_cp_async_wait_group_completes_all_but_the_n_newest():
+    """Three committed groups and one uncommitted copy: wait_group 2 guarantees group 0 only,
+    wait_group 1 groups 0-1, wait_group 0 every committed group, wait_all also the uncommitted
+    copy. The forward schedule lands a copy exactly when a wait requires it (the latest point the
+    ISA allows), so a read before that sees the old shared contents."""
+    m = cudaemu.RawModule(code=SRC, options=("--std=c++17",))
+    src = np.array([11, 22, 33, 44], np.uint32)
+    snap = cp.empty((16,), np.uint32)
+    m.get_function("cpa_groups")((1,), (1,), (cp.asarray(src), snap))
+    old = 0xFFFFFFFF
+    want = [[11, old, old, old], [11, 22, old, old], [11, 22, 33, old], [11, 22, 33, 44]]
+    np.testing.assert_array_equal(cp.asnumpy(snap).reshape(4, 4), np.array(want, np.uint32))
+
+
+def test_cp_async_missing_wait_is_detected(mod):
+    """Reading shared memory that cp.async is still filling: the forward schedule reads the old
+    contents (NaN), the reverse one (copies land at issue) the new, so the parity run in both
+    orders catches the missing cp.async.wait_group."""
+    x = np.arange(64, dtype=np.float32) + 1
+    outs = {}
+    for order in ("forward", "reverse"):
+        y = cp.empty((64,), np.float32)
+        with cudaemu.schedule(order):
+            mod.get_function("cpa_missing_wait")((1,), (64,), (cp.asarray(x), y))
+        outs[order] = cp.asnumpy(y)
+    assert np.isnan(outs["forward"][:63]).all()  # thread 63 runs after thread 0 finished its wait_all
+    np.testing.assert_array_equal(outs["reverse"], np.roll(x, -1))
+
+
+def test_cp_async_exit_without_wait_fails(mod):
+    with pytest.raises(cudaemu.CudaEmuError, match="never waited for"):
+        mod.get_function("cpa_no_wait")((1,), (64,), (cp.asarray(np.ones(64, np.float32)), cp.empty((64,), np.float32)))
+
+
+@pytest.mark.parametrize("kind,msg", [(0, "cp-size 8 is not allowed with .cg"), (1, "not 8-byte aligned"),
+                                      (2, "src-size 8 exceeds cp-size 4"), (3, "outside the block's shared memory")])
+def test_cp_async_misuse_fails(mod, kind, msg):
+    x = cp.asarray(np.ones(64, np.float32))
+    with pytest.raises(cudaemu.CudaEmuError, match=msg):
+        mod.get_function("cpa_bad")((1,), (1,), (x, cp.empty((1,), np.float32), np.int32(kind)))

@@ -256,3 +256,23 @@ def test_far_out_of_bounds_access_is_an_error_not_a_crash():
         m.get_function("far_read")((1,), (1,), (f32([1, 2]), y, 1 << 22))
     m.get_function("far")((1,), (1,), (y, 3))   # the runtime is usable after a fault
     assert cp.asnumpy(y)[3] == 1
+
+
+def test_dynamic_shared_memory_opt_in(mod):
+    """Above 48 KiB a launch needs max_dynamic_shared_size_bytes (cudaFuncAttributeMaxDynamicSharedMemorySize),
+    kept per module and kernel; the dynamic size must not exceed it."""
+    n, smem = 1024, 64 * 1024
+    x = np.arange(n, dtype=np.float32)
+    m = cudaemu.RawModule(code=SRC, options=("--std=c++17",))
+    with pytest.raises(cudaemu.CudaEmuError, match="exceed 48 KiB"):
+        m.get_function("dyn_reverse")((1,), (n,), (f32(x), cp.empty((n,), np.float32), np.int32(n)),
+                                      shared_mem=smem)
+    m.get_function("dyn_reverse").max_dynamic_shared_size_bytes = smem - 4
+    k = m.get_function("dyn_reverse")
+    assert k.max_dynamic_shared_size_bytes == smem - 4
+    with pytest.raises(cudaemu.CudaEmuError, match="exceed its max_dynamic_shared_size_bytes"):
+        k((1,), (n,), (f32(x), cp.empty((n,), np.float32), np.int32(n)), shared_mem=smem)
+    k.max_dynamic_shared_size_bytes = smem
+    y = cp.empty((n,), np.float32)
+    k((1,), (n,), (f32(x), y, np.int32(n)), shared_mem=smem)
+    np.testing.assert_array_equal(cp.asnumpy(y), x[::-1])

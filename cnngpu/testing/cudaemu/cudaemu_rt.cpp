@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#define CUDAEMU_RT_VERSION 3
+#define CUDAEMU_RT_VERSION 4
 
 // ---- fiber contexts -------------------------------------------------------------------------------
 // x86-64: a hand-written switch of the callee-saved registers, MXCSR and the x87 control word
@@ -135,12 +135,26 @@ std::vector<Kernel>& kernels() {
 
 enum State { READY, WAIT_BAR, WAIT_WARP, EXITED };
 
+// One cp.async copy in flight: its bytes were read from global memory at issue time (global
+// memory does not change under a running kernel here) and land in shared memory at completion.
+struct AsyncCopy {
+    unsigned dst, bytes;
+    unsigned char data[16];
+};
+
 struct Thread : ThreadView {
     int linear;
     State st;
     const char* site;        // barrier / collective site while waiting
     Ctx ctx;
     char* stack;
+    // cp.async state: copies[landed..] are in flight; group_end[gdone..] are the ends (indices
+    // into copies) of the committed groups not yet waited for; copies past the last end are not
+    // committed yet.
+    std::vector<AsyncCopy> copies;
+    size_t landed = 0;
+    std::vector<size_t> group_end;
+    size_t gdone = 0;
 };
 
 struct WarpState;
@@ -158,6 +172,7 @@ const size_t STACK_BYTES = 256 * 1024;
 const size_t WINDOW = 256 * 1024;         // emulated shared window (>= 227 KiB, the sm_90 maximum)
 const size_t SGUARD = 32;                 // guard bytes after each shared variable / the dynamic area
 const size_t STATIC_LIMIT = 48 * 1024;    // static + dynamic without the opt-in attribute
+const size_t OPTIN_LIMIT = 227 * 1024;    // static + opt-in dynamic (sm_90's per-block maximum)
 
 alignas(128) unsigned char g_smem[WINDOW];
 struct SVar {
@@ -168,12 +183,14 @@ struct SVar {
 };
 std::vector<SVar> g_svars;
 size_t g_dyn = 0, g_static_base = 0, g_static_top = 0;
+size_t g_dyn_max = 0;   // the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, 0: not set
 
 std::vector<Thread> g_threads;
 std::vector<WarpState> g_warps;
 int g_nthreads = 0;
 Ctx g_sched;
 bool g_in_fiber = false, g_failed = false;
+bool g_async_eager = false;  // cp.async copies land at issue (reverse schedule) instead of at the wait
 char g_fault_msg[768];
 volatile bool g_fault = false;
 std::string g_err;
@@ -231,6 +248,10 @@ void wg_reset(size_t nwarps);
 const char* wg_in_flight(int warp);  // site of a wgmma.mma_async of the warp not yet retired, or null
 
 void thread_exit(Thread* t) {
+    if (t->landed < t->copies.size())
+        fail("thread exits with %zu cp.async copies never waited for (cp.async.wait_group / wait_all): their "
+             "shared-memory writes are unordered with everything the block did",
+             t->copies.size() - t->landed);
     t->st = EXITED;
     const int w = t->linear >> 5, lane = t->linear & 31;
     if (const char* site = wg_in_flight(w))
@@ -294,6 +315,9 @@ bool run_block(bool reverse) {
         t.tid.z = i / (g_blockDim.x * g_blockDim.y);
         t.st = READY;
         t.site = nullptr;
+        t.copies.clear();
+        t.group_end.clear();
+        t.landed = t.gdone = 0;
         char* stk = stack_for(i);
         if (!stk) {
             sched_fail("out of memory for fiber stacks");
@@ -495,10 +519,14 @@ void* shared_var(const void* key, size_t size, size_t align, const char* name, c
     const size_t off = (g_static_top + align - 1) / align * align;
     const size_t top = off + size + SGUARD;
     const size_t static_bytes = off + size - g_static_base;
-    if (static_bytes + g_dyn > STATIC_LIMIT)
+    if (!g_dyn_max && static_bytes + g_dyn > STATIC_LIMIT)
         fail("__shared__ %s (%s): %zu bytes of static plus %zu bytes of dynamic shared memory exceed the 48 KiB a "
              "launch gets without cudaFuncAttributeMaxDynamicSharedMemorySize",
              name, site, static_bytes, g_dyn);
+    if (g_dyn_max && static_bytes + g_dyn_max > OPTIN_LIMIT)
+        fail("__shared__ %s (%s): %zu bytes of static shared memory plus the %zu bytes of "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize exceed the 227 KiB per block of sm_90",
+             name, site, static_bytes, g_dyn_max);
     if (top > WINDOW) fail("__shared__ %s (%s) does not fit the emulated shared window", name, site);
     g_svars.push_back(SVar{key, off, size, name, site});
     g_static_top = top;
@@ -517,7 +545,7 @@ void* dynamic_shared(size_t align, const char* site) {
 namespace {
 
 enum Op { OP_UNKNOWN, OP_CVT_F32_F16, OP_CVT_F16_F32, OP_CVT_BF16_F32, OP_CVT_INT, OP_CVTA_SHARED, OP_MOV,
-          OP_LDMATRIX, OP_MMA,
+          OP_LDMATRIX, OP_MMA, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL,
           // sm_90a warpgroup MMA (see "wgmma" below)
           OP_SETP_NE, OP_FENCE_PROXY_ASYNC, OP_WG_FENCE, OP_WG_COMMIT, OP_WG_WAIT, OP_WGMMA };
 
@@ -733,6 +761,22 @@ void parse_instr(PtxProgram& p, const std::string& stmt, int nops) {
         in.op = OP_WGMMA;
         in.wg_n = n;
         in.bf16 = mods[6] == "bf16";
+    } else if (o == "cp" && mods.size() >= 5 && mods[1] == "async" && (mods[2] == "ca" || mods[2] == "cg") &&
+               (mods[3] == "shared" || mods[3] == "shared::cta") && mods[4] == "global") {
+        // cp.async.{ca,cg}.shared{::cta}.global{.L2::{64,128,256}B} [dst], [src], cp-size{, src-size}
+        for (size_t i = 5; i < mods.size(); ++i)
+            if (mods[i] != "L2::64B" && mods[i] != "L2::128B" && mods[i] != "L2::256B")
+                ptx_fail(p, "cp.async qualifier ." + mods[i] + " is not emulated");
+        in.op = OP_CP_ASYNC;
+        in.trans = mods[2] == "cg";  // .cg: 16 bytes only
+        if (in.args.size() != 3 && in.args.size() != 4)
+            ptx_fail(p, "'" + s + "': cp.async takes [dst], [src], cp-size and an optional src-size");
+    } else if (opc == "cp.async.commit_group") {
+        in.op = OP_CP_COMMIT;
+    } else if (opc == "cp.async.wait_group") {
+        in.op = OP_CP_WAIT;
+    } else if (opc == "cp.async.wait_all") {
+        in.op = OP_CP_WAIT_ALL;
     } else {
         ptx_fail(p, "instruction '" + s + "' is not emulated");
     }
@@ -1197,6 +1241,53 @@ const char* wg_in_flight(int warp) {
     return nullptr;
 }
 
+// ---- cp.async (per thread; copies complete at the wait, or at issue with g_async_eager) ---------
+void land(Thread* t, size_t end) {
+    for (; t->landed < end; ++t->landed) {
+        const AsyncCopy& c = t->copies[t->landed];
+        memcpy(g_smem + c.dst, c.data, c.bytes);
+    }
+    if (t->landed == t->copies.size() && t->gdone == t->group_end.size()) {
+        t->copies.clear();
+        t->group_end.clear();
+        t->landed = t->gdone = 0;
+    }
+}
+
+void cp_async(Frame& f, const Instr& in) {
+    const PtxProgram& p = *f.prog;
+    const PArg& cs = in.args[2];  // an immediate, or an "n" operand (nvcc prints it as one)
+    if (cs.kind != 2 && !(cs.kind == 0 && f.ops[cs.idx].cons == 'n'))
+        ptx_fail(p, "'" + in.text + "': cp-size must be an immediate");
+    const unsigned n = (unsigned)rd(f, cs, 4);
+    if (in.trans ? n != 16 : (n != 4 && n != 8 && n != 16))
+        ptx_fail(p, fmt("'%s': cp-size %u is not allowed with .%s (.ca: 4, 8, 16; .cg: 16)", in.text.c_str(), n,
+                        in.trans ? "cg" : "ca"));
+    const unsigned dst = smem_check(f, addr_of(f, in.args[0]), n, n);
+    const unsigned long long src = addr_of(f, in.args[1]);
+    unsigned long long src_size = n;
+    if (in.args.size() == 4) {
+        const PArg& a = in.args[3];
+        src_size = rd(f, a, a.kind == 1 ? p.local_size[a.idx] : a.kind == 0 ? (int)f.ops[a.idx].size : 4);
+    }
+    if (src_size > n)
+        ptx_fail(p, fmt("'%s': src-size %llu exceeds cp-size %u", in.text.c_str(), src_size, n));
+    AsyncCopy c;
+    c.dst = dst;
+    c.bytes = n;
+    memset(c.data, 0, sizeof c.data);  // bytes past src-size are zero-filled
+    if (src_size) {
+        if (src % n)
+            ptx_fail(p, fmt("'%s': global address 0x%llx is not %u-byte aligned", in.text.c_str(), src, n));
+        memcpy(c.data, (const void*)(uintptr_t)src, (size_t)src_size);  // a wild address faults here
+    }
+    if (g_async_eager) {
+        memcpy(g_smem + dst, c.data, n);
+        return;
+    }
+    cur()->copies.push_back(c);
+}
+
 void exec(Frame& f, const PtxProgram& p) {
     for (const Instr& in : p.ins) {
         f.ins = &in;
@@ -1274,6 +1365,35 @@ void exec(Frame& f, const PtxProgram& p) {
                 warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, fn, nullptr);
                 break;
             }
+            case OP_CP_ASYNC:
+                cp_async(f, in);
+                break;
+            case OP_CP_COMMIT: {
+                nargs(0);
+                Thread* t = cur();
+                t->group_end.push_back(t->copies.size());
+                break;
+            }
+            case OP_CP_WAIT:
+            case OP_CP_WAIT_ALL: {
+                Thread* t = cur();
+                size_t keep = 0;  // wait_all = commit_group + wait_group 0
+                if (in.op == OP_CP_WAIT_ALL) {
+                    nargs(0);
+                    t->group_end.push_back(t->copies.size());
+                } else {
+                    nargs(1);
+                    if (in.args[0].kind != 2 && !(in.args[0].kind == 0 && f.ops[in.args[0].idx].cons == 'n'))
+                        ptx_fail(p, "'" + in.text + "': the group count must be an immediate");
+                    keep = (size_t)rd(f, in.args[0], 4);
+                }
+                const size_t pending = t->group_end.size() - t->gdone;
+                if (pending > keep) {  // complete every group but the `keep` most recent
+                    t->gdone = t->group_end.size() - keep;
+                    land(t, t->group_end[t->gdone - 1]);
+                }
+                break;
+            }
             default:
                 ptx_fail(p, "instruction '" + in.text + "' is not emulated");
         }
@@ -1311,11 +1431,13 @@ extern "C" CUDAEMU_API const ParamDesc* cudaemu_kernel_params(int i) { return ke
 extern "C" CUDAEMU_API int cudaemu_kernel_max_threads(int i) { return kernels()[i].max_threads; }
 
 // Launch kernel k on grid x block with `shmem` bytes of dynamic shared memory. args[i] points to
-// the value of parameter i. flags bit 0: reverse thread and block order. Returns 0, or 1 with a
+// the value of parameter i; dyn_max: the kernel's max_dynamic_shared_size_bytes (0: not set).
+// flags bit 0: reverse thread and block order. Returns 0, or 1 with a
 // message in err.
 extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const unsigned* block, unsigned long long shmem,
-                                          void** args, int flags, char* err, int errlen) {
+                                          unsigned long long dyn_max, void** args, int flags, char* err, int errlen) {
     const bool reverse = flags & 1;
+    g_async_eager = reverse;
     g_failed = false;
     g_err.clear();
     g_kernel = &kernels()[k];
@@ -1337,8 +1459,15 @@ extern "C" CUDAEMU_API int cudaemu_launch(int k, const unsigned* grid, const uns
     if (g_kernel->max_threads > 0 && nt > (unsigned long long)g_kernel->max_threads)
         return out(fmt("kernel %s: %llu threads per block exceed its __launch_bounds__(%d) (a GPU refuses the launch)",
                        g_kernel->name, nt, g_kernel->max_threads));
-    if (shmem > STATIC_LIMIT)
-        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed 48 KiB", g_kernel->name, shmem));
+    if (!dyn_max && shmem > STATIC_LIMIT)
+        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed 48 KiB (set "
+                       "max_dynamic_shared_size_bytes to opt in to more)", g_kernel->name, shmem));
+    if (dyn_max > OPTIN_LIMIT)
+        return out(fmt("kernel %s: max_dynamic_shared_size_bytes %llu exceeds 227 KiB", g_kernel->name, dyn_max));
+    if (dyn_max && shmem > dyn_max)
+        return out(fmt("kernel %s: %llu bytes of dynamic shared memory exceed its max_dynamic_shared_size_bytes %llu",
+                       g_kernel->name, shmem, dyn_max));
+    g_dyn_max = dyn_max;
     g_blockDim = dim3{block[0], block[1], block[2]};
     g_gridDim = dim3{grid[0], grid[1], grid[2]};
     g_nthreads = (int)nt;

@@ -76,7 +76,8 @@ def _load(path: str) -> ctypes.CDLL:
         lib.cudaemu_kernel_name.restype = ctypes.c_char_p
         lib.cudaemu_kernel_params.restype = ctypes.POINTER(_Param)
         lib.cudaemu_launch.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                                       ctypes.c_ulonglong, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int,
+                                       ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.POINTER(ctypes.c_void_p),
+                                       ctypes.c_int,
                                        ctypes.c_char_p, ctypes.c_int]
         _libs[path] = lib
     return lib
@@ -100,6 +101,7 @@ class RawModule:
         self.code, self.options = code, tuple(options)
         self.path = _build.build(code, self.options, name)
         self.lib = _load(self.path)
+        self.dyn_max: Dict[int, int] = {}   # kernel index -> max_dynamic_shared_size_bytes
         self._kernels = {self.lib.cudaemu_kernel_name(i).decode(): i for i in range(self.lib.cudaemu_num_kernels())}
 
     def get_function(self, name: str) -> "RawKernel":
@@ -129,6 +131,17 @@ class RawKernel:
         p = lib.cudaemu_kernel_params(_index)
         self.params: List[_Param] = [p[i] for i in range(n)]
         self.max_threads = lib.cudaemu_kernel_max_threads(_index)
+
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """cudaFuncAttributeMaxDynamicSharedMemorySize, as cupy's settable attribute: 0 (unset) keeps
+        static + dynamic shared memory within 48 KiB; set, dynamic shared memory may reach it and
+        static + it the 227 KiB of sm_90. Kept per module and kernel, like the CUDA function attribute."""
+        return self.module.dyn_max.get(self._index, 0)
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, v: int) -> None:
+        self.module.dyn_max[self._index] = int(v)
 
     @property
     def signature(self) -> str:
@@ -200,7 +213,8 @@ class RawKernel:
             flags = 1 if order() == "reverse" else 0
             try:
                 rc = self.module.lib.cudaemu_launch(self._index, (ctypes.c_uint * 3)(*grid),
-                                                    (ctypes.c_uint * 3)(*block), int(shared_mem), ptrs, flags, err,
+                                                    (ctypes.c_uint * 3)(*block), int(shared_mem),
+                                                    self.max_dynamic_shared_size_bytes, ptrs, flags, err,
                                                     len(err))
                 if rc:
                     raise CudaEmuError(err.value.decode(errors="replace"))

@@ -77,8 +77,10 @@ def _match_paren(src: str, mask: List[bool], open_pos: int, fname: str) -> int:
     raise TranslateError(f"{fname}:{_line(src, open_pos)}: unbalanced parenthesis")
 
 
-def _split_top(text: str, sep: str) -> List[str]:
-    """Split at ``sep`` outside parentheses/brackets/braces/strings; ':' never splits '::'."""
+def _split_top(text: str, sep: str, scope_colons: bool = True) -> List[str]:
+    """Split at ``sep`` outside parentheses/brackets/braces/strings; ':' never splits '::' unless
+    ``scope_colons`` is False (the sections of an asm statement, where '::' at the top level is an
+    empty operand list: C++ scope operators only occur inside the parenthesised expressions)."""
     mask = code_mask(text)
     out, depth, start, i = [], 0, 0, 0
     while i < len(text):
@@ -89,7 +91,7 @@ def _split_top(text: str, sep: str) -> List[str]:
             elif c in ")]}":
                 depth -= 1
             elif c == sep and depth == 0:
-                if sep == ":" and (text.startswith("::", i) or (i > 0 and text[i - 1] == ":")):
+                if sep == ":" and scope_colons and (text.startswith("::", i) or (i > 0 and text[i - 1] == ":")):
                     i += 1
                     continue
                 out.append(text[start:i])
@@ -142,7 +144,7 @@ def _rewrite_asm(src: str, mask: List[bool], start: int, fname: str, counter: Li
     open_pos = m.end() - 1
     close = _match_paren(src, mask, open_pos, fname)
     body = src[open_pos + 1:close]
-    sections = _split_top(body, ":")
+    sections = _split_top(body, ":", scope_colons=False)
     text = _string_literals(sections[0], where)
     outs = _asm_operands(sections[1], True, where) if len(sections) > 1 else []
     ins = _asm_operands(sections[2], False, where) if len(sections) > 2 else []
