@@ -26,6 +26,14 @@ RED_THREADS = 256                        # block of the split reductions (dW dir
 DX_MAX_TAPS = 32                         # R, S limit of the dX implicit GEMM's tap tables
 CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_THREADS": IG_THREADS, "DIRECT_TILE": DIRECT_TILE,
                 "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS, "DX_MAX_TAPS": DX_MAX_TAPS}
+# Hopper implicit GEMM (conv2d_fwd_sm90.cu, built for W90_ARCH): 128 x 128 tiles of two warpgroups,
+# 64-wide K slices (128-byte swizzled rows), W90_STAGES shared-memory stages; dynamic shared memory
+# W90_SMEM_BYTES (stages + 1 KiB to align the base to the swizzle pattern), above 48 KiB: opt-in.
+W90_ARCH = "sm_90a"
+W90_BM, W90_BN, W90_BK, W90_STAGES, W90_THREADS = 128, 128, 64, 4, 256
+W90_SMEM_BYTES = W90_STAGES * (W90_BM + W90_BN) * W90_BK * 2 + 1024
+W90_DEFINES = {"W90_BM": W90_BM, "W90_BN": W90_BN, "W90_BK": W90_BK, "W90_STAGES": W90_STAGES,
+               "W90_THREADS": W90_THREADS}
 
 
 def elementwise_grid(total: int, block: int = BLOCK, max_blocks: int = 65535 * 32) -> Tuple[int]:

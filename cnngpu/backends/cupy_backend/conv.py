@@ -10,7 +10,9 @@ Algorithms (``cnngpu.backends.conv_policy``, shared with the triton backend, whi
 split-K reductions; this module says where each kernel can run: :func:`direct_fwd_plan`,
 :func:`dx_igemm_grid`):
   forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 64
-           tiles; mma.sync m16n8k16 for fp16/bf16, exact fp32 FFMA for float32)
+           tiles; mma.sync m16n8k16 for fp16/bf16, exact fp32 FFMA for float32; on sm_90 devices
+           fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu: wgmma, 128 x 128 tiles,
+           cp.async 4-stage pipeline, built by NVRTC for sm_90a)
   dX       implicit GEMM per stride-residue class (no zero-inserted dY) | direct gather
   dW       implicit GEMM with split-K over N*P*Q | direct (a block per weight element), split too
   db       a block per channel, split too
@@ -24,6 +26,7 @@ Every launch is recorded in LAUNCHES under the entry point's name and its family
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -34,7 +37,8 @@ from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
 from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_THREADS, RED_THREADS,
-                      SCALAR_T)
+                      SCALAR_T, W90_ARCH, W90_BM, W90_BN, W90_DEFINES, W90_SMEM_BYTES, W90_THREADS)
+from ._cupy import EMULATED
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
 
@@ -83,13 +87,42 @@ def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
 
+# Hopper forward (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for any
+# other target its entry point is a trap.
+FWD_SM90_FILE = "conv2d_fwd_sm90.cu"
+FWD_SM90_ENTRIES = ["conv2d_fwd_implicit_gemm_sm90"]
+BUILD_ARCH = {FWD_SM90_FILE: W90_ARCH}   # files whose launches pass -arch (else the device's)
+
+
+def w90_defines(dtype: str) -> Dict[str, object]:
+    """The -D defines of conv2d_fwd_sm90.cu for fp16 / bf16."""
+    if dtype not in ("float16", "bfloat16"):
+        raise TypeError(f"the wgmma conv2d kernel takes float16 or bfloat16, got {dtype}")
+    return {"SCALAR_T": SCALAR_T[dtype], **W90_DEFINES}
+
+
 # Every specialisation the launchers below can request (the CPU compile test builds them all).
 CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
     (fname, list(entries), defines(dt, v))
     for fname, entries in ((FWD_FILE, FWD_ENTRIES), (BWD_FILE, BWD_ENTRIES))
     for dt in ("float32", "float16", "bfloat16")
     for v in (1, max_vec(dt))
-]
+] + [(FWD_SM90_FILE, list(FWD_SM90_ENTRIES), w90_defines(dt)) for dt in ("float16", "bfloat16")]
+
+# Test hook: the compute capability the launchers plan for (e.g. CNNGPU_CUPY_ARCH=90 runs the
+# sm_90a wgmma path on the CPU emulation). Unset: the device's; on the emulation, whose device
+# reports 90, 80 -- so the suite keeps exercising the mma.sync kernels unless a test asks.
+ARCH_ENV = "CNNGPU_CUPY_ARCH"
+
+
+def device_arch() -> int:
+    """Compute capability (major * 10 + minor) the conv launchers plan for (see ARCH_ENV)."""
+    env = os.environ.get(ARCH_ENV)
+    if env:
+        return int(env)
+    if EMULATED:
+        return 80
+    return int(cupy.cuda.Device().compute_capability)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,6 +148,15 @@ def fwd_igemm_grid(g: ConvGeometry) -> Tuple[int, int, int]:
     grid = (ceil_div(g.N * g.P * g.Q, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups)
     if max(grid[1:]) > GRID_YZ_MAX:
         raise ValueError(f"conv2d implicit GEMM grid {grid} exceeds CUDA's limit {GRID_YZ_MAX} on y/z "
+                         f"(groups={g.groups}); use algo='direct'")
+    return grid
+
+
+def fwd_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
+    """(tiles of 128 output pixels, tiles of 128 channels of a group, groups) of the wgmma forward."""
+    grid = (ceil_div(g.N * g.P * g.Q, W90_BM), ceil_div(g.k_per_group, W90_BN), g.groups)
+    if max(grid[1:]) > GRID_YZ_MAX:
+        raise ValueError(f"conv2d wgmma implicit GEMM grid {grid} exceeds CUDA's limit {GRID_YZ_MAX} on y/z "
                          f"(groups={g.groups}); use algo='direct'")
     return grid
 
@@ -235,6 +277,13 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
     vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
     args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
+    if policy.use_wgmma(dt, device_arch(), g.c_per_group, aligned=vec == max_vec(dt)):
+        kern = _module.get_function(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], w90_defines(dt), BUILD_ARCH[FWD_SM90_FILE])
+        _module.set_max_dynamic_shared(kern, W90_SMEM_BYTES)
+        kern(fwd_w90_grid(g), (W90_THREADS, 1, 1), args, shared_mem=W90_SMEM_BYTES)
+        launched(FWD_SM90_ENTRIES[0])
+        launched("conv2d_fwd_implicit_gemm")
+        return y
     _launch(FWD_FILE, "conv2d_fwd_implicit_gemm", "conv2d_fwd_implicit_gemm", dt, vec, grid, (IG_THREADS,), args)
     return y
 
