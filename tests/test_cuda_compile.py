@@ -119,7 +119,7 @@ def compile_report(fname: str, defines: Dict, arch: int, ptx: bool = False) -> T
     return res == nvrtc.nvrtcResult.NVRTC_SUCCESS, buf.decode(errors="replace")
 
 
-_FUNC = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+)'")
+_FUNC = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+a?)'")
 _PROPS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _LMEM = re.compile(r"(\d+) bytes lmem")
 
@@ -234,3 +234,52 @@ def test_half_conv_uses_tensor_cores(compiler, fname, dtype):
     assert re.search(rf"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{kind}\.{kind}\.f32", ptx), \
         f"{fname} {dtype}: no m16n8k16 {kind} mma.sync in the PTX"
     assert "ldmatrix.sync.aligned.m8n8.x4" in ptx
+
+
+# ------------------------------------------------------------------------------------------------
+# the Hopper build (sm_90a: wgmma), kernels listed in conv.BUILD_ARCH
+# ------------------------------------------------------------------------------------------------
+def _cuobjdump() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return shutil.which("cuobjdump")
+    p = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return p if os.access(p, os.X_OK) else shutil.which("cuobjdump")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sm90a_conv_uses_wgmma(dtype):
+    """nvcc -gencode=arch=compute_90a,code=sm_90a: no spills / stack / local memory, and the SASS
+    (cuobjdump) has the warpgroup MMA (HGMMA 64x128x16, fp32 accumulate), its wait with one group
+    left in flight (WARPGROUP.DEPBAR.LE gsb0, 0x1) and cp.async copies (LDGSTS)."""
+    nvcc, dump = _nvcc(), _cuobjdump()
+    if nvcc is None or dump is None:
+        pytest.skip("needs nvcc and cuobjdump (triton wheel)")
+    fname = conv.FWD_SM90_FILE
+    assert conv.BUILD_ARCH[fname] == "sm_90a"
+    opts = list(_module.compile_options(conv.w90_defines(dtype)))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "k.cubin")
+        cmd = [nvcc, "-cubin", "-gencode=arch=compute_90a,code=sm_90a", "-Xptxas", "-v", *opts, "-o", out,
+               os.path.join(CUDA_DIR, fname)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        funcs = parse_ptxas(proc.stdout + proc.stderr)
+        st = funcs[conv.FWD_SM90_ENTRIES[0]]
+        assert st == {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}, st
+        sass = subprocess.run([dump, "-sass", out], capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"HGMMA\.64x128x16\.F32", sass), "no HGMMA in the sm_90a SASS"
+    assert "WARPGROUP.DEPBAR.LE gsb0, 0x1" in sass
+    assert "LDGSTS" in sass
+
+
+def test_sm90a_path_compiles_away_for_other_targets():
+    """Without the sm_90a feature macro (sm_80, plain sm_90) the entry point is a trap: no wgmma."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    for arch in ARCHS:
+        ok, ptx = compile_report(conv.FWD_SM90_FILE, conv.w90_defines("float16"), arch, ptx=True)
+        assert ok, ptx[-4000:]
+        assert "wgmma" not in ptx and "trap" in ptx
