@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import warnings
@@ -283,3 +284,31 @@ def test_sm90a_path_compiles_away_for_other_targets():
         ok, ptx = compile_report(conv.FWD_SM90_FILE, conv.w90_defines("float16"), arch, ptx=True)
         assert ok, ptx[-4000:]
         assert "wgmma" not in ptx and "trap" in ptx
+
+
+def test_sm90a_runtime_build_by_nvrtc():
+    """The launcher's own build of the Hopper kernel (NVRTC with compile_options(..., 'sm_90a'),
+    what _module.get_function does on an sm_90 device) yields SASS with HGMMA."""
+    pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
+    dump = _cuobjdump()
+    if dump is None:
+        pytest.skip("needs cuobjdump (triton wheel)")
+    fname = conv.FWD_SM90_FILE
+    try:
+        cubin = _module.nvrtc_cubin(_module.source(fname),
+                                    _module.compile_options(conv.w90_defines("bfloat16"), conv.BUILD_ARCH[fname]),
+                                    fname)
+    except (ImportError, OSError) as e:   # the NVRTC library itself missing
+        pytest.skip(f"NVRTC unavailable: {e}")
+    # cupy's nvrtc.getCUBIN returns the image one byte short of its last program header (as
+    # cupy's own RawModule loads it; the driver accepts it), which cuobjdump refuses: pad it to
+    # the extent its ELF header states (e_phoff + e_phnum * e_phentsize) for the inspection.
+    phoff, = struct.unpack_from("<Q", cubin, 32)
+    phentsize, phnum = struct.unpack_from("<HH", cubin, 54)
+    cubin = cubin + b"\0" * max(0, phoff + phentsize * phnum - len(cubin))
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "k.cubin")
+        with open(p, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([dump, "-sass", p], capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"HGMMA\.64x128x16\.F32\.BF16", sass), sass[:2000]

@@ -35,21 +35,26 @@ def compile_options(defines: Dict[str, object] | None = None, arch: str | None =
     return ("--std=c++17", f"-I{CUDA_DIR}") + define_flags(defines) + ((f"-arch={arch}",) if arch else ())
 
 
-def _nvrtc_module(code: str, options: Tuple[str, ...], name: str):
-    """A cupy.cuda.function.Module built by NVRTC with exactly ``options`` (cupy.RawModule appends
-    its own -arch=sm_XX, which cannot express the arch-specific sm_90a target)."""
-    from cupy_backends.cuda.libs import nvrtc  # type: ignore[import-not-found]
+def nvrtc_cubin(code: str, options: Tuple[str, ...], name: str) -> bytes:
+    """The cubin NVRTC builds from ``code`` with exactly ``options`` (no device needed)."""
+    from cupy_backends.cuda.libs import nvrtc  # type: ignore[import-not-found,import-untyped,unused-ignore]
     prog = nvrtc.createProgram(code, name, (), ())
     try:
         try:
             nvrtc.compileProgram(prog, list(options))
         except Exception as e:
             raise RuntimeError(f"NVRTC failed on {name} ({' '.join(options)}):\n{nvrtc.getProgramLog(prog)}") from e
-        cubin = nvrtc.getCUBIN(prog)
+        return nvrtc.getCUBIN(prog)
     finally:
         nvrtc.destroyProgram(prog)
-    mod = cupy.cuda.function.Module()
-    mod.load(cubin)
+
+
+def _nvrtc_module(code: str, options: Tuple[str, ...], name: str):
+    """A cupy.cuda.function.Module built by NVRTC with exactly ``options`` (cupy.RawModule appends
+    its own -arch=sm_XX, which cannot express the arch-specific sm_90a target)."""
+    from cupy.cuda import function  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    mod = function.Module()
+    mod.load(nvrtc_cubin(code, options, name))
     return mod
 
 
@@ -76,5 +81,5 @@ def set_max_dynamic_shared(kern, nbytes: int) -> None:
         if kern.max_dynamic_shared_size_bytes < nbytes:
             kern.max_dynamic_shared_size_bytes = int(nbytes)
         return
-    from cupy_backends.cuda.api import driver  # type: ignore[import-not-found]
+    from cupy_backends.cuda.api import driver  # type: ignore[import-not-found,import-untyped,unused-ignore]
     driver.funcSetAttribute(kern.ptr, driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(nbytes))
