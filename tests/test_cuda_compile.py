@@ -249,16 +249,19 @@ def _cuobjdump() -> str | None:
     return p if os.access(p, os.X_OK) else shutil.which("cuobjdump")
 
 
+SM90A_FILES = sorted(f for f, a in conv.BUILD_ARCH.items() if a == "sm_90a")
+SM90A_ENTRIES = {conv.FWD_SM90_FILE: conv.FWD_SM90_ENTRIES, conv.DX_SM90_FILE: conv.DX_SM90_ENTRIES}
+
+
+@pytest.mark.parametrize("fname", SM90A_FILES)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_sm90a_conv_uses_wgmma(dtype):
+def test_sm90a_conv_uses_wgmma(dtype, fname):
     """nvcc -gencode=arch=compute_90a,code=sm_90a: no spills / stack / local memory, and the SASS
     (cuobjdump) has the warpgroup MMA (HGMMA 64x128x16, fp32 accumulate), its wait with one group
     left in flight (WARPGROUP.DEPBAR.LE gsb0, 0x1) and cp.async copies (LDGSTS)."""
     nvcc, dump = _nvcc(), _cuobjdump()
     if nvcc is None or dump is None:
         pytest.skip("needs nvcc and cuobjdump (triton wheel)")
-    fname = conv.FWD_SM90_FILE
-    assert conv.BUILD_ARCH[fname] == "sm_90a"
     opts = list(_module.compile_options(conv.w90_defines(dtype)))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "k.cubin")
@@ -267,21 +270,23 @@ def test_sm90a_conv_uses_wgmma(dtype):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-4000:]
         funcs = parse_ptxas(proc.stdout + proc.stderr)
-        st = funcs[conv.FWD_SM90_ENTRIES[0]]
-        assert st == {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}, st
+        for entry in SM90A_ENTRIES[fname]:
+            st = funcs[entry]
+            assert st == {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}, (entry, st)
         sass = subprocess.run([dump, "-sass", out], capture_output=True, text=True, timeout=120).stdout
     assert re.search(r"HGMMA\.64x128x16\.F32", sass), "no HGMMA in the sm_90a SASS"
     assert "WARPGROUP.DEPBAR.LE gsb0, 0x1" in sass
     assert "LDGSTS" in sass
 
 
-def test_sm90a_path_compiles_away_for_other_targets():
+@pytest.mark.parametrize("fname", SM90A_FILES)
+def test_sm90a_path_compiles_away_for_other_targets(fname):
     """Without the sm_90a feature macro (sm_80, plain sm_90) the entry point is a trap: no wgmma."""
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc not found")
     for arch in ARCHS:
-        ok, ptx = compile_report(conv.FWD_SM90_FILE, conv.w90_defines("float16"), arch, ptx=True)
+        ok, ptx = compile_report(fname, conv.w90_defines("float16"), arch, ptx=True)
         assert ok, ptx[-4000:]
         assert "wgmma" not in ptx and "trap" in ptx
 

@@ -1,4 +1,5 @@
-"""The Hopper conv2d forward (kernels/cuda/conv2d_fwd_sm90.cu: wgmma.mma_async from 128-byte
+"""The Hopper conv2d forward and dX (kernels/cuda/conv2d_fwd_sm90.cu, conv2d_bwd_dx_sm90.cu on
+conv2d_igemm_sm90.cuh: wgmma.mma_async from 128-byte
 swizzled shared memory, cp.async 4-stage pipeline) against the NumPy reference, on the CPU
 emulation built with -arch=sm_90a, launched by the real cupy launcher with the sm_90 plan forced
 through its test hook (CNNGPU_CUPY_ARCH=90, cupy_backend/conv.py ARCH_ENV).
@@ -24,7 +25,9 @@ from harness import assert_close  # noqa: E402
 
 DT = {"float16": np.float16, "bfloat16": bfloat16}
 ENTRY = "conv2d_fwd_implicit_gemm_sm90"
-ELIGIBLE = [c for c in BIG if (c[2] // c[11]) % policy.WGMMA_CHUNK == 0]
+DX_ENTRY = "conv2d_bwd_dx_implicit_gemm_sm90"
+ELIGIBLE = [c for c in BIG if (c[2] // c[11]) % policy.WGMMA_CHUNK == 0]       # C/groups % 8
+DX_ELIGIBLE = [c for c in BIG if (c[5] // c[11]) % policy.WGMMA_CHUNK == 0]    # K/groups % 8
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,20 @@ def test_conv2d_forward_wgmma_parity(be, sm90, order, dtype, case):
                               None if bh is None else bh.astype(np.float64), g)
     assert_close(cupy_api.asnumpy(y).astype(np.float64), want, dtype, reduction_len=g.c_per_group * g.R * g.S,
                  what=f"wgmma conv fwd {case[0]}")
+
+
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("case", DX_ELIGIBLE, ids=[c[0] for c in DX_ELIGIBLE])
+def test_conv2d_dx_wgmma_parity(be, sm90, order, dtype, case):
+    g, xh, wh, _ = _case(case, dtype, 21)
+    dyh = np.random.default_rng(22).standard_normal((g.N, g.K, g.P, g.Q)).astype(DT[dtype])
+    before = be.LAUNCHES[DX_ENTRY]
+    dx, _, _ = be.conv2d_backward(cupy_api.asarray(dyh), cupy_api.asarray(xh), cupy_api.asarray(wh), g,
+                                  need_dx=True, need_dw=False, need_db=False, algo="implicit_gemm")
+    assert be.LAUNCHES[DX_ENTRY] == before + 1, "the sm_90a wgmma dX kernel did not run"
+    want, _, _ = ref.conv2d_backward(dyh.astype(np.float64), xh.astype(np.float64), wh.astype(np.float64), g)
+    assert_close(cupy_api.asnumpy(dx).astype(np.float64), want, dtype, reduction_len=g.k_per_group * g.R * g.S,
+                 what=f"wgmma conv dX {case[0]}")
 
 
 def test_wgmma_needs_whole_16_byte_chunks(be, sm90):

@@ -13,7 +13,8 @@ split-K reductions; this module says where each kernel can run: :func:`direct_fw
            tiles; mma.sync m16n8k16 for fp16/bf16, exact fp32 FFMA for float32; on sm_90 devices
            fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu: wgmma, 128 x 128 tiles,
            cp.async 4-stage pipeline, built by NVRTC for sm_90a)
-  dX       implicit GEMM per stride-residue class (no zero-inserted dY) | direct gather
+  dX       implicit GEMM per stride-residue class (no zero-inserted dY; on sm_90 devices fp16/bf16
+           with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma) | direct gather
   dW       implicit GEMM with split-K over N*P*Q | direct (a block per weight element), split too
   db       a block per channel, split too
 Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order by
@@ -87,18 +88,20 @@ def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
 
-# Hopper forward (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for any
-# other target its entry point is a trap.
+# Hopper forward and dX (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for
+# any other target their entry points are traps.
 FWD_SM90_FILE = "conv2d_fwd_sm90.cu"
 FWD_SM90_ENTRIES = ["conv2d_fwd_implicit_gemm_sm90"]
-BUILD_ARCH = {FWD_SM90_FILE: W90_ARCH}   # files whose launches pass -arch (else the device's)
+DX_SM90_FILE = "conv2d_bwd_dx_sm90.cu"
+DX_SM90_ENTRIES = ["conv2d_bwd_dx_implicit_gemm_sm90"]
+BUILD_ARCH = {FWD_SM90_FILE: W90_ARCH, DX_SM90_FILE: W90_ARCH}   # launches pass -arch (else the device's)
 
 
 def w90_defines(dtype: str) -> Dict[str, object]:
-    """The -D defines of conv2d_fwd_sm90.cu for fp16 / bf16."""
+    """The -D defines of conv2d_fwd_sm90.cu / conv2d_bwd_dx_sm90.cu for fp16 / bf16."""
     if dtype not in ("float16", "bfloat16"):
-        raise TypeError(f"the wgmma conv2d kernel takes float16 or bfloat16, got {dtype}")
-    return {"SCALAR_T": SCALAR_T[dtype], **W90_DEFINES}
+        raise TypeError(f"the wgmma conv2d kernels take float16 or bfloat16, got {dtype}")
+    return {"SCALAR_T": SCALAR_T[dtype], "DX_MAX_TAPS": DX_MAX_TAPS, **W90_DEFINES}
 
 
 # Every specialisation the launchers below can request (the CPU compile test builds them all).
@@ -107,7 +110,9 @@ CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
     for fname, entries in ((FWD_FILE, FWD_ENTRIES), (BWD_FILE, BWD_ENTRIES))
     for dt in ("float32", "float16", "bfloat16")
     for v in (1, max_vec(dt))
-] + [(FWD_SM90_FILE, list(FWD_SM90_ENTRIES), w90_defines(dt)) for dt in ("float16", "bfloat16")]
+]  + [(fname, list(entries), w90_defines(dt))
+      for fname, entries in ((FWD_SM90_FILE, FWD_SM90_ENTRIES), (DX_SM90_FILE, DX_SM90_ENTRIES))
+      for dt in ("float16", "bfloat16")]
 
 # Test hook: the compute capability the launchers plan for (e.g. CNNGPU_CUPY_ARCH=90 runs the
 # sm_90a wgmma path on the CPU emulation). Unset: the device's; on the emulation, whose device
@@ -172,6 +177,14 @@ def dx_igemm_grid(g: ConvGeometry):
     return grid
 
 
+def dx_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
+    """(pixel tiles of the largest residue class, tiles of 128 input channels, groups * sh * sw) of
+    the wgmma dX (its tap limits are dx_igemm_grid's, checked first by the caller)."""
+    sh, sw = g.stride
+    return (ceil_div(g.N * ceil_div(g.H, sh) * ceil_div(g.W, sw), W90_BM), ceil_div(g.c_per_group, W90_BN),
+            g.groups * sh * sw)
+
+
 def _split(length: int, blocks: int, num_sms: int, granule: int, out_numel: int, max_split=None):
     return policy.split_k(length, blocks, num_sms, granule=granule, out_numel=out_numel,
                           ws_max_bytes=WS_MAX_BYTES, max_split=max_split)
@@ -229,6 +242,15 @@ def _geom_args(g: ConvGeometry):
                                    g.pad[0], g.pad[1], g.dilation[0], g.dilation[1], g.groups))
 
 
+def _launch_w90(fname: str, entry: str, family: str, dtype: str, grid, args):
+    """Launch a Hopper wgmma kernel (sm_90a build, W90_SMEM_BYTES of opted-in dynamic shared memory)."""
+    kern = _module.get_function(fname, entry, w90_defines(dtype), BUILD_ARCH[fname])
+    _module.set_max_dynamic_shared(kern, W90_SMEM_BYTES)
+    kern(tuple(int(v) for v in grid), (W90_THREADS, 1, 1), tuple(args), shared_mem=W90_SMEM_BYTES)
+    launched(entry)
+    launched(family)
+
+
 def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0):
     kern = _module.get_function(fname, entry, defines(dtype, vec))
     kern(tuple(int(v) for v in grid), tuple(int(v) for v in block), tuple(args), shared_mem=int(shared_mem))
@@ -278,11 +300,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
     args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
     if policy.use_wgmma(dt, device_arch(), g.c_per_group, aligned=vec == max_vec(dt)):
-        kern = _module.get_function(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], w90_defines(dt), BUILD_ARCH[FWD_SM90_FILE])
-        _module.set_max_dynamic_shared(kern, W90_SMEM_BYTES)
-        kern(fwd_w90_grid(g), (W90_THREADS, 1, 1), args, shared_mem=W90_SMEM_BYTES)
-        launched(FWD_SM90_ENTRIES[0])
-        launched("conv2d_fwd_implicit_gemm")
+        _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, fwd_w90_grid(g), args)
         return y
     _launch(FWD_FILE, "conv2d_fwd_implicit_gemm", "conv2d_fwd_implicit_gemm", dt, vec, grid, (IG_THREADS,), args)
     return y
@@ -305,8 +323,12 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
         d = dy_nhwc()
         args = (d, w_grsck, dx, *_geom_args(g))
+        vec = vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr))
+        if policy.use_wgmma(dt, device_arch(), Kg, aligned=vec == max_vec(dt)):
+            _launch_w90(DX_SM90_FILE, DX_SM90_ENTRIES[0], "conv2d_bwd_dx_implicit_gemm", dt, dx_w90_grid(g), args)
+            return dx
         _launch(BWD_FILE, "conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", dt,
-                vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr)), grid, (IG_THREADS,), args)
+                vec, grid, (IG_THREADS,), args)
         return dx
     wc = cupy.ascontiguousarray(_raw(w))
     args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
