@@ -31,17 +31,17 @@ NS = (8, 64, 128)
 SWIZZLE_WIDTH = {0: 0, 1: 128, 2: 64, 3: 32}   # descriptor mode -> swizzle width in bytes
 
 
-def _wgmma_asm(n: int, ty: str, scale_a: int = 1, dreg: int = 0) -> str:
+def _wgmma_asm(n: int, ty: str, scale_a: int = 1, trans=(0, 0)) -> str:
     regs = ",".join(f"%{i}" for i in range(n // 2))
     return (f'"{{ .reg .pred p; setp.ne.b32 p, %{n // 2 + 2}, 0; '
             f'wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, %{n // 2}, %{n // 2 + 1}, p, '
-            f'{scale_a}, 1, 0, 0; }}"')
+            f'{scale_a}, 1, {trans[0]}, {trans[1]}; }}"')
 
 
-def _kernel(name: str, n: int, ty: str, scale_a: int = 1, body: str = "standard") -> str:
+def _kernel(name: str, n: int, ty: str, scale_a: int = 1, body: str = "standard", trans=(0, 0)) -> str:
     outs = ", ".join(f'"+f"(acc[{i}])' for i in range(n // 2))
-    mma = (f"asm volatile({_wgmma_asm(n, ty, scale_a)} : {outs} : \"l\"(da), \"l\"(db), \"r\"(scale_d));")
-    mma2 = (f"asm volatile({_wgmma_asm(n, ty, scale_a)} : {outs} : \"l\"(da2), \"l\"(db2), \"r\"(one));")
+    mma = (f"asm volatile({_wgmma_asm(n, ty, scale_a, trans)} : {outs} : \"l\"(da), \"l\"(db), \"r\"(scale_d));")
+    mma2 = (f"asm volatile({_wgmma_asm(n, ty, scale_a, trans)} : {outs} : \"l\"(da2), \"l\"(db2), \"r\"(one));")
     fence = 'asm volatile("wgmma.fence.sync.aligned;" : : : "memory");'
     commit = 'asm volatile("wgmma.commit_group.sync.aligned;" : : : "memory");'
     wait0 = 'asm volatile("wgmma.wait_group.sync.aligned 0;" : : : "memory");'
@@ -96,6 +96,9 @@ def _source() -> str:
         for n in NS:
             parts.append(_kernel(f"wg_{ty}_n{n}", n, ty))
         parts.append(_kernel(f"wg_{ty}_n8_nega", 8, ty, scale_a=-1))
+        for n in (64, 128):
+            parts.append(_kernel(f"wg_{ty}_n{n}_tt", n, ty, trans=(1, 1)))
+        parts.append(_kernel(f"wg_{ty}_n64_tk", 64, ty, trans=(1, 0)))
     for body in BODIES:
         parts.append(_kernel(f"wg_{body}", 8, "f16", body=body))
     return "\n".join(parts)
@@ -113,21 +116,31 @@ def desc(start: int, lbo: int, sbo: int, mode: int) -> int:
     return ((start >> 4) & 0x3FFF) | (((lbo >> 4) & 0x3FFF) << 16) | (((sbo >> 4) & 0x3FFF) << 32) | (mode << 62)
 
 
-def elem_offset(row: int, k: int, start: int, lbo: int, sbo: int, mode: int) -> int:
-    """Byte offset of element (row, k) (2-byte elements) of a K-major operand, canonical layouts."""
+def elem_offset(row: int, k: int, start: int, lbo: int, sbo: int, mode: int, mn_major: bool = False) -> int:
+    """Byte offset of element (row, k) (2-byte elements, T = 8 per 16 bytes) of an operand in the
+    ISA's canonical layouts. K-major: none ((8,m),(T,2k)):((1T,SBO),(1,LBO)), W-byte swizzle
+    ((8,m),(T,2k)):((W/2,SBO),(1,T)); MN-major: none ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)),
+    W-byte swizzle ((T,W/16,m),(8,k)):((1,T,LBO),(W/2,SBO)) (strides in elements but SBO/LBO)."""
     width = SWIZZLE_WIDTH[mode]
-    if width == 0:
+    if mn_major:
+        if width == 0:
+            return start + (row % 8) * 2 + (row // 8) * sbo + (k % 8) * 16 + (k // 8) * lbo
+        c = width // 16
+        a = start + (row % 8) * 2 + ((row // 8) % c) * 16 + (row // (8 * c)) * lbo + (k % 8) * width + (k // 8) * sbo
+    elif width == 0:
         return start + (row // 8) * sbo + (2 * k // 16) * lbo + (row % 8) * 16 + (2 * k) % 16
-    a = start + (row // 8) * sbo + (row % 8) * width + 2 * k
+    else:
+        a = start + (row // 8) * sbo + (row % 8) * width + 2 * k
     bits = {128: 3, 64: 2, 32: 1}[width]
     return a ^ (((a >> 7) & ((1 << bits) - 1)) << 4)
 
 
-def place(img: np.ndarray, mat_bits: np.ndarray, start: int, lbo: int, sbo: int, mode: int) -> None:
+def place(img: np.ndarray, mat_bits: np.ndarray, start: int, lbo: int, sbo: int, mode: int,
+          mn_major: bool = False) -> None:
     rows, kk = mat_bits.shape
     for r in range(rows):
         for k in range(kk):
-            o = elem_offset(r, k, start, lbo, sbo, mode)
+            o = elem_offset(r, k, start, lbo, sbo, mode, mn_major)
             img[o:o + 2] = np.frombuffer(mat_bits[r, k].tobytes(), np.uint8)
 
 
@@ -207,6 +220,40 @@ def test_wgmma_layouts_and_fragments(mod, ty, n, layout):
     np.testing.assert_allclose(D, want, rtol=1e-6, atol=1e-6)
     D0, _ = _run(mod, f"wg_{ty}_n{n}", img, da, db, C, 0)   # scale-d = 0: C ignored
     np.testing.assert_allclose(D0, A.astype(np.float64) @ B.astype(np.float64).T, rtol=1e-6, atol=1e-6)
+
+
+def _mn_strides(rows: int, mode: int):
+    """(LBO, SBO) of a dense MN-major operand: swizzled -- MN atoms of W/2 elements LBO = 8 * W
+    apart, k groups of 8 after all atoms; none -- 8-element MN groups 128 B apart, k groups after."""
+    w = SWIZZLE_WIDTH[mode]
+    if w == 0:
+        return 128 * (-(-rows // 8)), 128
+    atoms = -(-rows // (w // 2))
+    return 8 * w, 8 * w * atoms
+
+
+@pytest.mark.parametrize("mode", [0, 3, 2, 1])
+@pytest.mark.parametrize("ty", list(TYPES))
+@pytest.mark.parametrize("n, trans", [(64, (1, 1)), (128, (1, 1)), (64, (1, 0))])
+def test_wgmma_mn_major_operands(mod, ty, n, trans, mode):
+    """imm-trans-a/b = 1: the operand is MN-major (contiguous along M resp. N)."""
+    rng = np.random.default_rng(n + mode)
+    dt = TYPES[ty]
+    A = rng.standard_normal((64, 16)).astype(dt)
+    B = rng.standard_normal((n, 16)).astype(dt)
+    img = np.zeros(SMEM, np.uint8)
+    la, sa = _mn_strides(64, mode)
+    place(img, A.view(np.uint16), 0, la, sa, mode, mn_major=True)
+    if trans[1]:
+        lb, sb = _mn_strides(n, mode)
+        place(img, B.view(np.uint16), 8192, lb, sb, mode, mn_major=True)
+    else:
+        _, lb, sb = LAYOUTS[{0: "none_kmajor", 1: "sw128", 2: "sw64", 3: "sw32"}[mode]]
+        place(img, B.view(np.uint16), 8192, lb, sb, mode)
+    C = rng.standard_normal((64, n)).astype(np.float32)
+    name = f"wg_{ty}_n{n}_{'tt' if trans[1] else 'tk'}"
+    D, _ = _run(mod, name, img, desc(0, la, sa, mode), desc(8192, lb, sb, mode), C, 1)
+    np.testing.assert_allclose(D, C + A.astype(np.float64) @ B.astype(np.float64).T, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("layout", ["sw64", "sw128", "none_kmajor"])

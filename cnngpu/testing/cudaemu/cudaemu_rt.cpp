@@ -14,6 +14,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -1046,20 +1047,31 @@ std::vector<WgWarp> g_wg;                                       // per warp of t
 std::vector<std::vector<std::pair<unsigned long long, unsigned long long>>> g_wg_desc;  // per warpgroup
 unsigned long long g_wg_seq = 0;
 
-// Shared address of element (row, k) of a K-major operand of 2-byte elements described by `desc`
-// (PTX ISA, "Matrix Descriptor" and the canonical K-major layouts: no swizzle
-// ((8,m),(T,2k)):((1T,SBO),(1,LBO)); 32/64/128-byte swizzle Swizzle<1|2|3,4,3> o
-// ((8,m),(T,2k)):((2T|4T|8T,SBO),(1,T)), T = 8 elements = 16 bytes, applied to the address bits).
-unsigned wg_elem_addr(const PtxProgram& p, unsigned long long desc, int row, int k) {
+// Shared address of element (row, k) (row: M of A / N of B) of a 2-byte-element operand described
+// by `desc` (PTX ISA "Matrix Descriptor"; the canonical layouts, T = 8 elements = 16 bytes,
+// W-byte swizzle = Swizzle<log2(W/16),4,3> applied to the resulting address bits):
+//   K-major  (trans 0): none ((8,m),(T,2k)):((1T,SBO),(1,LBO));
+//                       W    ((8,m),(T,2k)):((W/2 el.,SBO),(1,T))   -- LBO unused
+//   MN-major (trans 1): none ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO));
+//                       W    ((T,W/16,m),(8,k)):((1,T,LBO),(W/2 el.,SBO))
+unsigned wg_elem_addr(const PtxProgram& p, unsigned long long desc, int row, int k, bool mn_major) {
     const unsigned start = (unsigned)(desc & 0x3FFF) << 4, lbo = (unsigned)((desc >> 16) & 0x3FFF) << 4,
                    sbo = (unsigned)((desc >> 32) & 0x3FFF) << 4, base_off = (unsigned)((desc >> 49) & 7),
                    mode = (unsigned)(desc >> 62);
     if (base_off) ptx_fail(p, fmt("wgmma descriptor 0x%016llx: a non-zero matrix base offset is not emulated", desc));
-    const unsigned kb = 2u * (unsigned)k;
-    if (mode == 0) return start + (unsigned)(row >> 3) * sbo + (kb >> 4) * lbo + (unsigned)(row & 7) * 16 + (kb & 15);
-    const unsigned width = mode == 1 ? 128 : mode == 2 ? 64 : 32;
-    const unsigned a = start + (unsigned)(row >> 3) * sbo + (unsigned)(row & 7) * width + kb;
-    return a ^ (((a >> 7) & (width / 16 - 1)) << 4);
+    const unsigned r = (unsigned)row, kk = (unsigned)k;
+    if (mode == 0) {
+        if (!mn_major) return start + (r >> 3) * sbo + (kk >> 3) * lbo + (r & 7) * 16 + (kk & 7) * 2;
+        return start + (r & 7) * 2 + (r >> 3) * sbo + (kk & 7) * 16 + (kk >> 3) * lbo;
+    }
+    const unsigned width = mode == 1 ? 128 : mode == 2 ? 64 : 32, chunks = width / 16;
+    unsigned a;
+    if (!mn_major)
+        a = start + (r >> 3) * sbo + (r & 7) * width + kk * 2;
+    else
+        a = start + (r & 7) * 2 + ((r >> 3) % chunks) * 16 + ((r >> 3) / chunks) * lbo + (kk & 7) * width +
+            (kk >> 3) * sbo;
+    return a ^ (((a >> 7) & (chunks - 1)) << 4);
 }
 
 void wg_check_group(Frame& f) {
@@ -1148,7 +1160,7 @@ void wgmma_compute(WarpState& W) {
     g_cur = &g_threads[base];
     if ((int)scale_a != 1 && (int)scale_a != -1) ptx_fail(p, "imm-scale-a must be 1 or -1");
     if ((int)scale_b != 1 && (int)scale_b != -1) ptx_fail(p, "imm-scale-b must be 1 or -1");
-    if (ta || tb) ptx_fail(p, "wgmma with transposed (MN-major) operands (imm-trans-a/b = 1) is not emulated");
+    if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1)) ptx_fail(p, "imm-trans-a/b must be 0 or 1");
     {   // the 4 warps of the warpgroup must issue the same sequence of descriptors
         auto& v = g_wg_desc[w / 4];
         const auto d = std::make_pair(da, db);
@@ -1167,36 +1179,38 @@ void wgmma_compute(WarpState& W) {
     WgOp op;
     op.seq = ++g_wg_seq;
     op.site = p.loc;
-    auto load = [&](unsigned long long desc, int row, double* dst) {
-        for (int half = 0; half < 2; ++half) {   // two 16-byte chunks of 8 elements (k 0-7, 8-15)
-            const unsigned a = wg_elem_addr(p, desc, row, 8 * half);
-            if (a % 16 || a + 16 > used || a + 16 > WINDOW)
+    std::vector<unsigned> chunks;  // 16-byte chunks read (snapshot for the wait's check)
+    auto load = [&](unsigned long long desc, int row, bool mn_major, double* dst) {
+        for (int k = 0; k < 16; ++k) {
+            const unsigned a = wg_elem_addr(p, desc, row, k, mn_major);
+            if (a % 2 || a + 2 > used || a + 2 > WINDOW)
                 ptx_fail(p, fmt("'%s': descriptor 0x%llx puts row %d, k %d at shared address 0x%x, outside the block's "
-                                "shared memory (%u bytes in use) or not 16-byte aligned",
-                                in.text.c_str(), desc, row, 8 * half, a, used));
-            for (int e = 1; e < 8; ++e)
-                if (wg_elem_addr(p, desc, row, 8 * half + e) != a + 2u * e)
-                    ptx_fail(p, "wgmma: descriptor layout splits a 16-byte row chunk");
-            WgRead r;
-            r.addr = a;
-            memcpy(r.bytes, g_smem + a, 16);
-            op.reads.push_back(r);
-            for (int e = 0; e < 8; ++e) {
-                unsigned short h;
-                memcpy(&h, g_smem + a + 2 * e, 2);
-                dst[8 * half + e] = in.bf16 ? bf16_to_f32(h) : cudaemu_f16_to_f32(h);
-            }
+                                "shared memory (%u bytes in use) or misaligned",
+                                in.text.c_str(), desc, row, k, a, used));
+            chunks.push_back(a & ~15u);
+            unsigned short h;
+            memcpy(&h, g_smem + a, 2);
+            dst[k] = in.bf16 ? bf16_to_f32(h) : cudaemu_f16_to_f32(h);
         }
     };
     double A[16][16];
     std::vector<double> B((size_t)N * 16);
     for (int r = 0; r < 16; ++r) {
-        load(da, 16 * wq + r, A[r]);
+        load(da, 16 * wq + r, ta != 0, A[r]);
         for (int k = 0; k < 16; ++k) A[r][k] *= (double)scale_a;
     }
     for (int n = 0; n < N; ++n) {
-        load(db, n, &B[(size_t)n * 16]);
+        load(db, n, tb != 0, &B[(size_t)n * 16]);
         for (int k = 0; k < 16; ++k) B[(size_t)n * 16 + k] *= (double)scale_b;
+    }
+    std::sort(chunks.begin(), chunks.end());
+    chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+    for (unsigned c : chunks) {
+        if (c + 16 > WINDOW) continue;
+        WgRead rd_;
+        rd_.addr = c;
+        memcpy(rd_.bytes, g_smem + c, 16);
+        op.reads.push_back(rd_);
     }
     // D fragment (PTX ISA, wgmma .m64nNk16 accumulator layout): register i of lane l of warp wq
     // holds row 16*wq + l/4 + 8*((i/2)%2), column 8*(i/4) + 2*(l%4) + i%2
