@@ -250,7 +250,9 @@ def _cuobjdump() -> str | None:
 
 
 SM90A_FILES = sorted(f for f, a in conv.BUILD_ARCH.items() if a == "sm_90a")
-SM90A_ENTRIES = {conv.FWD_SM90_FILE: conv.FWD_SM90_ENTRIES, conv.DX_SM90_FILE: conv.DX_SM90_ENTRIES}
+SM90A_ENTRIES = {conv.FWD_SM90_FILE: conv.FWD_SM90_ENTRIES, conv.DX_SM90_FILE: conv.DX_SM90_ENTRIES,
+                 conv.DW_SM90_FILE: conv.DW_SM90_ENTRIES}
+SM90A_MN_MAJOR = {conv.DW_SM90_FILE}   # both operands MN-major: HGMMA ... .tnspA.tnspB
 
 
 @pytest.mark.parametrize("fname", SM90A_FILES)
@@ -275,6 +277,7 @@ def test_sm90a_conv_uses_wgmma(dtype, fname):
             assert st == {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}, (entry, st)
         sass = subprocess.run([dump, "-sass", out], capture_output=True, text=True, timeout=120).stdout
     assert re.search(r"HGMMA\.64x128x16\.F32", sass), "no HGMMA in the sm_90a SASS"
+    assert ("tnspA.tnspB" in sass) == (fname in SM90A_MN_MAJOR), "operand majorness differs from the design"
     assert "WARPGROUP.DEPBAR.LE gsb0, 0x1" in sass
     assert "LDGSTS" in sass
 

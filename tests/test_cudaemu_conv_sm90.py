@@ -1,5 +1,5 @@
-"""The Hopper conv2d forward and dX (kernels/cuda/conv2d_fwd_sm90.cu, conv2d_bwd_dx_sm90.cu on
-conv2d_igemm_sm90.cuh: wgmma.mma_async from 128-byte
+"""The Hopper conv2d forward, dX and dW (kernels/cuda/conv2d_fwd_sm90.cu, conv2d_bwd_dx_sm90.cu,
+conv2d_bwd_dw_sm90.cu on conv2d_igemm_sm90.cuh: wgmma.mma_async (K-major; MN-major for dW) from 128-byte
 swizzled shared memory, cp.async 4-stage pipeline) against the NumPy reference, on the CPU
 emulation built with -arch=sm_90a, launched by the real cupy launcher with the sm_90 plan forced
 through its test hook (CNNGPU_CUPY_ARCH=90, cupy_backend/conv.py ARCH_ENV).
@@ -26,8 +26,10 @@ from harness import assert_close  # noqa: E402
 DT = {"float16": np.float16, "bfloat16": bfloat16}
 ENTRY = "conv2d_fwd_implicit_gemm_sm90"
 DX_ENTRY = "conv2d_bwd_dx_implicit_gemm_sm90"
+DW_ENTRY = "conv2d_bwd_dw_implicit_gemm_sm90"
 ELIGIBLE = [c for c in BIG if (c[2] // c[11]) % policy.WGMMA_CHUNK == 0]       # C/groups % 8
 DX_ELIGIBLE = [c for c in BIG if (c[5] // c[11]) % policy.WGMMA_CHUNK == 0]    # K/groups % 8
+DW_ELIGIBLE = [c for c in ELIGIBLE if c in DX_ELIGIBLE]                         # both
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,38 @@ def test_conv2d_dx_wgmma_parity(be, sm90, order, dtype, case):
                  what=f"wgmma conv dX {case[0]}")
 
 
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("case", DW_ELIGIBLE, ids=[c[0] for c in DW_ELIGIBLE])
+def test_conv2d_dw_wgmma_parity(be, sm90, order, dtype, case):
+    """dW (split-K over N*P*Q where the plan splits: fp32 partials, fixed-order sum)."""
+    g, xh, wh, _ = _case(case, dtype, 31)
+    dyh = np.random.default_rng(32).standard_normal((g.N, g.K, g.P, g.Q)).astype(DT[dtype])
+    before = be.LAUNCHES[DW_ENTRY]
+    _, dw, _ = be.conv2d_backward(cupy_api.asarray(dyh), cupy_api.asarray(xh), cupy_api.asarray(wh), g,
+                                  need_dx=False, need_dw=True, need_db=False, algo="implicit_gemm")
+    assert be.LAUNCHES[DW_ENTRY] == before + 1, "the sm_90a wgmma dW kernel did not run"
+    _, want, _ = ref.conv2d_backward(dyh.astype(np.float64), xh.astype(np.float64), wh.astype(np.float64), g)
+    assert_close(cupy_api.asnumpy(dw).astype(np.float64), want, dtype, reduction_len=g.N * g.P * g.Q,
+                 what=f"wgmma conv dW {case[0]}")
+
+
+def test_wgmma_dw_splits_the_reduction(be, sm90):
+    """A small-output, long-reduction dW runs split-K on the wgmma kernel (several splits)."""
+    from cnngpu.backends.cupy_backend import conv
+    case = next(c for c in DW_ELIGIBLE if c[0] == "c24_1x1_split")
+    g, xh, wh, _ = _case(case, "float16", 41)
+    _, splits, _ = conv.dw_w90_plan(g, conv.sm_count())
+    assert splits > 1
+    dyh = np.random.default_rng(42).standard_normal((g.N, g.K, g.P, g.Q)).astype(np.float16)
+    key = f"conv2d_bwd_dw_implicit_gemm[split={splits}]"
+    before = be.LAUNCHES[key]
+    _, dw, _ = be.conv2d_backward(cupy_api.asarray(dyh), cupy_api.asarray(xh), cupy_api.asarray(wh), g,
+                                  need_dx=False, need_dw=True, need_db=False, algo="implicit_gemm")
+    assert be.LAUNCHES[key] == before + 1
+    _, want, _ = ref.conv2d_backward(dyh.astype(np.float64), xh.astype(np.float64), wh.astype(np.float64), g)
+    assert_close(cupy_api.asnumpy(dw).astype(np.float64), want, "float16", reduction_len=g.N * g.P * g.Q)
+
+
 def test_wgmma_needs_whole_16_byte_chunks(be, sm90):
     """C/groups not a multiple of 8 (or fp32, or another arch): the mma.sync / FFMA kernel runs."""
     c = next(c for c in BIG if (c[2] // c[11]) % 8)          # depthwise: 1 channel per group
@@ -107,6 +141,8 @@ def test_use_wgmma_policy():
     assert not policy.use_wgmma("float16", 100, 64)      # nor sm_100 (wgmma is sm_90a-specific)
     assert not policy.use_wgmma("float16", 90, 12)       # a 16-byte chunk would straddle two taps
     assert not policy.use_wgmma("float16", 90, 64, aligned=False)
+    assert policy.use_wgmma("float16", 90, 64, 16)        # dW: C/groups and K/groups
+    assert not policy.use_wgmma("float16", 90, 64, 12)
 
 
 def test_emulation_plans_for_sm80_unless_asked(be, monkeypatch):

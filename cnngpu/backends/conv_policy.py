@@ -7,7 +7,7 @@ What lives here is decided once for both backends; what differs between them is 
   - split-K sizing of the N*P*Q reductions of dW and db (:func:`split_k`), with the backend's
     granule and workspace budget;
   - the stride-residue classes of dX (:func:`residue_classes`);
-  - whether the forward / dX take the Hopper wgmma kernels (:func:`use_wgmma`);
+  - whether the forward / dX / dW take the Hopper wgmma kernels (:func:`use_wgmma`);
   - the 32-bit extents of kernels that index with int (:func:`check_extents`; the limits
     themselves, the int64 decision and the SM count assumed off a GPU are in
     ``cnngpu.backends.limits``).
@@ -79,14 +79,14 @@ WGMMA_ARCH = 90                 # compute capability of the wgmma kernels (built
 WGMMA_CHUNK = 8                 # 16-bit elements per 16-byte chunk of its K-major operands
 
 
-def use_wgmma(dtype: str, compute_capability: int, reduction_channels: int, aligned: bool = True) -> bool:
-    """True when an implicit GEMM (forward or dX) takes the Hopper wgmma kernel instead of the
-    mma.sync one: an sm_90 device (the sm_90a build runs nowhere else), fp16/bf16, and K-major
-    operands whose 16-byte chunks never straddle a (r, s) tap or the tensor's alignment:
-    ``reduction_channels`` (the channels contiguous along the reduction: C/groups for the forward,
-    K/groups for dX) a multiple of WGMMA_CHUNK and the operand bases 16-byte ``aligned``."""
+def use_wgmma(dtype: str, compute_capability: int, *chunked_channels: int, aligned: bool = True) -> bool:
+    """True when an implicit GEMM takes the Hopper wgmma kernel instead of the mma.sync one: an
+    sm_90 device (the sm_90a build runs nowhere else), fp16/bf16, and operands copied in 16-byte
+    chunks of channels that never straddle a (r, s) tap or the tensor's alignment: every count of
+    ``chunked_channels`` (C/groups for the forward, K/groups for dX, both for dW) a multiple of
+    WGMMA_CHUNK and the operand bases 16-byte ``aligned``."""
     return (int(compute_capability) == WGMMA_ARCH and dtype in ("float16", "bfloat16")
-            and reduction_channels % WGMMA_CHUNK == 0 and aligned)
+            and all(c % WGMMA_CHUNK == 0 for c in chunked_channels) and aligned)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
     const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
     const Dx90OpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
     const Dx90Epilogue ep{dx, s_out, (long long)H * W, n0, Cg, g};
-    w90_igemm_tile<T>(w90_smem, opa, opb, ep, ceil_div(Kred, W90_BK));
+    w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, 0, ceil_div(Kred, W90_BK));
 #else
     asm volatile("trap;");
 #endif

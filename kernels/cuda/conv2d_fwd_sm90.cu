@@ -95,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
     const Fwd90OpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
     const Fwd90OpB b{w_krsc, n0, Kg, g, Kred};
     const Fwd90Epilogue ep{y, bias, has_bias, m0, n0, M, PQ, K, Kg, g};
-    w90_igemm_tile<T>(w90_smem, a, b, ep, ceil_div(Kred, W90_BK));
+    w90_igemm_tile<T, true, true>(w90_smem, a, b, ep, 0, ceil_div(Kred, W90_BK));
 #else
     asm volatile("trap;");
 #endif

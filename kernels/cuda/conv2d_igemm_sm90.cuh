@@ -5,16 +5,21 @@
 // 128 columns: per BK = 64 slice it issues 4 wgmma.mma_async.m64n128k16 (one per k16 step), A and
 // B read by the tensor cores straight from shared memory through 64-bit matrix descriptors.
 //
-// Operands are K-major (contiguous along the reduction index: NHWC channels, KRSC weights), like
-// the KFAST operands of conv2d_igemm.cuh; the launcher guarantees that 8 consecutive reduction
-// indices (16 bytes) are contiguous, 16-byte aligned and all valid or all invalid (VEC == 8).
+// Each operand is K-major (contiguous along the reduction index: NHWC channels for the forward
+// and dX) or MN-major (contiguous along its rows: dW's x and dY channels; wgmma imm-trans 1), like
+// the KFAST / !KFAST operands of conv2d_igemm.cuh; the launcher guarantees that 8 consecutive
+// elements along the contiguous dimension (16 bytes) are contiguous, 16-byte aligned and all
+// valid or all invalid.
 //
 // Shared memory (dynamic, W90_STAGES stages, base rounded up to 1024 bytes in the kernel): stage s
-// holds A (128 rows x 64 k) then B (128 rows x 64 k), rows of 128 bytes in the canonical 128-byte
-// swizzled K-major layout of the PTX ISA: the 16-byte chunk c (k 8c..8c+7) of row r lives at
-// byte r*128 + ((c ^ (r % 8)) * 16) -- Swizzle<3,4,3> on the address bits, hence the 1024-byte
-// alignment. Descriptors: start = tile base (+ 64 rows * 128 B for warpgroup 1's A rows)
-// + 32 B per k16 step, SBO = 1024 (8-row groups), LBO unused (16), mode 1 (128B swizzle).
+// holds A (128 rows x 64 k) then B (128 rows x 64 k), 16 KiB each, in the PTX ISA's canonical
+// 128-byte swizzled layouts (Swizzle<3,4,3> on the address bits, hence the 1024-byte alignment):
+//   K-major : the 16-byte chunk c (k 8c..8c+7) of row r at byte r*128 + ((c ^ r % 8) * 16);
+//             descriptor SBO = 1024 (8-row groups), LBO unused (16); a k16 step adds 32 B.
+//   MN-major: rows 8rc..8rc+7 at k at byte (k/8)*1024 + (rc/8)*8192 + (k%8)*128 +
+//             ((rc%8 ^ k%8) * 16); SBO = 1024 (8-k groups), LBO = 8192 (64-row halves); a k16
+//             step adds 2048 B.
+// Warpgroup 1's A rows start 8192 bytes into the A tile in both layouts.
 //
 // Pipeline (prefetch distance D = W90_STAGES - 2, every thread both loads and multiplies):
 //   prologue: cp.async slices 0..D-1 (16-byte copies, zero-fill for padding / tile edges), one
@@ -65,9 +70,13 @@ __device__ __forceinline__ void w90_cp_wait() { asm volatile("cp.async.wait_grou
 
 __device__ __forceinline__ void w90_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" : : : "memory"); }
 
-// K-major, 128-byte swizzle: SBO = 1024 (8 rows of 128 B), LBO = 16 (unused), mode 1 (bits 62-63).
+// 128-byte swizzle (mode 1, bits 62-63), SBO = 1024 (bits 32-45, >> 4): K-major -- 8-row groups
+// of 128-byte rows, LBO unused (16); MN-major -- k groups of 8 rows of 64 elements, LBO = 8192
+// (bits 16-29, >> 4) between the two 64-element halves of the 128 rows.
+template <bool KMAJOR>
 __device__ __forceinline__ unsigned long long w90_desc(unsigned saddr) {
-    return (unsigned long long)((saddr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+    const unsigned long long lbo = KMAJOR ? 16 : 8192;
+    return (unsigned long long)((saddr & 0x3FFFF) >> 4) | ((lbo >> 4) << 16) | ((unsigned long long)(1024 >> 4) << 32) |
            (1ull << 62);
 }
 
@@ -78,11 +87,11 @@ struct W90Acc {
 
 // D[64 x 128] += A[64 x 16] @ B[128 x 16]^T; accumulator register i of lane l of warp w of the
 // warpgroup: row 16w + l/4 + 8*((i/2)%2), column 8*(i/4) + 2*(l%4) + i%2 (PTX ISA wgmma D layout).
-template <typename T>
+template <typename T, int TA, int TB>
 __device__ __forceinline__ void w90_wgmma(W90Acc& a, unsigned long long da, unsigned long long db);
 
-template <>
-__device__ __forceinline__ void w90_wgmma<f16_t>(W90Acc& a, unsigned long long da, unsigned long long db) {
+template <int TA, int TB>  // imm-trans-a / -b: 0 K-major, 1 MN-major
+__device__ __forceinline__ void w90_wgmma_f16(W90Acc& a, unsigned long long da, unsigned long long db) {
     // the 64 accumulators spelled out: the operand list must be literal (cudaemu translates it)
     const int scale_d = 1;  // D = A @ B + D (the accumulators start at zero)
     asm volatile("{ .reg .pred p; setp.ne.b32 p, %66, 0; "
@@ -90,7 +99,7 @@ __device__ __forceinline__ void w90_wgmma<f16_t>(W90Acc& a, unsigned long long d
                  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, "
                  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
                  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "
-                 "%59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0; }"
+                 "%59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68; }"
                  : "+f"(a.c[0]), "+f"(a.c[1]), "+f"(a.c[2]), "+f"(a.c[3]), "+f"(a.c[4]), "+f"(a.c[5]), "+f"(a.c[6]),
                    "+f"(a.c[7]), "+f"(a.c[8]), "+f"(a.c[9]), "+f"(a.c[10]), "+f"(a.c[11]), "+f"(a.c[12]),
                    "+f"(a.c[13]), "+f"(a.c[14]), "+f"(a.c[15]), "+f"(a.c[16]), "+f"(a.c[17]), "+f"(a.c[18]),
@@ -102,11 +111,11 @@ __device__ __forceinline__ void w90_wgmma<f16_t>(W90Acc& a, unsigned long long d
                    "+f"(a.c[49]), "+f"(a.c[50]), "+f"(a.c[51]), "+f"(a.c[52]), "+f"(a.c[53]), "+f"(a.c[54]),
                    "+f"(a.c[55]), "+f"(a.c[56]), "+f"(a.c[57]), "+f"(a.c[58]), "+f"(a.c[59]), "+f"(a.c[60]),
                    "+f"(a.c[61]), "+f"(a.c[62]), "+f"(a.c[63])
-                 : "l"(da), "l"(db), "r"(scale_d));
+                 : "l"(da), "l"(db), "r"(scale_d), "n"(TA), "n"(TB));
 }
 
-template <>
-__device__ __forceinline__ void w90_wgmma<bf16_t>(W90Acc& a, unsigned long long da, unsigned long long db) {
+template <int TA, int TB>  // imm-trans-a / -b: 0 K-major, 1 MN-major
+__device__ __forceinline__ void w90_wgmma_bf16(W90Acc& a, unsigned long long da, unsigned long long db) {
     // the 64 accumulators spelled out: the operand list must be literal (cudaemu translates it)
     const int scale_d = 1;  // D = A @ B + D (the accumulators start at zero)
     asm volatile("{ .reg .pred p; setp.ne.b32 p, %66, 0; "
@@ -114,7 +123,7 @@ __device__ __forceinline__ void w90_wgmma<bf16_t>(W90Acc& a, unsigned long long 
                  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, "
                  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
                  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "
-                 "%59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0; }"
+                 "%59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68; }"
                  : "+f"(a.c[0]), "+f"(a.c[1]), "+f"(a.c[2]), "+f"(a.c[3]), "+f"(a.c[4]), "+f"(a.c[5]), "+f"(a.c[6]),
                    "+f"(a.c[7]), "+f"(a.c[8]), "+f"(a.c[9]), "+f"(a.c[10]), "+f"(a.c[11]), "+f"(a.c[12]),
                    "+f"(a.c[13]), "+f"(a.c[14]), "+f"(a.c[15]), "+f"(a.c[16]), "+f"(a.c[17]), "+f"(a.c[18]),
@@ -126,7 +135,7 @@ __device__ __forceinline__ void w90_wgmma<bf16_t>(W90Acc& a, unsigned long long 
                    "+f"(a.c[49]), "+f"(a.c[50]), "+f"(a.c[51]), "+f"(a.c[52]), "+f"(a.c[53]), "+f"(a.c[54]),
                    "+f"(a.c[55]), "+f"(a.c[56]), "+f"(a.c[57]), "+f"(a.c[58]), "+f"(a.c[59]), "+f"(a.c[60]),
                    "+f"(a.c[61]), "+f"(a.c[62]), "+f"(a.c[63])
-                 : "l"(da), "l"(db), "r"(scale_d));
+                 : "l"(da), "l"(db), "r"(scale_d), "n"(TA), "n"(TB));
 }
 
 // Pins the accumulator registers at this point of the instruction stream (the compiler may not
@@ -134,6 +143,14 @@ __device__ __forceinline__ void w90_wgmma<bf16_t>(W90Acc& a, unsigned long long 
 __device__ __forceinline__ void w90_fence_operands(W90Acc& a) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(a.c[i]) : : "memory");
+}
+
+template <typename T, int TA, int TB>
+__device__ __forceinline__ void w90_wgmma(W90Acc& a, unsigned long long da, unsigned long long db) {
+    if constexpr (is_same_t<T, f16_t>::value)
+        w90_wgmma_f16<TA, TB>(a, da, db);
+    else
+        w90_wgmma_bf16<TA, TB>(a, da, db);
 }
 
 __device__ __forceinline__ void w90_wgmma_fence(W90Acc& a) {
@@ -144,44 +161,70 @@ __device__ __forceinline__ void w90_wgmma_commit() { asm volatile("wgmma.commit_
 template <int N>
 __device__ __forceinline__ void w90_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" : : "n"(N) : "memory"); }
 
-// Global -> shared copies of one operand tile (128 rows x 64 k) for one K slice: thread t copies
-// chunk t % 8 (k 8c..8c+7) of rows t/8 + 32 i, i < 4, into the swizzled stage.
-template <class Op>
+// Global -> shared copies of one operand tile (128 rows x 64 k) for one K slice, 16 bytes each.
+//   KMAJOR: a chunk is k 8c..8c+7 of one row; thread t copies chunk t % 8 of rows t/8 + 32 i,
+//           i < 4, to byte row*128 + ((c ^ row % 8) * 16) (Swizzle<3,4,3> of row*128 + 16c).
+//   MN-major (the operand contiguous along its rows): a chunk is rows 8rc..8rc+7 at one k;
+//           thread t copies row chunk rc = t % 16 at k = t/16 + 16 i, i < 4, to byte
+//           (k/8)*1024 + (rc/8)*8192 + (k%8)*128 + ((rc%8 ^ k%8) * 16) (the ISA's MN-major
+//           canonical layout ((T,8,2),(8,8)):((1,T,LBO=8192),(8T,SBO=1024)), same swizzle).
+template <class Op, bool KMAJOR>
 struct W90Loader {
     static constexpr int ITERS = 128 * 8 / W90_THREADS;  // 4
-    typename Op::RS rs[ITERS];
+    static constexpr int NRS = KMAJOR ? ITERS : 1;
+    typename Op::RS rs[NRS];
 
     __device__ __forceinline__ void init(const Op& op) {
+        if (KMAJOR) {
 #pragma unroll
-        for (int i = 0; i < ITERS; ++i) rs[i] = op.rstate((int)threadIdx.x / 8 + 32 * i);
+            for (int i = 0; i < NRS; ++i) rs[i] = op.rstate((int)threadIdx.x / 8 + 32 * i);
+        } else {
+            rs[0] = op.rstate(8 * ((int)threadIdx.x % 16));
+        }
     }
 
     __device__ __forceinline__ void issue(const Op& op, unsigned tile, int k0) const {
-        const int c = threadIdx.x % 8;
-        const typename Op::KS ks = op.kstate(k0 + 8 * c);
+        if (KMAJOR) {
+            const int c = threadIdx.x % 8;
+            const typename Op::KS ks = op.kstate(k0 + 8 * c);
 #pragma unroll
-        for (int i = 0; i < ITERS; ++i) {
-            const int row = (int)threadIdx.x / 8 + 32 * i;
-            long long off = 0;
-            const bool ok = op.offset(rs[i], ks, off);
-            const unsigned dst = tile + (unsigned)row * W90_ROW_BYTES + (unsigned)((c ^ (row & 7)) * 16);
-            w90_cp16(dst, ok ? (const void*)(op.ptr + off) : (const void*)op.ptr, ok ? 16u : 0u);
+            for (int i = 0; i < ITERS; ++i) {
+                const int row = (int)threadIdx.x / 8 + 32 * i;
+                long long off = 0;
+                const bool ok = op.offset(rs[i % NRS], ks, off);
+                const unsigned dst = tile + (unsigned)row * W90_ROW_BYTES + (unsigned)((c ^ (row & 7)) * 16);
+                w90_cp16(dst, ok ? (const void*)(op.ptr + off) : (const void*)op.ptr, ok ? 16u : 0u);
+            }
+        } else {
+            const int rc = threadIdx.x % 16;
+#pragma unroll
+            for (int i = 0; i < ITERS; ++i) {
+                const int k = (int)threadIdx.x / 16 + 16 * i;
+                const typename Op::KS ks = op.kstate(k0 + k);
+                long long off = 0;
+                const bool ok = op.offset(rs[0], ks, off);
+                const unsigned dst = tile + (unsigned)((k >> 3) * 1024 + (rc >> 3) * 8192 + (k & 7) * 128 +
+                                                       (((rc & 7) ^ (k & 7)) * 16));
+                w90_cp16(dst, ok ? (const void*)(op.ptr + off) : (const void*)op.ptr, ok ? 16u : 0u);
+            }
         }
     }
 };
 
-// The main loop: reduction slices [0, kt_end) of W90_BK, then ep.store(row, col, value) for every
-// element of the tile (tile-local coordinates; the epilogue checks bounds). Every thread of the
-// block must call it (it synchronises). smem: the kernel's dynamic shared memory.
-template <typename T, class OpA, class OpB, class Ep>
+// The main loop: reduction slices [kt_begin, kt_end) of W90_BK, then ep.store(row, col, value)
+// for every element of the tile (tile-local coordinates; the epilogue checks bounds). AK / BK:
+// operand A / B is K-major (else MN-major). Every thread of the block must call it (it
+// synchronises). smem: the kernel's dynamic shared memory.
+template <typename T, bool AK, bool BK, class OpA, class OpB, class Ep>
 __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& opA, const OpB& opB, const Ep& ep,
-                                               int kt_end) {
+                                               int kt_begin, int kt_end) {
     constexpr int D = W90_STAGES - 2;
     const unsigned raw = w90_saddr(smem);
     const unsigned base = (raw + 1023u) & ~1023u;
     const int wg = threadIdx.x / 128;
-    W90Loader<OpA> la;
-    W90Loader<OpB> lb;
+    W90Loader<OpA, AK> la;
+    W90Loader<OpB, BK> lb;
+    const int nk = kt_end > kt_begin ? kt_end - kt_begin : 0;
     la.init(opA);
     lb.init(opB);
     W90Acc acc;
@@ -190,30 +233,33 @@ __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& o
 
 #pragma unroll
     for (int s = 0; s < D; ++s) {
-        if (s < kt_end) {
+        if (s < nk) {
             const unsigned st = base + (unsigned)s * W90_STAGE_BYTES;
-            la.issue(opA, st, s * W90_BK);
-            lb.issue(opB, st + W90_A_BYTES, s * W90_BK);
+            la.issue(opA, st, (kt_begin + s) * W90_BK);
+            lb.issue(opB, st + W90_A_BYTES, (kt_begin + s) * W90_BK);
         }
         w90_cp_commit();  // one group per slice, empty past the end: the wait count stays uniform
     }
-    for (int kt = 0; kt < kt_end; ++kt) {
+    for (int kt = 0; kt < nk; ++kt) {  // local slice index; global slice kt_begin + kt
         w90_cp_wait<D - 1>();
         w90_fence_proxy_async();
         __syncthreads();
         const int kn = kt + D;
-        if (kn < kt_end) {
+        if (kn < nk) {
             const unsigned st = base + (unsigned)(kn % W90_STAGES) * W90_STAGE_BYTES;
-            la.issue(opA, st, kn * W90_BK);
-            lb.issue(opB, st + W90_A_BYTES, kn * W90_BK);
+            la.issue(opA, st, (kt_begin + kn) * W90_BK);
+            lb.issue(opB, st + W90_A_BYTES, (kt_begin + kn) * W90_BK);
         }
         w90_cp_commit();
         const unsigned st = base + (unsigned)(kt % W90_STAGES) * W90_STAGE_BYTES;
-        const unsigned a_tile = st + (unsigned)wg * (64 * W90_ROW_BYTES), b_tile = st + W90_A_BYTES;
+        // warpgroup wg's 64 rows of A start 8192 bytes in (both layouts); a k16 step advances the
+        // start by 32 bytes inside the 128-byte rows (K-major) or by two 8-k groups (MN-major)
+        const unsigned a_tile = st + (unsigned)wg * 8192u, b_tile = st + W90_A_BYTES;
         w90_wgmma_fence(acc);
 #pragma unroll
         for (int k16 = 0; k16 < W90_BK / 16; ++k16)
-            w90_wgmma<T>(acc, w90_desc(a_tile + 32u * k16), w90_desc(b_tile + 32u * k16));
+            w90_wgmma<T, AK ? 0 : 1, BK ? 0 : 1>(acc, w90_desc<AK>(a_tile + (AK ? 32u : 2048u) * k16),
+                                                 w90_desc<BK>(b_tile + (BK ? 32u : 2048u) * k16));
         w90_wgmma_commit();
         w90_wgmma_wait<1>();
         w90_fence_operands(acc);

@@ -15,7 +15,9 @@ split-K reductions; this module says where each kernel can run: :func:`direct_fw
            cp.async 4-stage pipeline, built by NVRTC for sm_90a)
   dX       implicit GEMM per stride-residue class (no zero-inserted dY; on sm_90 devices fp16/bf16
            with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma) | direct gather
-  dW       implicit GEMM with split-K over N*P*Q | direct (a block per weight element), split too
+  dW       implicit GEMM with split-K over N*P*Q (on sm_90 devices fp16/bf16 with C/groups and
+           K/groups % 8 == 0: conv2d_bwd_dw_sm90.cu, wgmma on MN-major operands) | direct (a block
+           per weight element), split too
   db       a block per channel, split too
 Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order by
 conv2d_bwd_sum_splits: results are deterministic.
@@ -38,7 +40,7 @@ from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
 from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_THREADS, RED_THREADS,
-                      SCALAR_T, W90_ARCH, W90_BM, W90_BN, W90_DEFINES, W90_SMEM_BYTES, W90_THREADS)
+                      SCALAR_T, W90_ARCH, W90_BK, W90_BM, W90_BN, W90_DEFINES, W90_SMEM_BYTES, W90_THREADS)
 from ._cupy import EMULATED
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
@@ -94,11 +96,13 @@ FWD_SM90_FILE = "conv2d_fwd_sm90.cu"
 FWD_SM90_ENTRIES = ["conv2d_fwd_implicit_gemm_sm90"]
 DX_SM90_FILE = "conv2d_bwd_dx_sm90.cu"
 DX_SM90_ENTRIES = ["conv2d_bwd_dx_implicit_gemm_sm90"]
-BUILD_ARCH = {FWD_SM90_FILE: W90_ARCH, DX_SM90_FILE: W90_ARCH}   # launches pass -arch (else the device's)
+DW_SM90_FILE = "conv2d_bwd_dw_sm90.cu"
+DW_SM90_ENTRIES = ["conv2d_bwd_dw_implicit_gemm_sm90"]
+BUILD_ARCH = {FWD_SM90_FILE: W90_ARCH, DX_SM90_FILE: W90_ARCH, DW_SM90_FILE: W90_ARCH}  # passed as -arch
 
 
 def w90_defines(dtype: str) -> Dict[str, object]:
-    """The -D defines of conv2d_fwd_sm90.cu / conv2d_bwd_dx_sm90.cu for fp16 / bf16."""
+    """The -D defines of the wgmma conv files (conv2d_{fwd,bwd_dx,bwd_dw}_sm90.cu) for fp16 / bf16."""
     if dtype not in ("float16", "bfloat16"):
         raise TypeError(f"the wgmma conv2d kernels take float16 or bfloat16, got {dtype}")
     return {"SCALAR_T": SCALAR_T[dtype], "DX_MAX_TAPS": DX_MAX_TAPS, **W90_DEFINES}
@@ -111,7 +115,8 @@ CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
     for dt in ("float32", "float16", "bfloat16")
     for v in (1, max_vec(dt))
 ]  + [(fname, list(entries), w90_defines(dt))
-      for fname, entries in ((FWD_SM90_FILE, FWD_SM90_ENTRIES), (DX_SM90_FILE, DX_SM90_ENTRIES))
+      for fname, entries in ((FWD_SM90_FILE, FWD_SM90_ENTRIES), (DX_SM90_FILE, DX_SM90_ENTRIES),
+                             (DW_SM90_FILE, DW_SM90_ENTRIES))
       for dt in ("float16", "bfloat16")]
 
 # Test hook: the compute capability the launchers plan for (e.g. CNNGPU_CUPY_ARCH=90 runs the
@@ -199,6 +204,16 @@ def dw_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
     splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, b, g.K * rows,
                            max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
     return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups * splits), splits, chunk // b
+
+
+def dw_w90_plan(g: ConvGeometry, num_sms: int):
+    """(grid, splits, kt_chunk) of the wgmma dW: grid (tiles of 128 rows of Cg*R*S, tiles of 128
+    channels, groups * splits); each split runs kt_chunk W90_BK-slices of the N*P*Q reduction."""
+    rows = g.c_per_group * g.R * g.S
+    tiles = ceil_div(rows, W90_BM) * ceil_div(g.k_per_group, W90_BN) * g.groups
+    splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, W90_BK, g.K * rows,
+                           max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
+    return (ceil_div(rows, W90_BM), ceil_div(g.k_per_group, W90_BN), g.groups * splits), splits, chunk // W90_BK
 
 
 def dw_direct_plan(g: ConvGeometry, num_sms: int):
@@ -340,13 +355,17 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
 def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype)
     if algo == "implicit_gemm":
-        grid, splits, kt_chunk = dw_igemm_plan(g, dt, sm_count())
-        ws = _workspace(splits, dw.size)
         xn, d = _nhwc(x), dy_nhwc()
-        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
         vec = vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
-        _launch(BWD_FILE, "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args)
+        w90 = policy.use_wgmma(dt, device_arch(), g.c_per_group, g.k_per_group, aligned=vec == max_vec(dt))
+        grid, splits, kt_chunk = dw_w90_plan(g, sm_count()) if w90 else dw_igemm_plan(g, dt, sm_count())
+        ws = _workspace(splits, dw.size)
+        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+        if w90:
+            _launch_w90(DW_SM90_FILE, DW_SM90_ENTRIES[0], "conv2d_bwd_dw_implicit_gemm", dt, grid, args)
+        else:
+            _launch(BWD_FILE, "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm", dt,
+                    vec, grid, (IG_THREADS,), args)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
     else:
         grid, splits, chunk = dw_direct_plan(g, sm_count())
