@@ -6,7 +6,7 @@ the ptxas report.
 Fails on: a compile error; a .cu file that no CUDA_BUILDS lists; an entry point listed in
 CUDA_BUILDS that the build does not contain; spill stores/loads, a stack frame or lmem (local
 memory) in any conv2d kernel. Spills in other kernels are reported as warnings. Also checks that
-the 16-bit conv implicit GEMMs use tensor-core mma.sync.
+the 16-bit conv implicit GEMMs use tensor-core mma.sync fed by a >= 3-stage cp.async pipeline.
 
 Compiler: nvcc (``nvcc -cubin -arch=sm_XX -Xptxas -v``) when on PATH or at /usr/local/bin/nvcc,
 else NVRTC from PyPI (cuda-bindings + nvidia-cuda-nvrtc), else the tests skip with the reason.
@@ -219,7 +219,8 @@ def test_shared_constants_come_from_the_launcher(fname, needs):
     assert proc.returncode != 0, f"{fname} preprocessed without the launcher's -D constants"
     for name in needs:
         assert name in proc.stdout + proc.stderr
-    ok = subprocess.run(cmd[:-3] + [f"-D{k}={v}" for k, v in SHARED.items()] + cmd[-3:],
+    launcher = {**SHARED, **C.igemm_spec("float32", 1)}   # the conv files' per-specialisation constants too
+    ok = subprocess.run(cmd[:-3] + [f"-D{k}={v}" for k, v in launcher.items()] + cmd[-3:],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
 
@@ -235,6 +236,13 @@ def test_half_conv_uses_tensor_cores(compiler, fname, dtype):
     assert re.search(rf"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{kind}\.{kind}\.f32", ptx), \
         f"{fname} {dtype}: no m16n8k16 {kind} mma.sync in the PTX"
     assert "ldmatrix.sync.aligned.m8n8.x4" in ptx
+    # 16-byte loads: the cp.async pipeline with >= 3 shared-memory stages (wait_group STAGES - 2
+    # keeps STAGES - 2 slices in flight behind the one being multiplied)
+    stages = conv.defines(dtype, conv.max_vec(dtype))["IG_STAGES"]
+    assert stages >= 3
+    assert re.search(r"cp\.async\.cg\.shared\.global(\.L2::\d+B)? \[%r\d+\], \[%rd\d+\], 16, %r\d+;", ptx), \
+        f"{fname} {dtype}: no 16-byte zero-filling cp.async in the PTX"
+    assert f"cp.async.wait_group {stages - 2};" in ptx and "cp.async.commit_group;" in ptx
 
 
 # ------------------------------------------------------------------------------------------------

@@ -246,6 +246,29 @@ def test_conv2d_two_tiles_vectorised(be, order, dtype):
     check(db, db_ref, dtype, "conv db 2 tiles", scale=20)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_conv2d_wide_tiles_split_k(be, order, dtype):
+    """C/groups = K/groups = 72 > 64: the 128-column entry points of all three implicit GEMMs
+    (cp.async pipeline for 16-bit, 16-byte loads); one pixel tile, so the forward and dX split
+    their K loop (fp32 partials summed in order by conv2d_bwd_sum_splits)."""
+    case = ("wide", (1, 72, 6, 5), (72, 72, 3, 3), 1, 1, 1, 1)
+    g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 70)
+    be.LAUNCHES.clear()
+    y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
+    assert be.LAUNCHES["conv2d_fwd_implicit_gemm"] == 1 and be.LAUNCHES["conv2d_fwd_implicit_gemm_narrow"] == 0
+    assert be.LAUNCHES["conv2d_fwd_implicit_gemm[split=1]"] == 0 and be.LAUNCHES["conv2d_bwd_sum_splits"] == 1
+    check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, "conv fwd wide split-K", scale=72 * 9 / 8)
+    dyh, dy64 = data((g.N, g.K, g.P, g.Q), dtype, 73)
+    dx, dw, db = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, algo="implicit_gemm")
+    for name in ("conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dw_implicit_gemm"):
+        assert be.LAUNCHES[name] == 1 and be.LAUNCHES[name + "_narrow"] == 0
+    assert be.LAUNCHES["conv2d_bwd_dx_implicit_gemm[split=1]"] == 0 and be.LAUNCHES["conv2d_bwd_sum_splits"] == 2
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
+    check(dx, dx_ref, dtype, "conv dX wide split-K", scale=72 * 9 / 8)
+    check(dw, dw_ref, dtype, "conv dW wide", scale=30 / 8)
+    check(db, db_ref, dtype, "conv db wide", scale=30 / 8)
+
+
 def test_conv2d_direct_dw_db_split(be, order):
     """Direct dW and db with split-K (N*P*Q = 4608) and the split sum, fp16."""
     case = ("dsplit", (2, 2, 48, 48), (2, 2, 3, 3), 1, 1, 1, 1)

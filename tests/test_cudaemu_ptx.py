@@ -93,11 +93,16 @@ __device__ void cpa(const unsigned char* src, const unsigned* srcsz, unsigned ch
     __syncthreads();
     for (int i = t; i < 64 * 16; i += 64) out[i] = s[i];
 }
-extern "C" __global__ void cpa_ca4(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<4, 0>(a, z, o); }
-extern "C" __global__ void cpa_ca8(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<8, 0>(a, z, o); }
-extern "C" __global__ void cpa_ca16(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<16, 0>(a, z, o); }
-extern "C" __global__ void cpa_cg16(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<16, 1>(a, z, o); }
-extern "C" __global__ void cpa_full8(const unsigned char* a, const unsigned* z, unsigned char* o) { cpa<8, 2>(a, z, o); }
+extern "C" __global__ void cpa_ca4(const unsigned char* a, const unsigned* z, unsigned char* o) {
+    cpa<4, 0>(a, z, o); }
+extern "C" __global__ void cpa_ca8(const unsigned char* a, const unsigned* z, unsigned char* o) {
+    cpa<8, 0>(a, z, o); }
+extern "C" __global__ void cpa_ca16(const unsigned char* a, const unsigned* z, unsigned char* o) {
+    cpa<16, 0>(a, z, o); }
+extern "C" __global__ void cpa_cg16(const unsigned char* a, const unsigned* z, unsigned char* o) {
+    cpa<16, 1>(a, z, o); }
+extern "C" __global__ void cpa_full8(const unsigned char* a, const unsigned* z, unsigned char* o) {
+    cpa<8, 2>(a, z, o); }
 // groups: one thread copies src[g] -> slot g in three groups, snapshots the slots after
 // wait_group 2, wait_group 1 and wait_all (snap[k*3 + g])
 extern "C" __global__ void cpa_groups(const unsigned* src, unsigned* snap) {
@@ -145,6 +150,19 @@ extern "C" __global__ void cpa_bad(const float* x, float* y, int kind) {
         asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"(saddr(s + 64 + 64)), "l"(x));
     asm volatile("cp.async.wait_all;" ::);
     y[0] = s[0];
+}
+extern "C" __global__ void cvt_tf32(const float* x, unsigned* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { unsigned b; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(b) : "f"(x[i])); y[i] = b; }
+}
+// tf32 fragments given per lane: a[lane*4+i], b[lane*2+i], c[lane*4+i] -> d[lane*4+i]
+extern "C" __global__ void mma_tf32(const unsigned* a, const unsigned* b, const float* c, float* d) {
+    const int l = threadIdx.x;
+    float acc[4] = {c[l * 4], c[l * 4 + 1], c[l * 4 + 2], c[l * 4 + 3]};
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+                 : "r"(a[l * 4]), "r"(a[l * 4 + 1]), "r"(a[l * 4 + 2]), "r"(a[l * 4 + 3]), "r"(b[l * 2]), "r"(b[l * 2 + 1]));
+    for (int i = 0; i < 4; ++i) d[l * 4 + i] = acc[i];
 }
 extern "C" __global__ void unknown_insn(float* y) {
     float v = 1.0f;
@@ -288,6 +306,62 @@ def test_unknown_instruction_fails_with_its_text(mod):
 def test_operand_width_mismatch_fails(mod):
     with pytest.raises(cudaemu.CudaEmuError, match="constraint r .32-bit.*writes 2 bytes"):
         mod.get_function("wrong_width")((1,), (1,), (cp.asarray(np.ones(1, np.float32)), cp.empty((1,), np.uint32)))
+
+
+# ---- tf32 ---------------------------------------------------------------------------------------
+def _tf32_rna(x):
+    """cvt.rna.tf32.f32 per the ISA: round to 10 mantissa bits, ties away from zero, as a .b32 with
+    the low 13 bits zero (NaN -> 0x7fffffff, +-inf kept, overflow to inf)."""
+    b = x.view(np.uint32).astype(np.uint64)
+    out = ((b + 0x1000) & 0xFFFFE000).astype(np.uint32)
+    inf = np.isinf(x)
+    out[inf] = x[inf].view(np.uint32)
+    out[np.isnan(x)] = 0x7FFFFFFF
+    return out
+
+
+def test_cvt_rna_tf32(mod):
+    x = np.concatenate([_special_floats(), np.array([np.nan, 1 + 2 ** -11, -(1 + 2 ** -11), 1 + 3 * 2 ** -11,
+                                                     np.finfo(np.float32).max], np.float32)])
+    y = cp.empty(x.shape, np.uint32)
+    _run(mod, "cvt_tf32", x.size, cp.asarray(x), y, np.int32(x.size))
+    got = cp.asnumpy(y)
+    np.testing.assert_array_equal(got, _tf32_rna(x))
+    # ties go away from zero: 1 + 2^-11 is halfway between 1 and 1 + 2^-10
+    assert got[-4].view(np.float32) == 1 + 2 ** -10 and got[-3].view(np.float32) == -(1 + 2 ** -10)
+    assert got[-1].view(np.float32) == np.inf
+
+
+def test_mma_m16n8k8_tf32(mod):
+    """The m16n8k8 .tf32 fragment tables: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
+    b0 (k = t, n = g), b1 (k = t+4, n = g); C/D as m16n8k16. Operands are tf32 bit patterns; the
+    low 13 bits of a register are not part of the operand (given nonzero here, they are ignored)."""
+    rng = np.random.default_rng(4)
+    A32 = rng.standard_normal((16, 8)).astype(np.float32)
+    B32 = rng.standard_normal((8, 8)).astype(np.float32)
+    C = rng.standard_normal((16, 8)).astype(np.float32)
+    Ab, Bb = _tf32_rna(A32), _tf32_rna(B32)
+    noise = rng.integers(0, 2 ** 13, (32, 6), dtype=np.uint32)
+    a = np.zeros((32, 4), np.uint32)
+    b = np.zeros((32, 2), np.uint32)
+    c = np.zeros((32, 4), np.float32)
+    for lane in range(32):
+        g, t = lane >> 2, lane % 4
+        a[lane] = [Ab[g, t], Ab[g + 8, t], Ab[g, t + 4], Ab[g + 8, t + 4]] | noise[lane, :4]
+        b[lane] = [Bb[t, g], Bb[t + 4, g]] | noise[lane, 4:]
+        c[lane] = [C[g + (8 if i >= 2 else 0), 2 * t + (i & 1)] for i in range(4)]
+    d = cp.empty((32 * 4,), np.float32)
+    mod.get_function("mma_tf32")((1,), (32,), (cp.asarray(a.reshape(-1)), cp.asarray(b.reshape(-1)),
+                                             cp.asarray(c.reshape(-1)), d))
+    D = Ab.view(np.float32).astype(np.float64) @ Bb.view(np.float32).astype(np.float64) + C
+    got = cp.asnumpy(d).reshape(32, 4)
+    for lane in range(32):
+        g, t = lane >> 2, lane % 4
+        want = [D[g + (8 if i >= 2 else 0), 2 * t + (i & 1)] for i in range(4)]
+        np.testing.assert_allclose(got[lane], want, rtol=1e-6, atol=1e-6)
+    seen_a = {(g + 8 * (i & 1), t + 4 * (i >> 1)) for g in range(8) for t in range(4) for i in range(4)}
+    seen_b = {(t + 4 * i, g) for g in range(8) for t in range(4) for i in range(2)}
+    assert len(seen_a) == 128 and len(seen_b) == 64         # the tables are bijections
 
 
 # ---- cp.async -----------------------------------------------------------------------------------

@@ -38,6 +38,50 @@ def test_cuda_builds_cover_every_specialisation_the_launcher_picks():
         conv.defines("float64")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_igemm_specialisations(dtype):
+    """16-bit types with 16-byte loads run the cp.async pipeline with >= 3 stages, the others the
+    2-stage register path; a stage holds either operand layout; shared memory per block stays
+    within what sm_80 / sm_90 give (opt-in above 48 KiB; <= 99 KiB keeps sm_86/89 too)."""
+    for vec in (1, conv.max_vec(dtype)):
+        d = conv.defines(dtype, vec)
+        asyn = dtype != "float32" and vec == 8
+        assert d["IG_ASYNC"] == int(asyn) and (d["IG_STAGES"] >= 3 if asyn else d["IG_STAGES"] == 2)
+        rows, bk, pad, item = 128, d["IG_BK"], d["IG_PAD"], 4 if dtype == "float32" else 2
+        assert d["IG_OPERAND_BYTES"] >= max(rows * (bk + pad), bk * (rows + pad)) * item
+        assert d["IG_OPERAND_BYTES"] % 16 == 0 and (pad * item) % 16 == 0   # cp.async / ldmatrix alignment
+        assert conv.igemm_smem(dtype, vec) == d["IG_STAGES"] * 2 * d["IG_OPERAND_BYTES"] <= 96 * 1024
+    assert conv.igemm_bn(64) == 64 and conv.igemm_bn(65) == 128 and conv.igemm_bn(1) == 64
+
+
+@pytest.mark.parametrize("shape", [((32, 512, 7, 7), (512, 512, 3, 3)), ((32, 256, 14, 14), (256, 256, 3, 3)),
+                                   ((32, 64, 56, 56), (64, 64, 3, 3)), ((1, 72, 6, 6), (72, 72, 3, 3)),
+                                   ((2, 4, 5, 5), (8, 2, 1, 1))])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_fwd_dx_split_k_plans(shape, dtype):
+    """Forward and dX split their K loop (conv_policy.gemm_split_k) only when the output tiles fill
+    under two waves of SMs; the splits cover every K step, none is empty for the longest class."""
+    xs, ws = shape
+    g = F.conv2d_geometry(xs, ws, padding=ws[2] // 2, groups=xs[1] // ws[1])
+    b = conv.bk(dtype)
+    grid, splits, kt = conv.fwd_igemm_plan(g, dtype, 132)
+    base = conv.fwd_igemm_grid(g)
+    steps = -(-g.c_per_group * g.R * g.S // b)
+    assert grid[:2] == base[:2] and grid[2] == base[2] * splits <= GRID_YZ_MAX
+    assert splits * kt >= steps > (splits - 1) * kt
+    tiles = base[0] * base[1] * base[2]
+    assert (splits > 1) <= (tiles < 2 * 132)
+    if tiles >= 2 * 132:
+        assert splits == 1
+    grid, splits, kt = conv.dx_igemm_plan(g, dtype, 132)
+    base = conv.dx_igemm_grid(g)
+    taps = max(r[5] * r[8] for r in conv_policy.residue_classes(g)[0])
+    steps = -(-taps * g.k_per_group // b)
+    assert grid[2] == base[2] * splits and splits * kt >= steps > (splits - 1) * kt
+    if xs == (32, 512, 7, 7):                  # ResNet-50's 7x7 layer: 13 x 4 tiles on 132 SMs
+        assert splits > 1
+
+
 @pytest.mark.parametrize("case", GEOMETRIES + BIG, ids=_IDS + _BIG_IDS)
 def test_plans_and_grids(case):
     g = geometry(case)
@@ -48,9 +92,12 @@ def test_plans_and_grids(case):
     assert grid[0] * 16 * 16 >= g.P * g.Q and grid[1] == g.groups * -(-g.k_per_group // kb) and grid[2] == g.N
     assert smem <= 48 * 1024
     gx, gy, gz = conv.fwd_igemm_grid(g)
-    assert gx * 128 >= g.N * g.P * g.Q > (gx - 1) * 128 and gy * 64 >= g.k_per_group and gz == g.groups
+    bn = conv.igemm_bn(g.k_per_group)
+    assert gx * 128 >= g.N * g.P * g.Q > (gx - 1) * 128 and gy * bn >= g.k_per_group > (gy - 1) * bn
+    assert gz == g.groups
     dxg = conv.dx_igemm_grid(g)
-    assert dxg[2] == g.groups * g.stride[0] * g.stride[1] and dxg[1] * 64 >= g.c_per_group
+    bn = conv.igemm_bn(g.c_per_group)
+    assert dxg[2] == g.groups * g.stride[0] * g.stride[1] and dxg[1] * bn >= g.c_per_group > (dxg[1] - 1) * bn
     biggest = max(g.N * r[2] * r[3] for r in conv_policy.residue_classes(g)[0])
     assert dxg[0] * 128 >= biggest > (dxg[0] - 1) * 128
 
@@ -291,7 +338,9 @@ def dry(monkeypatch, ptx_params):
             assert len(grid) == 3 or len(grid) == 1, grid
             assert 1 <= grid[0] < 2 ** 31 and all(1 <= v <= 65535 for v in grid[1:]), f"{entry}: grid {grid}"
             assert block in ((256,), (128,)), block
-            assert shared_mem <= 48 * 1024
+            assert shared_mem <= 48 * 1024 or getattr(kern, "max_dynamic_shared_size_bytes", 0) >= shared_mem, \
+                f"{entry}: {shared_mem} bytes of dynamic shared memory without the opt-in attribute"
+            assert shared_mem <= 99 * 1024, f"{entry}: {shared_mem} bytes of shared memory (sm_86/89 allow 99 KiB)"
             calls.append((entry, dict(defines), grid, args))
         return kern
 
@@ -320,9 +369,14 @@ def test_dry_run_launch_arguments(dry, case, dtype):
         assert (gx.shape, gw.shape, gb.shape) == (x.shape, w.shape, (g.K,))
         assert gx.dtype == gw.dtype == gb.dtype == x.dtype
     entries = [c[0] for c in dry]
-    assert "conv2d_fwd_implicit_gemm" in entries and any(e.startswith("conv2d_fwd_direct_") for e in entries)
-    assert {"conv2d_bwd_dx_direct", "conv2d_bwd_dw_direct", "conv2d_bwd_dw_implicit_gemm",
-            "conv2d_bwd_db"} <= set(entries)
+    assert conv.igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group) in entries
+    assert any(e.startswith("conv2d_fwd_direct_") for e in entries)
+    dw_entry = conv.igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group)
+    assert {"conv2d_bwd_dx_direct", "conv2d_bwd_dw_direct", dw_entry, "conv2d_bwd_db"} <= set(entries)
+    for entry, defs, _, args in dry:
+        if "implicit_gemm" in entry:      # the tile width follows the columns per group
+            cols = g.c_per_group if entry.startswith("conv2d_bwd_dx") else g.k_per_group
+            assert entry.endswith("_narrow") == (cols <= conv.IG_BN_NARROW)
     builds = {(f, tuple(sorted(d.items()))) for f, _, d in conv.CUDA_BUILDS}
     for entry, defs, grid, _ in dry:
         fname = conv.FWD_FILE if entry.startswith("conv2d_fwd") else conv.BWD_FILE
@@ -335,9 +389,10 @@ def test_dry_run_split_k_and_vec(dry):
     g, x, w, b, dy = _fake_inputs(case, "float16")
     conv.conv2d_backward(dy, x, w, g)
     by = {c[0]: c for c in dry}
-    _, defs, grid, args = by["conv2d_bwd_dw_implicit_gemm"]
+    _, defs, grid, args = by["conv2d_bwd_dw_implicit_gemm_narrow"]
     assert defs["VEC"] == 8                                   # C/groups = K/groups = 16
     splits = int(args[4])
     assert splits > 1 and grid[2] == splits                   # 16*32*32 = 16384 terms, one tile
     assert "conv2d_bwd_sum_splits" in by
-    assert by["conv2d_bwd_dx_implicit_gemm"][1]["VEC"] == 8
+    assert by["conv2d_bwd_dx_implicit_gemm_narrow"][1]["VEC"] == 8
+    assert defs["IG_ASYNC"] == 1 and defs["IG_STAGES"] >= 3   # 16-byte loads of fp16: the cp.async pipeline

@@ -118,13 +118,17 @@ GEMM_SPLIT_MIN_STEPS = 8
 GEMM_MAX_SPLIT = 16
 
 
-def gemm_split_k(steps: int, tiles: int, num_sms: int) -> Tuple[int, int]:
+def gemm_split_k(steps: int, tiles: int, num_sms: int, out_numel: int = 0, ws_max_bytes: int = 0,
+                 max_split: int | None = None) -> Tuple[int, int]:
     """(splits, steps per split) of a forward / dX implicit GEMM whose tiles each run ``steps`` K
     steps: 1 split when ``tiles`` fill GEMM_SPLIT_WAVES waves of ``num_sms`` (or the loop is short),
-    else :func:`split_k` over the steps (at least GEMM_SPLIT_MIN_STEPS each, at most GEMM_MAX_SPLIT)."""
+    else :func:`split_k` over the steps (at least GEMM_SPLIT_MIN_STEPS each, at most GEMM_MAX_SPLIT
+    or ``max_split``; with ``ws_max_bytes``, splits * out_numel fp32 partials fit it)."""
     if tiles >= GEMM_SPLIT_WAVES * num_sms:
         return 1, steps
-    return split_k(steps, tiles, num_sms, max_split=GEMM_MAX_SPLIT, min_len=GEMM_SPLIT_MIN_STEPS)
+    cap = GEMM_MAX_SPLIT if max_split is None else min(GEMM_MAX_SPLIT, max_split)
+    return split_k(steps, tiles, num_sms, out_numel=out_numel, ws_max_bytes=ws_max_bytes, max_split=cap,
+                   min_len=GEMM_SPLIT_MIN_STEPS)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,12 +8,14 @@
 //
 // Entry points (grid mapping in the comment above each):
 //   conv2d_bwd_dx_implicit_gemm   dX[n,h,w][c] = sum_{r,s,k} dY[n,p,q][k] * W[k][c][r][s] as an
-//                                 implicit GEMM per stride-residue class (no zero-inserted dY)
+//                                 implicit GEMM per stride-residue class (no zero-inserted dY),
+//                                 optional deterministic split-K
 //   conv2d_bwd_dx_direct          one thread per dx element, gather over (r, s, k)  (tiny channels)
 //   conv2d_bwd_dw_implicit_gemm   dW[k][(r,s,c)] = sum_{n,p,q} dY[n,p,q][k] * x[n,h,w][c], split-K
 //   conv2d_bwd_dw_direct          one block per weight element (and split), block reduction
 //   conv2d_bwd_db                 one block per output channel (and split), block reduction
-//   conv2d_bwd_sum_splits         out[i] = sum_s ws[s][i] in a fixed order (deterministic split-K)
+//   conv2d_bwd_sum_splits         out[i] = sum_s ws[s][i] in a fixed order (deterministic split-K;
+//                                 also finishes the forward's split-K)
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw) with ph, pw the
 // begin paddings; the end padding is implied by P, Q. Offsets into tensors are 64-bit; the flat
 // GEMM extents (N*H*W, N*P*Q, C/groups*R*S) are int and checked to fit by the launcher.
@@ -110,8 +112,9 @@ struct DxOpB {  // W as (G, R, S, Cg, Kg) contiguous
     }
 };
 
-struct DxEpilogue {  // dx (N, C, H, W) contiguous
+struct DxEpilogue {  // dx (N, C, H, W) contiguous, or the split's fp32 slice of ws
     T* dx;
+    float* ws;               // nullptr: write dx
     const long long* s_out;  // per tile row: n*C*H*W + h*W + w, or -1
     long long HW;
     int n0, Cg, g;
@@ -119,27 +122,39 @@ struct DxEpilogue {  // dx (N, C, H, W) contiguous
         const int c = n0 + col;
         const long long o = s_out[row];
         if (o < 0 || c >= Cg) return;
-        dx[o + (long long)(g * Cg + c) * HW] = from_float<T>(v);
+        const long long i = o + (long long)(g * Cg + c) * HW;
+        if (ws)
+            ws[i] = v;
+        else
+            dx[i] = from_float<T>(v);
     }
 };
 
 // Grid: x = tiles of 128 pixels of one residue class (ceil(N * ceil(H/sh) * ceil(W/sw) / 128),
-// blocks past the class's own pixel count exit), y = tiles of 64 input channels of the group,
-// z = g * (sh * sw) + a * sw + b (group, residue class). Block: 256 threads (conv2d_igemm.cuh).
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_gemm(
+// blocks past the class's own pixel count exit), y = tiles of 128 (or 64, _narrow) input channels
+// of the group,
+// z = (g * (sh * sw) + a * sw + b) * splits + split (group, residue class, split). Block: 256
+// threads, dynamic shared memory igemm_smem_bytes (conv2d_igemm.cuh). Split `split` runs the
+// BK-slices [split * kt_chunk, +kt_chunk) of its class's reduction (possibly none: it then writes
+// zeros); with splits > 1 into ws[split] (splits, N, C, H, W) fp32, summed in order by
+// conv2d_bwd_sum_splits, else into dx.
+template <int BN>
+__device__ __forceinline__ void conv2d_bwd_dx_implicit_gemm_impl(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
+    float* __restrict__ ws, int splits, int kt_chunk,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     __shared__ long long s_nb[IG_BM], s_out[IG_BM];
     __shared__ int s_i[IG_BM], s_j[IG_BM];
     __shared__ DxTaps taps;
     const int classes = sh * sw;
-    const int g = blockIdx.z / classes, cls = blockIdx.z - g * classes;
+    const int gc = blockIdx.z / splits, split = blockIdx.z - gc * splits;
+    const int g = gc / classes, cls = gc - g * classes;
     const int a = cls / sw, b = cls - a * sw;
     const int Hc = a < H ? (H - a + sh - 1) / sh : 0;
     const int Wc = b < W ? (W - b + sw - 1) / sw : 0;
     const int HWc = Hc * Wc, Mc = N * HWc;
-    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * IG_BN;
+    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     if (m0 >= Mc) return;  // uniform over the block
     const int Cg = C / G, Kg = K / G;
     if (threadIdx.x == 0) {
@@ -183,8 +198,32 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_
     const int Kred = taps.nr * taps.ns * Kg;
     const DxOpA opa{dy_nhwc, s_nb, s_i, s_j, &taps, P, Q, K, Kg, Kred};
     const DxOpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
-    const DxEpilogue ep{dx, s_out, (long long)H * W, n0, Cg, g};
-    igemm_tile<T, VEC, true, true>(opa, opb, ep, 0, ceil_div(Kred, IgemmCfg<T>::BK));
+    const int ktiles = ceil_div(Kred, IG_BK);
+    const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
+    const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
+    igemm_tile<T, BN, VEC, true, true>(opa, opb, ep, kt_begin, kt_end);
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_gemm(
+    const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    conv2d_bwd_dx_implicit_gemm_impl<IG_BN>(
+        dy_nhwc, w_grsck, dx, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        dw, G);
+}
+
+// The same with 64-column tiles (IG_BN_NARROW), for GEMMs with at most 64 columns per group.
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dx_implicit_gemm_narrow(
+    const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    conv2d_bwd_dx_implicit_gemm_impl<IG_BN_NARROW>(
+        dy_nhwc, w_grsck, dx, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        dw, G);
 }
 
 // ================================================================================================
@@ -301,23 +340,47 @@ struct DwEpilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice o
     }
 };
 
-// Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 64 output channels of the group,
-// z = g * splits + split. Block: 256 threads. ws: (splits, K, Cg, R, S) fp32, used iff splits > 1.
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dw_implicit_gemm(
+// Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 128 (or 64, _narrow) output
+// channels of the group,
+// z = g * splits + split. Block: 256 threads, dynamic shared memory igemm_smem_bytes.
+// ws: (splits, K, Cg, R, S) fp32, used iff splits > 1.
+template <int BN>
+__device__ __forceinline__ void conv2d_bwd_dw_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
     float* __restrict__ ws, int splits, int kt_chunk,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
-    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * IG_BN;
+    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     const int Cg = C / G, Kg = K / G, RS = R * S, CgRS = Cg * RS, PQ = P * Q, NPQ = N * PQ;
-    const int ktiles = ceil_div(NPQ, IgemmCfg<T>::BK);
+    const int ktiles = ceil_div(NPQ, IG_BK);
     const int kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * K * CgRS : nullptr;
     const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, P, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
     const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
     const DwEpilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
-    igemm_tile<T, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
+    igemm_tile<T, BN, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dw_implicit_gemm(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
+    conv2d_bwd_dw_implicit_gemm_impl<IG_BN>(
+        x_nhwc, dy_nhwc, dw, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        dwl, G);
+}
+
+// The same with 64-column tiles (IG_BN_NARROW), for GEMMs with at most 64 columns per group.
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_bwd_dw_implicit_gemm_narrow(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
+    conv2d_bwd_dw_implicit_gemm_impl<IG_BN_NARROW>(
+        x_nhwc, dy_nhwc, dw, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh,
+        dwl, G);
 }
 
 // ================================================================================================

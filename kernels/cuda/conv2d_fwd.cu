@@ -10,7 +10,9 @@
 //                                  memory, 4 (or 1) output channels per thread; any x strides.
 //   conv2d_fwd_implicit_gemm       implicit GEMM (M = N*P*Q pixels, N = K/groups, reduction
 //                                  R*S*C/groups) on x in NHWC and w in (K, R, S, C/groups), both
-//                                  contiguous (the launcher makes them so); bias fused.
+//                                  contiguous (the launcher makes them so); bias fused; optional
+//                                  deterministic split-K (partials summed by conv2d_bwd.cu's
+//                                  conv2d_bwd_sum_splits).
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw); ph, pw are the
 // begin paddings and P, Q the output sizes from ConvGeometry (end padding is implied).
 #include "conv2d_igemm.cuh"
@@ -156,8 +158,9 @@ struct FwdOpB {
     }
 };
 
-struct FwdEpilogue {
+struct FwdEpilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of ws (bias in split 0)
     T* y;
+    float* ws;  // nullptr: write y
     const T* bias;
     int has_bias, m0, n0, M, PQ, K, Kg, g;
     __device__ __forceinline__ void store(int row, int col, float v) const {
@@ -165,19 +168,30 @@ struct FwdEpilogue {
         if (m >= M || k >= Kg) return;
         const int kg = g * Kg + k, n = m / PQ, pq = m - n * PQ;
         if (has_bias) v += load_float(bias + kg);
-        y[((long long)n * K + kg) * PQ + pq] = from_float<T>(v);
+        const long long o = ((long long)n * K + kg) * PQ + pq;
+        if (ws)
+            ws[o] = v;
+        else
+            y[o] = from_float<T>(v);
     }
 };
 
-// Grid: x = tiles of 128 output pixels m = (n, p, q) of the N*P*Q, y = tiles of 64 output
-// channels within the group, z = group. Block: 256 threads (see conv2d_igemm.cuh).
-extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gemm(
+// Grid: x = tiles of 128 output pixels m = (n, p, q) of the N*P*Q, y = tiles of 128 (or 64,
+// _narrow) output channels within the group, z = g * splits + split. Block: 256 threads (see conv2d_igemm.cuh);
+// dynamic shared memory: the launcher's igemm_smem_bytes. Split `split` runs the BK-slices
+// [split * kt_chunk, min(+kt_chunk, ceil(Kred / BK))) of the R*S*C/groups reduction; with
+// splits > 1 it writes its fp32 partial (split 0 with the bias) to ws[split] (splits, N, K, P, Q)
+// and conv2d_bwd_sum_splits adds them up in order, else y is written directly.
+template <int BN>
+__device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
-    int has_bias, T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     __shared__ long long s_nb[IG_BM];
     __shared__ int s_h0[IG_BM], s_w0[IG_BM];
-    const int g = blockIdx.z, m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * IG_BN;
+    const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
+    const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     const int Cg = C / G, Kg = K / G, PQ = P * Q, M = N * PQ, Kred = R * S * Cg;
     for (int row = threadIdx.x; row < IG_BM; row += IG_THREADS) {
         const int m = m0 + row;
@@ -193,8 +207,32 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gem
         }
     }
     __syncthreads();
+    const int ktiles = ceil_div(Kred, IG_BK);
+    const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
     const FwdOpA a{x_nhwc, s_nb, s_h0, s_w0, H, W, C, Cg, S, dh, dw, Kred};
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
-    const FwdEpilogue ep{y, bias, has_bias, m0, n0, M, PQ, K, Kg, g};
-    igemm_tile<T, VEC, true, true>(a, b, ep, 0, ceil_div(Kred, IgemmCfg<T>::BK));
+    const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    igemm_tile<T, BN, VEC, true, true>(a, b, ep, kt_begin, kt_end);
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gemm(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    conv2d_fwd_implicit_gemm_impl<IG_BN>(
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw,
+        ph, pw, dh, dw, G);
+}
+
+// The same with 64-column tiles (IG_BN_NARROW), for GEMMs with at most 64 columns per group.
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv2d_fwd_implicit_gemm_narrow(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    conv2d_fwd_implicit_gemm_impl<IG_BN_NARROW>(
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, N, C, H, W, K, R, S, P, Q, sh, sw,
+        ph, pw, dh, dw, G);
 }

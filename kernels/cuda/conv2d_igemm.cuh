@@ -1,23 +1,36 @@
 // Shared implicit-GEMM machinery of the conv2d kernels (conv2d_fwd.cu, conv2d_bwd.cu).
 //
-// One thread block computes a BM x BN tile (128 x 64) of C = A @ B^T with 256 threads, where
+// One thread block computes a BM x BN tile (128 x 128, or 128 x 64 for narrow GEMMs: template BN)
+// of C = A @ B^T with 256 threads, where
 // A (BM rows x Kred) and B (BN rows x Kred) are never materialised: an "operand" functor maps
 // (row, reduction index) to a global offset or to an implicit zero (padding, tile edge). The
-// reduction runs in BK slices through double-buffered shared memory (global loads of slice k+1
-// are staged in registers while slice k is multiplied; one __syncthreads per slice).
+// reduction runs in BK slices through a ring of IG_STAGES shared-memory stages (dynamic shared
+// memory, IG_OPERAND_BYTES per operand and stage, sized by the launcher):
+//
+//   IG_ASYNC = 1 (16-bit types with 16-byte loads): every 16-byte vector goes global -> shared by
+//     cp.async.cg (src-size 0 zero-fills padding and tile edges), IG_STAGES (>= 3) stages in
+//     flight: slice k + STAGES - 1 is issued while slice k is multiplied; one cp.async group and
+//     one __syncthreads per slice.
+//   IG_ASYNC = 0 (fp32, or scalar 16-bit loads): two stages; slice k+1 is staged in registers
+//     while slice k is multiplied (one __syncthreads per slice).
 //
 //   T = f16_t / bf16_t : BK = 32, tensor cores: mma.sync.m16n8k16 (fp32 accumulate), fragments
-//                        loaded with ldmatrix (.trans for row-contiguous operands). 8 warps as
-//                        4 (M) x 2 (N), each warp a 32 x 32 tile = 2 x 4 mma tiles.
-//   T = float          : BK = 16, exact fp32 FMA; each thread an 8 x 4 micro-tile
+//                        loaded with ldmatrix (.trans for row-contiguous operands) and double
+//                        buffered in registers (the k16 step ks+1 is loaded while ks multiplies).
+//                        8 warps as 2 (M) x 4 (N), each warp a 64 x 32 tile = 4 x 4 mma tiles
+//                        (BN = 64: 4 x 2 warps of 32 x 32).
+//   T = float          : BK = 16, exact fp32 FMA; each thread an 8 x (BN / 16) micro-tile
 //                        (rows tm + 16 i, cols tn + 16 j with tm = tid % 16, tn = tid / 16).
 //
 // Operand load mapping (template KFAST):
 //   KFAST = true : the operand is contiguous along the reduction index (e.g. NHWC channels).
-//                  A thread loads NV consecutive k of one row; smem for mma is [row][BK + 8].
+//                  A thread loads NV consecutive k of one row; smem for mma is [row][BK + PAD].
 //   KFAST = false: the operand is contiguous along its rows (e.g. dY's channels in dW).
-//                  A thread loads NV consecutive rows at one k; smem for mma is [BK][ROWS + 8].
-//   The fp32 path always keeps smem as [BK][ROWS + 4].
+//                  A thread loads NV consecutive rows at one k; smem for mma is [BK][ROWS + PAD].
+//   The fp32 path always keeps smem as [BK][ROWS + PAD].
+// The PAD (8 halves / 4 floats) makes the row stride 16 bytes more than a multiple of 128 (or of
+// 32 words): the 8 row addresses of each ldmatrix phase fall in 8 different 4-bank groups (no bank
+// conflicts), and every 16-byte vector stays 16-byte aligned for cp.async.
 // NV (1, or 8 halves / 4 floats = 16 bytes) is chosen by the launcher, which guarantees that the
 // NV elements of one load are contiguous, 16-byte aligned and either all valid or all invalid.
 //
@@ -29,34 +42,41 @@
 #pragma once
 #include "common.cuh"
 
-// Tile constants come from the launcher (-D, cnngpu/backends/cupy_backend/_config.py CONV_DEFINES),
-// the one place they are written; the warp layout below is fixed to them.
+// Tile constants come from the launcher (-D, cnngpu/backends/cupy_backend/_config.py CONV_DEFINES
+// and igemm_spec), the one place they are written; the warp layout below is fixed to them.
 #if !defined(IG_THREADS) || !defined(IG_BM) || !defined(IG_BN)
 #error "IG_THREADS, IG_BM and IG_BN are -D defines from cupy_backend/_config.py CONV_DEFINES"
 #endif
-static_assert(IG_THREADS == 256 && IG_BM == 128 && IG_BN == 64,
-              "the mma / FFMA warp layout is 8 warps of 32 x 32 outputs on a 128 x 64 tile");
+#if !defined(IG_BK) || !defined(IG_PAD) || !defined(IG_ASYNC) || !defined(IG_STAGES) || !defined(IG_OPERAND_BYTES)
+#error "IG_BK, IG_PAD, IG_ASYNC, IG_STAGES and IG_OPERAND_BYTES are -D defines from cupy_backend/_config.py igemm_spec"
+#endif
+#ifndef IG_BN_NARROW
+#error "IG_BN_NARROW is a -D define from cupy_backend/_config.py CONV_DEFINES"
+#endif
+static_assert(IG_THREADS == 256 && IG_BM == 128 && IG_BN == 128 && IG_BN_NARROW == 64,
+              "the mma / FFMA warp layouts are 8 warps of 64 x 32 (BN = 128) or 32 x 32 (BN = 64) outputs");
+static_assert(IG_ASYNC ? IG_STAGES >= 3 : IG_STAGES == 2, "cp.async pipelines keep >= 3 stages, the register path 2");
+static_assert(IG_OPERAND_BYTES % 16 == 0, "stages must keep 16-byte alignment");
 
 template <typename T>
 struct IgemmCfg;
 template <>
 struct IgemmCfg<float> {
-    static constexpr int BK = 16;
     static constexpr bool MMA = false;
     typedef float raw;
 };
 template <>
 struct IgemmCfg<f16_t> {
-    static constexpr int BK = 32;
     static constexpr bool MMA = true;
     typedef unsigned short raw;
 };
 template <>
 struct IgemmCfg<bf16_t> {
-    static constexpr int BK = 32;
     static constexpr bool MMA = true;
     typedef unsigned short raw;
 };
+constexpr int IG_KSTEPS = IG_BK / 16;  // mma k16 steps per slice
+static_assert(IG_BK % 16 == 0, "BK is a multiple of the mma K step (and of the FFMA unroll)");
 
 template <typename R, int V>
 struct alignas(sizeof(R) * V) RVec {
@@ -69,25 +89,43 @@ __device__ __forceinline__ void zero_vec(RVec<R, V>& x) {
     for (int e = 0; e < V; ++e) x.v[e] = R(0);
 }
 
-// Shared-memory tile of one operand; row stride and layout as described above.
+// Shared-memory tile of one operand and stage; row stride and layout as described above.
 template <typename T, int ROWS, bool KFAST>
 struct SmemLayout {
     typedef typename IgemmCfg<T>::raw R;
-    static constexpr int BK = IgemmCfg<T>::BK;
+    static constexpr int BK = IG_BK;
     static constexpr bool ROW_MAJOR_K = IgemmCfg<T>::MMA && KFAST;  // [row][k]
-    static constexpr int LD = ROW_MAJOR_K ? (BK + 8) : (ROWS + (IgemmCfg<T>::MMA ? 8 : 4));
-    static constexpr int SIZE = ROW_MAJOR_K ? ROWS * LD : BK * LD;  // elements per buffer
+    static constexpr int LD = ROW_MAJOR_K ? (BK + IG_PAD) : (ROWS + IG_PAD);
+    static constexpr int SIZE = ROW_MAJOR_K ? ROWS * LD : BK * LD;  // elements per stage
+    static_assert(SIZE * (int)sizeof(R) <= IG_OPERAND_BYTES, "IG_OPERAND_BYTES (launcher) too small for the layout");
     __device__ static __forceinline__ int idx(int row, int k) {
         return ROW_MAJOR_K ? row * LD + k : k * LD + row;
     }
 };
 
-// Global -> registers -> shared memory for one operand tile (ROWS x BK).
+// ---- inline PTX (no headers) -------------------------------------------------------------------
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// 16 bytes global -> shared, asynchronously; ok = false writes 16 zero bytes and reads nothing.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                 :: "r"(smem_addr(smem)), "l"(gmem), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
+
+// Global -> shared memory for one operand tile (ROWS x BK): through registers (fetch + store) or
+// by cp.async (issue).
 template <typename T, int ROWS, int NV, bool KFAST, class Op>
 struct TileLoader {
     typedef typename IgemmCfg<T>::raw R;
     typedef SmemLayout<T, ROWS, KFAST> L;
-    static constexpr int BK = IgemmCfg<T>::BK;
+    static constexpr int BK = IG_BK;
     // KFAST: LPR loads per row, a pass covers RSTEP rows
     static constexpr int LPR = BK / NV;
     static constexpr int RSTEP = IG_THREADS / LPR;
@@ -99,11 +137,36 @@ struct TileLoader {
                         : (ROWS % NV == 0 && IG_THREADS % RPV == 0 && BK % KSTEP == 0),
                   "tile mapping does not divide evenly");
 
-    RVec<R, NV> regs[ITERS];
+    RVec<R, (IG_ASYNC ? 1 : NV)> regs[IG_ASYNC ? 1 : ITERS];  // the register path's staging
     typename Op::RS fixed_row;  // !KFAST: the thread's row vector never changes
 
     __device__ __forceinline__ void init(const Op& op) {
         if (!KFAST) fixed_row = op.rstate((threadIdx.x % RPV) * NV);
+    }
+
+    // cp.async of the slice starting at reduction index k0 into one stage (IG_ASYNC only).
+    __device__ __forceinline__ void issue(const Op& op, int k0, R* smem) const {
+        static_assert(NV * sizeof(R) == 16 && L::ROW_MAJOR_K == KFAST, "cp.async moves 16-byte vectors");
+        const int t = threadIdx.x;
+        if (KFAST) {
+            const int lrow = t / LPR, lk = (t % LPR) * NV;
+            const typename Op::KS ks = op.kstate(k0 + lk);
+#pragma unroll
+            for (int i = 0; i < ITERS; ++i) {
+                const int row = lrow + i * RSTEP;
+                long long off = 0;
+                const bool ok = op.offset(op.rstate(row), ks, off);
+                cp_async16(smem + L::idx(row, lk), op.ptr + (ok ? off : 0), ok);
+            }
+        } else {
+            const int row = (t % RPV) * NV, lk0 = t / RPV;
+#pragma unroll
+            for (int i = 0; i < ITERS; ++i) {
+                long long off = 0;
+                const bool ok = op.offset(fixed_row, op.kstate(k0 + lk0 + i * KSTEP), off);
+                cp_async16(smem + L::idx(row, lk0 + i * KSTEP), op.ptr + (ok ? off : 0), ok);
+            }
+        }
     }
 
     __device__ __forceinline__ void fetch(const Op& op, int k0) {
@@ -157,13 +220,7 @@ struct TileLoader {
     }
 };
 
-// ---- tensor-core helpers (inline PTX, no headers) ----------------------------------------------
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-
+// ---- tensor-core helpers -----------------------------------------------------------------------
 template <bool TRANS>
 __device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) {
     if (TRANS)
@@ -193,146 +250,211 @@ __device__ __forceinline__ void mma_16816<bf16_t>(float (&c)[4], const unsigned 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Accumulators of one thread: 32 floats in both paths.
-struct IgemmAcc {
-    float c[32];
+// Warp layout of a 128 x BN tile: WN = BN / 32 warps along N, 8 / WN along M; each warp owns
+// WTM = 128 / (8 / WN) rows (64 or 32 = MI m16 tiles) and 32 columns (4 n8 tiles).
+template <int BN>
+struct WarpTile {
+    static constexpr int WN = BN / 32, WM = (IG_THREADS / 32) / WN, WTM = IG_BM / WM, MI = WTM / 16;
+    static constexpr int ACC = IG_BM * BN / IG_THREADS;  // accumulators per thread (both paths)
+    static_assert(WN * WM == IG_THREADS / 32 && MI * 16 == WTM && ACC == MI * 16, "warp layout");
 };
 
-// One BK slice on the tensor cores. Warp (wm, wn) = (warp % 4, warp / 4) owns rows wm*32..+32
-// and cols wn*32..+32; acc.c[(mi*4 + ni)*4 + e] is the m16n8 fragment element e of tile (mi, ni).
-template <typename T, bool AKF, bool BKF>
-__device__ __forceinline__ void mma_slice(const typename IgemmCfg<T>::raw* As,
-                                          const typename IgemmCfg<T>::raw* Bs, IgemmAcc& acc) {
+// Accumulators of one thread.
+template <int BN>
+struct IgemmAcc {
+    float c[WarpTile<BN>::ACC];
+};
+
+// The A / B fragments of one k16 step of a warp's WTM x 32 tile.
+template <int BN>
+struct MmaFrags {
+    unsigned a[WarpTile<BN>::MI][4];
+    unsigned b[4][2];
+};
+
+// Warp (wm, wn) = (warp % WM, warp / WM) owns rows wm*WTM..+WTM and cols wn*32..+32.
+template <typename T, int BN, bool AKF, bool BKF>
+__device__ __forceinline__ void load_frags(const typename IgemmCfg<T>::raw* As, const typename IgemmCfg<T>::raw* Bs,
+                                           int ks, MmaFrags<BN>& f) {
     typedef SmemLayout<T, IG_BM, AKF> LA;
-    typedef SmemLayout<T, IG_BN, BKF> LB;
+    typedef SmemLayout<T, BN, BKF> LB;
+    typedef WarpTile<BN> WT;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int wm = warp & 3, wn = warp >> 2;
+    const int wm = warp % WT::WM, wn = warp / WT::WM;
     const int j = lane >> 3;
 #pragma unroll
-    for (int ks = 0; ks < IgemmCfg<T>::BK; ks += 16) {
-        unsigned a[2][4], b[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-            int row, k;
-            if (AKF) {  // [row][k]: matrices (rows 0-7|8-15) x (k 0-7|8-15), row-major
-                row = wm * 32 + mi * 16 + (lane & 15);
-                k = ks + (lane >> 4) * 8;
-            } else {    // [k][row]: transposed load
-                row = wm * 32 + mi * 16 + 8 * (j & 1);
-                k = ks + (lane & 7) + 8 * (j >> 1);
-            }
-            ldsm_x4<!AKF>(a[mi], As + LA::idx(row, k));
+    for (int mi = 0; mi < WT::MI; ++mi) {
+        int row, k;
+        if (AKF) {  // [row][k]: matrices (rows 0-7|8-15) x (k 0-7|8-15), row-major
+            row = wm * WT::WTM + mi * 16 + (lane & 15);
+            k = ks + (lane >> 4) * 8;
+        } else {    // [k][row]: transposed load
+            row = wm * WT::WTM + mi * 16 + 8 * (j & 1);
+            k = ks + (lane & 7) + 8 * (j >> 1);
         }
+        ldsm_x4<!AKF>(f.a[mi], As + LA::idx(row, k));
+    }
 #pragma unroll
-        for (int np = 0; np < 2; ++np) {
-            int n, k;
-            if (BKF) {  // [n][k]
-                n = wn * 32 + np * 16 + (lane & 7) + 8 * (j >> 1);
-                k = ks + 8 * (j & 1);
-            } else {    // [k][n]
-                n = wn * 32 + np * 16 + 8 * (j >> 1);
-                k = ks + (lane & 7) + 8 * (j & 1);
-            }
-            unsigned r[4];
-            ldsm_x4<!BKF>(r, Bs + LB::idx(n, k));
-            b[2 * np][0] = r[0];
-            b[2 * np][1] = r[1];
-            b[2 * np + 1][0] = r[2];
-            b[2 * np + 1][1] = r[3];
+    for (int np = 0; np < 2; ++np) {
+        int n, k;
+        if (BKF) {  // [n][k]
+            n = wn * 32 + np * 16 + (lane & 7) + 8 * (j >> 1);
+            k = ks + 8 * (j & 1);
+        } else {    // [k][n]
+            n = wn * 32 + np * 16 + 8 * (j >> 1);
+            k = ks + (lane & 7) + 8 * (j & 1);
         }
+        unsigned r[4];
+        ldsm_x4<!BKF>(r, Bs + LB::idx(n, k));
+        f.b[2 * np][0] = r[0];
+        f.b[2 * np][1] = r[1];
+        f.b[2 * np + 1][0] = r[2];
+        f.b[2 * np + 1][1] = r[3];
+    }
+}
+
+// One BK slice on the tensor cores; acc.c[(mi*4 + ni)*4 + e] is the m16n8 fragment element e of
+// tile (mi, ni). The fragments of k step ks+1 are loaded before the mma of step ks are issued.
+template <typename T, int BN, bool AKF, bool BKF>
+__device__ __forceinline__ void mma_slice(const typename IgemmCfg<T>::raw* As,
+                                          const typename IgemmCfg<T>::raw* Bs, IgemmAcc<BN>& acc) {
+    MmaFrags<BN> f[2];
+    load_frags<T, BN, AKF, BKF>(As, Bs, 0, f[0]);
 #pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
+    for (int s = 0; s < IG_KSTEPS; ++s) {
+        if (s + 1 < IG_KSTEPS) load_frags<T, BN, AKF, BKF>(As, Bs, (s + 1) * 16, f[(s + 1) & 1]);
+#pragma unroll
+        for (int mi = 0; mi < WarpTile<BN>::MI; ++mi)
 #pragma unroll
             for (int ni = 0; ni < 4; ++ni) {
                 float(&c)[4] = *reinterpret_cast<float(*)[4]>(&acc.c[(mi * 4 + ni) * 4]);
-                mma_16816<T>(c, a[mi], b[ni][0], b[ni][1]);
+                mma_16816<T>(c, f[s & 1].a[mi], f[s & 1].b[ni][0], f[s & 1].b[ni][1]);
             }
     }
 }
 
-// One BK slice with fp32 FMA: acc.c[i * 4 + j] += sum_k A[tm + 16 i][k] * B[tn + 16 j][k].
-template <int LDA, int LDB>
-__device__ __forceinline__ void fma_slice(const float* As, const float* Bs, IgemmAcc& acc) {
+// One BK slice with fp32 FMA: acc.c[i * NJ + j] += sum_k A[tm + 16 i][k] * B[tn + 16 j][k]
+// (8 x NJ micro-tile, NJ = BN / 16).
+template <int BN, int LDA, int LDB>
+__device__ __forceinline__ void fma_slice(const float* As, const float* Bs, IgemmAcc<BN>& acc) {
+    constexpr int NJ = BN / 16;
     const int tm = threadIdx.x & 15, tn = threadIdx.x >> 4;
 #pragma unroll
-    for (int k = 0; k < IgemmCfg<float>::BK; ++k) {
-        float a[8], b[4];
+    for (int k = 0; k < IG_BK; ++k) {
+        float a[8], b[NJ];
 #pragma unroll
         for (int i = 0; i < 8; ++i) a[i] = As[k * LDA + tm + 16 * i];
 #pragma unroll
-        for (int jj = 0; jj < 4; ++jj) b[jj] = Bs[k * LDB + tn + 16 * jj];
+        for (int jj = 0; jj < NJ; ++jj) b[jj] = Bs[k * LDB + tn + 16 * jj];
 #pragma unroll
         for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) acc.c[i * 4 + jj] = fmaf(a[i], b[jj], acc.c[i * 4 + jj]);
+            for (int jj = 0; jj < NJ; ++jj) acc.c[i * NJ + jj] = fmaf(a[i], b[jj], acc.c[i * NJ + jj]);
     }
 }
 
 // Tile-local (row, col) of accumulator element idx of this thread.
-template <typename T>
+template <typename T, int BN>
 __device__ __forceinline__ void acc_coord(int idx, int& row, int& col) {
     if constexpr (IgemmCfg<T>::MMA) {
+        typedef WarpTile<BN> WT;
         const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
         const int tile = idx >> 2, e = idx & 3, mi = tile >> 2, ni = tile & 3;
-        row = (warp & 3) * 32 + mi * 16 + (lane >> 2) + 8 * (e >> 1);
-        col = (warp >> 2) * 32 + ni * 8 + 2 * (lane & 3) + (e & 1);
+        row = (warp % WT::WM) * WT::WTM + mi * 16 + (lane >> 2) + 8 * (e >> 1);
+        col = (warp / WT::WM) * 32 + ni * 8 + 2 * (lane & 3) + (e & 1);
     } else {
-        row = (threadIdx.x & 15) + 16 * (idx >> 2);
-        col = (threadIdx.x >> 4) + 16 * (idx & 3);
+        constexpr int NJ = BN / 16;
+        row = (threadIdx.x & 15) + 16 * (idx / NJ);
+        col = (threadIdx.x >> 4) + 16 * (idx % NJ);
     }
 }
 
+template <typename T, int BN, bool AKF, bool BKF>
+__device__ __forceinline__ void slice_math(const typename IgemmCfg<T>::raw* As, const typename IgemmCfg<T>::raw* Bs,
+                                           IgemmAcc<BN>& acc) {
+    if constexpr (IgemmCfg<T>::MMA)
+        mma_slice<T, BN, AKF, BKF>(As, Bs, acc);
+    else
+        fma_slice<BN, SmemLayout<T, IG_BM, AKF>::LD, SmemLayout<T, BN, BKF>::LD>(
+            reinterpret_cast<const float*>(As), reinterpret_cast<const float*>(Bs), acc);
+}
+
 // The main loop: reduction slices [kt_begin, kt_end) of BK, then ep.store(row, col, value) for
-// every element of the tile (tile-local coordinates; the epilogue checks bounds).
+// every element of the tile (tile-local coordinates; the epilogue checks bounds). Shared memory:
+// the launch's dynamic shared memory, IG_STAGES stages of (A, B) of IG_OPERAND_BYTES each.
 // Every thread of the block must call this (it synchronises).
-template <typename T, int NV, bool AKF, bool BKF, class OpA, class OpB, class Ep>
+template <typename T, int BN, int NV, bool AKF, bool BKF, class OpA, class OpB, class Ep>
 __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const Ep& ep,
                                            int kt_begin, int kt_end) {
     typedef typename IgemmCfg<T>::raw R;
-    typedef SmemLayout<T, IG_BM, AKF> LA;
-    typedef SmemLayout<T, IG_BN, BKF> LB;
-    constexpr int BK = IgemmCfg<T>::BK;
-    __shared__ __align__(16) R As[2][LA::SIZE];
-    __shared__ __align__(16) R Bs[2][LB::SIZE];
+    constexpr int BK = IG_BK;
+    constexpr int OPE = IG_OPERAND_BYTES / (int)sizeof(R);  // elements per operand and stage
+    extern __shared__ __align__(16) unsigned char ig_smem[];
+    R* const smem = reinterpret_cast<R*>(ig_smem);
 
     TileLoader<T, IG_BM, NV, AKF, OpA> la;
-    TileLoader<T, IG_BN, NV, BKF, OpB> lb;
+    TileLoader<T, BN, NV, BKF, OpB> lb;
     la.init(opA);
     lb.init(opB);
 
-    IgemmAcc acc;
+    constexpr int ACC = WarpTile<BN>::ACC;
+    IgemmAcc<BN> acc;
 #pragma unroll
-    for (int i = 0; i < 32; ++i) acc.c[i] = 0.0f;
+    for (int i = 0; i < ACC; ++i) acc.c[i] = 0.0f;
 
-    if (kt_begin < kt_end) {
-        la.fetch(opA, kt_begin * BK);
-        lb.fetch(opB, kt_begin * BK);
-        la.store(As[0]);
-        lb.store(Bs[0]);
-        __syncthreads();
-        for (int kt = kt_begin; kt < kt_end; ++kt) {
-            const int cur = (kt - kt_begin) & 1;
-            const bool more = kt + 1 < kt_end;
-            if (more) {  // issue the next slice's global loads before the math
-                la.fetch(opA, (kt + 1) * BK);
-                lb.fetch(opB, (kt + 1) * BK);
+    const int nk = kt_end - kt_begin;
+    if constexpr (IG_ASYNC) {
+        static_assert(IgemmCfg<T>::MMA, "the cp.async pipeline feeds the tensor-core path");
+#pragma unroll
+        for (int s = 0; s < IG_STAGES - 1; ++s) {  // prologue: STAGES - 1 slices in flight
+            if (s < nk) {
+                la.issue(opA, (kt_begin + s) * BK, smem + s * 2 * OPE);
+                lb.issue(opB, (kt_begin + s) * BK, smem + s * 2 * OPE + OPE);
             }
-            if constexpr (IgemmCfg<T>::MMA)
-                mma_slice<T, AKF, BKF>(As[cur], Bs[cur], acc);
-            else
-                fma_slice<LA::LD, LB::LD>(reinterpret_cast<const float*>(As[cur]),
-                                          reinterpret_cast<const float*>(Bs[cur]), acc);
-            if (more) {  // the other buffer was last read before the previous barrier
-                la.store(As[cur ^ 1]);
-                lb.store(Bs[cur ^ 1]);
+            cp_async_commit();
+        }
+        for (int i = 0; i < nk; ++i) {
+            cp_async_wait<IG_STAGES - 2>();  // this thread's copies of slice i landed ...
+            __syncthreads();                 // ... everybody's, and slice i-1's stage is free
+            const int nxt = i + IG_STAGES - 1;
+            if (nxt < nk) {
+                R* st = smem + (nxt % IG_STAGES) * 2 * OPE;
+                la.issue(opA, (kt_begin + nxt) * BK, st);
+                lb.issue(opB, (kt_begin + nxt) * BK, st + OPE);
             }
+            cp_async_commit();
+            const R* cur = smem + (i % IG_STAGES) * 2 * OPE;
+            slice_math<T, BN, AKF, BKF>(cur, cur + OPE, acc);
+        }
+        cp_async_wait<0>();  // only empty groups are left
+    } else {
+        if (nk > 0) {
+            la.fetch(opA, kt_begin * BK);
+            lb.fetch(opB, kt_begin * BK);
+            la.store(smem);
+            lb.store(smem + OPE);
             __syncthreads();
+            for (int i = 0; i < nk; ++i) {
+                R* cur = smem + (i & 1) * 2 * OPE;
+                R* other = smem + ((i & 1) ^ 1) * 2 * OPE;
+                const bool more = i + 1 < nk;
+                if (more) {  // issue the next slice's global loads before the math
+                    la.fetch(opA, (kt_begin + i + 1) * BK);
+                    lb.fetch(opB, (kt_begin + i + 1) * BK);
+                }
+                slice_math<T, BN, AKF, BKF>(cur, cur + OPE, acc);
+                if (more) {  // the other buffer was last read before the previous barrier
+                    la.store(other);
+                    lb.store(other + OPE);
+                }
+                __syncthreads();
+            }
         }
     }
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < ACC; ++i) {
         int row, col;
-        acc_coord<T>(i, row, col);
+        acc_coord<T, BN>(i, row, col);
         ep.store(row, col, acc.c[i]);
     }
 }

@@ -7,7 +7,7 @@ gridDim.y <= 65535, block size a multiple of 32 and <= 1024.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 from ...geometry import ceil_div
 from ..limits import GRID_YZ_MAX
@@ -20,12 +20,41 @@ MAX_BLOCK_COUNT = 2 ** 22   # elements per block-partial: float counts stay exac
 # CONV_DEFINES (with SCALAR_T and VEC, conv.defines) for conv2d_fwd.cu / conv2d_bwd.cu.
 COLSUM_TX, COLSUM_TY = 32, 8            # (32, 8) blocks of the column sums (linear.cu, layer_norm.cu)
 KERNEL_DEFINES = {"COLSUM_TX": COLSUM_TX, "COLSUM_TY": COLSUM_TY}
-IG_BM, IG_BN, IG_THREADS = 128, 64, 256  # implicit-GEMM tile (rows x columns) and block
+IG_BM, IG_BN, IG_THREADS = 128, 128, 256  # implicit-GEMM tile (rows x columns) and block
+IG_BN_NARROW = 64                        # columns of the _narrow entry points (<= 64 columns per group)
+IG_ASYNC_STAGES = 3                      # cp.async shared-memory stages of the 16-bit implicit GEMMs
 DIRECT_TILE, DIRECT_THREADS = 16, 256    # direct forward: 16 x 16 output pixels, one per thread
 RED_THREADS = 256                        # block of the split reductions (dW direct, db, split sums)
 DX_MAX_TAPS = 32                         # R, S limit of the dX implicit GEMM's tap tables
-CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_THREADS": IG_THREADS, "DIRECT_TILE": DIRECT_TILE,
-                "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS, "DX_MAX_TAPS": DX_MAX_TAPS}
+CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_BN_NARROW": IG_BN_NARROW, "IG_THREADS": IG_THREADS,
+                "DIRECT_TILE": DIRECT_TILE, "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS,
+                "DX_MAX_TAPS": DX_MAX_TAPS}
+
+
+def igemm_spec(dtype_name: str, vec: int) -> Dict[str, int]:
+    """The per-specialisation -D constants of the implicit-GEMM main loop (conv2d_igemm.cuh):
+    IG_BK (reduction slice: 32 for the 16-bit mma path, 16 for fp32 FFMA), IG_PAD (shared row
+    padding: 16 bytes, which keeps ldmatrix free of bank conflicts and cp.async 16-byte aligned),
+    IG_ASYNC (cp.async pipeline: 16-bit types with 16-byte loads, ``vec`` elements), IG_STAGES
+    (IG_ASYNC_STAGES with cp.async, else 2 register-staged) and IG_OPERAND_BYTES (one operand's
+    stage: the larger of the [rows][BK + PAD] and [BK][rows + PAD] layouts; the kernel asserts its
+    layouts fit)."""
+    if dtype_name not in SCALAR_T:
+        raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype_name}")
+    item = 4 if dtype_name == "float32" else 2
+    bk, pad = (16, 4) if item == 4 else (32, 8)
+    use_async = item == 2 and int(vec) * item == 16
+    rows = max(IG_BM, IG_BN)
+    return {"IG_BK": bk, "IG_PAD": pad, "IG_ASYNC": int(use_async),
+            "IG_STAGES": IG_ASYNC_STAGES if use_async else 2,
+            "IG_OPERAND_BYTES": max(rows * (bk + pad), bk * (rows + pad)) * item}
+
+
+def igemm_smem_bytes(spec: Dict[str, int]) -> int:
+    """Dynamic shared memory of an implicit-GEMM launch: IG_STAGES stages of two operands."""
+    return spec["IG_STAGES"] * 2 * spec["IG_OPERAND_BYTES"]
+
+
 # Hopper implicit GEMM (conv2d_fwd_sm90.cu, built for W90_ARCH): 128 x 128 tiles of two warpgroups,
 # 64-wide K slices (128-byte swizzled rows), W90_STAGES shared-memory stages; dynamic shared memory
 # W90_SMEM_BYTES (stages + 1 KiB to align the base to the swizzle pattern), above 48 KiB: opt-in.

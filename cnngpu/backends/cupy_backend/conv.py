@@ -2,30 +2,38 @@
 
 Arrays are cupy.ndarray (float32, float16, bfloat16); accumulation is always float32. The direct
 kernels read x / dy through their strides (no copy); the implicit-GEMM kernels read NHWC copies of
-x and dy (free for channels-last inputs) and re-laid-out weights, made here with cupy. 16-bit
-tensors are re-laid-out through a uint16 view, so no cupy arithmetic on bfloat16 is needed.
-Outputs are new C-contiguous arrays of x's dtype.
+x and dy (free for channels-last inputs) and re-laid-out weights, made here with cupy on every call
+(cupy arrays carry no in-place version counter, so a re-laid weight cannot be cached safely the way
+the triton backend caches per torch parameter version). 16-bit tensors are re-laid-out through a
+uint16 view, so no cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of
+x's dtype.
 
 Algorithms (``cnngpu.backends.conv_policy``, shared with the triton backend, which also sizes the
 split-K reductions; this module says where each kernel can run: :func:`direct_fwd_plan`,
 :func:`dx_igemm_grid`):
-  forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 64
-           tiles; mma.sync m16n8k16 for fp16/bf16, exact fp32 FFMA for float32; on sm_90 devices
-           fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu: wgmma, 128 x 128 tiles,
-           cp.async 4-stage pipeline, built by NVRTC for sm_90a)
-  dX       implicit GEMM per stride-residue class (no zero-inserted dY; on sm_90 devices fp16/bf16
-           with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma) | direct gather
+  forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 128
+           tiles, 128 x 64 for <= 64 columns per group (the ``_narrow`` entry points); fp16/bf16:
+           mma.sync m16n8k16 fed by a 3-stage cp.async pipeline when channels allow 16-byte loads,
+           else 2 register-staged stages; exact fp32 FFMA for float32); split-K when the output
+           tiles fill under two waves of SMs (``conv_policy.gemm_split_k``); on sm_90 devices
+           fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu instead: wgmma, 128 x 128
+           tiles, cp.async 4-stage pipeline, built by NVRTC for sm_90a (no split-K yet)
+  dX       implicit GEMM per stride-residue class (no zero-inserted dY), split-K like the forward
+           (on sm_90 devices fp16/bf16 with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma, no
+           split-K yet) | direct gather
   dW       implicit GEMM with split-K over N*P*Q (on sm_90 devices fp16/bf16 with C/groups and
            K/groups % 8 == 0: conv2d_bwd_dw_sm90.cu, wgmma on MN-major operands) | direct (a block
            per weight element), split too
   db       a block per channel, split too
 Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order by
-conv2d_bwd_sum_splits: results are deterministic.
+conv2d_bwd_sum_splits (the forward's too; its split 0 carries the bias): results are deterministic.
+The implicit GEMMs take dynamic shared memory (:func:`igemm_smem`), above 48 KiB with the opt-in
+attribute ``max_dynamic_shared_size_bytes``.
 ``precision`` is accepted for the common signature: float32 always uses exact fp32 FMA here.
 
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
-``'<family>[split=S]'`` for the split reductions.
+``'<family>[split=S]'`` for the split reductions and split-K GEMMs.
 """
 from __future__ import annotations
 
@@ -39,8 +47,9 @@ from .. import conv_policy as policy
 from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
-from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_THREADS, RED_THREADS,
-                      SCALAR_T, W90_ARCH, W90_BK, W90_BM, W90_BN, W90_DEFINES, W90_SMEM_BYTES, W90_THREADS)
+from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_BN_NARROW, IG_THREADS,
+                      RED_THREADS, SCALAR_T, W90_ARCH, W90_BK, W90_BM, W90_BN, W90_DEFINES, W90_SMEM_BYTES,
+                      W90_THREADS, igemm_smem_bytes, igemm_spec)
 from ._cupy import EMULATED
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
@@ -54,9 +63,11 @@ FLAT_GRID_MAX = 65535 * 32          # blocks of the grid-stride kernels
 
 WS_MAX_BYTES = 256 * 2 ** 20        # fp32 split-K workspace at most
 
-FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_implicit_gemm"]
-BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_direct", "conv2d_bwd_dw_implicit_gemm",
-               "conv2d_bwd_dw_direct", "conv2d_bwd_db", "conv2d_bwd_sum_splits"]
+FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_implicit_gemm",
+               "conv2d_fwd_implicit_gemm_narrow"]
+BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm_narrow", "conv2d_bwd_dx_direct",
+               "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm_narrow", "conv2d_bwd_dw_direct",
+               "conv2d_bwd_db", "conv2d_bwd_sum_splits"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -64,7 +75,7 @@ BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_direct", "conv2d_bw
 # ------------------------------------------------------------------------------------------------
 def bk(dtype: str) -> int:
     """Reduction slice of the implicit-GEMM main loop: 16 for float32 (FFMA), 32 for 16-bit (mma)."""
-    return 16 if dtype == "float32" else 32
+    return igemm_spec(dtype, 1)["IG_BK"]
 
 
 def max_vec(dtype: str) -> int:
@@ -83,11 +94,17 @@ def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
 
 def defines(dtype: str, vec: int = 1) -> Dict[str, object]:
     """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu: the element type, the
-    vector width of the implicit GEMMs' loads and the shared constants (CONV_DEFINES)."""
+    vector width of the implicit GEMMs' loads, their main-loop constants (``_config.igemm_spec``:
+    the cp.async pipeline with 16-byte loads of 16-bit types) and the shared constants (CONV_DEFINES)."""
     try:
-        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **CONV_DEFINES}
+        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **igemm_spec(dtype, vec), **CONV_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
+
+
+def igemm_smem(dtype: str, vec: int) -> int:
+    """Dynamic shared memory (bytes) of an implicit-GEMM launch of this specialisation."""
+    return igemm_smem_bytes(igemm_spec(dtype, vec))
 
 
 # Hopper forward and dX (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for
@@ -153,9 +170,20 @@ def direct_fwd_plan(g: ConvGeometry):
     return f"conv2d_fwd_direct_{kb}ch", kb, grid, smem
 
 
+def igemm_bn(cols: int) -> int:
+    """Columns of the implicit-GEMM tile for a GEMM with ``cols`` columns per group: the _narrow
+    entry points' IG_BN_NARROW when that covers them (half the padding work of IG_BN), else IG_BN."""
+    return IG_BN_NARROW if cols <= IG_BN_NARROW else IG_BN
+
+
+def igemm_entry(base: str, cols: int) -> str:
+    """The implicit-GEMM entry point for ``cols`` columns per group (:func:`igemm_bn`)."""
+    return base + ("_narrow" if igemm_bn(cols) == IG_BN_NARROW else "")
+
+
 def fwd_igemm_grid(g: ConvGeometry) -> Tuple[int, int, int]:
-    """(tiles of 128 output pixels, tiles of 64 channels of a group, groups)."""
-    grid = (ceil_div(g.N * g.P * g.Q, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups)
+    """(tiles of 128 output pixels, tiles of igemm_bn(K/groups) channels of a group, groups)."""
+    grid = (ceil_div(g.N * g.P * g.Q, IG_BM), ceil_div(g.k_per_group, igemm_bn(g.k_per_group)), g.groups)
     if max(grid[1:]) > GRID_YZ_MAX:
         raise ValueError(f"conv2d implicit GEMM grid {grid} exceeds CUDA's limit {GRID_YZ_MAX} on y/z "
                          f"(groups={g.groups}); use algo='direct'")
@@ -172,10 +200,12 @@ def fwd_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
 
 
 def dx_igemm_grid(g: ConvGeometry):
-    """(pixel tiles of the largest residue class, tiles of 64 input channels, groups * sh * sw),
-    or None when the dX implicit GEMM cannot run (R or S > DX_MAX_TAPS, grid over the limits)."""
+    """(pixel tiles of the largest residue class, tiles of igemm_bn(C/groups) input channels,
+    groups * sh * sw), or None when the dX implicit GEMM cannot run (R or S > DX_MAX_TAPS, grid
+    over the limits)."""
     sh, sw = g.stride
-    grid = (ceil_div(g.N * ceil_div(g.H, sh) * ceil_div(g.W, sw), IG_BM), ceil_div(g.c_per_group, IG_BN),
+    grid = (ceil_div(g.N * ceil_div(g.H, sh) * ceil_div(g.W, sw), IG_BM),
+            ceil_div(g.c_per_group, igemm_bn(g.c_per_group)),
             g.groups * sh * sw)
     if max(g.R, g.S) > DX_MAX_TAPS or max(grid[1:]) > GRID_YZ_MAX:
         return None
@@ -190,6 +220,33 @@ def dx_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
             g.groups * sh * sw)
 
 
+def fwd_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
+    """(grid, splits, kt_chunk) of the forward implicit GEMM: :func:`fwd_igemm_grid` with z =
+    groups * splits; split s runs the BK-slices [s * kt_chunk, +kt_chunk) of the R*S*C/groups
+    reduction (``conv_policy.gemm_split_k``: only when the tiles fill under two waves of SMs)."""
+    gx, gy, gz = fwd_igemm_grid(g)
+    steps = ceil_div(g.c_per_group * g.R * g.S, bk(dtype))
+    splits, chunk = policy.gemm_split_k(steps, gx * gy * gz, num_sms, out_numel=g.N * g.K * g.P * g.Q,
+                                        ws_max_bytes=WS_MAX_BYTES, max_split=GRID_YZ_MAX // gz)
+    return (gx, gy, gz * splits), splits, max(chunk, 1)
+
+
+def dx_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
+    """(grid, splits, kt_chunk) of the dX implicit GEMM, or None when it cannot run
+    (:func:`dx_igemm_grid`): z = groups * sh * sw * splits; each split runs the BK-slices
+    [s * kt_chunk, +kt_chunk) of its class's reduction (taps * K/groups), sized on the class with
+    the most taps (``conv_policy.gemm_split_k``)."""
+    grid = dx_igemm_grid(g)
+    if grid is None:
+        return None
+    gx, gy, gz = grid
+    taps = max(r[5] * r[8] for r in policy.residue_classes(g)[0])
+    steps = ceil_div(taps * g.k_per_group, bk(dtype))
+    splits, chunk = policy.gemm_split_k(steps, gx * gy * gz, num_sms, out_numel=g.N * g.C * g.H * g.W,
+                                        ws_max_bytes=WS_MAX_BYTES, max_split=GRID_YZ_MAX // gz)
+    return (gx, gy, gz * splits), splits, max(chunk, 1)
+
+
 def _split(length: int, blocks: int, num_sms: int, granule: int, out_numel: int, max_split=None):
     return policy.split_k(length, blocks, num_sms, granule=granule, out_numel=out_numel,
                           ws_max_bytes=WS_MAX_BYTES, max_split=max_split)
@@ -197,13 +254,15 @@ def _split(length: int, blocks: int, num_sms: int, granule: int, out_numel: int,
 
 def dw_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
     """(grid, splits, kt_chunk) of the dW implicit GEMM: grid (tiles of 128 rows of Cg*R*S, tiles of
-    64 channels, groups * splits); each split runs kt_chunk BK-slices of the N*P*Q reduction."""
+    igemm_bn(K/groups) channels, groups * splits); each split runs kt_chunk BK-slices of the N*P*Q
+    reduction."""
     b = bk(dtype)
     rows = g.c_per_group * g.R * g.S
-    tiles = ceil_div(rows, IG_BM) * ceil_div(g.k_per_group, IG_BN) * g.groups
+    bn = igemm_bn(g.k_per_group)
+    tiles = ceil_div(rows, IG_BM) * ceil_div(g.k_per_group, bn) * g.groups
     splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, b, g.K * rows,
                            max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
-    return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, IG_BN), g.groups * splits), splits, chunk // b
+    return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, bn), g.groups * splits), splits, chunk // b
 
 
 def dw_w90_plan(g: ConvGeometry, num_sms: int):
@@ -268,6 +327,8 @@ def _launch_w90(fname: str, entry: str, family: str, dtype: str, grid, args):
 
 def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0):
     kern = _module.get_function(fname, entry, defines(dtype, vec))
+    if shared_mem > SMEM_DEFAULT_MAX:  # opt in (cudaFuncAttributeMaxDynamicSharedMemorySize)
+        kern.max_dynamic_shared_size_bytes = int(shared_mem)
     kern(tuple(int(v) for v in grid), tuple(int(v) for v in block), tuple(args), shared_mem=int(shared_mem))
     launched(entry)
     if family != entry:
@@ -309,15 +370,21 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         return y
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
-    grid = fwd_igemm_grid(g)
+    grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
     x_nhwc = _nhwc(x)
     w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
     vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
-    args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
     if policy.use_wgmma(dt, device_arch(), g.c_per_group, aligned=vec == max_vec(dt)):
+        args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
         _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, fwd_w90_grid(g), args)
         return y
-    _launch(FWD_FILE, "conv2d_fwd_implicit_gemm", "conv2d_fwd_implicit_gemm", dt, vec, grid, (IG_THREADS,), args)
+    ws = _workspace(splits, y.size)
+    args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+    _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt, vec,
+            grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+    launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
+    if splits > 1:
+        _sum_splits(ws, splits, y, dt)
     return y
 
 
@@ -333,17 +400,22 @@ def _sum_splits(ws, splits: int, out, dt: str) -> None:
 def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
     dx = empty((g.N, g.C, g.H, g.W), dy.dtype)
     if algo == "implicit_gemm":
-        grid = dx_igemm_grid(g)
+        grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
         w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
         d = dy_nhwc()
-        args = (d, w_grsck, dx, *_geom_args(g))
         vec = vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr))
         if policy.use_wgmma(dt, device_arch(), Kg, aligned=vec == max_vec(dt)):
+            args = (d, w_grsck, dx, *_geom_args(g))
             _launch_w90(DX_SM90_FILE, DX_SM90_ENTRIES[0], "conv2d_bwd_dx_implicit_gemm", dt, dx_w90_grid(g), args)
             return dx
-        _launch(BWD_FILE, "conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args)
+        ws = _workspace(splits, dx.size)
+        args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+        _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
+                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+        launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
+        if splits > 1:
+            _sum_splits(ws, splits, dx, dt)
         return dx
     wc = cupy.ascontiguousarray(_raw(w))
     args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
@@ -364,8 +436,8 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         if w90:
             _launch_w90(DW_SM90_FILE, DW_SM90_ENTRIES[0], "conv2d_bwd_dw_implicit_gemm", dt, grid, args)
         else:
-            _launch(BWD_FILE, "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm", dt,
-                    vec, grid, (IG_THREADS,), args)
+            _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group),
+                    "conv2d_bwd_dw_implicit_gemm", dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
     else:
         grid, splits, chunk = dw_direct_plan(g, sm_count())

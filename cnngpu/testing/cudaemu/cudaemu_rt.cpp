@@ -546,7 +546,7 @@ void* dynamic_shared(size_t align, const char* site) {
 namespace {
 
 enum Op { OP_UNKNOWN, OP_CVT_F32_F16, OP_CVT_F16_F32, OP_CVT_BF16_F32, OP_CVT_INT, OP_CVTA_SHARED, OP_MOV,
-          OP_LDMATRIX, OP_MMA, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL,
+          OP_LDMATRIX, OP_MMA, OP_MMA_TF32, OP_CVT_TF32, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL,
           // sm_90a warpgroup MMA (see "wgmma" below)
           OP_SETP_NE, OP_FENCE_PROXY_ASYNC, OP_WG_FENCE, OP_WG_COMMIT, OP_WG_WAIT, OP_WGMMA };
 
@@ -734,6 +734,10 @@ void parse_instr(PtxProgram& p, const std::string& stmt, int nops) {
         in.trans = has("trans");
         size_t known = 7 + (in.trans ? 1 : 0);
         if (mods.size() != known) ptx_fail(p, "ldmatrix form '" + opc + "' is not emulated");
+    } else if (o == "cvt" && opc == "cvt.rna.tf32.f32") {
+        in.op = OP_CVT_TF32;
+    } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32") {
+        in.op = OP_MMA_TF32;
     } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") {
         in.op = OP_MMA;
         in.bf16 = false;
@@ -906,6 +910,15 @@ extern "C" CUDAEMU_API unsigned short cudaemu_f32_to_bf16_rn(float f) {
     const unsigned x = float_to_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;    // NaN -> canonical NaN
     return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// cvt.rna.tf32.f32: round to the 10 explicit mantissa bits of tf32, ties away from zero (the
+// result is a .b32 whose low 13 bits are zero); overflow to infinity; NaN -> canonical 0x7fffffff.
+extern "C" CUDAEMU_API unsigned cudaemu_f32_to_tf32_rna(float f) {
+    const unsigned x = float_to_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fffffffu;
+    if ((x & 0x7f800000u) == 0x7f800000u) return x;          // +-inf
+    return (x + 0x1000u) & 0xffffe000u;                       // carries into the exponent: inf
 }
 
 static float bf16_to_f32(unsigned short b) { return bits_to_float((unsigned)b << 16); }
@@ -1302,6 +1315,38 @@ void cp_async(Frame& f, const Instr& in) {
     cur()->copies.push_back(c);
 }
 
+// mma.m16n8k8 .tf32: A 16x8 (a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4)), B 8x8
+// (b0 (k = t, n = g), b1 (k = t+4, n = g)), C/D as m16n8k16; g = lane >> 2, t = lane % 4. The
+// hardware reads only the 19 tf32 bits of each operand register: the low 13 bits are dropped.
+void mma_tf32_compute(WarpState& W) {
+    Frame* f0 = ((LaneFrame*)W.data[0])->f;
+    const Instr& in = *f0->ins;
+    double A[16][8], B[8][8], C[16][8];
+    const int base = cur()->linear & ~31;
+    auto tf32 = [](unsigned u) { return (double)bits_to_float(u & 0xffffe000u); };
+    for (int l = 0; l < 32; ++l) {
+        Frame& f = *((LaneFrame*)W.data[l])->f;
+        g_cur = &g_threads[base + l];
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; ++i)
+            A[g + 8 * (i & 1)][t + 4 * (i >> 1)] = tf32((unsigned)rd(f, in.args[1].elems[i], 4));
+        for (int i = 0; i < 2; ++i) B[t + 4 * i][g] = tf32((unsigned)rd(f, in.args[2].elems[i], 4));
+        for (int i = 0; i < 4; ++i)
+            C[g + 8 * (i >= 2)][2 * t + (i & 1)] = bits_to_float((unsigned)rd(f, in.args[3].elems[i], 4));
+    }
+    for (int l = 0; l < 32; ++l) {
+        Frame& f = *((LaneFrame*)W.data[l])->f;
+        g_cur = &g_threads[base + l];
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; ++i) {
+            const int r = g + 8 * (i >= 2), c = 2 * t + (i & 1);
+            double s = C[r][c];
+            for (int k = 0; k < 8; ++k) s += A[r][k] * B[k][c];
+            wr(f, in.args[0].elems[i], float_to_bits((float)s), 4);
+        }
+    }
+}
+
 void exec(Frame& f, const PtxProgram& p) {
     for (const Instr& in : p.ins) {
         f.ins = &in;
@@ -1377,6 +1422,20 @@ void exec(Frame& f, const PtxProgram& p) {
                     ptx_fail(p, fmt("'%s': the accumulator must be a vector of %d registers", in.text.c_str(), in.wg_n / 2));
                 LaneFrame lf{&f};
                 warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, fn, nullptr);
+                break;
+            }
+            case OP_CVT_TF32:
+                nargs(2);
+                wr(f, in.args[0], cudaemu_f32_to_tf32_rna(bits_to_float((unsigned)rd(f, in.args[1], 4))), 4);
+                break;
+            case OP_MMA_TF32: {
+                nargs(4);
+                const size_t want[4] = {4, 4, 2, 4};
+                for (int i = 0; i < 4; ++i)
+                    if (in.args[i].kind != 3 || in.args[i].elems.size() != want[i])
+                        ptx_fail(p, fmt("'%s': operand %d must be a vector of %zu registers", in.text.c_str(), i, want[i]));
+                LaneFrame lf{&f};
+                warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, mma_tf32_compute, nullptr);
                 break;
             }
             case OP_CP_ASYNC:
