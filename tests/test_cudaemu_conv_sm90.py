@@ -121,6 +121,31 @@ def test_wgmma_dw_splits_the_reduction(be, sm90):
     assert_close(cupy_api.asnumpy(dw).astype(np.float64), want, "float16", reduction_len=g.N * g.P * g.Q)
 
 
+# few output tiles, a long reduction: the forward / dX GEMMs split K (conv_policy.gemm_split_k)
+SPLIT_CASE = ("c128_split", 1, 128, 6, 6, 128, 3, 3, 1, 1, 1, 1, True)
+
+
+@pytest.mark.parametrize("dtype", list(DT))
+def test_wgmma_forward_and_dx_split_k(be, sm90, order, dtype):
+    from cnngpu.backends.cupy_backend import conv
+    g, xh, wh, bh = _case(SPLIT_CASE, dtype, 51)
+    (_, fsplits, _), (_, dsplits, _) = conv.fwd_w90_plan(g, conv.sm_count()), conv.dx_w90_plan(g, conv.sm_count())
+    assert fsplits > 1 and dsplits > 1
+    before = {k: be.LAUNCHES[k] for k in (ENTRY, DX_ENTRY, f"conv2d_fwd_implicit_gemm[split={fsplits}]",
+                                          f"conv2d_bwd_dx_implicit_gemm[split={dsplits}]")}
+    y = be.conv2d_forward(cupy_api.asarray(xh), cupy_api.asarray(wh), cupy_api.asarray(bh), g, algo="implicit_gemm")
+    dyh = np.random.default_rng(52).standard_normal((g.N, g.K, g.P, g.Q)).astype(DT[dtype])
+    dx, _, _ = be.conv2d_backward(cupy_api.asarray(dyh), cupy_api.asarray(xh), cupy_api.asarray(wh), g,
+                                  need_dx=True, need_dw=False, need_db=False, algo="implicit_gemm")
+    assert all(be.LAUNCHES[k] == v + 1 for k, v in before.items()), dict(be.LAUNCHES)
+    x64, w64 = xh.astype(np.float64), wh.astype(np.float64)
+    assert_close(cupy_api.asnumpy(y).astype(np.float64), ref.conv2d_forward(x64, w64, bh.astype(np.float64), g),
+                 dtype, reduction_len=g.c_per_group * g.R * g.S, what="wgmma fwd split-K")
+    want, _, _ = ref.conv2d_backward(dyh.astype(np.float64), x64, w64, g)
+    assert_close(cupy_api.asnumpy(dx).astype(np.float64), want, dtype, reduction_len=g.k_per_group * g.R * g.S,
+                 what="wgmma dX split-K")
+
+
 def test_wgmma_needs_whole_16_byte_chunks(be, sm90):
     """C/groups not a multiple of 8 (or fp32, or another arch): the mma.sync / FFMA kernel runs."""
     c = next(c for c in BIG if (c[2] // c[11]) % 8)          # depthwise: 1 channel per group

@@ -87,8 +87,9 @@ struct Dx90OpB {  // W as (G, R, S, Cg, Kg) contiguous
     }
 };
 
-struct Dx90Epilogue {  // dx (N, C, H, W) contiguous
+struct Dx90Epilogue {  // dx (N, C, H, W) contiguous, or the split's fp32 slice of ws
     T* dx;
+    float* ws;               // nullptr: write dx
     const long long* s_out;  // per tile row: n*C*H*W + h*W + w, or -1
     long long HW;
     int n0, Cg, g;
@@ -96,16 +97,24 @@ struct Dx90Epilogue {  // dx (N, C, H, W) contiguous
         const int c = n0 + col;
         const long long o = s_out[row];
         if (o < 0 || c >= Cg) return;
-        dx[o + (long long)(g * Cg + c) * HW] = from_float<T>(v);
+        const long long e = o + (long long)(g * Cg + c) * HW;
+        if (ws)
+            ws[e] = v;
+        else
+            dx[e] = from_float<T>(v);
     }
 };
 
 // Grid: x = tiles of 128 pixels of one residue class (ceil(N * ceil(H/sh) * ceil(W/sw) / 128),
 // blocks past the class's own pixel count exit), y = tiles of 128 input channels of the group,
-// z = g * (sh * sw) + a * sw + b (group, residue class). Block: 256 threads (2 warpgroups);
-// dynamic shared memory W90_SMEM_BYTES (the launcher raises the kernel's opt-in limit).
+// z = (g * (sh * sw) + a * sw + b) * splits + split (group, residue class, split). Block: 256
+// threads (2 warpgroups); dynamic shared memory W90_SMEM_BYTES (the launcher raises the kernel's
+// opt-in limit). Split `split` runs the slices [split * kt_chunk, +kt_chunk) of its class's
+// reduction (possibly none: it then writes zeros); with splits > 1 into ws[split] (splits, N, C,
+// H, W) fp32, summed in order by conv2d_bwd_sum_splits, else into dx.
 extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit_gemm_sm90(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
+    float* __restrict__ ws, int splits, int kt_chunk,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -113,7 +122,8 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
     __shared__ long long s_out[W90_BM];
     __shared__ Dx90Taps taps;
     const int classes = sh * sw;
-    const int g = blockIdx.z / classes, cls = blockIdx.z - g * classes;
+    const int gc = blockIdx.z / splits, split = blockIdx.z - gc * splits;
+    const int g = gc / classes, cls = gc - g * classes;
     const int a = cls / sw, b = cls - a * sw;
     const int Hc = a < H ? (H - a + sh - 1) / sh : 0;
     const int Wc = b < W ? (W - b + sw - 1) / sw : 0;
@@ -156,8 +166,11 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
     const int Kred = taps.nr * taps.ns * Kg;
     const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
     const Dx90OpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
-    const Dx90Epilogue ep{dx, s_out, (long long)H * W, n0, Cg, g};
-    w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, 0, ceil_div(Kred, W90_BK));
+    const int ktiles = ceil_div(Kred, W90_BK);
+    const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
+    const Dx90Epilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
+    w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, kt_begin, kt_end);
 #else
     asm volatile("trap;");
 #endif

@@ -10,7 +10,8 @@
 // Entry point:
 //   conv2d_fwd_implicit_gemm_sm90  M = N*P*Q output pixels, N = K/groups channels, reduction
 //       R*S*C/groups over x in NHWC and w in (K, R, S, C/groups), both contiguous, C/groups a
-//       multiple of 8 and both 16-byte aligned (the launcher checks); bias fused.
+//       multiple of 8 and both 16-byte aligned (the launcher checks); bias fused; deterministic
+//       split-K (partials summed by conv2d_bwd.cu's conv2d_bwd_sum_splits).
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw).
 #include "conv2d_igemm_sm90.cuh"
 
@@ -68,8 +69,9 @@ struct Fwd90OpB {
     }
 };
 
-struct Fwd90Epilogue {
+struct Fwd90Epilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of ws (bias in split 0)
     T* y;
+    float* ws;  // nullptr: write y
     const T* bias;
     int has_bias, m0, n0, M, PQ, K, Kg, g;
     __device__ __forceinline__ void store(int row, int col, float v) const {
@@ -77,25 +79,36 @@ struct Fwd90Epilogue {
         if (m >= M || k >= Kg) return;
         const int kg = g * Kg + k, n = m / PQ, pq = m - n * PQ;
         if (has_bias) v += load_float(bias + kg);
-        y[((long long)n * K + kg) * PQ + pq] = from_float<T>(v);
+        const long long o = ((long long)n * K + kg) * PQ + pq;
+        if (ws)
+            ws[o] = v;
+        else
+            y[o] = from_float<T>(v);
     }
 };
 
 // Grid: x = tiles of 128 output pixels m = (n, p, q), y = tiles of 128 output channels within the
-// group, z = group. Block: 256 threads (2 warpgroups, see conv2d_igemm_sm90.cuh); dynamic shared
-// memory W90_SMEM_BYTES (the launcher raises the kernel's opt-in limit).
+// group, z = g * splits + split. Block: 256 threads (2 warpgroups, see conv2d_igemm_sm90.cuh);
+// dynamic shared memory W90_SMEM_BYTES (the launcher raises the kernel's opt-in limit). Split
+// `split` runs the slices [split * kt_chunk, min(+kt_chunk, ceil(Kred / W90_BK))) (possibly none:
+// it then writes zeros); with splits > 1 into ws[split] (splits, N, K, P, Q) fp32, else into y.
 extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_gemm_sm90(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
-    int has_bias, T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ __align__(1024) unsigned char w90_smem[];
-    const int g = blockIdx.z, m0 = blockIdx.x * W90_BM, n0 = blockIdx.y * W90_BN;
+    const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
+    const int m0 = blockIdx.x * W90_BM, n0 = blockIdx.y * W90_BN;
     const int Cg = C / G, Kg = K / G, PQ = P * Q, M = N * PQ, Kred = R * S * Cg;
+    const int ktiles = ceil_div(Kred, W90_BK);
+    const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
     const Fwd90OpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
     const Fwd90OpB b{w_krsc, n0, Kg, g, Kred};
-    const Fwd90Epilogue ep{y, bias, has_bias, m0, n0, M, PQ, K, Kg, g};
-    w90_igemm_tile<T, true, true>(w90_smem, a, b, ep, 0, ceil_div(Kred, W90_BK));
+    const Fwd90Epilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    w90_igemm_tile<T, true, true>(w90_smem, a, b, ep, kt_begin, kt_end);
 #else
     asm volatile("trap;");
 #endif

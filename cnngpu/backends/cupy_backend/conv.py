@@ -17,10 +17,10 @@ split-K reductions; this module says where each kernel can run: :func:`direct_fw
            else 2 register-staged stages; exact fp32 FFMA for float32); split-K when the output
            tiles fill under two waves of SMs (``conv_policy.gemm_split_k``); on sm_90 devices
            fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu instead: wgmma, 128 x 128
-           tiles, cp.async 4-stage pipeline, built by NVRTC for sm_90a (no split-K yet)
+           tiles, cp.async 4-stage pipeline, built by NVRTC for sm_90a, split-K alike
   dX       implicit GEMM per stride-residue class (no zero-inserted dY), split-K like the forward
-           (on sm_90 devices fp16/bf16 with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma, no
-           split-K yet) | direct gather
+           (on sm_90 devices fp16/bf16 with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma, split-K
+           alike) | direct gather
   dW       implicit GEMM with split-K over N*P*Q (on sm_90 devices fp16/bf16 with C/groups and
            K/groups % 8 == 0: conv2d_bwd_dw_sm90.cu, wgmma on MN-major operands) | direct (a block
            per weight element), split too
@@ -220,6 +220,27 @@ def dx_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
             g.groups * sh * sw)
 
 
+def _w90_split(grid: Tuple[int, int, int], reduction: int, out_numel: int, num_sms: int):
+    """(grid with z * splits, splits, kt_chunk) of a wgmma forward / dX GEMM of ``reduction`` terms
+    (``conv_policy.gemm_split_k`` over its W90_BK-slices)."""
+    gx, gy, gz = grid
+    splits, chunk = policy.gemm_split_k(ceil_div(reduction, W90_BK), gx * gy * gz, num_sms, out_numel=out_numel,
+                                        ws_max_bytes=WS_MAX_BYTES, max_split=GRID_YZ_MAX // gz)
+    return (gx, gy, gz * splits), splits, max(chunk, 1)
+
+
+def fwd_w90_plan(g: ConvGeometry, num_sms: int):
+    """(grid, splits, kt_chunk) of the wgmma forward: :func:`fwd_w90_grid` with z = groups * splits."""
+    return _w90_split(fwd_w90_grid(g), g.c_per_group * g.R * g.S, g.N * g.K * g.P * g.Q, num_sms)
+
+
+def dx_w90_plan(g: ConvGeometry, num_sms: int):
+    """(grid, splits, kt_chunk) of the wgmma dX: :func:`dx_w90_grid` with z = groups * sh * sw *
+    splits, sized on the residue class with the most taps."""
+    taps = max(r[5] * r[8] for r in policy.residue_classes(g)[0])
+    return _w90_split(dx_w90_grid(g), taps * g.k_per_group, g.N * g.C * g.H * g.W, num_sms)
+
+
 def fwd_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
     """(grid, splits, kt_chunk) of the forward implicit GEMM: :func:`fwd_igemm_grid` with z =
     groups * splits; split s runs the BK-slices [s * kt_chunk, +kt_chunk) of the R*S*C/groups
@@ -375,13 +396,15 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
     vec = vec_width(dt, g.c_per_group, ptrs=(x_nhwc.data.ptr, w_krsc.data.ptr))
     if policy.use_wgmma(dt, device_arch(), g.c_per_group, aligned=vec == max_vec(dt)):
-        args = (x_nhwc, w_krsc, bias, has_bias, y, *_geom_args(g))
-        _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, fwd_w90_grid(g), args)
-        return y
-    ws = _workspace(splits, y.size)
-    args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
-    _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt, vec,
-            grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+        grid, splits, kt_chunk = fwd_w90_plan(g, sm_count())
+        ws = _workspace(splits, y.size)
+        args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+        _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, grid, args)
+    else:
+        ws = _workspace(splits, y.size)
+        args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+        _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt,
+                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
     launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
     if splits > 1:
         _sum_splits(ws, splits, y, dt)
@@ -406,13 +429,15 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str):
         d = dy_nhwc()
         vec = vec_width(dt, Kg, ptrs=(d.data.ptr, w_grsck.data.ptr))
         if policy.use_wgmma(dt, device_arch(), Kg, aligned=vec == max_vec(dt)):
-            args = (d, w_grsck, dx, *_geom_args(g))
-            _launch_w90(DX_SM90_FILE, DX_SM90_ENTRIES[0], "conv2d_bwd_dx_implicit_gemm", dt, dx_w90_grid(g), args)
-            return dx
-        ws = _workspace(splits, dx.size)
-        args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
-        _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
+            grid, splits, kt_chunk = dx_w90_plan(g, sm_count())
+            ws = _workspace(splits, dx.size)
+            args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+            _launch_w90(DX_SM90_FILE, DX_SM90_ENTRIES[0], "conv2d_bwd_dx_implicit_gemm", dt, grid, args)
+        else:
+            ws = _workspace(splits, dx.size)
+            args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+            _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
+                    vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec))
         launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
         if splits > 1:
             _sum_splits(ws, splits, dx, dt)
