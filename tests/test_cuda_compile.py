@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import warnings
@@ -119,7 +120,7 @@ def compile_report(fname: str, defines: Dict, arch: int, ptx: bool = False) -> T
     return res == nvrtc.nvrtcResult.NVRTC_SUCCESS, buf.decode(errors="replace")
 
 
-_FUNC = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+)'")
+_FUNC = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+a?)'")
 _PROPS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _LMEM = re.compile(r"(\d+) bytes lmem")
 
@@ -242,3 +243,88 @@ def test_half_conv_uses_tensor_cores(compiler, fname, dtype):
     assert re.search(r"cp\.async\.cg\.shared\.global(\.L2::\d+B)? \[%r\d+\], \[%rd\d+\], 16, %r\d+;", ptx), \
         f"{fname} {dtype}: no 16-byte zero-filling cp.async in the PTX"
     assert f"cp.async.wait_group {stages - 2};" in ptx and "cp.async.commit_group;" in ptx
+
+
+# ------------------------------------------------------------------------------------------------
+# the Hopper build (sm_90a: wgmma), kernels listed in conv.BUILD_ARCH
+# ------------------------------------------------------------------------------------------------
+def _cuobjdump() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return shutil.which("cuobjdump")
+    p = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return p if os.access(p, os.X_OK) else shutil.which("cuobjdump")
+
+
+SM90A_FILES = sorted(f for f, a in conv.BUILD_ARCH.items() if a == "sm_90a")
+SM90A_ENTRIES = {conv.FWD_SM90_FILE: conv.FWD_SM90_ENTRIES, conv.DX_SM90_FILE: conv.DX_SM90_ENTRIES,
+                 conv.DW_SM90_FILE: conv.DW_SM90_ENTRIES}
+SM90A_MN_MAJOR = {conv.DW_SM90_FILE}   # both operands MN-major: HGMMA ... .tnspA.tnspB
+
+
+@pytest.mark.parametrize("fname", SM90A_FILES)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sm90a_conv_uses_wgmma(dtype, fname):
+    """nvcc -gencode=arch=compute_90a,code=sm_90a: no spills / stack / local memory, and the SASS
+    (cuobjdump) has the warpgroup MMA (HGMMA 64x128x16, fp32 accumulate), its wait with one group
+    left in flight (WARPGROUP.DEPBAR.LE gsb0, 0x1) and cp.async copies (LDGSTS)."""
+    nvcc, dump = _nvcc(), _cuobjdump()
+    if nvcc is None or dump is None:
+        pytest.skip("needs nvcc and cuobjdump (triton wheel)")
+    opts = list(_module.compile_options(conv.w90_defines(dtype)))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "k.cubin")
+        cmd = [nvcc, "-cubin", "-gencode=arch=compute_90a,code=sm_90a", "-Xptxas", "-v", *opts, "-o", out,
+               os.path.join(CUDA_DIR, fname)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        funcs = parse_ptxas(proc.stdout + proc.stderr)
+        for entry in SM90A_ENTRIES[fname]:
+            st = funcs[entry]
+            assert st == {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}, (entry, st)
+        sass = subprocess.run([dump, "-sass", out], capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"HGMMA\.64x128x16\.F32", sass), "no HGMMA in the sm_90a SASS"
+    assert ("tnspA.tnspB" in sass) == (fname in SM90A_MN_MAJOR), "operand majorness differs from the design"
+    assert "WARPGROUP.DEPBAR.LE gsb0, 0x1" in sass
+    assert "LDGSTS" in sass
+
+
+@pytest.mark.parametrize("fname", SM90A_FILES)
+def test_sm90a_path_compiles_away_for_other_targets(fname):
+    """Without the sm_90a feature macro (sm_80, plain sm_90) the entry point is a trap: no wgmma."""
+    nvcc = _nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    for arch in ARCHS:
+        ok, ptx = compile_report(fname, conv.w90_defines("float16"), arch, ptx=True)
+        assert ok, ptx[-4000:]
+        assert "wgmma" not in ptx and "trap" in ptx
+
+
+def test_sm90a_runtime_build_by_nvrtc():
+    """The launcher's own build of the Hopper kernel (NVRTC with compile_options(..., 'sm_90a'),
+    what _module.get_function does on an sm_90 device) yields SASS with HGMMA."""
+    pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
+    dump = _cuobjdump()
+    if dump is None:
+        pytest.skip("needs cuobjdump (triton wheel)")
+    fname = conv.FWD_SM90_FILE
+    try:
+        cubin = _module.nvrtc_cubin(_module.source(fname),
+                                    _module.compile_options(conv.w90_defines("bfloat16"), conv.BUILD_ARCH[fname]),
+                                    fname)
+    except (ImportError, OSError) as e:   # the NVRTC library itself missing
+        pytest.skip(f"NVRTC unavailable: {e}")
+    # cupy's nvrtc.getCUBIN returns the image one byte short of its last program header (as
+    # cupy's own RawModule loads it; the driver accepts it), which cuobjdump refuses: pad it to
+    # the extent its ELF header states (e_phoff + e_phnum * e_phentsize) for the inspection.
+    phoff, = struct.unpack_from("<Q", cubin, 32)
+    phentsize, phnum = struct.unpack_from("<HH", cubin, 54)
+    cubin = cubin + b"\0" * max(0, phoff + phentsize * phnum - len(cubin))
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "k.cubin")
+        with open(p, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([dump, "-sass", p], capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"HGMMA\.64x128x16\.F32\.BF16", sass), sass[:2000]

@@ -7,6 +7,7 @@ What lives here is decided once for both backends; what differs between them is 
   - split-K sizing of the N*P*Q reductions of dW and db (:func:`split_k`), with the backend's
     granule and workspace budget;
   - the stride-residue classes of dX (:func:`residue_classes`);
+  - whether the forward / dX / dW take the Hopper wgmma kernels (:func:`use_wgmma`);
   - the 32-bit extents of kernels that index with int (:func:`check_extents`; the limits
     themselves, the int64 decision and the SM count assumed off a GPU are in
     ``cnngpu.backends.limits``).
@@ -69,6 +70,23 @@ def choose_bwd_algos(g: ConvGeometry, algo: str = "auto", dx_gemm_fits: bool = T
     else:
         dx = dw = algo
     return (dx if dx_gemm_fits else "direct"), (dw if dw_gemm_fits else "direct")
+
+
+# ------------------------------------------------------------------------------------------------
+# Hopper warpgroup MMA
+# ------------------------------------------------------------------------------------------------
+WGMMA_ARCH = 90                 # compute capability of the wgmma kernels (built for sm_90a)
+WGMMA_CHUNK = 8                 # 16-bit elements per 16-byte chunk of its K-major operands
+
+
+def use_wgmma(dtype: str, compute_capability: int, *chunked_channels: int, aligned: bool = True) -> bool:
+    """True when an implicit GEMM takes the Hopper wgmma kernel instead of the mma.sync one: an
+    sm_90 device (the sm_90a build runs nowhere else), fp16/bf16, and operands copied in 16-byte
+    chunks of channels that never straddle a (r, s) tap or the tensor's alignment: every count of
+    ``chunked_channels`` (C/groups for the forward, K/groups for dX, both for dW) a multiple of
+    WGMMA_CHUNK and the operand bases 16-byte ``aligned``."""
+    return (int(compute_capability) == WGMMA_ARCH and dtype in ("float16", "bfloat16")
+            and all(c % WGMMA_CHUNK == 0 for c in chunked_channels) and aligned)
 
 
 # ------------------------------------------------------------------------------------------------

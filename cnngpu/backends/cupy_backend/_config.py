@@ -61,6 +61,16 @@ def igemm_smem_bytes(spec: Dict[str, int]) -> int:
     return spec["IG_STAGES"] * 2 * spec["IG_OPERAND_BYTES"]
 
 
+# Hopper implicit GEMM (conv2d_fwd_sm90.cu, built for W90_ARCH): 128 x 128 tiles of two warpgroups,
+# 64-wide K slices (128-byte swizzled rows), W90_STAGES shared-memory stages; dynamic shared memory
+# W90_SMEM_BYTES (stages + 1 KiB to align the base to the swizzle pattern), above 48 KiB: opt-in.
+W90_ARCH = "sm_90a"
+W90_BM, W90_BN, W90_BK, W90_STAGES, W90_THREADS = 128, 128, 64, 4, 256
+W90_SMEM_BYTES = W90_STAGES * (W90_BM + W90_BN) * W90_BK * 2 + 1024
+W90_DEFINES = {"W90_BM": W90_BM, "W90_BN": W90_BN, "W90_BK": W90_BK, "W90_STAGES": W90_STAGES,
+               "W90_THREADS": W90_THREADS}
+
+
 def elementwise_grid(total: int, block: int = BLOCK, max_blocks: int = 65535 * 32) -> Tuple[int]:
     """1-D grid for a grid-stride loop over ``total`` elements: one element per thread up to
     ``max_blocks`` blocks, beyond that each thread loops."""

@@ -16,10 +16,15 @@ split-K reductions; this module says where each kernel can run: :func:`direct_fw
            tiles, 128 x 64 for <= 64 columns per group (the ``_narrow`` entry points); fp16/bf16:
            mma.sync m16n8k16 fed by a 3-stage cp.async pipeline when channels allow 16-byte loads,
            else 2 register-staged stages; exact fp32 FFMA for float32); split-K when the output
-           tiles fill under two waves of SMs (``conv_policy.gemm_split_k``)
-  dX       implicit GEMM per stride-residue class (no zero-inserted dY), split-K like the forward |
-           direct gather
-  dW       implicit GEMM with split-K over N*P*Q | direct (a block per weight element), split too
+           tiles fill under two waves of SMs (``conv_policy.gemm_split_k``); on sm_90 devices
+           fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu instead: wgmma, 128 x 128
+           tiles, cp.async 4-stage pipeline, built by NVRTC for sm_90a, split-K alike
+  dX       implicit GEMM per stride-residue class (no zero-inserted dY), split-K like the forward
+           (on sm_90 devices fp16/bf16 with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma, split-K
+           alike) | direct gather
+  dW       implicit GEMM with split-K over N*P*Q (on sm_90 devices fp16/bf16 with C/groups and
+           K/groups % 8 == 0: conv2d_bwd_dw_sm90.cu, wgmma on MN-major operands) | direct (a block
+           per weight element), split too
   db       a block per channel, split too
 Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order by
 conv2d_bwd_sum_splits (the forward's too; its split 0 carries the bias): results are deterministic.
@@ -35,6 +40,7 @@ Every launch is recorded in LAUNCHES under the entry point's name and its family
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -45,7 +51,9 @@ from ..limits import GRID_X_MAX, GRID_YZ_MAX
 from . import _module
 from ._common import empty, launched
 from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG_BM, IG_BN, IG_BN_NARROW, IG_THREADS,
-                      RED_THREADS, SCALAR_T, igemm_smem_bytes, igemm_spec)
+                      RED_THREADS, SCALAR_T, W90_ARCH, W90_BK, W90_BM, W90_BN, W90_DEFINES, W90_SMEM_BYTES,
+                      W90_THREADS, igemm_smem_bytes, igemm_spec)
+from ._cupy import EMULATED
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
 
@@ -104,13 +112,49 @@ def igemm_smem(dtype: str, vec: int) -> int:
     return igemm_smem_bytes(igemm_spec(dtype, vec))
 
 
+# Hopper forward and dX (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for
+# any other target their entry points are traps.
+FWD_SM90_FILE = "conv2d_fwd_sm90.cu"
+FWD_SM90_ENTRIES = ["conv2d_fwd_implicit_gemm_sm90"]
+DX_SM90_FILE = "conv2d_bwd_dx_sm90.cu"
+DX_SM90_ENTRIES = ["conv2d_bwd_dx_implicit_gemm_sm90"]
+DW_SM90_FILE = "conv2d_bwd_dw_sm90.cu"
+DW_SM90_ENTRIES = ["conv2d_bwd_dw_implicit_gemm_sm90"]
+BUILD_ARCH = {FWD_SM90_FILE: W90_ARCH, DX_SM90_FILE: W90_ARCH, DW_SM90_FILE: W90_ARCH}  # passed as -arch
+
+
+def w90_defines(dtype: str) -> Dict[str, object]:
+    """The -D defines of the wgmma conv files (conv2d_{fwd,bwd_dx,bwd_dw}_sm90.cu) for fp16 / bf16."""
+    if dtype not in ("float16", "bfloat16"):
+        raise TypeError(f"the wgmma conv2d kernels take float16 or bfloat16, got {dtype}")
+    return {"SCALAR_T": SCALAR_T[dtype], "DX_MAX_TAPS": DX_MAX_TAPS, **W90_DEFINES}
+
+
 # Every specialisation the launchers below can request (the CPU compile test builds them all).
 CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
     (fname, list(entries), defines(dt, v, tf32))
     for fname, entries in ((FWD_FILE, FWD_ENTRIES), (BWD_FILE, BWD_ENTRIES))
     for dt, tf32 in (("float32", False), ("float32", True), ("float16", False), ("bfloat16", False))
     for v in (1, max_vec(dt))
-]
+]  + [(fname, list(entries), w90_defines(dt))
+      for fname, entries in ((FWD_SM90_FILE, FWD_SM90_ENTRIES), (DX_SM90_FILE, DX_SM90_ENTRIES),
+                             (DW_SM90_FILE, DW_SM90_ENTRIES))
+      for dt in ("float16", "bfloat16")]
+
+# Test hook: the compute capability the launchers plan for (e.g. CNNGPU_CUPY_ARCH=90 runs the
+# sm_90a wgmma path on the CPU emulation). Unset: the device's; on the emulation, whose device
+# reports 90, 80 -- so the suite keeps exercising the mma.sync kernels unless a test asks.
+ARCH_ENV = "CNNGPU_CUPY_ARCH"
+
+
+def device_arch() -> int:
+    """Compute capability (major * 10 + minor) the conv launchers plan for (see ARCH_ENV)."""
+    env = os.environ.get(ARCH_ENV)
+    if env:
+        return int(env)
+    if EMULATED:
+        return 80
+    return int(cupy.cuda.Device().compute_capability)
 
 
 def use_tf32(dtype: str, precision: str) -> bool:
@@ -156,6 +200,15 @@ def fwd_igemm_grid(g: ConvGeometry) -> Tuple[int, int, int]:
     return grid
 
 
+def fwd_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
+    """(tiles of 128 output pixels, tiles of 128 channels of a group, groups) of the wgmma forward."""
+    grid = (ceil_div(g.N * g.P * g.Q, W90_BM), ceil_div(g.k_per_group, W90_BN), g.groups)
+    if max(grid[1:]) > GRID_YZ_MAX:
+        raise ValueError(f"conv2d wgmma implicit GEMM grid {grid} exceeds CUDA's limit {GRID_YZ_MAX} on y/z "
+                         f"(groups={g.groups}); use algo='direct'")
+    return grid
+
+
 def dx_igemm_grid(g: ConvGeometry):
     """(pixel tiles of the largest residue class, tiles of igemm_bn(C/groups) input channels,
     groups * sh * sw), or None when the dX implicit GEMM cannot run (R or S > DX_MAX_TAPS, grid
@@ -167,6 +220,35 @@ def dx_igemm_grid(g: ConvGeometry):
     if max(g.R, g.S) > DX_MAX_TAPS or max(grid[1:]) > GRID_YZ_MAX:
         return None
     return grid
+
+
+def dx_w90_grid(g: ConvGeometry) -> Tuple[int, int, int]:
+    """(pixel tiles of the largest residue class, tiles of 128 input channels, groups * sh * sw) of
+    the wgmma dX (its tap limits are dx_igemm_grid's, checked first by the caller)."""
+    sh, sw = g.stride
+    return (ceil_div(g.N * ceil_div(g.H, sh) * ceil_div(g.W, sw), W90_BM), ceil_div(g.c_per_group, W90_BN),
+            g.groups * sh * sw)
+
+
+def _w90_split(grid: Tuple[int, int, int], reduction: int, out_numel: int, num_sms: int):
+    """(grid with z * splits, splits, kt_chunk) of a wgmma forward / dX GEMM of ``reduction`` terms
+    (``conv_policy.gemm_split_k`` over its W90_BK-slices)."""
+    gx, gy, gz = grid
+    splits, chunk = policy.gemm_split_k(ceil_div(reduction, W90_BK), gx * gy * gz, num_sms, out_numel=out_numel,
+                                        ws_max_bytes=WS_MAX_BYTES, max_split=GRID_YZ_MAX // gz)
+    return (gx, gy, gz * splits), splits, max(chunk, 1)
+
+
+def fwd_w90_plan(g: ConvGeometry, num_sms: int):
+    """(grid, splits, kt_chunk) of the wgmma forward: :func:`fwd_w90_grid` with z = groups * splits."""
+    return _w90_split(fwd_w90_grid(g), g.c_per_group * g.R * g.S, g.N * g.K * g.P * g.Q, num_sms)
+
+
+def dx_w90_plan(g: ConvGeometry, num_sms: int):
+    """(grid, splits, kt_chunk) of the wgmma dX: :func:`dx_w90_grid` with z = groups * sh * sw *
+    splits, sized on the residue class with the most taps."""
+    taps = max(r[5] * r[8] for r in policy.residue_classes(g)[0])
+    return _w90_split(dx_w90_grid(g), taps * g.k_per_group, g.N * g.C * g.H * g.W, num_sms)
 
 
 def fwd_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
@@ -212,6 +294,16 @@ def dw_igemm_plan(g: ConvGeometry, dtype: str, num_sms: int):
     splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, b, g.K * rows,
                            max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
     return (ceil_div(rows, IG_BM), ceil_div(g.k_per_group, bn), g.groups * splits), splits, chunk // b
+
+
+def dw_w90_plan(g: ConvGeometry, num_sms: int):
+    """(grid, splits, kt_chunk) of the wgmma dW: grid (tiles of 128 rows of Cg*R*S, tiles of 128
+    channels, groups * splits); each split runs kt_chunk W90_BK-slices of the N*P*Q reduction."""
+    rows = g.c_per_group * g.R * g.S
+    tiles = ceil_div(rows, W90_BM) * ceil_div(g.k_per_group, W90_BN) * g.groups
+    splits, chunk = _split(g.N * g.P * g.Q, tiles, num_sms, W90_BK, g.K * rows,
+                           max_split=min(policy.MAX_SPLIT, GRID_YZ_MAX // g.groups))
+    return (ceil_div(rows, W90_BM), ceil_div(g.k_per_group, W90_BN), g.groups * splits), splits, chunk // W90_BK
 
 
 def dw_direct_plan(g: ConvGeometry, num_sms: int):
@@ -263,6 +355,23 @@ def _geom_args(g: ConvGeometry):
                                    g.pad[0], g.pad[1], g.dilation[0], g.dilation[1], g.groups))
 
 
+def _launch_w90(fname: str, entry: str, family: str, dtype: str, grid, args):
+    """Launch a Hopper wgmma kernel (sm_90a build, W90_SMEM_BYTES of opted-in dynamic shared memory)."""
+    kern = _module.get_function(fname, entry, w90_defines(dtype), BUILD_ARCH[fname])
+    _module.set_max_dynamic_shared(kern, W90_SMEM_BYTES)
+    kern(tuple(int(v) for v in grid), (W90_THREADS, 1, 1), tuple(args), shared_mem=W90_SMEM_BYTES)
+    launched(entry)
+    launched(family)
+
+
+def _w90(dt: str, *chunked_channels: int, ptrs=()) -> bool:
+    """Whether the Hopper wgmma kernel runs this GEMM (``policy.use_wgmma`` on this device, the NHWC
+    operands at ``ptrs`` 16-byte aligned). The wgmma kernels read NHWC operands only, so on sm_90
+    they take precedence over the in-place NCHW 1x1 path of the mma.sync kernels."""
+    return policy.use_wgmma(dt, device_arch(), *chunked_channels,
+                            aligned=vec_width(dt, *chunked_channels, ptrs=ptrs) == max_vec(dt))
+
+
 def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0,
             tf32: bool = False):
     kern = _module.get_function(fname, entry, defines(dtype, vec, tf32))
@@ -311,14 +420,23 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
     grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
     nchw = nchw_direct(g, x)
-    x_in = _raw(x) if nchw else _nhwc(x)
     w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
-    runs = (g.H * g.W, g.c_per_group) if nchw else (g.c_per_group,)   # the 16-byte vectors' axes
-    vec = vec_width(dt, *runs, ptrs=(x_in.data.ptr, w_krsc.data.ptr))
-    ws = _workspace(splits, y.size)
-    args = (x_in, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
-    _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt, vec,
-            grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
+    if policy.use_wgmma(dt, device_arch(), g.c_per_group) and _w90(
+            dt, g.c_per_group, ptrs=((x_nhwc := _nhwc(x)).data.ptr, w_krsc.data.ptr)):
+        grid, splits, kt_chunk = fwd_w90_plan(g, sm_count())
+        nchw = False
+        ws = _workspace(splits, y.size)
+        args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+        _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, grid, args)
+    else:
+        x_in = _raw(x) if nchw else _nhwc(x)
+        runs = (g.H * g.W, g.c_per_group) if nchw else (g.c_per_group,)   # the 16-byte vectors' axes
+        vec = vec_width(dt, *runs, ptrs=(x_in.data.ptr, w_krsc.data.ptr))
+        ws = _workspace(splits, y.size)
+        args = (x_in, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw),
+                *_geom_args(g))
+        _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt,
+                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
     launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
     if nchw:
         launched("conv2d_fwd_implicit_gemm[nchw]")
@@ -342,14 +460,22 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
         grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
         w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
-        nchw = nchw_direct(g, dy)
-        d = _raw(dy) if nchw else dy_nhwc()
-        ws = _workspace(splits, dx.size)
-        args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
-        runs = (g.H * g.W, Kg) if nchw else (Kg,)
-        vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr))
-        _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
+        if policy.use_wgmma(dt, device_arch(), Kg) and _w90(dt, Kg, ptrs=((d := dy_nhwc()).data.ptr,
+                                                                        w_grsck.data.ptr)):
+            grid, splits, kt_chunk = dx_w90_plan(g, sm_count())
+            nchw = False
+            ws = _workspace(splits, dx.size)
+            args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+            _launch_w90(DX_SM90_FILE, DX_SM90_ENTRIES[0], "conv2d_bwd_dx_implicit_gemm", dt, grid, args)
+        else:
+            nchw = nchw_direct(g, dy)
+            d = _raw(dy) if nchw else dy_nhwc()
+            ws = _workspace(splits, dx.size)
+            args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+            runs = (g.H * g.W, Kg) if nchw else (Kg,)
+            vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr))
+            _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
+                    vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
         if nchw:
             launched("conv2d_bwd_dx_implicit_gemm[nchw]")
@@ -366,15 +492,22 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
 def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype)
     if algo == "implicit_gemm":
-        grid, splits, kt_chunk = dw_igemm_plan(g, dt, sm_count())
+        w90 = policy.use_wgmma(dt, device_arch(), g.c_per_group, g.k_per_group) and _w90(
+            dt, g.c_per_group, g.k_per_group, ptrs=((xn := _nhwc(x)).data.ptr, (d := dy_nhwc()).data.ptr))
+        nchw = not w90 and nchw_direct(g, x, dy)
+        grid, splits, kt_chunk = dw_w90_plan(g, sm_count()) if w90 else dw_igemm_plan(g, dt, sm_count())
         ws = _workspace(splits, dw.size)
-        nchw = nchw_direct(g, x, dy)
-        xn, d = (_raw(x), _raw(dy)) if nchw else (_nhwc(x), dy_nhwc())
-        args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
-        runs = (g.H * g.W,) if nchw else (g.c_per_group, g.k_per_group)
-        vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr))
-        _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group), "conv2d_bwd_dw_implicit_gemm",
-                dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
+        if w90:
+            args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+            _launch_w90(DW_SM90_FILE, DW_SM90_ENTRIES[0], "conv2d_bwd_dw_implicit_gemm", dt, grid, args)
+        else:
+            xn, d = (_raw(x), _raw(dy)) if nchw else (_nhwc(x), dy_nhwc())
+            args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
+            runs = (g.H * g.W,) if nchw else (g.c_per_group, g.k_per_group)
+            vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr))
+            _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group),
+                    "conv2d_bwd_dw_implicit_gemm", dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec),
+                    tf32=tf32)
         launched(f"conv2d_bwd_dw_implicit_gemm[split={splits}]")
         if nchw:
             launched("conv2d_bwd_dw_implicit_gemm[nchw]")

@@ -81,6 +81,8 @@ def parse_options(options: Sequence[str]) -> Tuple[List[str], List[str], str]:
         elif o.startswith(("--gpu-architecture=", "-arch=", "--gpu-architecture", "-arch")):
             v = o.split("=", 1)[1] if "=" in o else next(it)
             arch = "".join(ch for ch in v if ch.isdigit()) + "0"
+            if v.endswith("90a"):  # arch-specific features (wgmma, setmaxnreg): nvcc's feature macro
+                defs.append("-D__CUDA_ARCH_FEAT_SM90_ALL=1")
         elif o in ("--std=c++17", "-std=c++17", "--std=c++14", "-std=c++14", "--use_fast_math", "-use_fast_math",
                    "-lineinfo", "--generate-line-info", "-G", "--device-debug", "-restrict", "--restrict") \
                 or o.startswith(("--maxrregcount", "-maxrregcount", "-default-device", "--ftz", "--prec-div",

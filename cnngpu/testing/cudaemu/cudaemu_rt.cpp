@@ -14,6 +14,8 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -243,6 +245,9 @@ char* stack_for(int i) {
     return t.stack;
 }
 
+void wg_reset(size_t nwarps);
+const char* wg_in_flight(int warp);  // site of a wgmma.mma_async of the warp not yet retired, or null
+
 void thread_exit(Thread* t) {
     if (t->landed < t->copies.size())
         fail("thread exits with %zu cp.async copies never waited for (cp.async.wait_group / wait_all): their "
@@ -250,6 +255,9 @@ void thread_exit(Thread* t) {
              t->copies.size() - t->landed);
     t->st = EXITED;
     const int w = t->linear >> 5, lane = t->linear & 31;
+    if (const char* site = wg_in_flight(w))
+        fail("lane %d exited with the results of the wgmma.mma_async at %s still in flight (a missing "
+             "wgmma.wait_group: its accumulators are undefined)", lane, site);
     WarpState& W = g_warps[w];
     W.exited |= 1u << lane;
     if (W.arrived && (W.mask >> lane & 1u))
@@ -299,6 +307,7 @@ bool run_block(bool reverse) {
     for (auto& W : g_warps) {
         W.arrived = W.exited = 0;
     }
+    wg_reset(g_warps.size());
     for (int i = 0; i < n; ++i) {
         Thread& t = g_threads[i];
         t.linear = i;
@@ -537,7 +546,9 @@ void* dynamic_shared(size_t align, const char* site) {
 namespace {
 
 enum Op { OP_UNKNOWN, OP_CVT_F32_F16, OP_CVT_F16_F32, OP_CVT_BF16_F32, OP_CVT_INT, OP_CVTA_SHARED, OP_MOV,
-          OP_LDMATRIX, OP_MMA, OP_MMA_TF32, OP_CVT_TF32, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL };
+          OP_LDMATRIX, OP_MMA, OP_MMA_TF32, OP_CVT_TF32, OP_CP_ASYNC, OP_CP_COMMIT, OP_CP_WAIT, OP_CP_WAIT_ALL,
+          // sm_90a warpgroup MMA (see "wgmma" below)
+          OP_SETP_NE, OP_FENCE_PROXY_ASYNC, OP_WG_FENCE, OP_WG_COMMIT, OP_WG_WAIT, OP_WGMMA };
 
 struct PArg {
     int kind = 0;                 // 0 asm operand, 1 local register, 2 immediate, 3 vector, 4 address
@@ -555,6 +566,7 @@ struct Instr {
     int nmat = 0;                 // ldmatrix .x1/.x2/.x4
     bool trans = false;
     bool bf16 = false;            // mma operand type
+    int wg_n = 0;                 // wgmma: N of m64nNk16
 };
 
 }  // namespace
@@ -732,6 +744,28 @@ void parse_instr(PtxProgram& p, const std::string& stmt, int nops) {
     } else if (o == "mma" && opc == "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") {
         in.op = OP_MMA;
         in.bf16 = true;
+    } else if (o == "setp" && mods.size() == 3 && mods[1] == "ne" &&
+               (mods[2] == "b32" || mods[2] == "u32" || mods[2] == "s32")) {
+        in.op = OP_SETP_NE;
+        in.ssize = 4;
+    } else if (opc == "fence.proxy.async.shared::cta" || opc == "fence.proxy.async") {
+        in.op = OP_FENCE_PROXY_ASYNC;
+    } else if (opc == "wgmma.fence.sync.aligned") {
+        in.op = OP_WG_FENCE;
+    } else if (opc == "wgmma.commit_group.sync.aligned") {
+        in.op = OP_WG_COMMIT;
+    } else if (opc == "wgmma.wait_group.sync.aligned") {
+        in.op = OP_WG_WAIT;
+    } else if (o == "wgmma" && mods.size() == 8 && mods[1] == "mma_async" && mods[2] == "sync" &&
+               mods[3] == "aligned" && mods[5] == "f32" && mods[6] == mods[7] && (mods[6] == "f16" || mods[6] == "bf16")) {
+        // wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}: A and B from descriptors
+        int n = 0;
+        if (sscanf(mods[4].c_str(), "m64n%dk16", &n) != 1 || mods[4] != "m64n" + std::to_string(n) + "k16" ||
+            n < 8 || n > 256 || n % 8)
+            ptx_fail(p, "wgmma shape ." + mods[4] + " is not a valid m64nNk16 shape");
+        in.op = OP_WGMMA;
+        in.wg_n = n;
+        in.bf16 = mods[6] == "bf16";
     } else if (o == "cp" && mods.size() >= 5 && mods[1] == "async" && (mods[2] == "ca" || mods[2] == "cg") &&
                (mods[3] == "shared" || mods[3] == "shared::cta") && mods[4] == "global") {
         // cp.async.{ca,cg}.shared{::cta}.global{.L2::{64,128,256}B} [dst], [src], cp-size{, src-size}
@@ -991,6 +1025,249 @@ void mma_compute(WarpState& W) {
     }
 }
 
+// ---- wgmma (sm_90a warpgroup MMA) ----------------------------------------------------------------
+// A warpgroup is 4 consecutive warps (warp w of the block is warp w % 4 of warpgroup w / 4). Warp
+// j of a warpgroup owns rows 16j..16j+15 of the m64 accumulator, so each warp's share of
+// wgmma.mma_async is computed by a warp collective of its own (the 4 warps' descriptors are
+// checked to agree, issue by issue). Asynchrony: mma_async computes its result at issue (from the
+// shared memory at that moment) into a pending list and writes NaN into the destination
+// registers; commit_group closes the open list into a group; wait_group N retires the oldest
+// groups until N remain: it checks that no byte of shared memory the retired ops read was
+// modified since their issue, then writes their results into the registers. A later mma_async on
+// registers still in flight accumulates onto the pending value (the hardware's in-order chaining
+// of one accumulator). Errors: mma_async without a wgmma.fence since the warp's last wait_group;
+// a lane exiting with results in flight (a missing wait_group); shared memory written under an
+// op in flight; a warpgroup not entirely present or whose warps issue different descriptors.
+struct WgRead {
+    unsigned addr;
+    unsigned char bytes[16];
+};
+struct WgOp {
+    unsigned long long seq;
+    std::string site;
+    std::vector<std::pair<float*, float>> out;
+    std::vector<WgRead> reads;   // 16-byte rows of A / B as read at issue
+};
+struct WgWarp {
+    bool fenced = false;
+    std::vector<WgOp> open;
+    std::vector<std::vector<WgOp>> groups;     // committed, oldest first
+    std::map<float*, unsigned long long> inflight;  // register -> seq of the last op writing it
+    std::map<float*, float> pending_val;
+    unsigned long long issued = 0;
+};
+std::vector<WgWarp> g_wg;                                       // per warp of the block
+std::vector<std::vector<std::pair<unsigned long long, unsigned long long>>> g_wg_desc;  // per warpgroup
+unsigned long long g_wg_seq = 0;
+
+// Shared address of element (row, k) (row: M of A / N of B) of a 2-byte-element operand described
+// by `desc` (PTX ISA "Matrix Descriptor"; the canonical layouts, T = 8 elements = 16 bytes,
+// W-byte swizzle = Swizzle<log2(W/16),4,3> applied to the resulting address bits):
+//   K-major  (trans 0): none ((8,m),(T,2k)):((1T,SBO),(1,LBO));
+//                       W    ((8,m),(T,2k)):((W/2 el.,SBO),(1,T))   -- LBO unused
+//   MN-major (trans 1): none ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO));
+//                       W    ((T,W/16,m),(8,k)):((1,T,LBO),(W/2 el.,SBO))
+unsigned wg_elem_addr(const PtxProgram& p, unsigned long long desc, int row, int k, bool mn_major) {
+    const unsigned start = (unsigned)(desc & 0x3FFF) << 4, lbo = (unsigned)((desc >> 16) & 0x3FFF) << 4,
+                   sbo = (unsigned)((desc >> 32) & 0x3FFF) << 4, base_off = (unsigned)((desc >> 49) & 7),
+                   mode = (unsigned)(desc >> 62);
+    if (base_off) ptx_fail(p, fmt("wgmma descriptor 0x%016llx: a non-zero matrix base offset is not emulated", desc));
+    const unsigned r = (unsigned)row, kk = (unsigned)k;
+    if (mode == 0) {
+        if (!mn_major) return start + (r >> 3) * sbo + (kk >> 3) * lbo + (r & 7) * 16 + (kk & 7) * 2;
+        return start + (r & 7) * 2 + (r >> 3) * sbo + (kk & 7) * 16 + (kk >> 3) * lbo;
+    }
+    const unsigned width = mode == 1 ? 128 : mode == 2 ? 64 : 32, chunks = width / 16;
+    unsigned a;
+    if (!mn_major)
+        a = start + (r >> 3) * sbo + (r & 7) * width + kk * 2;
+    else
+        a = start + (r & 7) * 2 + ((r >> 3) % chunks) * 16 + ((r >> 3) / chunks) * lbo + (kk & 7) * width +
+            (kk >> 3) * sbo;
+    return a ^ (((a >> 7) & (chunks - 1)) << 4);
+}
+
+void wg_check_group(Frame& f) {
+    const int nt = g_nthreads, w = cur()->linear >> 5;
+    if ((w / 4 + 1) * 128 > nt)
+        ptx_fail(*f.prog, fmt("'%s': warp %d belongs to warpgroup %d, which this %d-thread block does not fill "
+                              "(wgmma needs 4 whole warps)", f.ins->text.c_str(), w, w / 4, nt));
+}
+
+void wg_fence_compute(WarpState& W) {
+    Frame& f = *((LaneFrame*)W.data[0])->f;
+    wg_check_group(f);
+    g_wg[cur()->linear >> 5].fenced = true;
+}
+
+void wg_commit_compute(WarpState& W) {
+    Frame& f = *((LaneFrame*)W.data[0])->f;
+    wg_check_group(f);
+    WgWarp& s = g_wg[cur()->linear >> 5];
+    s.groups.push_back(std::move(s.open));
+    s.open.clear();
+}
+
+void wg_retire(WgWarp& s, std::vector<WgOp>& grp, const PtxProgram& p) {
+    for (WgOp& op : grp) {
+        for (const WgRead& r : op.reads)
+            if (memcmp(g_smem + r.addr, r.bytes, 16) != 0)
+                ptx_fail(p, fmt("shared memory [0x%x, +16) read by the wgmma.mma_async at %s was modified before the "
+                                "wgmma.wait_group that retires it (the hardware reads it asynchronously)",
+                                r.addr, op.site.c_str()));
+        for (auto& o : op.out) {
+            auto it = s.inflight.find(o.first);
+            if (it != s.inflight.end() && it->second == op.seq) {  // no later op pending on this register
+                *o.first = o.second;
+                s.inflight.erase(it);
+                s.pending_val.erase(o.first);
+            }
+        }
+    }
+}
+
+void wg_wait_compute(WarpState& W) {
+    Frame& f = *((LaneFrame*)W.data[0])->f;
+    wg_check_group(f);
+    const long long n = (long long)rd(f, f.ins->args[0], 4);
+    if (n < 0 || n > 7) ptx_fail(*f.prog, fmt("'%s': wait_group takes 0..7", f.ins->text.c_str()));
+    WgWarp& s = g_wg[cur()->linear >> 5];
+    while ((long long)s.groups.size() > n) {
+        wg_retire(s, s.groups.front(), *f.prog);
+        s.groups.erase(s.groups.begin());
+    }
+    s.fenced = false;  // registers may be touched again: the next batch needs a fresh wgmma.fence
+}
+
+void wgmma_compute(WarpState& W) {
+    Frame* f0 = ((LaneFrame*)W.data[0])->f;
+    const Instr& in = *f0->ins;
+    const PtxProgram& p = *f0->prog;
+    wg_check_group(*f0);
+    const int w = cur()->linear >> 5, wq = w & 3, base = w * 32, N = in.wg_n, nreg = N / 2;
+    WgWarp& s = g_wg[w];
+    if (!s.fenced)
+        ptx_fail(p, "wgmma.mma_async without a wgmma.fence since the warp's last wgmma.wait_group (the PTX ISA "
+                    "requires the fence before the first wgmma.mma_async touching the accumulators)");
+    unsigned long long da = 0, db = 0;
+    long long scale_a = 1, scale_b = 1, ta = 0, tb = 0;
+    bool scale_d = true;
+    for (int l = 0; l < 32; ++l) {
+        Frame& f = *((LaneFrame*)W.data[l])->f;
+        g_cur = &g_threads[base + l];
+        const unsigned long long a = rd(f, in.args[1], 8), b = rd(f, in.args[2], 8);
+        const bool sd = rd(f, in.args[3], 1) != 0;
+        if (l == 0) {
+            da = a;
+            db = b;
+            scale_d = sd;
+            scale_a = (long long)rd(f, in.args[4], 4);
+            scale_b = (long long)rd(f, in.args[5], 4);
+            ta = (long long)rd(f, in.args[6], 4);
+            tb = (long long)rd(f, in.args[7], 4);
+        } else if (a != da || b != db || sd != scale_d) {
+            ptx_fail(p, fmt("'%s': lanes 0 and %d pass different descriptors or scale-d (0x%llx 0x%llx vs 0x%llx 0x%llx)",
+                            in.text.c_str(), l, da, db, a, b));
+        }
+    }
+    g_cur = &g_threads[base];
+    if ((int)scale_a != 1 && (int)scale_a != -1) ptx_fail(p, "imm-scale-a must be 1 or -1");
+    if ((int)scale_b != 1 && (int)scale_b != -1) ptx_fail(p, "imm-scale-b must be 1 or -1");
+    if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1)) ptx_fail(p, "imm-trans-a/b must be 0 or 1");
+    {   // the 4 warps of the warpgroup must issue the same sequence of descriptors
+        auto& v = g_wg_desc[w / 4];
+        const auto d = std::make_pair(da, db);
+        if (s.issued < v.size()) {
+            if (v[s.issued] != d)
+                ptx_fail(p, fmt("'%s': warp %d of the warpgroup issues descriptors (0x%llx, 0x%llx) as its wgmma #%llu, "
+                                "another warp issued (0x%llx, 0x%llx)", in.text.c_str(), wq, da, db, s.issued,
+                                v[s.issued].first, v[s.issued].second));
+        } else {
+            v.push_back(d);
+        }
+        ++s.issued;
+    }
+    // operands: A rows 16*wq .. +16 of the m64 x k16 tile, B all N rows (K-major, n x k16)
+    const unsigned used = (unsigned)(g_svars.empty() ? g_dyn : g_static_top);
+    WgOp op;
+    op.seq = ++g_wg_seq;
+    op.site = p.loc;
+    std::vector<unsigned> chunks;  // 16-byte chunks read (snapshot for the wait's check)
+    auto load = [&](unsigned long long desc, int row, bool mn_major, double* dst) {
+        for (int k = 0; k < 16; ++k) {
+            const unsigned a = wg_elem_addr(p, desc, row, k, mn_major);
+            if (a % 2 || a + 2 > used || a + 2 > WINDOW)
+                ptx_fail(p, fmt("'%s': descriptor 0x%llx puts row %d, k %d at shared address 0x%x, outside the block's "
+                                "shared memory (%u bytes in use) or misaligned",
+                                in.text.c_str(), desc, row, k, a, used));
+            chunks.push_back(a & ~15u);
+            unsigned short h;
+            memcpy(&h, g_smem + a, 2);
+            dst[k] = in.bf16 ? bf16_to_f32(h) : cudaemu_f16_to_f32(h);
+        }
+    };
+    double A[16][16];
+    std::vector<double> B((size_t)N * 16);
+    for (int r = 0; r < 16; ++r) {
+        load(da, 16 * wq + r, ta != 0, A[r]);
+        for (int k = 0; k < 16; ++k) A[r][k] *= (double)scale_a;
+    }
+    for (int n = 0; n < N; ++n) {
+        load(db, n, tb != 0, &B[(size_t)n * 16]);
+        for (int k = 0; k < 16; ++k) B[(size_t)n * 16 + k] *= (double)scale_b;
+    }
+    std::sort(chunks.begin(), chunks.end());
+    chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+    for (unsigned c : chunks) {
+        if (c + 16 > WINDOW) continue;
+        WgRead rd_;
+        rd_.addr = c;
+        memcpy(rd_.bytes, g_smem + c, 16);
+        op.reads.push_back(rd_);
+    }
+    // D fragment (PTX ISA, wgmma .m64nNk16 accumulator layout): register i of lane l of warp wq
+    // holds row 16*wq + l/4 + 8*((i/2)%2), column 8*(i/4) + 2*(l%4) + i%2
+    const PArg& d = in.args[0];
+    const float nan = bits_to_float(0x7fc00000u);
+    for (int l = 0; l < 32; ++l) {
+        Frame& f = *((LaneFrame*)W.data[l])->f;
+        g_cur = &g_threads[base + l];
+        for (int i = 0; i < nreg; ++i) {
+            const PArg& a = d.elems[i];
+            if (a.kind != 0 || f.ops[a.idx].cons != 'f' || f.ops[a.idx].size != 4 || f.ops[a.idx].mode != '+')
+                ptx_fail(p, fmt("'%s': accumulator %d must be a \"+f\" operand of a float", in.text.c_str(), i));
+            float* reg = (float*)f.ops[a.idx].p;
+            const int r = (l >> 2) + 8 * ((i >> 1) & 1), c = 8 * (i >> 2) + 2 * (l & 3) + (i & 1);
+            double acc = 0.0;
+            if (scale_d) {
+                auto pv = s.pending_val.find(reg);
+                acc = pv != s.pending_val.end() ? (double)pv->second : (double)*reg;
+            }
+            for (int k = 0; k < 16; ++k) acc += A[r][k] * B[(size_t)c * 16 + k];
+            const float v = (float)acc;
+            op.out.push_back(std::make_pair(reg, v));
+            s.inflight[reg] = op.seq;
+            s.pending_val[reg] = v;
+            *reg = nan;  // undefined until wgmma.wait_group retires the op
+        }
+    }
+    g_cur = &g_threads[base];
+    s.open.push_back(std::move(op));
+}
+
+void wg_reset(size_t nwarps) {
+    g_wg.assign(nwarps, WgWarp{});
+    g_wg_desc.assign((nwarps + 3) / 4, {});
+}
+
+const char* wg_in_flight(int warp) {
+    const WgWarp& s = g_wg[warp];
+    if (!s.open.empty()) return s.open.front().site.c_str();
+    for (const auto& g : s.groups)
+        if (!g.empty()) return g.front().site.c_str();
+    return nullptr;
+}
+
 // ---- cp.async (per thread; copies complete at the wait, or at issue with g_async_eager) ---------
 void land(Thread* t, size_t end) {
     for (; t->landed < end; ++t->landed) {
@@ -1125,6 +1402,26 @@ void exec(Frame& f, const PtxProgram& p) {
                         ptx_fail(p, fmt("'%s': operand %d must be a vector of %zu registers", in.text.c_str(), i, want[i]));
                 LaneFrame lf{&f};
                 warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, mma_compute, nullptr);
+                break;
+            }
+            case OP_SETP_NE:
+                nargs(3);
+                wr(f, in.args[0], rd(f, in.args[1], 4) != rd(f, in.args[2], 4) ? 1 : 0, 1);
+                break;
+            case OP_FENCE_PROXY_ASYNC:  // generic -> async proxy ordering: the emulation has one proxy
+                nargs(0);
+                break;
+            case OP_WG_FENCE:
+            case OP_WG_COMMIT:
+            case OP_WG_WAIT:
+            case OP_WGMMA: {
+                const WarpCompute fn = in.op == OP_WG_FENCE ? wg_fence_compute : in.op == OP_WG_COMMIT ? wg_commit_compute
+                                       : in.op == OP_WG_WAIT ? wg_wait_compute : wgmma_compute;
+                nargs(in.op == OP_WGMMA ? 8 : in.op == OP_WG_WAIT ? 1 : 0);
+                if (in.op == OP_WGMMA && (in.args[0].kind != 3 || (int)in.args[0].elems.size() != in.wg_n / 2))
+                    ptx_fail(p, fmt("'%s': the accumulator must be a vector of %d registers", in.text.c_str(), in.wg_n / 2));
+                LaneFrame lf{&f};
+                warp_collective(&in, p.loc.c_str(), 0xffffffffu, &lf, fn, nullptr);
                 break;
             }
             case OP_CVT_TF32:

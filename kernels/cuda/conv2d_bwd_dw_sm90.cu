@@ -1,0 +1,105 @@
+// conv2d dW on Hopper: conv2d_bwd.cu's split-K dW implicit GEMM on warpgroup MMA
+// (conv2d_igemm_sm90.cuh) with both operands MN-major (wgmma imm-trans 1).
+//
+// Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
+//   SCALAR_T  f16_t | bf16_t   storage type of x, dy, dw (fp32 accumulation)
+//   W90_*     tile constants (cupy_backend/_config.py W90_DEFINES)
+// Built with -arch=sm_90a; for any other target the entry point compiles to a trap.
+//
+//   rows a = (r, s, c) of Cg*R*S (c fastest), cols k of Kg, reduction kidx = (n, p, q),
+//   A[a][kidx] = x_nhwc[n][p*sh - ph + r*dh][q*sw - pw + s*dw][g*Cg + c]   (contiguous along a)
+//   B[k][kidx] = dy_nhwc[n][p][q][g*Kg + k]                                (contiguous along k)
+// C/groups and K/groups multiples of 8, x and dy 16-byte aligned (the launcher checks), so 8
+// consecutive rows of one operand at one kidx are one 16-byte copy. Split z covers the slices
+// [z * kt_chunk, min((z + 1) * kt_chunk, ceil(N*P*Q / W90_BK))); with splits > 1 each split writes
+// its fp32 partial dW to ws[split] and conv2d_bwd_sum_splits (conv2d_bwd.cu) adds them up, else
+// dW is written directly.
+#include "conv2d_igemm_sm90.cuh"
+
+#if !defined(SCALAR_T)
+#error "SCALAR_T is a -D define from cupy_backend/conv.py"
+#endif
+typedef SCALAR_T T;
+typedef unsigned short RAW;
+
+struct Dw90OpA {  // x (N, H, W, C) contiguous; rstate(row) names the first of 8 rows
+    const RAW* ptr;
+    int m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dw, g;
+    struct RS { int coff, rr, ss; bool ok; };
+    struct KS { long long nbase; int hp, wq; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int a = m0 + row, rs = a / Cg, c = a - rs * Cg, r = rs / S, s = rs - r * S;
+        return RS{g * Cg + c, r * dh - ph, s * dw - pw, a < CgRS};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        KS k;
+        k.ok = kidx < NPQ;
+        const int kk = k.ok ? kidx : 0;
+        const int n = kk / PQ, pq = kk - n * PQ, p = pq / Q, q = pq - p * Q;
+        k.nbase = (long long)n * H * W * C;
+        k.hp = p * sh;
+        k.wq = q * sw;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = k.hp + r.rr, w = k.wq + r.ss;
+        if (!(r.ok && k.ok) || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = k.nbase + ((long long)h * W + w) * C + r.coff;
+        return true;
+    }
+};
+
+struct Dw90OpB {  // dy (N, P, Q, K) contiguous; rstate(row) names the first of 8 rows
+    const RAW* ptr;
+    int n0, Kg, K, NPQ, g;
+    struct RS { int koff; bool ok; };
+    struct KS { long long pix; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const { return RS{g * Kg + n0 + row, n0 + row < Kg}; }
+    __device__ __forceinline__ KS kstate(int kidx) const { return KS{(long long)kidx * K, kidx < NPQ}; }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = k.pix + r.koff;
+        return true;
+    }
+};
+
+struct Dw90Epilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice of ws
+    T* dw;
+    float* ws;  // nullptr: write dw
+    int m0, n0, Cg, RS, CgRS, Kg, g;
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int a = m0 + row, k = n0 + col;
+        if (a >= CgRS || k >= Kg) return;
+        const int rs = a / Cg, c = a - rs * Cg;
+        const long long o = ((long long)(g * Kg + k) * Cg + c) * RS + rs;
+        if (ws)
+            ws[o] = v;
+        else
+            dw[o] = from_float<T>(v);
+    }
+};
+
+// Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 128 output channels of the group,
+// z = g * splits + split. Block: 256 threads (2 warpgroups); dynamic shared memory W90_SMEM_BYTES.
+// ws: (splits, K, Cg, R, S) fp32, used iff splits > 1.
+extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dw_implicit_gemm_sm90(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(1024) unsigned char w90_smem[];
+    const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
+    const int m0 = blockIdx.x * W90_BM, n0 = blockIdx.y * W90_BN;
+    const int Cg = C / G, Kg = K / G, RS = R * S, CgRS = Cg * RS, PQ = P * Q, NPQ = N * PQ;
+    const int ktiles = ceil_div(NPQ, W90_BK);
+    const int kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * K * CgRS : nullptr;
+    const Dw90OpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
+    const Dw90OpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
+    const Dw90Epilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
+    w90_igemm_tile<T, false, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+#else
+    asm volatile("trap;");
+#endif
+}

@@ -1,0 +1,177 @@
+// conv2d dX on Hopper: the stride-residue implicit GEMM of conv2d_bwd.cu's
+// conv2d_bwd_dx_implicit_gemm on warpgroup MMA (conv2d_igemm_sm90.cuh). dx (N, C, H, W) contiguous.
+//
+// Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
+//   SCALAR_T     f16_t | bf16_t   storage type of dy, w, dx (fp32 accumulation)
+//   W90_*        tile constants (cupy_backend/_config.py W90_DEFINES)
+//   DX_MAX_TAPS  R, S limit of the tap tables (cupy_backend/_config.py)
+// Built with -arch=sm_90a; for any other target the entry point compiles to a trap.
+//
+// Residue classes (see conv2d_bwd.cu): input pixel h = a + sh*i receives from the taps r with
+// (a + ph - r*dh) divisible by sh, each from dy row p = i + (a + ph - r*dh) / sh. One class (a, b)
+// is a dense GEMM: rows m = (n, i, j) of N * Hc * Wc, cols c of C/groups, reduction
+// kidx = (tap t = tr * ns + ts, k) over nr * ns * K/groups,
+//   A[m][kidx] = dy_nhwc[n][i + dp[tr]][j + dq[ts]][g*Kg + k]  (zero outside 0 <= p < P, 0 <= q < Q)
+//   B[c][kidx] = w_grsck[g][r[tr]][s[ts]][c][k]                 (weights as (G, R, S, Cg, Kg))
+// Both K-major, K/groups a multiple of 8 and both 16-byte aligned (the launcher checks).
+#include "conv2d_igemm_sm90.cuh"
+
+#if !defined(SCALAR_T) || !defined(DX_MAX_TAPS)
+#error "SCALAR_T and DX_MAX_TAPS are -D defines from cupy_backend/conv.py and _config.py"
+#endif
+typedef SCALAR_T T;
+typedef unsigned short RAW;
+
+struct Dx90Taps {  // the valid taps of one residue class (built by thread 0 in shared memory)
+    int nr, ns;
+    int r[DX_MAX_TAPS], dp[DX_MAX_TAPS];  // tap rows and their dy row offsets
+    int s[DX_MAX_TAPS], dq[DX_MAX_TAPS];  // tap cols and their dy col offsets
+};
+
+struct Dx90Tap {
+    int k, tr, ts;
+    bool ok;
+};
+
+__device__ __forceinline__ Dx90Tap dx90_decode(int kidx, int Kred, int Kg, int ns) {
+    Dx90Tap d;
+    d.ok = kidx < Kred;
+    const int kk = d.ok ? kidx : 0;
+    const int t = kk / Kg;
+    d.k = kk - t * Kg;
+    d.tr = t / ns;
+    d.ts = t - d.tr * ns;
+    return d;
+}
+
+struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
+    const RAW* ptr;
+    const Dx90Taps* taps;
+    int m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred;
+    struct RS { long long nb; int i, j; };
+    struct KS { int k, dp, dq; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int m = m0 + row;
+        if (m >= Mc) return RS{-1, 0, 0};
+        const int n = m / HWc, ij = m - n * HWc, i = ij / Wc;
+        return RS{(long long)n * P * Q * K + (long long)g * Kg, i, ij - i * Wc};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const Dx90Tap d = dx90_decode(kidx, Kred, Kg, taps->ns);
+        return KS{d.k, d.ok ? taps->dp[d.tr] : 0, d.ok ? taps->dq[d.ts] : 0, d.ok};
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int p = r.i + k.dp, q = r.j + k.dq;
+        if (!k.ok || r.nb < 0 || (unsigned)p >= (unsigned)P || (unsigned)q >= (unsigned)Q) return false;
+        off = r.nb + ((long long)p * Q + q) * K + k.k;
+        return true;
+    }
+};
+
+struct Dx90OpB {  // W as (G, R, S, Cg, Kg) contiguous
+    const RAW* ptr;
+    const Dx90Taps* taps;
+    int n0, g, R, S, Cg, Kg, Kred;
+    struct RS { int c; bool ok; };
+    struct KS { long long base; bool ok; };  // base = ((g*R + r)*S + s) * Cg * Kg + k
+    __device__ __forceinline__ RS rstate(int row) const { return RS{n0 + row, n0 + row < Cg}; }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const Dx90Tap d = dx90_decode(kidx, Kred, Kg, taps->ns);
+        const int r = d.ok ? taps->r[d.tr] : 0, s = d.ok ? taps->s[d.ts] : 0;
+        return KS{(long long)((g * R + r) * S + s) * Cg * Kg + d.k, d.ok};
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = k.base + (long long)r.c * Kg;
+        return true;
+    }
+};
+
+struct Dx90Epilogue {  // dx (N, C, H, W) contiguous, or the split's fp32 slice of ws
+    T* dx;
+    float* ws;               // nullptr: write dx
+    const long long* s_out;  // per tile row: n*C*H*W + h*W + w, or -1
+    long long HW;
+    int n0, Cg, g;
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int c = n0 + col;
+        const long long o = s_out[row];
+        if (o < 0 || c >= Cg) return;
+        const long long e = o + (long long)(g * Cg + c) * HW;
+        if (ws)
+            ws[e] = v;
+        else
+            dx[e] = from_float<T>(v);
+    }
+};
+
+// Grid: x = tiles of 128 pixels of one residue class (ceil(N * ceil(H/sh) * ceil(W/sw) / 128),
+// blocks past the class's own pixel count exit), y = tiles of 128 input channels of the group,
+// z = (g * (sh * sw) + a * sw + b) * splits + split (group, residue class, split). Block: 256
+// threads (2 warpgroups); dynamic shared memory W90_SMEM_BYTES (the launcher raises the kernel's
+// opt-in limit). Split `split` runs the slices [split * kt_chunk, +kt_chunk) of its class's
+// reduction (possibly none: it then writes zeros); with splits > 1 into ws[split] (splits, N, C,
+// H, W) fp32, summed in order by conv2d_bwd_sum_splits, else into dx.
+extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit_gemm_sm90(
+    const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
+    float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(1024) unsigned char w90_smem[];
+    __shared__ long long s_out[W90_BM];
+    __shared__ Dx90Taps taps;
+    const int classes = sh * sw;
+    const int gc = blockIdx.z / splits, split = blockIdx.z - gc * splits;
+    const int g = gc / classes, cls = gc - g * classes;
+    const int a = cls / sw, b = cls - a * sw;
+    const int Hc = a < H ? (H - a + sh - 1) / sh : 0;
+    const int Wc = b < W ? (W - b + sw - 1) / sw : 0;
+    const int HWc = Hc * Wc, Mc = N * HWc;
+    const int m0 = blockIdx.x * W90_BM, n0 = blockIdx.y * W90_BN;
+    if (m0 >= Mc) return;  // uniform over the block
+    const int Cg = C / G, Kg = K / G;
+    if (threadIdx.x == 0) {
+        int nr = 0, ns = 0;
+        for (int r = 0; r < R; ++r) {
+            const int t = a + ph - r * dh;  // may be negative; C's % and / are exact when sh | t
+            if (t % sh == 0) {
+                taps.r[nr] = r;
+                taps.dp[nr] = t / sh;
+                ++nr;
+            }
+        }
+        for (int s = 0; s < S; ++s) {
+            const int t = b + pw - s * dw;
+            if (t % sw == 0) {
+                taps.s[ns] = s;
+                taps.dq[ns] = t / sw;
+                ++ns;
+            }
+        }
+        taps.nr = nr;
+        taps.ns = ns > 0 ? ns : 1;  // ns is a divisor in dx90_decode; Kred = 0 when either is 0
+        if (ns == 0) taps.nr = 0;
+    }
+    for (int row = threadIdx.x; row < W90_BM; row += W90_THREADS) {
+        const int m = m0 + row;
+        if (m < Mc) {
+            const int n = m / HWc, ij = m - n * HWc, i = ij / Wc, j = ij - i * Wc;
+            s_out[row] = (long long)n * C * H * W + (long long)(a + i * sh) * W + (b + j * sw);
+        } else {
+            s_out[row] = -1;
+        }
+    }
+    __syncthreads();
+    const int Kred = taps.nr * taps.ns * Kg;
+    const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
+    const Dx90OpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
+    const int ktiles = ceil_div(Kred, W90_BK);
+    const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
+    const Dx90Epilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
+    w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+#else
+    asm volatile("trap;");
+#endif
+}

@@ -1,0 +1,115 @@
+// conv2d forward on Hopper: y = conv(x, w) + b as an implicit GEMM on warpgroup MMA
+// (conv2d_igemm_sm90.cuh), y (N, K, P, Q) contiguous NCHW.
+//
+// Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
+//   SCALAR_T  f16_t | bf16_t   storage type of x, w, b, y (fp32 accumulation)
+//   W90_*     tile constants (cupy_backend/_config.py W90_DEFINES)
+// Built with -arch=sm_90a (NVRTC / nvcc -gencode=arch=compute_90a,code=sm_90a); for any other
+// target the entry point compiles to a trap and the launcher never selects it.
+//
+// Entry point:
+//   conv2d_fwd_implicit_gemm_sm90  M = N*P*Q output pixels, N = K/groups channels, reduction
+//       R*S*C/groups over x in NHWC and w in (K, R, S, C/groups), both contiguous, C/groups a
+//       multiple of 8 and both 16-byte aligned (the launcher checks); bias fused; deterministic
+//       split-K (partials summed by conv2d_bwd.cu's conv2d_bwd_sum_splits).
+// Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw).
+#include "conv2d_igemm_sm90.cuh"
+
+#if !defined(SCALAR_T)
+#error "SCALAR_T is a -D define from cupy_backend/conv.py"
+#endif
+typedef SCALAR_T T;
+typedef unsigned short RAW;
+
+// A[m][kidx] = x_nhwc[n][h][w][g*Cg + c], m = (n, p, q), kidx = (r*S + s)*Cg + c. Row state in
+// registers (4 rows per thread).
+struct Fwd90OpA {
+    const RAW* ptr;
+    int m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred;
+    struct RS { long long nb; int h0, w0; };
+    struct KS { int c, rr, ss; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int m = m0 + row;
+        if (m >= M) return RS{-1, 0, 0};
+        const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
+        return RS{(long long)n * H * W * C + (long long)g * Cg, p * sh - ph, q * sw - pw};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        KS k;
+        k.ok = kidx < Kred;
+        const int rs = kidx / Cg, r = rs / S;
+        k.c = kidx - rs * Cg;
+        k.rr = r * dh;
+        k.ss = (rs - r * S) * dw;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
+        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = r.nb + ((long long)h * W + w) * C + k.c;
+        return true;
+    }
+};
+
+// B[k][kidx] = w_krsc[g*Kg + k][kidx] (contiguous along kidx).
+struct Fwd90OpB {
+    const RAW* ptr;
+    int n0, Kg, g, Kred;
+    struct RS { long long base; bool ok; };
+    struct KS { int kidx; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int k = n0 + row;
+        return RS{(long long)(g * Kg + k) * Kred, k < Kg};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const { return KS{kidx, kidx < Kred}; }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = r.base + k.kidx;
+        return true;
+    }
+};
+
+struct Fwd90Epilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of ws (bias in split 0)
+    T* y;
+    float* ws;  // nullptr: write y
+    const T* bias;
+    int has_bias, m0, n0, M, PQ, K, Kg, g;
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int m = m0 + row, k = n0 + col;
+        if (m >= M || k >= Kg) return;
+        const int kg = g * Kg + k, n = m / PQ, pq = m - n * PQ;
+        if (has_bias) v += load_float(bias + kg);
+        const long long o = ((long long)n * K + kg) * PQ + pq;
+        if (ws)
+            ws[o] = v;
+        else
+            y[o] = from_float<T>(v);
+    }
+};
+
+// Grid: x = tiles of 128 output pixels m = (n, p, q), y = tiles of 128 output channels within the
+// group, z = g * splits + split. Block: 256 threads (2 warpgroups, see conv2d_igemm_sm90.cuh);
+// dynamic shared memory W90_SMEM_BYTES (the launcher raises the kernel's opt-in limit). Split
+// `split` runs the slices [split * kt_chunk, min(+kt_chunk, ceil(Kred / W90_BK))) (possibly none:
+// it then writes zeros); with splits > 1 into ws[split] (splits, N, K, P, Q) fp32, else into y.
+extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_gemm_sm90(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    extern __shared__ __align__(1024) unsigned char w90_smem[];
+    const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
+    const int m0 = blockIdx.x * W90_BM, n0 = blockIdx.y * W90_BN;
+    const int Cg = C / G, Kg = K / G, PQ = P * Q, M = N * PQ, Kred = R * S * Cg;
+    const int ktiles = ceil_div(Kred, W90_BK);
+    const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
+    float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
+    const Fwd90OpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
+    const Fwd90OpB b{w_krsc, n0, Kg, g, Kred};
+    const Fwd90Epilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    w90_igemm_tile<T, true, true>(w90_smem, a, b, ep, kt_begin, kt_end);
+#else
+    asm volatile("trap;");
+#endif
+}
