@@ -135,7 +135,8 @@ def conv2d_bwd():
 
 def linear():
     """Each config for the forward (bias epilogue) in fp16, bf16 and fp32-tf32 (wgmma expected) and
-    fp32-ieee (FMA), and for the dW+db variant (ROW_SUM_A) in fp16 and fp32; config 0 also INT64."""
+    fp32-ieee (FMA), and for the dW+db variant (ROW_SUM_A) in fp16 and fp32; the picker's sm_80
+    table in fp16; config 0 also INT64."""
     fn = LIN.linear_gemm.fn
     variants = [
         ("fp16", "ieee", dict(HAS_BIAS=True, ROW_SUM_A=False), True),
@@ -150,6 +151,9 @@ def linear():
             ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
             tag = "dw_db" if spec["ROW_SUM_A"] else "fwd"
             yield f"linear_gemm[{i}:{dt}:{prec}:{tag}]", fn, signature_for(fn, dt, ce), ce, opts(cfg), wgmma
+    for i, cfg in enumerate(LIN.GEMM_SM80_CONFIGS):          # the picker's Ampere table (fp16, fwd)
+        ce = dict(INT64=False, PRECISION="ieee", HAS_BIAS=True, ROW_SUM_A=False, **cfg.kwargs)
+        yield f"linear_gemm[sm80:{i}:fp16]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
     cfg = LIN.GEMM_CONFIGS[0]
     ce = dict(INT64=True, PRECISION="ieee", HAS_BIAS=True, ROW_SUM_A=False, **cfg.kwargs)
     ints = [n for n in fn.arg_names if not n.endswith("_ptr") and n not in ce]
