@@ -24,7 +24,8 @@ def test_static_report_gate_on_a_sample(tmp_path):
     env["CNNGPU_CACHE"] = str(tmp_path / "cache.json")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.static_report", "--sample", str(SAMPLE), "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench.static_report", "--parts", "conv", "--sample", str(SAMPLE),
+                           "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     rows = json.loads(out.read_text()) if out.exists() else []
     assert rows, f"no rows:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
