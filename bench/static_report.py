@@ -59,7 +59,7 @@ GEMM_KERNELS = ("conv2d_fwd_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", "conv
 # and fails the wgmma criterion); db and the split-K sum are memory-bound helpers, not reported
 PASS_OF = {"conv2d_fwd_implicit_gemm": "fwd", "conv2d_bwd_dx_implicit_gemm": "dX",
            "conv2d_bwd_dw_implicit_gemm": "dW", "conv2d_fwd_direct": "fwd", "conv2d_bwd_dx_direct": "dX",
-           "conv2d_bwd_dw_direct": "dW"}
+           "conv2d_bwd_dw_direct": "dW", "conv2d_fwd_1x1_tma": "fwd"}
 OP_OF = {"fwd": "conv_fwd", "dX": "conv_dx", "dW": "conv_dw"}
 ANALYSIS_VERSION = 3            # bump when analyse() changes: part of every cache key
 CRITERIA = ("wgmma_overlap", "async_both", "stages>=2", "no_spills", "no_b16_loads")
@@ -105,6 +105,29 @@ def plan_cases(shapes, layouts=("nchw", "channels_last"), dtypes=("float16", "bf
                 for ln in cap:
                     if ln["name"] in PASS_OF:
                         out.append(Case(sh, layout, dt, PASS_OF[ln["name"]], ln))
+    return out
+
+
+def plan_tma_cases(shapes, dtypes=("float16", "bfloat16")):
+    """The opt-in TMA forward (``algo='tma'``) of the shapes it can run (1x1, stride 1, no padding,
+    16-byte aligned NCHW planes), planned like :func:`plan_cases` on NCHW 'meta' tensors."""
+    import torch
+
+    from cnngpu import functional as F
+    from cnngpu.backends.triton_backend import _common, conv, conv_tma
+
+    out = []
+    for sh in shapes:
+        for dt in dtypes:
+            tdt = getattr(torch, dt)
+            x = torch.empty(sh.x_shape, dtype=tdt, device="meta")
+            w = torch.empty(sh.w_shape, dtype=tdt, device="meta")
+            g = F.conv2d_geometry(sh.x_shape, sh.w_shape, **sh.conv_args())
+            if conv_tma.tma_unsupported(g, x, w) is not None:
+                continue
+            with _common.assume_sms(H200_SMS), conv.capture_launches() as cap:
+                conv.conv2d_forward(x, w, None, g, algo="tma")
+            out += [Case(sh, "nchw", dt, "fwd", ln) for ln in cap if ln["name"] in PASS_OF]
     return out
 
 
@@ -255,9 +278,10 @@ def floor_us(case: Case) -> tuple:
     return max(fl, by) * 1e6, ("compute" if fl >= by else "memory")
 
 
-def run(shapes, cache_file=None, log=print) -> list:
-    """Plan, compile (cached) and analyse every case; returns rows (dicts)."""
-    cases = plan_cases(shapes)
+def run(shapes, cache_file=None, log=print, tma: bool = False) -> list:
+    """Plan, compile (cached) and analyse every case; returns rows (dicts). ``tma``: the opt-in TMA
+    forward's cases (:func:`plan_tma_cases`) instead of the launchers' default plan."""
+    cases = plan_tma_cases(shapes) if tma else plan_cases(shapes)
     cache_file = cache_file or cache_path()
     cache = load_cache(cache_file)
     rows, fresh = [], 0
@@ -278,6 +302,8 @@ def run(shapes, cache_file=None, log=print) -> list:
         variant = "1x1" if kw.get("IS_1X1") else ("flat" if kw.get("FLAT_K") or kw.get("FLAT_N") else "taps")
         if ln["name"].endswith("_direct"):
             variant = "direct"
+        if ln["name"].endswith("_tma"):
+            variant = "tma"
         fus, bound = floor_us(c)
         row = dict(case=c.label, shape=c.shape.name, layout=c.layout, dtype=c.dtype, pass_=c.pass_, key=key,
                    config=cfg, variant=variant, grid=list(ln["grid"]), floor_us=round(fus, 2), bound=bound, **a)
@@ -365,13 +391,14 @@ def sample_shapes(n):
     return [allsh[round(i * step)] for i in range(n)]
 
 
-PARTS = ("conv", "memops", "cuda")
+PARTS = ("conv", "tma", "memops", "cuda")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default=",".join(PARTS),
-                    help="comma-separated: conv (Triton conv fwd/dX/dW), memops (Triton BN/pool/norm: "
+                    help="comma-separated: conv (Triton conv fwd/dX/dW), tma (the opt-in TMA forward, "
+                         "algo='tma', where it applies), memops (Triton BN/pool/norm: "
                          "bench.static_memops), cuda (kernels/cuda: bench.static_cuda)")
     ap.add_argument("--sample", type=int, default=0,
                     help="conv: N shapes spread over the ResNet-50 set; memops: the first N shapes per op "
@@ -398,6 +425,14 @@ def main(argv=None):
         print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
         print()
         sums.append(summary(rows))
+    if "tma" in parts:
+        shapes = sample_shapes(a.sample)
+        if a.only:
+            shapes = [s for s in shapes if a.only in s.name]
+        rows = out["tma"] = run(shapes, tma=True)
+        print(table(rows, markdown=a.markdown))
+        print()
+        sums.append("TMA (opt-in, unmeasured): " + summary(rows))
     if "memops" in parts:
         from bench import static_memops
         rows = out["memops"] = static_memops.run(a.sample, only=a.only)

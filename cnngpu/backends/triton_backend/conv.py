@@ -33,6 +33,7 @@ from ...geometry import ConvGeometry
 from .. import conv_policy as policy
 from ..limits import GRID_YZ_MAX
 from ._common import empty, launched, needs_int64, num_sms
+from .conv_tma import conv2d_forward_tma
 from ._tuning import (autotune_enabled, capture_launches, capturing, config_table, device_arch,  # noqa: F401
                       pick_config, picked, programs)
 from ._tuning import launch as _launch
@@ -229,7 +230,8 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
 
     x: (N, C, H, W) any strides; w: (K, C/groups, R, S) any strides; b: (K,) or None;
     returns y (N, K, P, Q) of x's dtype (channels-last when x is).
-    algo: 'direct', 'implicit_gemm' or 'auto' (``conv_policy.choose_algo``); precision: 'ieee' or 'tf32'
+    algo: 'direct', 'implicit_gemm' or 'auto' (``conv_policy.choose_algo``), or the opt-in 'tma'
+    (``conv_tma``: 1x1 stride-1 unpadded NCHW convolutions, unmeasured); precision: 'ieee' or 'tf32'
     for float32 tensor-core dots (ignored by the direct kernel, which always uses fp32 FMA, and
     for half inputs, whose products are exact in fp32).
     """
@@ -247,8 +249,10 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         _launch(conv2d_fwd_direct, grid, args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_fwd_direct", int64)
         return y
+    if algo == "tma":               # opt-in, unmeasured: TMA loads of NCHW x (1x1, stride 1, no padding)
+        return conv2d_forward_tma(x, w, b, g, precision)
     if algo != "implicit_gemm":
-        raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
+        raise ValueError(f"algo must be 'auto', 'direct', 'implicit_gemm' or 'tma', got {algo!r}")
     if not _gemm_fits(g):
         raise ValueError(f"conv2d implicit GEMM puts groups on grid axis 1 (at most {GRID_YZ_MAX}), got "
                          f"groups={g.groups}; use algo='direct'")
