@@ -8,6 +8,7 @@ kernel module without an entry here fails the compile test.
 from cnngpu.kernels.triton import batch_norm as BN
 from cnngpu.kernels.triton import conv2d_bwd as CB
 from cnngpu.kernels.triton import conv2d_fwd as CF
+from cnngpu.kernels.triton import conv2d_fwd_tma as CT
 from cnngpu.kernels.triton import cross_entropy as CE
 from cnngpu.kernels.triton import elementwise as EW
 from cnngpu.kernels.triton import group_norm as GN
@@ -346,6 +347,19 @@ def group_norm():
                opts(cfg), False)
 
 
-CASES = {"conv2d_fwd": conv2d_fwd, "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,
+def conv2d_fwd_tma():
+    """The opt-in TMA 1x1 forward: every config in fp16 and bf16 (wgmma expected), the first also in
+    fp32 tf32 (wgmma) and ieee (FMA), the picker's sm_80 table in fp16; with bias."""
+    fn = CT.conv2d_fwd_1x1_tma.fn
+    for i, cfg in enumerate(CT.TMA_1X1_CONFIGS):
+        for dt, prec, wgmma in (("fp16", "ieee", True), ("bf16", "ieee", True)) + (FP32_DOTS if i == 0 else ()):
+            ce = dict(HAS_BIAS=True, PRECISION=prec, **cfg.kwargs)
+            yield f"conv2d_fwd_1x1_tma[{i}:{dt}:{prec}]", fn, signature_for(fn, dt, ce), ce, opts(cfg), wgmma
+    for i, cfg in enumerate(CT.TMA_1X1_SM80_CONFIGS):
+        ce = dict(HAS_BIAS=True, PRECISION="ieee", **cfg.kwargs)
+        yield f"conv2d_fwd_1x1_tma[sm80:{i}:fp16]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
+
+
+CASES = {"conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma, "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,
          "pool2d": pool2d, "cross_entropy": cross_entropy, "batch_norm": batch_norm, "layer_norm": layer_norm,
          "group_norm": group_norm}
