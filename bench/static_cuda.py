@@ -214,7 +214,8 @@ def table(rows, markdown=False) -> str:
     lines = []
     for r in rows:
         if "error" in r:
-            lines.append([r["file"], r["defines"], r["arch"], r["kernel"], "ERROR: " + r["error"][-80:].replace("\n", " ")]
+            err = "ERROR: " + r["error"][-80:].replace("\n", " ")
+            lines.append([r["file"], r["defines"], r["arch"], r["kernel"], err]
                          + [""] * (len(cols) - 5))
             continue
         m = r["mix"]
@@ -266,3 +267,27 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def compact_markdown(rows) -> str:
+    """One markdown row per (file, kernel, arch) over the builds (dtypes, vector widths): register
+    range, largest spill, the widest build's static instruction mix."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["file"], r["kernel"], r["arch"]), []).append(r)
+    out = ["| file | kernel | arch | builds | regs | spill | stack | smem B | occupancy | HGMMA/HMMA/FFMA | LDGSTS | "
+           "LDG 16/8/4/2B | LDS/LDSM | BAR | LDL/STL | gate |", "|---|" * 1 + "---|" * 15]
+    for (f, k, arch), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            out.append(f"| {f} | {k} | {arch} | {len(rs)} | ERROR | | | | | | | | | | | 0/{len(rs)} |")
+            continue
+        regs = sorted({r["regs"] for r in ok})
+        m = max(ok, key=lambda r: r["mix"]["ldg16B"] * 16 + r["mix"]["ldg8B"] * 8)["mix"]
+        passed = sum(all(r["gate"].values()) for r in ok)
+        out.append(f"| {f} | {k} | {arch} | {len(rs)} | {regs[0]}-{regs[-1]} | {max(r['spill'] for r in ok)} | "
+                   f"{max(r['stack'] for r in ok)} | {max(r['smem'] for r in ok)} | "
+                   f"{min(r['occ'] for r in ok):.2f} | {m['HGMMA']}/{m['HMMA']}/{m['FFMA']} | {m['LDGSTS']} | "
+                   f"{m['ldg16B']}/{m['ldg8B']}/{m['ldg4B']}/{m['ldg2B']} | {m['LDS']}/{m['LDSM']} | {m['BAR']} | "
+                   f"{m['LDL']}/{m['STL']} | {passed}/{len(rs)} |")
+    return "\n".join(out)

@@ -228,7 +228,8 @@ def table(rows, markdown=False) -> str:
                       r["stages"], f"{r['occ']:.2f}", f"{r['ld_min']}-{r['ld_max']}", r["b16"],
                       "/".join(str(m.get(k, 0)) for k in ("ldg16B", "ldg8B", "ldg4B", "ldg2B")),
                       f"{r['floor_us']:.1f}",
-                      ("pass" if not failed else "FAIL:" + ",".join(failed)) + (" (vec)" if r["vector_expected"] else "")])
+                      ("pass" if not failed else "FAIL:" + ",".join(failed))
+                      + (" (vec)" if r["vector_expected"] else "")])
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         out += ["| " + " | ".join(str(v) for v in ln) + " |" for ln in lines]
@@ -272,3 +273,29 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def compact_markdown(rows) -> str:
+    """One markdown row per (op, kernel, layout) over the shapes and dtypes: ranges of registers,
+    occupancy and load widths, the largest spill, and how many launches pass the gate."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["op"], r["kernel"], r["layout"]), []).append(r)
+    out = ["| op | kernel | layout | launches | regs | spill | occupancy | load bytes | vector loads expected | "
+           "gate |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def rng(vals, fmt="{}"):
+        lo, hi = min(vals), max(vals)
+        return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+    for (op, kernel, layout), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        passed = sum(all(r["gate"].values()) for r in ok)
+        if not ok:
+            out.append(f"| {op} | {kernel} | {layout} | {len(rs)} | ERROR | | | | | 0/{len(rs)} |")
+            continue
+        out.append(f"| {op} | {kernel} | {layout} | {len(rs)} | {rng([r['regs'] for r in ok])} | "
+                   f"{max(r['spill'] for r in ok)} | {rng([r['occ'] for r in ok], '{:.2f}')} | "
+                   f"{min(r['ld_min'] for r in ok)}-{max(r['ld_max'] for r in ok)} | "
+                   f"{sum(r['vector_expected'] for r in ok)} | {passed}/{len(rs)} |")
+    return "\n".join(out)

@@ -154,7 +154,8 @@ def specialise(fn, args, kwargs):
 def case_key(fn, signature, constexprs, attrs, options) -> str:
     """Cache key of one binary: kernel source, signature, constexprs, attributes, options."""
     opts = {k: v for k, v in sorted(options.__dict__.items()) if isinstance(v, (int, float, str, bool, type(None)))}
-    text = repr((ANALYSIS_VERSION, fn.cache_key, sorted(signature.items()), sorted((str(k), repr(v)) for k, v in constexprs.items()),
+    text = repr((ANALYSIS_VERSION, fn.cache_key, sorted(signature.items()),
+                 sorted((str(k), repr(v)) for k, v in constexprs.items()),
                  sorted((str(k), repr(v)) for k, v in attrs.items()), sorted(opts.items())))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -264,7 +265,7 @@ def load_cache(path):
 
 def save_cache(path, cache):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"          # concurrent reports: no shared temp file
     with open(tmp, "w") as f:
         json.dump(cache, f)
     os.replace(tmp, path)
@@ -339,13 +340,13 @@ def table(rows, markdown=False) -> str:
 
 
 def compact_markdown(rows) -> str:
-    """One markdown row per (shape, pass): the fp16 NCHW case's columns, and how many of its four
-    variants (NCHW / channels_last x fp16 / bf16) pass the gate."""
+    """One markdown row per (shape, pass): the fp16 NCHW case's columns, and how many of its variants
+    (NCHW / channels_last x fp16 / bf16; the TMA part: NCHW x fp16 / bf16) pass the gate."""
     groups = {}
     for r in rows:
         groups.setdefault((r["shape"], r["pass_"]), []).append(r)
     out = ["| shape | pass | config (BMxBNxBK/warps,stages:variant) | grid | regs | spill | smem KB | stages | "
-           "occupancy | wgmma | async copies | load bytes | H200 floor us | gate (4 variants) |",
+           "occupancy | wgmma | async copies | load bytes | H200 floor us | gate (variants passing) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (shape, pass_), rs in groups.items():
         r = next((x for x in rs if x["layout"] == "nchw" and x["dtype"] == "float16"), rs[0])
@@ -354,9 +355,10 @@ def compact_markdown(rows) -> str:
             out.append(f"| {shape} | {pass_} | {r['config']} | | ERROR | | | | | | | | | {ok}/{len(rs)} |")
             continue
         wg = ("overlapped" if r["wait_depth"] > 0 else "sync") if r["wgmma"] else "none"
+        asy = " + ".join(f"{n} {what}" for n, what in ((r["cp_async"], "cp.async"), (r["tma"], "TMA")) if n) or "none"
         grid = "x".join(str(v) for v in r["grid"])
         out.append(f"| {shape} | {pass_} | {r['config']}:{r['variant']} | {grid} | {r['regs']} | {r['spill']} | "
-                   f"{r['smem'] // 1024} | {r['stages']} | {r['occ']:.2f} | {wg} | {r['cp_async']} cp.async | "
+                   f"{r['smem'] // 1024} | {r['stages']} | {r['occ']:.2f} | {wg} | {asy} | "
                    f"{r['ld_min']}-{r['ld_max']} | {r['floor_us']:.1f} ({r['bound']}) | {ok}/{len(rs)} |")
     return "\n".join(out)
 
@@ -407,7 +409,8 @@ def main(argv=None):
     ap.add_argument("--json", help="write the rows here (one part: its list; several: {part: rows})")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     ap.add_argument("--compact", action="store_true",
-                    help="conv as markdown, one row per (shape, pass) with the count of passing variants")
+                    help="markdown, one row per (shape, pass) for conv / tma, per (op, kernel, layout) for "
+                         "memops, per (file, kernel, arch) for cuda, with the count of passing cases")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when some case fails the gate")
     a = ap.parse_args(argv)
     parts = [p for p in a.parts.split(",") if p]
@@ -430,19 +433,19 @@ def main(argv=None):
         if a.only:
             shapes = [s for s in shapes if a.only in s.name]
         rows = out["tma"] = run(shapes, tma=True)
-        print(table(rows, markdown=a.markdown))
+        print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
         print()
         sums.append("TMA (opt-in, unmeasured): " + summary(rows))
     if "memops" in parts:
         from bench import static_memops
         rows = out["memops"] = static_memops.run(a.sample, only=a.only)
-        print(static_memops.table(rows, markdown=a.markdown))
+        print(static_memops.compact_markdown(rows) if a.compact else static_memops.table(rows, markdown=a.markdown))
         print()
         sums.append(static_memops.summary(rows))
     if "cuda" in parts:
         from bench import static_cuda
         rows = out["cuda"] = static_cuda.run(a.sample)
-        print(static_cuda.table(rows, markdown=a.markdown))
+        print(static_cuda.compact_markdown(rows) if a.compact else static_cuda.table(rows, markdown=a.markdown))
         print()
         sums.append(static_cuda.summary(rows))
     print("\n".join(sums))
