@@ -349,7 +349,8 @@ def group_norm():
 
 def conv2d_fwd_tma():
     """The opt-in TMA 1x1 forward: every config in fp16 and bf16 (wgmma expected), the first also in
-    fp32 tf32 (wgmma) and ieee (FMA), the picker's sm_80 table in fp16; with bias."""
+    fp32 tf32 (wgmma) and ieee (FMA), the picker's sm_80 table in fp16; with bias; and K = 1 (a
+    constexpr at launch)."""
     fn = CT.conv2d_fwd_1x1_tma.fn
     for i, cfg in enumerate(CT.TMA_1X1_CONFIGS):
         for dt, prec, wgmma in (("fp16", "ieee", True), ("bf16", "ieee", True)) + (FP32_DOTS if i == 0 else ()):
@@ -358,6 +359,9 @@ def conv2d_fwd_tma():
     for i, cfg in enumerate(CT.TMA_1X1_SM80_CONFIGS):
         ce = dict(HAS_BIAS=True, PRECISION="ieee", **cfg.kwargs)
         yield f"conv2d_fwd_1x1_tma[sm80:{i}:fp16]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
+    cfg = CT.TMA_1X1_CONFIGS[0]       # one output channel: launch specialisation makes K the constant 1
+    ce = dict(HAS_BIAS=False, PRECISION="ieee", K=1, **cfg.kwargs)
+    yield "conv2d_fwd_1x1_tma[0:fp16:K=1]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
 
 
 CASES = {"conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma, "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,

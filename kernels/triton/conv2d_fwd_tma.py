@@ -62,11 +62,12 @@ def conv2d_fwd_1x1_tma(
     pid_l = tl.program_id(0)
     pid_k = tl.program_id(1)
     n = tl.program_id(2)
-    # strides in int64: C*L and K*L may pass 2**31 for large planes
-    xd = tl.make_tensor_descriptor(x_ptr, shape=[N, C, L], strides=[C.to(tl.int64) * L, L, 1],
+    # strides in int64: C*L and K*L may pass 2**31 for large planes (L >= 8 by the alignment rule, so
+    # never the constant 1 that launch specialisation makes of K or C = 1)
+    xd = tl.make_tensor_descriptor(x_ptr, shape=[N, C, L], strides=[L.to(tl.int64) * C, L, 1],
                                    block_shape=[1, BLOCK_K, BLOCK_N])
     wd = tl.make_tensor_descriptor(w_ptr, shape=[K, C], strides=[C, 1], block_shape=[BLOCK_M, BLOCK_K])
-    yd = tl.make_tensor_descriptor(y_ptr, shape=[N, K, L], strides=[K.to(tl.int64) * L, L, 1],
+    yd = tl.make_tensor_descriptor(y_ptr, shape=[N, K, L], strides=[L.to(tl.int64) * K, L, 1],
                                    block_shape=[1, BLOCK_M, BLOCK_N])
     k0 = pid_k * BLOCK_M
     l0 = pid_l * BLOCK_N
