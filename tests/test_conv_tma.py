@@ -84,3 +84,27 @@ def test_policy_backward_of_tma_is_auto():
     g = F.conv2d_geometry((2, 16, 4, 4), (8, 16, 1, 1))
     assert "tma" in conv_policy.ALGOS
     assert conv_policy.choose_bwd_algos(g, "tma") == conv_policy.choose_bwd_algos(g, "auto")
+
+
+def test_allocator_installed_only_when_none_is_set():
+    """Device-side descriptors need triton's allocator on a GPU: the launcher installs its torch one
+    when none is set and keeps a caller's (run in a copied context: triton keeps it in a ContextVar)."""
+    import contextvars
+
+    import triton
+    from triton.runtime import _allocation
+
+    from cnngpu.backends.triton_backend import conv_tma
+
+    def body():
+        conv_tma._ensure_allocator()
+        assert _allocation._allocator.get() is conv_tma._alloc
+
+        def mine(size, alignment, stream):
+            return None
+
+        triton.set_allocator(mine)
+        conv_tma._ensure_allocator()
+        assert _allocation._allocator.get() is mine
+
+    contextvars.copy_context().run(body)
