@@ -108,3 +108,14 @@ def test_allocator_installed_only_when_none_is_set():
         assert _allocation._allocator.get() is mine
 
     contextvars.copy_context().run(body)
+
+
+@pytest.mark.cupy
+def test_cupy_refuses_tma():
+    """'tma' is the triton backend's path: the cupy backend refuses it with a ValueError naming algo."""
+    require("cupy")
+    g = rng(seed_of("tma-cupy"))
+    x = native("cupy", randn(g, (1, 16, 4, 4)), "float16")
+    w = native("cupy", randn(g, (8, 16, 1, 1)), "float16")
+    with pytest.raises(ValueError, match="algo"):
+        F.conv2d(x, w, algo="tma")
