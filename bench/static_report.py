@@ -444,10 +444,14 @@ def main(argv=None):
         sums.append(static_memops.summary(rows))
     if "cuda" in parts:
         from bench import static_cuda
-        rows = out["cuda"] = static_cuda.run(a.sample)
-        print(static_cuda.compact_markdown(rows) if a.compact else static_cuda.table(rows, markdown=a.markdown))
-        print()
-        sums.append(static_cuda.summary(rows))
+        try:
+            rows = out["cuda"] = static_cuda.run(a.sample)
+        except (ImportError, RuntimeError) as e:    # no cupy backend or no nvcc here: say so, go on
+            sums.append(f"CUDA: not built ({type(e).__name__}: {e})")
+        else:
+            print(static_cuda.compact_markdown(rows) if a.compact else static_cuda.table(rows, markdown=a.markdown))
+            print()
+            sums.append(static_cuda.summary(rows))
     print("\n".join(sums))
     if a.json:
         with open(a.json, "w") as f:
