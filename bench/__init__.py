@@ -7,6 +7,8 @@
 - ``bench/summary.py``: summary table and plot of a pytest-benchmark run.
 - ``bench/test_bench_*.py``: pytest-benchmark suites (``python -m pytest bench``).
 - ``python -m bench.gpu_report``: the one-call GPU report (see bench/results/README.md).
+- ``python -m bench.static_report``: the offline static report (conv, TMA, memory-bound and CUDA
+  kernels compiled and read back; ``bench/static_memops.py``, ``bench/static_cuda.py``).
 """
 import os
 

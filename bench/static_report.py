@@ -7,7 +7,8 @@ config -- and ``assume_sms`` plans for an H200's 132 SMs). Each tensor-core GEMM
 compiled for sm_90 with the specialisation triton applies at launch (its own binder: integers equal
 to 1 become constants, 16-divisibility hints on pointers and integers), and read back:
 
-  regs / spill   registers per thread; local-memory bytes (spill stores+loads, ``cuobjdump``)
+  regs / spill   registers per thread; spill bytes (``ptxas -v`` on the PTX: spill stores + loads,
+                 plus any local memory ``cuobjdump`` reports; a call's stack frame is not a spill)
   smem, stages   shared memory of the launch; the pipeline depth (leading dim of the multi-buffered
                  shared-memory allocations in the TTGIR; 1 = unpipelined)
   occ            resident warps per SM / 64 from registers, shared memory and threads
@@ -25,8 +26,12 @@ stages, zero spills, no scalar 16-bit global loads. Compiled results are cached 
 source hash, signature, constexprs, attributes, options) in ``$CNNGPU_CACHE`` or
 ~/.cache/cnngpu/static_report.json, so a rerun only compiles what changed.
 
-Usage: ``python -m bench.static_report [--sample N] [--json PATH] [--markdown]``; exit status 1
-when some case fails the gate (``--no-fail`` keeps 0).
+The memory-bound Triton kernels (BN+ReLU, pooling, layer/group norm: ``bench.static_memops``) and
+the CUDA kernels (every CUDA_BUILDS entry for sm_80 / sm_90 / sm_90a: ``bench.static_cuda``) are
+the report's other two parts, each with its own columns and gate.
+
+Usage: ``python -m bench.static_report [--parts conv,memops,cuda] [--sample N] [--json PATH]
+[--markdown]``; exit status 1 when some case fails its gate (``--no-fail`` keeps 0).
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+from bench import _sass
+
 H200_SMS = 132
 H200_TFLOPS = 989e12            # dense bf16/fp16 tensor-core peak (datasheet)
 H200_BYTES = 4.8e12             # HBM3e bandwidth (datasheet)
@@ -52,8 +59,9 @@ GEMM_KERNELS = ("conv2d_fwd_implicit_gemm", "conv2d_bwd_dx_implicit_gemm", "conv
 # and fails the wgmma criterion); db and the split-K sum are memory-bound helpers, not reported
 PASS_OF = {"conv2d_fwd_implicit_gemm": "fwd", "conv2d_bwd_dx_implicit_gemm": "dX",
            "conv2d_bwd_dw_implicit_gemm": "dW", "conv2d_fwd_direct": "fwd", "conv2d_bwd_dx_direct": "dX",
-           "conv2d_bwd_dw_direct": "dW"}
+           "conv2d_bwd_dw_direct": "dW", "conv2d_fwd_1x1_tma": "fwd"}
 OP_OF = {"fwd": "conv_fwd", "dX": "conv_dx", "dW": "conv_dw"}
+ANALYSIS_VERSION = 3            # bump when analyse() changes: part of every cache key
 CRITERIA = ("wgmma_overlap", "async_both", "stages>=2", "no_spills", "no_b16_loads")
 
 
@@ -100,6 +108,29 @@ def plan_cases(shapes, layouts=("nchw", "channels_last"), dtypes=("float16", "bf
     return out
 
 
+def plan_tma_cases(shapes, dtypes=("float16", "bfloat16")):
+    """The opt-in TMA forward (``algo='tma'``) of the shapes it can run (1x1, stride 1, no padding,
+    16-byte aligned NCHW planes), planned like :func:`plan_cases` on NCHW 'meta' tensors."""
+    import torch
+
+    from cnngpu import functional as F
+    from cnngpu.backends.triton_backend import _common, conv, conv_tma
+
+    out = []
+    for sh in shapes:
+        for dt in dtypes:
+            tdt = getattr(torch, dt)
+            x = torch.empty(sh.x_shape, dtype=tdt, device="meta")
+            w = torch.empty(sh.w_shape, dtype=tdt, device="meta")
+            g = F.conv2d_geometry(sh.x_shape, sh.w_shape, **sh.conv_args())
+            if conv_tma.tma_unsupported(g, x, w) is not None:
+                continue
+            with _common.assume_sms(H200_SMS), conv.capture_launches() as cap:
+                conv.conv2d_forward(x, w, None, g, algo="tma")
+            out += [Case(sh, "nchw", dt, "fwd", ln) for ln in cap if ln["name"] in PASS_OF]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # compiling with the launch specialisation
 # ------------------------------------------------------------------------------------------------
@@ -123,7 +154,8 @@ def specialise(fn, args, kwargs):
 def case_key(fn, signature, constexprs, attrs, options) -> str:
     """Cache key of one binary: kernel source, signature, constexprs, attributes, options."""
     opts = {k: v for k, v in sorted(options.__dict__.items()) if isinstance(v, (int, float, str, bool, type(None)))}
-    text = repr((fn.cache_key, sorted(signature.items()), sorted((str(k), repr(v)) for k, v in constexprs.items()),
+    text = repr((ANALYSIS_VERSION, fn.cache_key, sorted(signature.items()),
+                 sorted((str(k), repr(v)) for k, v in constexprs.items()),
                  sorted((str(k), repr(v)) for k, v in attrs.items()), sorted(opts.items())))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -144,12 +176,15 @@ def analyse(ttgir: str, ptx: str, cubin: bytes, shared: int, num_warps: int) -> 
         sass = subprocess.run([_bin("cuobjdump"), "--dump-sass", path], capture_output=True, text=True).stdout
     finally:
         os.unlink(path)
+    mix = next(iter(_sass.instruction_mix(sass).values()), {})
     m = re.search(r"REG:(\d+)", res)
     regs = int(m.group(1)) if m else -1
     m = re.search(r"LOCAL:(\d+)", res)
     local = int(m.group(1)) if m else 0
     stack = int(re.search(r"STACK:(\d+)", res).group(1)) if "STACK:" in res else 0
     spill_ops = len(re.findall(r"\b(?:LDL|STL)\b", sass))
+    px = _sass.ptxas_spills(ptx)        # exact spill bytes; LDL/STL may also be an ABI stack frame
+    spill = (local + px["spill_stores"] + px["spill_loads"]) if px else local + (1 if spill_ops and not local else 0)
     # pipeline stages: leading extent of rank-3 shared-memory buffers (multi-buffered operands)
     bufs = [int(d) for d in re.findall(r"!ttg\.memdesc<(\d+)x\d+x\d+x", ttgir)]
     stages = max(bufs) if bufs else 1
@@ -169,10 +204,11 @@ def analyse(ttgir: str, ptx: str, cubin: bytes, shared: int, num_warps: int) -> 
     blocks = min(H200_REGS // regs_per_block if regs > 0 else 32, (H200_SMEM // (shared + 1024)) if shared else 32,
                  2048 // threads, 32)
     occ = blocks * num_warps / MAX_WARPS
-    return dict(regs=regs, spill=local + (1 if spill_ops and not local else 0), stack=stack, spill_ops=spill_ops,
+    return dict(regs=regs, spill=spill, stack=max(stack, px["stack"] if px else 0), spill_ops=spill_ops,
+                spills_exact=px is not None,
                 smem=shared, stages=stages, occ=round(occ, 3), wgmma=wgmma, wait_depth=max(waits) if waits else -1,
                 cp_async=cp_async, tma=tma, sync2d=sync2d, ld_max=max(widths) if widths else 0,
-                ld_min=min(widths) if widths else 0, b16=b16, blocks_per_sm=blocks)
+                ld_min=min(widths) if widths else 0, b16=b16, blocks_per_sm=blocks, mix=mix)
 
 
 def compile_case(fn, args, kwargs) -> tuple:
@@ -194,12 +230,20 @@ def build(fn, sig, ce, attrs, options) -> dict:
     return analyse(compiled.asm["ttgir"], compiled.asm["ptx"], compiled.asm["cubin"], int(shared), opts["num_warps"])
 
 
+def no_spills(a: dict) -> bool:
+    """No register spills: ptxas's spill bytes (and no local memory) when ptxas ran on the PTX; else
+    no LDL/STL at all (which also counts a stack frame without spills)."""
+    if a.get("spills_exact"):
+        return a["spill"] == 0
+    return a["spill"] == 0 and a["spill_ops"] == 0
+
+
 def gate(a: dict) -> dict:
     """Issue 12's per-case criteria."""
     return {"wgmma_overlap": a["wgmma"] and a["wait_depth"] > 0,
             "async_both": a["cp_async"] + a["tma"] >= 2 and a["sync2d"] == 0,
             "stages>=2": a["stages"] >= 2,
-            "no_spills": a["spill"] == 0 and a["spill_ops"] == 0,
+            "no_spills": no_spills(a),
             "no_b16_loads": a["b16"] == 0}
 
 
@@ -221,7 +265,7 @@ def load_cache(path):
 
 def save_cache(path, cache):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"          # concurrent reports: no shared temp file
     with open(tmp, "w") as f:
         json.dump(cache, f)
     os.replace(tmp, path)
@@ -235,9 +279,10 @@ def floor_us(case: Case) -> tuple:
     return max(fl, by) * 1e6, ("compute" if fl >= by else "memory")
 
 
-def run(shapes, cache_file=None, log=print) -> list:
-    """Plan, compile (cached) and analyse every case; returns rows (dicts)."""
-    cases = plan_cases(shapes)
+def run(shapes, cache_file=None, log=print, tma: bool = False) -> list:
+    """Plan, compile (cached) and analyse every case; returns rows (dicts). ``tma``: the opt-in TMA
+    forward's cases (:func:`plan_tma_cases`) instead of the launchers' default plan."""
+    cases = plan_tma_cases(shapes) if tma else plan_cases(shapes)
     cache_file = cache_file or cache_path()
     cache = load_cache(cache_file)
     rows, fresh = [], 0
@@ -258,6 +303,8 @@ def run(shapes, cache_file=None, log=print) -> list:
         variant = "1x1" if kw.get("IS_1X1") else ("flat" if kw.get("FLAT_K") or kw.get("FLAT_N") else "taps")
         if ln["name"].endswith("_direct"):
             variant = "direct"
+        if ln["name"].endswith("_tma"):
+            variant = "tma"
         fus, bound = floor_us(c)
         row = dict(case=c.label, shape=c.shape.name, layout=c.layout, dtype=c.dtype, pass_=c.pass_, key=key,
                    config=cfg, variant=variant, grid=list(ln["grid"]), floor_us=round(fus, 2), bound=bound, **a)
@@ -293,13 +340,13 @@ def table(rows, markdown=False) -> str:
 
 
 def compact_markdown(rows) -> str:
-    """One markdown row per (shape, pass): the fp16 NCHW case's columns, and how many of its four
-    variants (NCHW / channels_last x fp16 / bf16) pass the gate."""
+    """One markdown row per (shape, pass): the fp16 NCHW case's columns, and how many of its variants
+    (NCHW / channels_last x fp16 / bf16; the TMA part: NCHW x fp16 / bf16) pass the gate."""
     groups = {}
     for r in rows:
         groups.setdefault((r["shape"], r["pass_"]), []).append(r)
     out = ["| shape | pass | config (BMxBNxBK/warps,stages:variant) | grid | regs | spill | smem KB | stages | "
-           "occupancy | wgmma | async copies | load bytes | H200 floor us | gate (4 variants) |",
+           "occupancy | wgmma | async copies | load bytes | H200 floor us | gate (variants passing) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (shape, pass_), rs in groups.items():
         r = next((x for x in rs if x["layout"] == "nchw" and x["dtype"] == "float16"), rs[0])
@@ -308,9 +355,10 @@ def compact_markdown(rows) -> str:
             out.append(f"| {shape} | {pass_} | {r['config']} | | ERROR | | | | | | | | | {ok}/{len(rs)} |")
             continue
         wg = ("overlapped" if r["wait_depth"] > 0 else "sync") if r["wgmma"] else "none"
+        asy = " + ".join(f"{n} {what}" for n, what in ((r["cp_async"], "cp.async"), (r["tma"], "TMA")) if n) or "none"
         grid = "x".join(str(v) for v in r["grid"])
         out.append(f"| {shape} | {pass_} | {r['config']}:{r['variant']} | {grid} | {r['regs']} | {r['spill']} | "
-                   f"{r['smem'] // 1024} | {r['stages']} | {r['occ']:.2f} | {wg} | {r['cp_async']} cp.async | "
+                   f"{r['smem'] // 1024} | {r['stages']} | {r['occ']:.2f} | {wg} | {asy} | "
                    f"{r['ld_min']}-{r['ld_max']} | {r['floor_us']:.1f} ({r['bound']}) | {ok}/{len(rs)} |")
     return "\n".join(out)
 
@@ -345,29 +393,70 @@ def sample_shapes(n):
     return [allsh[round(i * step)] for i in range(n)]
 
 
+PARTS = ("conv", "tma", "memops", "cuda")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sample", type=int, default=0, help="only N shapes spread over the ResNet-50 set")
-    ap.add_argument("--only", help="only shapes whose name contains this")
-    ap.add_argument("--json", help="write the rows here")
-    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated: conv (Triton conv fwd/dX/dW), tma (the opt-in TMA forward, "
+                         "algo='tma', where it applies), memops (Triton BN/pool/norm: "
+                         "bench.static_memops), cuda (kernels/cuda: bench.static_cuda)")
+    ap.add_argument("--sample", type=int, default=0,
+                    help="conv: N shapes spread over the ResNet-50 set; memops: the first N shapes per op "
+                         "family, fp16; cuda: N builds per .cu file")
+    ap.add_argument("--only", help="only shapes whose name contains this (conv, memops)")
+    ap.add_argument("--json", help="write the rows here (one part: its list; several: {part: rows})")
+    ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     ap.add_argument("--compact", action="store_true",
-                    help="markdown, one row per (shape, pass) with the count of passing variants")
+                    help="markdown, one row per (shape, pass) for conv / tma, per (op, kernel, layout) for "
+                         "memops, per (file, kernel, arch) for cuda, with the count of passing cases")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when some case fails the gate")
     a = ap.parse_args(argv)
+    parts = [p for p in a.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        ap.error(f"unknown parts {unknown}; choose from {PARTS}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("bench.static_report compiles real kernels: unset TRITON_INTERPRET")
-    shapes = sample_shapes(a.sample)
-    if a.only:
-        shapes = [s for s in shapes if a.only in s.name]
-    rows = run(shapes)
-    print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
-    print()
-    print(summary(rows))
+    out, sums = {}, []
+    if "conv" in parts:
+        shapes = sample_shapes(a.sample)
+        if a.only:
+            shapes = [s for s in shapes if a.only in s.name]
+        rows = out["conv"] = run(shapes)
+        print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
+        print()
+        sums.append(summary(rows))
+    if "tma" in parts:
+        shapes = sample_shapes(a.sample)
+        if a.only:
+            shapes = [s for s in shapes if a.only in s.name]
+        rows = out["tma"] = run(shapes, tma=True)
+        print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
+        print()
+        sums.append("TMA (opt-in, unmeasured): " + summary(rows))
+    if "memops" in parts:
+        from bench import static_memops
+        rows = out["memops"] = static_memops.run(a.sample, only=a.only)
+        print(static_memops.compact_markdown(rows) if a.compact else static_memops.table(rows, markdown=a.markdown))
+        print()
+        sums.append(static_memops.summary(rows))
+    if "cuda" in parts:
+        from bench import static_cuda
+        try:
+            rows = out["cuda"] = static_cuda.run(a.sample)
+        except (ImportError, RuntimeError) as e:    # no cupy backend or no nvcc here: say so, go on
+            sums.append(f"CUDA: not built ({type(e).__name__}: {e})")
+        else:
+            print(static_cuda.compact_markdown(rows) if a.compact else static_cuda.table(rows, markdown=a.markdown))
+            print()
+            sums.append(static_cuda.summary(rows))
+    print("\n".join(sums))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1, default=str)
-    bad = [r for r in rows if "error" in r or not all(r["gate"].values())]
+            json.dump(out[parts[0]] if len(parts) == 1 else out, f, indent=1, default=str)
+    bad = [r for rows in out.values() for r in rows if "error" in r or not all(r["gate"].values())]
     return 0 if (a.no_fail or not bad) else 1
 
 

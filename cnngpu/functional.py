@@ -235,7 +235,8 @@ def conv2d(input: Array, weight: Array, bias: Optional[Array] = None, stride: In
     x: (N, C, H, W); weight: (K, C/groups, R, S); bias: (K,) or None -> y: (N, K, P, Q) with
     P = floor((H + pad_top + pad_bottom - dilation*(R-1) - 1) / stride) + 1 (likewise Q).
     padding: int, (ph, pw), 'valid', or 'same' (output ceil(H/stride); extra zero at the end).
-    algo: 'direct', 'implicit_gemm' or 'auto' (backend heuristic). precision: for float32 inputs on
+    algo: 'direct', 'implicit_gemm' or 'auto' (backend heuristic); 'tma' is the triton backend's opt-in,
+    unmeasured forward for 1x1 stride-1 unpadded NCHW convolutions. precision: for float32 inputs on
     tensor-core backends, 'ieee' (exact fp32 FMA) or 'tf32'. Half inputs accumulate in float32.
     """
     x = input
@@ -261,8 +262,8 @@ def conv2d_backward(dy: Array, x: Array, weight: Array, stride: IntOrPair = 1, p
     """Gradients of conv2d: returns (dx, dweight, dbias); entries not asked for are None.
 
     dy: (N, K, P, Q) as produced by ``conv2d`` with the same arguments; dx: (N, C, H, W);
-    dweight: (K, C/groups, R, S); dbias: (K,). algo: 'auto' (the backend picks per pass), or
-    'direct' / 'implicit_gemm' for both dX and dW (the direct kernel where a backend's implicit
+    dweight: (K, C/groups, R, S); dbias: (K,). algo: 'auto' (the backend picks per pass; also for
+    'tma', a forward-only path), or 'direct' / 'implicit_gemm' for both dX and dW (the direct kernel where a backend's implicit
     GEMM cannot run the geometry). precision as for ``conv2d``.
     """
     be = _resolve(backend, ("dy", dy), ("x", x), ("weight", weight))

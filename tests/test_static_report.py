@@ -24,7 +24,8 @@ def test_static_report_gate_on_a_sample(tmp_path):
     env["CNNGPU_CACHE"] = str(tmp_path / "cache.json")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.static_report", "--sample", str(SAMPLE), "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench.static_report", "--parts", "conv", "--sample", str(SAMPLE),
+                           "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     rows = json.loads(out.read_text()) if out.exists() else []
     assert rows, f"no rows:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -36,3 +37,25 @@ def test_static_report_gate_on_a_sample(tmp_path):
            for r in rows if "error" in r or not all(r["gate"].values())]
     assert not bad, "static report gate failed:\n" + "\n".join(bad)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_static_report_tma_rows(tmp_path):
+    """The opt-in TMA forward (algo='tma') compiled for sm_90 at a ResNet-50 1x1 layer: TMA loads
+    (UTMALDG) feeding overlapped wgmma (HGMMA), >= 2 stages, no spills -- static facts only, the path
+    is unmeasured."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    env["CNNGPU_CACHE"] = str(tmp_path / "cache.json")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.static_report", "--parts", "tma", "--only",
+                           "r50_1x1_64to256_56_n32", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    assert rows, f"no rows:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert {r["dtype"] for r in rows} == {"float16", "bfloat16"}
+    for r in rows:
+        assert r["variant"] == "tma" and "error" not in r, r
+        assert all(r["gate"].values()), (r["case"], r["gate"])
+        assert r["mix"]["UTMALDG"] > 0 and r["mix"]["HGMMA"] > 0 and r["mix"]["LDGSTS"] == 0, r["mix"]

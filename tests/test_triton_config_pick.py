@@ -84,3 +84,61 @@ def test_plan_is_one_launch_per_pass(layout):
         assert "num_warps" in c["kwargs"] and "BLOCK_M" in c["kwargs"]
         for a in c["args"][:2]:
             assert a.is_contiguous(memory_format=torch.channels_last)
+
+
+# ------------------------------------------------------------------------------------------------
+# linear: the same per-shape pick over its own sm_90 / sm_80 tables
+# ------------------------------------------------------------------------------------------------
+from cnngpu.backends.triton_backend import _tuning, basic  # noqa: E402
+from cnngpu.kernels.triton import linear as LIN  # noqa: E402
+
+
+def _linear_grid(M, N):
+    return lambda meta: (-(-M // meta["BLOCK_M"]) * -(-N // meta["BLOCK_N"]),)
+
+
+@pytest.mark.parametrize("mnk,arch,want", [
+    ((4096, 4096, 4096), 90, (128, 128, 64)),   # 1024 tiles of 128x128: the table's first entry
+    ((2048, 1024, 512), 90, (128, 64, 64)),     # 128 tiles of 128x128 < 132 SMs, 128x128x32 too: 256 of 128x64
+    ((32, 1000, 2048), 90, (64, 16, 128)),      # classifier head: 64-row tiles only; most programs
+    ((4096, 4096, 4096), 80, (128, 128, 32)),   # Ampere table
+    ((32, 10, 84), 80, (64, 16, 64)),           # LeNet head on Ampere: pruned to the 16-column tile
+])
+def test_pick_linear(mnk, arch, want):
+    M, N, K = mnk
+    kern = _fake(LIN.linear_gemm, LIN.GEMM_CONFIGS, LIN.GEMM_SM80_CONFIGS, LIN._prune)
+    args = tuple(dict(M=M, N=N, K=K).get(n) for n in LIN.linear_gemm.arg_names)
+    assert _tiles(_tuning.pick_config(kern, args, {}, _linear_grid(M, N), sms=132, arch=arch)) == want
+
+
+def test_linear_plan_is_one_config_per_gemm():
+    """On 'meta' tensors the linear launchers record fwd, dX and dW+db GEMMs, each with one picked
+    config (no autotuner)."""
+    x = torch.empty(64, 512, dtype=torch.float16, device="meta")
+    w = torch.empty(1000, 512, dtype=torch.float16, device="meta")
+    b = torch.empty(1000, dtype=torch.float16, device="meta")
+    dy = torch.empty(64, 1000, dtype=torch.float16, device="meta")
+    with _common.assume_sms(132), _tuning.capture_launches() as cap:
+        basic.linear_forward(x, w, b)
+        basic.linear_backward(dy, x, w)
+    assert [c["name"] for c in cap] == ["linear_gemm"] * 3
+    assert [c["kwargs"]["ROW_SUM_A"] for c in cap] == [False, False, True]
+    for c in cap:
+        assert {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"} <= set(c["kwargs"])
+
+
+def test_linear_runs_without_the_autotuner(monkeypatch):
+    """By default the linear GEMM launches its jit function with the picked config: the autotuner's
+    run is never entered (it raises here), and the result is still x @ w.T + b."""
+    monkeypatch.delenv("CNNGPU_AUTOTUNE", raising=False)
+
+    def no_autotune(*a, **k):
+        raise AssertionError("autotuner entered without CNNGPU_AUTOTUNE=1")
+
+    monkeypatch.setattr(LIN.linear_gemm, "run", no_autotune)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(5, 7, generator=g)
+    w = torch.randn(3, 7, generator=g)
+    b = torch.randn(3, generator=g)
+    y = basic.linear_forward(x, w, b)
+    torch.testing.assert_close(y, x.double().matmul(w.double().T).add(b.double()).float(), rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ kernel module without an entry here fails the compile test.
 from cnngpu.kernels.triton import batch_norm as BN
 from cnngpu.kernels.triton import conv2d_bwd as CB
 from cnngpu.kernels.triton import conv2d_fwd as CF
+from cnngpu.kernels.triton import conv2d_fwd_tma as CT
 from cnngpu.kernels.triton import cross_entropy as CE
 from cnngpu.kernels.triton import elementwise as EW
 from cnngpu.kernels.triton import group_norm as GN
@@ -135,7 +136,8 @@ def conv2d_bwd():
 
 def linear():
     """Each config for the forward (bias epilogue) in fp16, bf16 and fp32-tf32 (wgmma expected) and
-    fp32-ieee (FMA), and for the dW+db variant (ROW_SUM_A) in fp16 and fp32; config 0 also INT64."""
+    fp32-ieee (FMA), and for the dW+db variant (ROW_SUM_A) in fp16 and fp32; the picker's sm_80
+    table in fp16; config 0 also INT64."""
     fn = LIN.linear_gemm.fn
     variants = [
         ("fp16", "ieee", dict(HAS_BIAS=True, ROW_SUM_A=False), True),
@@ -150,6 +152,9 @@ def linear():
             ce = dict(INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
             tag = "dw_db" if spec["ROW_SUM_A"] else "fwd"
             yield f"linear_gemm[{i}:{dt}:{prec}:{tag}]", fn, signature_for(fn, dt, ce), ce, opts(cfg), wgmma
+    for i, cfg in enumerate(LIN.GEMM_SM80_CONFIGS):          # the picker's Ampere table (fp16, fwd)
+        ce = dict(INT64=False, PRECISION="ieee", HAS_BIAS=True, ROW_SUM_A=False, **cfg.kwargs)
+        yield f"linear_gemm[sm80:{i}:fp16]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
     cfg = LIN.GEMM_CONFIGS[0]
     ce = dict(INT64=True, PRECISION="ieee", HAS_BIAS=True, ROW_SUM_A=False, **cfg.kwargs)
     ints = [n for n in fn.arg_names if not n.endswith("_ptr") and n not in ce]
@@ -342,6 +347,23 @@ def group_norm():
                opts(cfg), False)
 
 
-CASES = {"conv2d_fwd": conv2d_fwd, "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,
+def conv2d_fwd_tma():
+    """The opt-in TMA 1x1 forward: every config in fp16 and bf16 (wgmma expected), the first also in
+    fp32 tf32 (wgmma) and ieee (FMA), the picker's sm_80 table in fp16; with bias; and K = 1 (a
+    constexpr at launch)."""
+    fn = CT.conv2d_fwd_1x1_tma.fn
+    for i, cfg in enumerate(CT.TMA_1X1_CONFIGS):
+        for dt, prec, wgmma in (("fp16", "ieee", True), ("bf16", "ieee", True)) + (FP32_DOTS if i == 0 else ()):
+            ce = dict(HAS_BIAS=True, PRECISION=prec, **cfg.kwargs)
+            yield f"conv2d_fwd_1x1_tma[{i}:{dt}:{prec}]", fn, signature_for(fn, dt, ce), ce, opts(cfg), wgmma
+    for i, cfg in enumerate(CT.TMA_1X1_SM80_CONFIGS):
+        ce = dict(HAS_BIAS=True, PRECISION="ieee", **cfg.kwargs)
+        yield f"conv2d_fwd_1x1_tma[sm80:{i}:fp16]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
+    cfg = CT.TMA_1X1_CONFIGS[0]       # one output channel: launch specialisation makes K the constant 1
+    ce = dict(HAS_BIAS=False, PRECISION="ieee", K=1, **cfg.kwargs)
+    yield "conv2d_fwd_1x1_tma[0:fp16:K=1]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
+
+
+CASES = {"conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma, "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,
          "pool2d": pool2d, "cross_entropy": cross_entropy, "batch_norm": batch_norm, "layer_norm": layer_norm,
          "group_norm": group_norm}

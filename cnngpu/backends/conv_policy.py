@@ -20,7 +20,9 @@ from typing import List, Tuple
 from ..geometry import ConvGeometry, ceil_div
 from .limits import extent_overflows
 
-ALGOS = ("auto", "direct", "implicit_gemm")
+# 'tma': the triton backend's opt-in forward for 1x1 stride-1 unpadded NCHW convolutions (TMA tensor
+# descriptors, unmeasured, never picked by 'auto'); a backward asked for 'tma' runs as 'auto'
+ALGOS = ("auto", "direct", "implicit_gemm", "tma")
 TC_MIN_K = 16                   # one tensor-core K step: a shorter reduction is mostly padding
 TC_MIN_COLS = 8                 # fewer output columns per group: the GEMM tile is mostly padding
 
@@ -64,7 +66,7 @@ def choose_bwd_algos(g: ConvGeometry, algo: str = "auto", dx_gemm_fits: bool = T
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
     cg, kg, rs = g.c_per_group, g.k_per_group, g.R * g.S
-    if algo == "auto":
+    if algo in ("auto", "tma"):     # 'tma' is a forward path: its backward is the 'auto' choice
         dx = "direct" if gemm_too_small(kg * rs, cg) else "implicit_gemm"
         dw = "direct" if gemm_too_small(cg * rs, kg) else "implicit_gemm"
     else:

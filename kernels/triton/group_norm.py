@@ -26,9 +26,11 @@ import triton.language as tl
 from ._config import config
 from ._stats import chan_merge
 
-# (BLOCK_C, BLOCK_L) tiles; the launcher picks the least lane waste on (CPG, L)
-TILE_CONFIGS = [config(BLOCK_C=1, BLOCK_L=1024), config(BLOCK_C=4, BLOCK_L=256),
-                config(BLOCK_C=16, BLOCK_L=64), config(BLOCK_C=64, BLOCK_L=16)]
+# (BLOCK_C, BLOCK_L) tiles; the launcher picks the least lane waste on (CPG, L). 8 warps (4 values
+# per thread): with 4, ptxas (triton 3.9, sm_90) spilled 4 bytes in the bf16 fused forward
+# (bench.static_memops).
+TILE_CONFIGS = [config(BLOCK_C=1, BLOCK_L=1024, num_warps=8), config(BLOCK_C=4, BLOCK_L=256, num_warps=8),
+                config(BLOCK_C=16, BLOCK_L=64, num_warps=8), config(BLOCK_C=64, BLOCK_L=16, num_warps=8)]
 COMBINE_CONFIGS = [config(BLOCK=128)]               # pieces merged per step in fwd_combine_stats
 
 

@@ -12,8 +12,11 @@ fp16/bf16 operands run on tensor cores (wgmma on sm_90) with fp32 accumulation; 
 ``input_precision`` PRECISION = 'ieee' (exact fp32 FMA) or 'tf32' (tensor cores).
 INT64=True computes every offset in int64 (some operand's element offset can pass 2^31).
 
-``GEMM_CONFIGS`` is the autotuner's table (keyed on M, N, K, the operand strides and the precision;
-the autotuner adds the dtypes; convention: ``_config.py``).
+Launch configs (convention: ``_config.py``): ``GEMM_CONFIGS`` is the sm_90 table and
+``GEMM_SM80_CONFIGS`` the Ampere one (the kernel's ``sm80_configs``). The launcher picks one config
+per shape from them (``triton_backend._tuning.pick_config``: pruned by :func:`_prune`, the first that
+fills the SMs); ``GEMM_CONFIGS`` is also the autotuner's list under ``CNNGPU_AUTOTUNE=1`` (keyed on
+M, N, K, the operand strides and the precision; the autotuner adds the dtypes).
 """
 import triton
 import triton.language as tl
@@ -35,6 +38,15 @@ GEMM_CONFIGS = [
     _cfg(64, 64, 64, 4, 4),
     _cfg(64, 32, 64, 3, 4),
     _cfg(64, 16, 128, 3, 4),
+]
+# Ampere (sm_80, 164 KB shared memory, mma.sync): K step 32, 4 warps, as the conv tables
+GEMM_SM80_CONFIGS = [
+    _cfg(128, 128, 32, 4, 4),
+    _cfg(128, 64, 32, 4, 4),
+    _cfg(64, 128, 32, 4, 4),
+    _cfg(64, 64, 32, 4, 4),
+    _cfg(64, 32, 32, 4, 4),
+    _cfg(64, 16, 64, 4, 4),
 ]
 
 
@@ -99,3 +111,6 @@ def linear_gemm(
     if ROW_SUM_A:
         if pid_n == 0:
             tl.store(rowsum_ptr + offs_m * s_rowsum, rsum.to(rowsum_ptr.dtype.element_ty), mask=m_ok)
+
+
+linear_gemm.sm80_configs = GEMM_SM80_CONFIGS

@@ -15,7 +15,7 @@ import triton.language as tl
 from ._config import config
 
 # one flat block of BLOCK outputs per program; 16-bit elements take twice as many per block
-POOL_CONFIGS = {"fp32": [config(BLOCK=512)], "fp16": [config(BLOCK=1024)]}
+POOL_CONFIGS = {"fp32": [config(BLOCK=512)], "fp16": [config(BLOCK=1024, num_warps=8)]}
 
 
 @triton.jit

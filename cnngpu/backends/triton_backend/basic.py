@@ -6,7 +6,8 @@ labels of an integer type other than int32/int64 (converted to int64) and relu i
 4 dims that are not densely laid out. Outputs are fresh tensors of the input's dtype (relu keeps a
 dense input's memory format, e.g. channels-last); the loss is a 0-d float32 tensor.
 
-Launches are recorded under the kernel name; ``linear_gemm`` also as ``linear_gemm[fwd]``,
+``linear_gemm`` runs one config picked per shape (``_tuning``; the autotuner only with
+CNNGPU_AUTOTUNE=1). Launches are recorded under the kernel name; ``linear_gemm`` also as ``linear_gemm[fwd]``,
 ``linear_gemm[dx]``, ``linear_gemm[dw_db]`` / ``linear_gemm[dw]`` and ``linear_gemm[int64]``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cnngpu.kernels.triton._config import for_dtype, launch_kwargs
 
 from ..limits import EXTENT_HEADROOM
 from ._common import dtype_tag, empty, launched, needs_int64
+from ._tuning import launch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,12 +118,12 @@ def _gemm(a, a_strides, b, b_strides, c, M, N, K, bias=None, rowsum=None, precis
     # masked lanes of the last tile step past the end: offsets need headroom too
     int64 = needs_int64((a, b, c, bias, rowsum), (M, N, K), offset_headroom=EXTENT_HEADROOM)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    LIN.linear_gemm[grid](
-        a, b, bias if bias is not None else c, c, rowsum if rowsum is not None else c,
-        M, N, K, *a_strides, *b_strides, *c.stride(),
-        bias.stride(0) if bias is not None else 0, rowsum.stride(0) if rowsum is not None else 0,
-        HAS_BIAS=bias is not None, ROW_SUM_A=rowsum is not None, INT64=int64,
-        PRECISION="tf32" if (precision == "tf32" and a.dtype == torch.float32) else "ieee")
+    args = (a, b, bias if bias is not None else c, c, rowsum if rowsum is not None else c,
+            M, N, K, *a_strides, *b_strides, *c.stride(),
+            bias.stride(0) if bias is not None else 0, rowsum.stride(0) if rowsum is not None else 0)
+    # one picked config per shape (CNNGPU_AUTOTUNE=1: the autotuner), captured by bench.static_report
+    launch(LIN.linear_gemm, grid, args, HAS_BIAS=bias is not None, ROW_SUM_A=rowsum is not None, INT64=int64,
+           PRECISION="tf32" if (precision == "tf32" and a.dtype == torch.float32) else "ieee")
     launched("linear_gemm")
     launched(f"linear_gemm[{tag}]")
     if int64:

@@ -22,10 +22,8 @@ reduction variant ('1x1', 'flat' or 'taps'); split-K launches add ``'<name>[spli
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import os
 import weakref
 
 import torch
@@ -35,7 +33,10 @@ from ...geometry import ConvGeometry
 from .. import conv_policy as policy
 from ..limits import GRID_YZ_MAX
 from ._common import empty, launched, needs_int64, num_sms
-from cnngpu.kernels.triton._config import launch_kwargs
+from .conv_tma import conv2d_forward_tma
+from ._tuning import (autotune_enabled, capture_launches, capturing, config_table, device_arch,  # noqa: F401
+                      pick_config, picked, programs)
+from ._tuning import launch as _launch
 
 from cnngpu.kernels.triton.conv2d_bwd import (conv2d_bwd_db, conv2d_bwd_dw_direct, conv2d_bwd_dw_implicit_gemm,
                                              conv2d_bwd_dx_direct, conv2d_bwd_dx_implicit_gemm,
@@ -94,113 +95,18 @@ def _dot_precision(x: torch.Tensor, precision: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# launch: one config per shape (no autotune storm), launch capture for the static report
+# launch: one config per shape (no autotune storm), launch capture for the static report -- the
+# rules live in _tuning (shared with linear); re-exported here for bench.static_report and tests
 # ------------------------------------------------------------------------------------------------
-def autotune_enabled() -> bool:
-    """``CNNGPU_AUTOTUNE=1``: the GEMM kernels run through triton's autotuner (every pruned config of
-    their table is compiled and timed on the first call of a shape); otherwise one config is picked."""
-    return os.environ.get("CNNGPU_AUTOTUNE") == "1"
-
-
-_CAPTURE: list | None = None
-
-
-@contextlib.contextmanager
-def capture_launches():
-    """Within this block kernels are not launched: each launch is appended to the yielded list as a
-    dict (name, fn: the JITFunction, args, kwargs: constexprs and the picked config's launch
-    keywords, grid). ``bench.static_report`` compiles exactly these with triton's launch
-    specialisation, so it checks the binaries the launchers run (works on 'meta' tensors)."""
-    global _CAPTURE
-    prev, _CAPTURE = _CAPTURE, []
-    try:
-        yield _CAPTURE
-    finally:
-        _CAPTURE = prev
-
-
-def device_arch(device) -> int:
-    """Compute capability major*10 + minor of ``device``; 90 (the static report's target, an H200)
-    off a GPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return major * 10 + minor
-    return 90
-
-
-def config_table(kernel, arch: int):
-    """The candidate configs of an autotuned kernel on ``arch``: the module's ``<ROLE>_SM80_CONFIGS``
-    (the kernel's ``sm80_configs`` attribute) before Hopper, its own table (built for sm_90) from
-    sm_90 on (under the interpreter, arch 90 off a GPU: its one small config)."""
-    sm80 = getattr(kernel, "sm80_configs", None)
-    if arch < 90 and sm80:
-        return list(sm80)
-    return list(kernel.configs)
-
-
-def pick_config(kernel, args, constexprs, grid=None, sms: int = 0, arch: int = 90) -> triton.Config:
-    """The launch config of an autotuned kernel without autotuning (one compile per shape).
-
-    Candidates: :func:`config_table` for ``arch``, pruned by the kernel's own ``prune_configs_by``
-    (tiles far larger than the GEMM go), in the table's order of preference. With a ``grid`` and
-    ``sms``: the first candidate whose grid fills at least one wave of ``sms`` programs, else (a
-    small GEMM) the candidate with the most programs, earliest on ties; without: the first.
-    """
-    configs = config_table(kernel, arch)
-    prune = getattr(kernel, "early_config_prune", None)
-    if prune is not None:
-        named = dict(zip(kernel.arg_names, args))
-        configs = prune(configs, named, **constexprs) or configs
-    if grid is None or sms <= 0 or len(configs) == 1:
-        return configs[0]
-    progs = [_programs(grid(c.kwargs)) for c in configs]
-    for c, n in zip(configs, progs):
-        if n >= sms:
-            return c
-    return configs[progs.index(max(progs))]
-
-
-def _programs(grid) -> int:
-    n = 1
-    for d in grid:
-        n *= int(d)
-    return n
-
-
-def _picked(kernel, grid, args, constexprs):
-    """(config, SMs) of a launch without autotuning (:func:`pick_config` on the args' device)."""
-    dev = next(a.device for a in args if isinstance(a, torch.Tensor))
-    sms = num_sms(dev)
-    return pick_config(kernel, args, constexprs, grid, sms, device_arch(dev)), sms
-
-
-def _launch(kernel, grid, args, cfg=None, **constexprs) -> None:
-    """Launch autotuned ``kernel`` on ``grid`` (a function of the meta-parameters) with ``cfg`` or
-    one picked config (:func:`pick_config`), through the autotuner when :func:`autotune_enabled`
-    (and no cfg is forced), or capture it."""
-    if cfg is None and autotune_enabled() and _CAPTURE is None:
-        kernel[grid](*args, **constexprs)
-        return
-    if cfg is None:
-        cfg, _ = _picked(kernel, grid, args, constexprs)
-    kw = dict(constexprs, **launch_kwargs(cfg))
-    g = grid(cfg.kwargs)
-    if _CAPTURE is not None:
-        _CAPTURE.append(dict(name=kernel.fn.__name__, fn=kernel.fn, args=args, kwargs=kw, grid=g))
-        return
-    kernel.fn[g](*args, **kw)
-
-
 def _gemm_split(kernel, grid, args, constexprs, steps_of):
     """(config or None, SPLIT, steps per split) of a forward / dX GEMM: the picked config and the
     split-K of its ``steps_of(BLOCK_K)`` K steps over ``grid``'s tiles (``conv_policy.gemm_split_k``);
     under CNNGPU_AUTOTUNE (no config fixed here) no split."""
-    if autotune_enabled() and _CAPTURE is None:
+    if autotune_enabled() and not capturing():
         return None, 1, steps_of(None)
-    cfg, sms = _picked(kernel, grid, args, constexprs)
+    cfg, sms = picked(kernel, grid, args, constexprs)
     steps = steps_of(cfg.kwargs["BLOCK_K"])
-    split, per = policy.gemm_split_k(steps, _programs(grid(cfg.kwargs)), sms)
+    split, per = policy.gemm_split_k(steps, programs(grid(cfg.kwargs)), sms)
     return cfg, split, per
 
 
@@ -324,7 +230,8 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
 
     x: (N, C, H, W) any strides; w: (K, C/groups, R, S) any strides; b: (K,) or None;
     returns y (N, K, P, Q) of x's dtype (channels-last when x is).
-    algo: 'direct', 'implicit_gemm' or 'auto' (``conv_policy.choose_algo``); precision: 'ieee' or 'tf32'
+    algo: 'direct', 'implicit_gemm' or 'auto' (``conv_policy.choose_algo``), or the opt-in 'tma'
+    (``conv_tma``: 1x1 stride-1 unpadded NCHW convolutions, unmeasured); precision: 'ieee' or 'tf32'
     for float32 tensor-core dots (ignored by the direct kernel, which always uses fp32 FMA, and
     for half inputs, whose products are exact in fp32).
     """
@@ -342,8 +249,10 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         _launch(conv2d_fwd_direct, grid, args, HAS_BIAS=b is not None, GROUPED=g.groups > 1, INT64=int64)
         _record("conv2d_fwd_direct", int64)
         return y
+    if algo == "tma":               # opt-in, unmeasured: TMA loads of NCHW x (1x1, stride 1, no padding)
+        return conv2d_forward_tma(x, w, b, g, precision)
     if algo != "implicit_gemm":
-        raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
+        raise ValueError(f"algo must be 'auto', 'direct', 'implicit_gemm' or 'tma', got {algo!r}")
     if not _gemm_fits(g):
         raise ValueError(f"conv2d implicit GEMM puts groups on grid axis 1 (at most {GRID_YZ_MAX}), got "
                          f"groups={g.groups}; use algo='direct'")
