@@ -1,0 +1,307 @@
+"""The fused block conv -> BatchNorm -> (+ residual) -> (ReLU) for torch models: a ``torch.library``
+custom op (``cnngpu::conv2d_bn_relu`` and its backward; fake functions and autograd registered as in
+``_ops.py``, so eager, autograd and torch.compile all see one op), the module ``Conv2dBNReLU`` and
+``fuse(model)``, which swaps a model's Conv2d -> BatchNorm2d (-> ReLU) (-> add) sequences for it.
+
+``Conv2dBNReLU``'s state_dict has the keys of ``nn.Sequential(OrderedDict(conv=nn.Conv2d(...),
+bn=nn.BatchNorm2d(...)))``: ``conv.weight`` (``conv.bias``), ``bn.weight``, ``bn.bias``,
+``bn.running_mean``, ``bn.running_var``, ``bn.num_batches_tracked`` -- its children *are* an
+nn.Conv2d and an nn.BatchNorm2d.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .. import functional as F
+from ._bridge import _grad, _native, _tensor, _write_back, pick_backend
+from ._ops import _pad_args, _pad_value
+
+def _opt(t: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """None -> an empty placeholder (custom ops return tensors only)."""
+    return like.new_empty((0,)) if t is None else t
+
+
+# ----------------------------------------------------------------------------------------------
+# custom ops
+# ----------------------------------------------------------------------------------------------
+@torch.library.custom_op("cnngpu::conv2d_bn_relu", mutates_args=())
+def _fused_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], bn_weight: Optional[torch.Tensor],
+              bn_bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
+              running_var: Optional[torch.Tensor], residual: Optional[torch.Tensor], stride: List[int],
+              pad_ints: List[int], pad_str: str, dilation: List[int], groups: int, training: bool, momentum: float,
+              eps: float, relu: bool, algo: str, precision: str, backend: str
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                         torch.Tensor]:
+    """(out, y (training; else empty), mean, invstd, mask (out > 0, or NaN; empty without relu),
+    new running_mean, new running_var (empty when not given)). Functional: the running statistics
+    come back as new tensors, which the caller copies into its buffers."""
+    running_mean = None if running_mean is None else running_mean.clone()
+    running_var = None if running_var is None else running_var.clone()
+    rm, rv = _native(running_mean, backend), _native(running_var, backend)
+    out, y, mean, invstd = F.conv2d_bn_relu(
+        _native(x, backend, "input"), _native(weight, backend), _native(bias, backend), _native(bn_weight, backend),
+        _native(bn_bias, backend), rm, rv, _native(residual, backend), tuple(stride), _pad_value(pad_ints, pad_str),
+        tuple(dilation), groups, training, momentum, eps, relu=relu, return_stats=True, algo=algo,
+        precision=precision, backend=backend)
+    if training:
+        _write_back(running_mean, rm, backend)
+        _write_back(running_var, rv, backend)
+    dev = x.device
+    ot = _tensor(out, backend, dev)
+    assert ot is not None
+    mask = torch.logical_not(ot.le(0)) if relu else torch.empty(0, dtype=torch.bool, device=dev)
+    yt = _tensor(y, backend, dev) if y is not None else x.new_empty((0,))
+    return (ot, yt, _tensor(mean, backend, dev), _tensor(invstd, backend, dev), mask,  # type: ignore[return-value]
+            _opt(running_mean, x), _opt(running_var, x))
+
+
+@_fused_op.register_fake
+def _(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, residual, stride, pad_ints, pad_str,
+      dilation, groups, training, momentum, eps, relu, algo, precision, backend):
+    g = F.conv2d_geometry(tuple(x.shape), tuple(weight.shape), tuple(stride), _pad_value(pad_ints, pad_str),
+                          tuple(dilation), groups)
+    shape = (g.N, g.K, g.P, g.Q)
+    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return (x.new_empty(shape), x.new_empty(shape if training else (0,)), x.new_empty((g.K,), dtype=sdt),
+            x.new_empty((g.K,), dtype=sdt), torch.empty(shape if relu else (0,), dtype=torch.bool, device=x.device),
+            x.new_empty((0,)) if running_mean is None else torch.empty_like(running_mean),
+            x.new_empty((0,)) if running_var is None else torch.empty_like(running_var))
+
+
+@torch.library.custom_op("cnngpu::conv2d_bn_relu_backward", mutates_args=())
+def _fused_backward_op(dout: torch.Tensor, mask: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       bias: Optional[torch.Tensor], y: torch.Tensor, bn_weight: Optional[torch.Tensor],
+                       mean: torch.Tensor, invstd: torch.Tensor, stride: List[int], pad_ints: List[int], pad_str: str,
+                       dilation: List[int], groups: int, training: bool, relu: bool, has_residual: bool,
+                       precision: str, backend: str
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias, dbn_weight, dbn_bias, dresidual); the missing ones empty."""
+    yn = None if y.dim() == 1 and y.numel() == 0 else _native(y, backend)   # eval: empty, recomputed
+    out = mask.to(dout.dtype) if relu else dout       # only the sign of out is read, and only with relu
+    grads = F.conv2d_bn_relu_backward(
+        _grad(dout, backend), _native(out.contiguous(), backend), _native(x, backend), _native(weight, backend),
+        _native(bias, backend), yn, _native(bn_weight, backend), _native(mean, backend), _native(invstd, backend),
+        tuple(stride), _pad_value(pad_ints, pad_str), tuple(dilation), groups, training=training, relu=relu,
+        has_residual=has_residual, need_db=bias is not None, precision=precision, backend=backend)
+    dev = x.device
+    return tuple(_opt(_tensor(g, backend, dev), x) for g in grads)  # type: ignore[return-value]
+
+
+@_fused_backward_op.register_fake
+def _(dout, mask, x, weight, bias, y, bn_weight, mean, invstd, stride, pad_ints, pad_str, dilation, groups,
+      training, relu, has_residual, precision, backend):
+    e = x.new_empty((0,))
+    return (torch.empty_like(x), torch.empty_like(weight), e if bias is None else torch.empty_like(bias),
+            e if bn_weight is None else torch.empty_like(bn_weight), e if bn_weight is None else torch.empty_like(bn_weight),
+            torch.empty_like(dout) if has_residual else e)
+
+
+def _fused_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+    (x, weight, bias, bn_weight, bn_bias, _rm, _rv, residual, stride, pad_ints, pad_str, dilation, groups, training,
+     _momentum, _eps, relu, _algo, precision, backend) = inputs
+    _out, y, mean, invstd, mask, _rm_new, _rv_new = output
+    ctx.save_for_backward(x, weight, bias, y, bn_weight, mean, invstd, mask)   # not out: inplace ops after it are fine
+    ctx.conf = (stride, pad_ints, pad_str, dilation, groups, training, relu, residual is not None, precision, backend)
+    ctx.flags = (bias is not None, bn_bias is not None)
+
+
+def _fused_bwd(ctx: Any, dout: torch.Tensor, *_unused: Any) -> Any:
+    x, weight, bias, y, bn_weight, mean, invstd, mask = ctx.saved_tensors
+    dx, dw, db, dgamma, dbeta, dres = _fused_backward_op(dout, mask, x, weight, bias, y, bn_weight, mean, invstd,
+                                                         *ctx.conf)
+    has_bias, has_bn_bias = ctx.flags
+    has_res = ctx.conf[7]
+    return ((dx, dw, db if has_bias else None, dgamma if bn_weight is not None else None,
+             dbeta if has_bn_bias else None, None, None, dres if has_res else None) + (None,) * 12)
+
+
+_fused_op.register_autograd(_fused_bwd, setup_context=_fused_setup)
+
+
+# ----------------------------------------------------------------------------------------------
+# functional + module
+# ----------------------------------------------------------------------------------------------
+def conv2d_bn_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], bn_weight: Optional[torch.Tensor],
+                   bn_bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
+                   running_var: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None, stride: Any = 1,
+                   padding: Any = 0, dilation: Any = 1, groups: int = 1, training: bool = False,
+                   momentum: float = 0.1, eps: float = 1e-5, *, relu: bool = True, algo: str = "auto",
+                   precision: str = "ieee", backend: Optional[str] = None) -> torch.Tensor:
+    """``cnngpu.functional.conv2d_bn_relu`` on torch tensors, differentiable in x, weight, bias,
+    bn_weight, bn_bias and residual; training updates running_mean/var in place when given."""
+    be = pick_backend(x, backend)
+    pad_ints, pad_str = _pad_args(padding)
+    bn_w = bn_weight
+    if bn_w is None and bn_bias is not None:           # the kernels give dbn_bias only with a weight
+        bn_w = torch.ones_like(bn_bias.detach())
+    out = _fused_op(x, weight, bias, bn_w, bn_bias, running_mean, running_var, residual, list(F.pair(stride, "stride")),
+                    pad_ints, pad_str, list(F.pair(dilation, "dilation")), int(groups), bool(training),
+                    float(momentum), float(eps), bool(relu), algo, precision, be)
+    if training and running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            running_mean.copy_(out[5])
+            running_var.copy_(out[6])
+    return out[0]
+
+
+class Conv2dBNReLU(nn.Module):
+    """conv -> BatchNorm2d -> (+ residual) -> (ReLU) as one fused op; children ``conv`` (an nn.Conv2d)
+    and ``bn`` (an nn.BatchNorm2d), so the state_dict is that of
+    ``nn.Sequential(OrderedDict(conv=nn.Conv2d(...), bn=nn.BatchNorm2d(...)))``.
+    ``forward(x, residual=None)``: residual (the conv output's shape) is added before the ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = False, eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1, affine: bool = True, track_running_stats: bool = True,
+                 device: Any = None, dtype: Optional[torch.dtype] = None, *, relu: bool = True, algo: str = "auto",
+                 precision: str = "ieee", backend: Optional[str] = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                              device=device, dtype=dtype)
+        self.bn = nn.BatchNorm2d(out_channels, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.relu, self.algo, self.precision, self.backend = bool(relu), algo, precision, backend
+
+    @classmethod
+    def from_modules(cls, conv: Any, bn: Any, relu: bool = True,
+                     backend: Optional[str] = None) -> "Conv2dBNReLU":
+        """A block that shares (not copies) ``conv``'s and ``bn``'s parameters and buffers."""
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"Conv2dBNReLU supports padding_mode='zeros' only, got {conv.padding_mode!r}")
+        if bn.num_features != conv.out_channels:
+            raise ValueError(f"bn has {bn.num_features} features but conv has {conv.out_channels} output channels")
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.conv, m.bn = conv, bn
+        m.relu, m.algo, m.precision, m.backend = bool(relu), "auto", "ieee", backend
+        return m
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        bn, conv = self.bn, self.conv
+        batch_stats = self.training or not bn.track_running_stats
+        if self.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+        use_running = not batch_stats or (self.training and bn.track_running_stats)
+        momentum = bn.momentum
+        if momentum is None:                         # torch: cumulative moving average
+            n = int(bn.num_batches_tracked) if bn.num_batches_tracked is not None else 0
+            momentum = 1.0 / n if n > 0 else 0.0
+        return conv2d_bn_relu(x, conv.weight, conv.bias, bn.weight, bn.bias,
+                              bn.running_mean if use_running else None, bn.running_var if use_running else None,
+                              residual, conv.stride, conv.padding, conv.dilation, conv.groups, batch_stats, momentum,
+                              bn.eps, relu=self.relu, algo=self.algo, precision=self.precision, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"relu={self.relu}, backend={self.backend!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# fuse(model)
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FuseReport:
+    """What ``fuse`` did: ``fused`` names (module paths) of the blocks made, ``skipped`` (path, why)."""
+    fused: List[str] = dataclasses.field(default_factory=list)
+    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"fused {len(self.fused)} block(s): " + ", ".join(self.fused)]
+        lines += [f"not fused {p}: {why}" for p, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _plain_conv_bn(conv: Any, bn: Any) -> Optional[str]:
+    """None when (conv, bn) can be fused, else why not."""
+    if not isinstance(conv, nn.Conv2d):
+        return f"{type(conv).__name__} is not an nn.Conv2d"
+    if not isinstance(bn, nn.BatchNorm2d) or type(bn).__name__ == "SyncBatchNorm":
+        return f"{type(bn).__name__} after the conv is not a BatchNorm2d"
+    if getattr(bn, "relu", False):
+        return "the BatchNorm2d has its own fused ReLU (cnngpu.torch.BatchNorm2d(relu=True))"
+    if conv.padding_mode != "zeros":
+        return f"padding_mode={conv.padding_mode!r} (zeros only)"
+    if bn.num_features != conv.out_channels:
+        return "BatchNorm2d features != conv out_channels"
+    return None
+
+
+def _fuse_sequential(seq: nn.Sequential, path: str, report: FuseReport, backend: Optional[str]) -> None:
+    names = list(seq._modules)
+    i = 0
+    while i < len(names) - 1:
+        a, b = seq._modules[names[i]], seq._modules[names[i + 1]]
+        if isinstance(a, nn.Conv2d):
+            why = _plain_conv_bn(a, b)
+            if why is not None:
+                report.skipped.append((f"{path}{names[i]}", why))
+                i += 1
+                continue
+            relu = i + 2 < len(names) and type(seq._modules[names[i + 2]]) is nn.ReLU
+            seq._modules[names[i]] = Conv2dBNReLU.from_modules(a, b, relu=relu, backend=backend)
+            seq._modules[names[i + 1]] = nn.Identity()
+            if relu:
+                seq._modules[names[i + 2]] = nn.Identity()
+            report.fused.append(f"{path}{names[i]}" + ("+relu" if relu else ""))
+            i += 3 if relu else 2
+            continue
+        i += 1
+
+
+class _FusedBasicBlock(nn.Module):
+    """torchvision's BasicBlock with (conv1, bn1, relu) and (conv2, bn2, + identity, relu) fused."""
+
+    def __init__(self, block: Any, backend: Optional[str]) -> None:
+        super().__init__()
+        self.block1 = Conv2dBNReLU.from_modules(block.conv1, block.bn1, relu=True, backend=backend)
+        self.block2 = Conv2dBNReLU.from_modules(block.conv2, block.bn2, relu=True, backend=backend)
+        self.downsample: Optional[nn.Module] = block.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.block2(self.block1(x), identity)
+
+
+def _is_basic_block(m: nn.Module) -> bool:
+    return (type(m).__name__ == "BasicBlock" and all(hasattr(m, a) for a in ("conv1", "bn1", "conv2", "bn2", "relu"))
+            and getattr(m, "expansion", 1) == 1)
+
+
+def fuse(model: nn.Module, backend: Optional[str] = None) -> FuseReport:
+    """Fuse ``model``'s conv -> BatchNorm2d (-> ReLU) (-> add) sequences in place; returns a FuseReport.
+
+    Recognised: consecutive ``nn.Conv2d``, ``nn.BatchNorm2d`` (and ``nn.ReLU``) children of an
+    ``nn.Sequential`` (the BatchNorm / ReLU slots become ``nn.Identity``), and torchvision-style
+    ``BasicBlock`` modules (conv1/bn1/relu/conv2/bn2/downsample; its residual add and final ReLU
+    go into the second block's epilogue). The fused blocks share the original parameters and buffers,
+    so an optimizer built before ``fuse`` keeps training them; their state_dict keys move under the
+    block ('0.weight' -> '0.conv.weight', '1.running_mean' -> '0.bn.running_mean', BasicBlock
+    'conv1.weight' -> 'block1.conv.weight'). Anything else -- other module
+    structure (a forward that is not such a chain), a conv followed by something other than
+    BatchNorm2d, non-zero padding modes -- is left alone and listed in ``report.skipped``.
+    """
+    report = FuseReport()
+
+    def visit(mod: nn.Module, path: str) -> None:
+        for name, child in list(mod._modules.items()):
+            if child is None:
+                continue
+            cpath = f"{path}{name}"
+            if _is_basic_block(child):
+                why = _plain_conv_bn(child.conv1, child.bn1) or _plain_conv_bn(child.conv2, child.bn2)
+                if why is None:
+                    mod._modules[name] = _FusedBasicBlock(child, backend)
+                    report.fused.append(f"{cpath} (BasicBlock: conv1+bn1+relu, conv2+bn2+add+relu)")
+                    if isinstance(child.downsample, nn.Sequential):
+                        _fuse_sequential(child.downsample, f"{cpath}.downsample.", report, backend)
+                    continue
+                report.skipped.append((cpath, why))
+            if isinstance(child, nn.Sequential):
+                _fuse_sequential(child, cpath + ".", report, backend)
+            visit(child, cpath + ".")
+    if isinstance(model, nn.Sequential):
+        _fuse_sequential(model, "", report, backend)
+    visit(model, "")
+    return report
