@@ -107,6 +107,19 @@ class Conv2dBNReLU(Module):
         conv.load_state_dict({"weight": wf, "bias": bf})
         return Sequential(conv, ReLU(backend=self.backend)) if self.relu else conv
 
+    # the conv's geometry, for Sequential.receptive_field
+    @property
+    def kernel_size(self) -> Tuple[int, int]:
+        return self.conv.kernel_size
+
+    @property
+    def stride(self) -> Tuple[int, int]:
+        return self.conv.stride
+
+    @property
+    def dilation(self) -> Tuple[int, int]:
+        return self.conv.dilation
+
     def output_shape(self, input_shape: Tuple[int, ...]) -> Tuple[int, ...]:
         return self.conv.output_shape(input_shape)
 
