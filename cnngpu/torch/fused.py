@@ -301,6 +301,9 @@ def fuse(model: nn.Module, backend: Optional[str] = None) -> FuseReport:
             if isinstance(child, nn.Sequential):
                 _fuse_sequential(child, cpath + ".", report, backend)
             visit(child, cpath + ".")
+    if _is_basic_block(model):
+        report.skipped.append(("<root>", "a BasicBlock at the root cannot be replaced in place: wrap it, "
+                                         "e.g. fuse(nn.Sequential(block))"))
     if isinstance(model, nn.Sequential):
         _fuse_sequential(model, "", report, backend)
     visit(model, "")
