@@ -183,3 +183,21 @@ def test_fuse_reports_what_it_leaves():
     assert report.fused == []
     assert [p for p, _ in report.skipped] == ["0", "3"]
     assert "padding_mode='reflect'" in report.skipped[0][1]
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    """The block traces as one opaque custom op under torch.compile(fullgraph=True)."""
+    torch._dynamo.reset()
+    _, m = _pair(7)
+    m2 = ct.Conv2dBNReLU(3, 6, 3, padding=1).double()
+    m2.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    res = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    compiled = torch.compile(m2, fullgraph=True, backend="aot_eager")
+    out_c = compiled(x, res)
+    out_e = m(x, res)
+    assert_close(out_c.detach().numpy(), out_e.detach().numpy(), "float64", 27, "out")
+    (gc,) = torch.autograd.grad(out_c.sum(), x)
+    (ge,) = torch.autograd.grad(out_e.sum(), x)
+    assert_close(gc.numpy(), ge.numpy(), "float64", out_e.numel(), "dx")
+    assert torch.allclose(m2.bn.running_mean, m.bn.running_mean) and int(m2.bn.num_batches_tracked) == 1
