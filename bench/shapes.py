@@ -379,8 +379,8 @@ def select(op: str, tag: str | None = None, gpu: bool = True):
 # cnngpu = cnngpu.torch.convert (BatchNorm2d and ReLU separate modules: BN, then ReLU); cnngpu_fused =
 # cnngpu.torch.fuse: eval = 2 convs with folded BN, residual + ReLU in the second epilogue; train
 # forward = conv writes y (+ statistics partials), one apply pass; the backward reads the output as
-# the ReLU mask (batch_norm backward: partial sums pass, dx pass; the residual gradient: one mask
-# pass). Backward conv passes: dX reads dy and writes dx, dW reads dy and x.
+# the ReLU mask (batch_norm backward: partial sums pass, dx pass, which also writes the residual's
+# gradient). Backward conv passes: dX reads dy and writes dx, dW reads dy and x.
 _BN_BWD = [("bn_bwd_sums", 2, 0), ("bn_bwd_dx", 2, 1)]            # torch: reads dy, x (no mask)
 _CONV_BWD = [("conv_dx", 1, 1), ("conv_dw", 2, 0)]
 BLOCK_TRAFFIC: Dict[Tuple[str, str], list] = {
@@ -398,7 +398,7 @@ BLOCK_TRAFFIC: Dict[Tuple[str, str], list] = {
                           ("relu2_bwd", 2, 1), *_BN_BWD, *_CONV_BWD, ("relu1_bwd", 2, 1), *_BN_BWD, *_CONV_BWD,
                           ("dx_add_identity", 2, 1)],
     ("cnngpu_fused", "train"): [("conv1+stats", 1, 1), ("apply1", 1, 1), ("conv2+stats", 1, 1), ("apply2+add", 2, 1),
-                                ("bn2_bwd_sums", 3, 0), ("bn2_bwd_dx", 3, 1), ("dresidual", 2, 1), *_CONV_BWD,
+                                ("bn2_bwd_sums", 3, 0), ("bn2_bwd_dx+dresidual", 3, 2), *_CONV_BWD,
                                 ("bn1_bwd_sums", 3, 0), ("bn1_bwd_dx", 3, 1), *_CONV_BWD, ("dx_add_identity", 2, 1)],
 }
 BLOCK_VARIANTS = ("torch", "cnngpu", "cnngpu_fused")

@@ -272,9 +272,11 @@ def batch_norm():
             sig = {"dy_ptr": p, "x_ptr": p, "y_ptr": p, "dx_ptr": p, "mean_ptr": PF, "invstd_ptr": PF,
                    "w_ptr": PF, "sum_g_ptr": PF, "sum_gx_ptr": PF, **til, "inv_count": F32,
                    **strides("d", "x", "y", "o"), "TRAINING": "constexpr", "RELU": "constexpr",
-                   "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
-            yield (f"batch_norm_bwd_dx_{tag}", BN.batch_norm_bwd_dx, sig,
-                   dict(tc, TRAINING=True, RELU=True, HAS_W=True), opts(cfg), False)
+                   "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr",
+                   "g_ptr": p, **strides("g"), "STORE_G": "constexpr"}
+            for store_g in (False, True):          # STORE_G: the fused conv blocks' residual gradient
+                yield (f"batch_norm_bwd_dx_{tag}{'_store_g' if store_g else ''}", BN.batch_norm_bwd_dx, sig,
+                       dict(tc, TRAINING=True, RELU=True, HAS_W=True, STORE_G=store_g), opts(cfg), False)
     cfg = BN.COMBINE_CONFIGS[0]
     for dt in ROT:
         sig = {"pmean_ptr": PF, "pm2_ptr": PF, "pcount_ptr": PF, "x_ptr": "*" + dt, "sxc": I64,

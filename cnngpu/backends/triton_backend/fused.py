@@ -12,7 +12,8 @@ Forward, where the convolution runs as the implicit GEMM (``conv_policy`` picks 
 Elsewhere (the direct conv kernel) the block is composed: conv2d, the batch_norm statistics
 kernels (training), then ``conv_bn_fwd_apply``.
 Backward: the batch_norm backward kernels on (dout, y, out) -- masked dout, dgamma / dbeta partials
-in one pass, then dy -- the masked dout as dresidual (relu_bwd_mask), then the conv backward of dy.
+in one pass, then the dy pass, which also writes the masked dout as dresidual (STORE_G) -- then the
+conv backward (dX, dW) of dy.
 Launches are recorded in LAUNCHES (``conv2d_bn_relu_fwd[eval-fused|train-fused|composed]``).
 """
 from __future__ import annotations
@@ -26,10 +27,9 @@ from cnngpu.kernels.triton._config import launch_kwargs
 from ...geometry import ConvGeometry
 from .. import conv_policy as policy
 from ._common import empty, launched, needs_int64
-from .basic import relu_backward
 from .conv import (_dot_precision, _gemm_fits, alloc_nchw, as_layout_of, conv2d_backward, conv2d_forward,
                    implicit_gemm_forward, padded_geometry)
-from .norm import batch_norm_backward, batch_norm_forward
+from .norm import batch_norm_backward_masked, batch_norm_forward
 
 
 def _gemm_path(x, g: ConvGeometry, algo: str) -> bool:
@@ -137,10 +137,9 @@ def conv2d_bn_relu_backward(dout, out, x, w, b, y, g: ConvGeometry, weight, mean
     """Gradients of the block (as the reference): (dx, dw, db, dweight, dbias, dresidual)."""
     if y is None:                           # eval forward: the conv output was never written
         y = conv2d_forward(x, w, b, g, algo=algo, precision=precision)
-    dy, dweight, dbias = batch_norm_backward(dout, y, out, weight, mean, invstd, training, relu)
-    dres = None
-    if has_residual:
-        dres = relu_backward(dout, out) if relu else dout.clone()
+    # the residual's gradient is the masked dout: written by the BN dx pass itself (no extra pass)
+    dy, dweight, dbias, dres = batch_norm_backward_masked(dout, y, out, weight, mean, invstd, training, relu,
+                                                          want_g=has_residual)
     dx, dw, db = conv2d_backward(dy, x, w, g, need_dx=need_dx, need_dw=need_dw, need_db=need_db, algo=algo,
                                  precision=precision)
     launched("conv2d_bn_relu_bwd")
