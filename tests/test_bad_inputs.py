@@ -256,7 +256,9 @@ HAND = [
     ("torch-ln-normalized_shape-float", lambda: ct.layer_norm(T, 8.0), TypeError, "normalized_shape"),
     ("torch-gn-groups", lambda: ct.group_norm(T, 3), ValueError, "num_groups"),
     ("torch-pool-kernel", lambda: ct.max_pool2d(T, 0), ValueError, "kernel_size"),
-    ("torch-avgpool-bf16", lambda: ct.avg_pool2d(T.bfloat16(), 2), TypeError, "input"),
+    ("torch-avgpool-int", lambda: ct.avg_pool2d(T.to(torch.int32), 2), TypeError, "input"),
+    ("torch-conv-5d", lambda: ct.conv2d(T[None], torch.ones(1, 4, 3, 3)), ValueError, "input"),
+    ("torch-bn-1d", lambda: ct.batch_norm(T[0, 0, 0], None, None, training=True), ValueError, "input"),
     ("torch-backend", lambda: ct.max_pool2d(T, 2, backend="cudnn"), ValueError, "backend"),
     # CLI (argparse exits with status 2 and names the option)
     ("cli-seed-negative", _cli("demo", "--seed", "-1"), SystemExit, "--seed"),

@@ -104,18 +104,38 @@ def test_triton_interpreter_float32():
     assert_close(m.bn.running_var.numpy(), ref.bn.running_var.numpy(), "float32", 27, "running_var")
 
 
-def test_opcheck():
-    from cnngpu.torch.fused import _fused_op
+def _opcheck_samples():
+    from cnngpu.torch.fused import _fused_backward_op, _fused_op
     torch.manual_seed(5)
-    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    gamma = torch.rand(4, dtype=torch.float64, requires_grad=True)
-    beta = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    res = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    t = (lambda *shape: torch.randn(*shape, dtype=torch.float64))
+    x, w, b = t(2, 3, 5, 5).requires_grad_(), t(4, 3, 3, 3).requires_grad_(), t(4).requires_grad_()
+    gamma, beta = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_(), t(4).requires_grad_()
+    res = t(2, 4, 5, 5).requires_grad_()
+    cl = t(2, 3, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
     rm, rv = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
-    args = (x, w, None, gamma, beta, rm, rv, res, [1, 1], [1, 1], "", [1, 1], 1, True, 0.1, 1e-5, True, "auto",
-            "ieee", "numpy")
-    torch.library.opcheck(_fused_op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    conv = ([1, 1], [1, 1], "", [1, 1], 1)
+    out = []
+    for training in (True, False):
+        for xx, rr, bb in ((x, res, None), (cl, None, b)):
+            out.append((_fused_op, (xx, w, bb, gamma, beta, rm.clone(), rv.clone(), rr, *conv, training, 0.1, 1e-5,
+                                    True, "auto", "ieee", "")))
+    with torch.no_grad():
+        o = _fused_op(x, w, b, gamma, beta, rm.clone(), rv.clone(), res, *conv, True, 0.1, 1e-5, True, "auto",
+                      "ieee", "")
+    out.append((_fused_backward_op, (t(2, 4, 5, 5), o[4], x.detach(), w.detach(), b.detach(), o[1], gamma.detach(),
+                                     o[2], o[3], *conv, True, True, True, "ieee", "")))
+    out.append((_fused_op, (x, w, None, None, None, None, None, None, [2, 1], [0, 1], "", [1, 1], 1, True, 0.1, 1e-5,
+                            False, "auto", "ieee", "")))
+    return out
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_opcheck(i):
+    """Every test torch.library.opcheck offers: schema, fake kernels (shapes, strides), autograd
+    registration, AOT dispatch (static and dynamic shapes)."""
+    from torch.testing._internal.optests.generate_tests import ALL_TEST_UTILS
+    op, args = _opcheck_samples()[i]
+    torch.library.opcheck(op, args, test_utils=tuple(ALL_TEST_UTILS))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .modules import (AvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss, GroupNorm, InstanceNorm2d, LayerNorm,
-                      Linear, MaxPool2d, ReLU)
+from .modules import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, CrossEntropyLoss, GroupNorm, InstanceNorm2d,
+                      LayerNorm, Linear, MaxPool2d, ReLU)
 
 
 # torch class -> (our class, the extra attributes ours adds, with their defaults)
@@ -16,6 +16,7 @@ _SWAPS: Dict[type, Tuple[type, Dict[str, Any]]] = {
     nn.Conv2d: (Conv2d, dict(algo="auto", precision="ieee", backend=None)),
     nn.MaxPool2d: (MaxPool2d, dict(backend=None)),
     nn.AvgPool2d: (AvgPool2d, dict(backend=None)),
+    nn.BatchNorm1d: (BatchNorm1d, dict(relu=False, backend=None)),
     nn.BatchNorm2d: (BatchNorm2d, dict(relu=False, backend=None)),
     nn.LayerNorm: (LayerNorm, dict(backend=None)),
     nn.GroupNorm: (GroupNorm, dict(backend=None)),
@@ -64,8 +65,9 @@ def _swap(m: nn.Module, cls: type, extra: Dict[str, Any]) -> nn.Module:
 
 
 def convert(model: nn.Module, *, backend: Optional[str] = None) -> ConvertReport:
-    """Swap ``model``'s torch.nn Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, LayerNorm, GroupNorm,
-    InstanceNorm2d, Linear, ReLU and CrossEntropyLoss (exact classes, not subclasses) for cnngpu.torch's, in place, keeping parameters, buffers,
+    """Swap ``model``'s torch.nn Conv2d, MaxPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, LayerNorm,
+    GroupNorm, InstanceNorm2d, Linear, ReLU and CrossEntropyLoss (exact classes, not subclasses) for
+    cnngpu.torch's, in place, keeping parameters, buffers,
     hooks and training mode (the same tensors: an optimizer built before still applies). Returns
     a :class:`ConvertReport` of what was swapped and which leaf modules were left (and why).
     ``backend`` is set on every swapped module."""

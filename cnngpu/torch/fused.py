@@ -17,85 +17,89 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ._bridge import _grad, _native, _tensor, _write_back, pick_backend
-from ._ops import _pad_args, _pad_value
+from ..geometry import pair
+from ._bridge import _native, _tensor, _write_back, check_backend, empty, in_format, memory_format, pick_backend
+from ._bridge import stats_dtype
+from ._oplib import absent, no_alias, or_none
+from ._ops_conv import _pad, pad_args
 
-def _opt(t: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    """None -> an empty placeholder (custom ops return tensors only)."""
-    return like.new_empty((0,)) if t is None else t
+Tensor = torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------
 # custom ops
 # ----------------------------------------------------------------------------------------------
 @torch.library.custom_op("cnngpu::conv2d_bn_relu", mutates_args=())
-def _fused_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], bn_weight: Optional[torch.Tensor],
-              bn_bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
-              running_var: Optional[torch.Tensor], residual: Optional[torch.Tensor], stride: List[int],
-              pad_ints: List[int], pad_str: str, dilation: List[int], groups: int, training: bool, momentum: float,
-              eps: float, relu: bool, algo: str, precision: str, backend: str
-              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                         torch.Tensor]:
-    """(out, y (training; else empty), mean, invstd, mask (out > 0, or NaN; empty without relu),
-    new running_mean, new running_var (empty when not given)). Functional: the running statistics
-    come back as new tensors, which the caller copies into its buffers."""
-    running_mean = None if running_mean is None else running_mean.clone()
-    running_var = None if running_var is None else running_var.clone()
-    rm, rv = _native(running_mean, backend), _native(running_var, backend)
+def _fused_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], bn_weight: Optional[Tensor],
+              bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor],
+              residual: Optional[Tensor], stride: List[int], pad_ints: List[int], pad_str: str, dilation: List[int],
+              groups: int, training: bool, momentum: float, eps: float, relu: bool, algo: str, precision: str,
+              backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, y (training; else (0,)), mean, invstd, mask (out > 0 or NaN; (0,) without relu), new
+    running_mean, new running_var ((0,) unless training with running stats)). Functional: the running
+    statistics come back as new tensors, which the caller copies into its buffers."""
+    be = pick_backend(x, backend)
+    update = training and running_mean is not None
+    rm = None if running_mean is None else (running_mean.clone() if update else running_mean)
+    rv = None if running_var is None else (running_var.clone() if update else running_var)
+    nrm, nrv = _native(rm, be), _native(rv, be)
     out, y, mean, invstd = F.conv2d_bn_relu(
-        _native(x, backend, "input"), _native(weight, backend), _native(bias, backend), _native(bn_weight, backend),
-        _native(bn_bias, backend), rm, rv, _native(residual, backend), tuple(stride), _pad_value(pad_ints, pad_str),
-        tuple(dilation), groups, training, momentum, eps, relu=relu, return_stats=True, algo=algo,
-        precision=precision, backend=backend)
-    if training:
-        _write_back(running_mean, rm, backend)
-        _write_back(running_var, rv, backend)
-    dev = x.device
-    ot = _tensor(out, backend, dev)
-    assert ot is not None
-    mask = torch.logical_not(ot.le(0)) if relu else torch.empty(0, dtype=torch.bool, device=dev)
-    yt = _tensor(y, backend, dev) if y is not None else x.new_empty((0,))
-    return (ot, yt, _tensor(mean, backend, dev), _tensor(invstd, backend, dev), mask,  # type: ignore[return-value]
-            _opt(running_mean, x), _opt(running_var, x))
+        _native(x, be), _native(weight, be), _native(bias, be), _native(bn_weight, be), _native(bn_bias, be), nrm, nrv,
+        _native(residual, be), tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups, training, momentum,
+        eps, relu=relu, return_stats=True, algo=algo, precision=precision, backend=be)
+    if update:
+        _write_back(rm, nrm, be)
+        _write_back(rv, nrv, be)
+    dev, fmt = x.device, memory_format(x)
+    ot = in_format(_tensor(out, be, dev, x.dtype), fmt)
+    mask = in_format(torch.logical_not(ot.le(0)), fmt) if relu else absent(x, torch.bool)
+    yt = in_format(_tensor(y, be, dev, x.dtype), fmt) if y is not None else absent(x)
+    sdt = stats_dtype(x)
+    return no_alias((ot, yt, _tensor(mean, be, dev, sdt), _tensor(invstd, be, dev, sdt), mask,
+                     rm if update else absent(x), rv if update else absent(x)),
+                    x, weight, bias, bn_weight, bn_bias, running_mean, running_var, residual)
 
 
 @_fused_op.register_fake
 def _(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, residual, stride, pad_ints, pad_str,
       dilation, groups, training, momentum, eps, relu, algo, precision, backend):
-    g = F.conv2d_geometry(tuple(x.shape), tuple(weight.shape), tuple(stride), _pad_value(pad_ints, pad_str),
+    g = F.conv2d_geometry((1,) + tuple(x.shape[1:]), tuple(weight.shape), tuple(stride), _pad(pad_ints, pad_str),
                           tuple(dilation), groups)
-    shape = (g.N, g.K, g.P, g.Q)
-    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return (x.new_empty(shape), x.new_empty(shape if training else (0,)), x.new_empty((g.K,), dtype=sdt),
-            x.new_empty((g.K,), dtype=sdt), torch.empty(shape if relu else (0,), dtype=torch.bool, device=x.device),
-            x.new_empty((0,)) if running_mean is None else torch.empty_like(running_mean),
-            x.new_empty((0,)) if running_var is None else torch.empty_like(running_var))
+    shape, fmt, sdt = (x.shape[0], g.K, g.P, g.Q), memory_format(x), stats_dtype(x)
+    update = training and running_mean is not None
+    return (empty(x, shape, fmt), empty(x, shape, fmt) if training else absent(x), empty(x, (g.K,), dtype=sdt),
+            empty(x, (g.K,), dtype=sdt), empty(x, shape, fmt, torch.bool) if relu else absent(x, torch.bool),
+            torch.empty_like(running_mean) if update else absent(x),
+            torch.empty_like(running_var) if update else absent(x))
 
 
 @torch.library.custom_op("cnngpu::conv2d_bn_relu_backward", mutates_args=())
-def _fused_backward_op(dout: torch.Tensor, mask: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                       bias: Optional[torch.Tensor], y: torch.Tensor, bn_weight: Optional[torch.Tensor],
-                       mean: torch.Tensor, invstd: torch.Tensor, stride: List[int], pad_ints: List[int], pad_str: str,
-                       dilation: List[int], groups: int, training: bool, relu: bool, has_residual: bool,
-                       precision: str, backend: str
-                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias, dbn_weight, dbn_bias, dresidual); the missing ones empty."""
-    yn = None if y.dim() == 1 and y.numel() == 0 else _native(y, backend)   # eval: empty, recomputed
+def _fused_backward_op(dout: Tensor, mask: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], y: Tensor,
+                       bn_weight: Optional[Tensor], mean: Tensor, invstd: Tensor, stride: List[int],
+                       pad_ints: List[int], pad_str: str, dilation: List[int], groups: int, training: bool, relu: bool,
+                       has_residual: bool, precision: str, backend: str
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias, dbn_weight, dbn_bias, dresidual); absent ones are (0,) tensors."""
+    be = pick_backend(x, backend)
+    yn = None if y.dim() == 1 and y.numel() == 0 else _native(y, be)   # eval: (0,), the conv is recomputed
     out = mask.to(dout.dtype) if relu else dout       # only the sign of out is read, and only with relu
     grads = F.conv2d_bn_relu_backward(
-        _grad(dout, backend), _native(out.contiguous(), backend), _native(x, backend), _native(weight, backend),
-        _native(bias, backend), yn, _native(bn_weight, backend), _native(mean, backend), _native(invstd, backend),
-        tuple(stride), _pad_value(pad_ints, pad_str), tuple(dilation), groups, training=training, relu=relu,
-        has_residual=has_residual, need_db=bias is not None, precision=precision, backend=backend)
+        _native(dout.contiguous(), be), _native(out.contiguous(), be), _native(x, be), _native(weight, be),
+        _native(bias, be), yn, _native(bn_weight, be), _native(mean, be), _native(invstd, be), tuple(stride),
+        _pad(pad_ints, pad_str), tuple(dilation), groups, training=training, relu=relu, has_residual=has_residual,
+        need_db=bias is not None, precision=precision, backend=be)
     dev = x.device
-    return tuple(_opt(_tensor(g, backend, dev), x) for g in grads)  # type: ignore[return-value]
+    like = (x, weight, bias, bn_weight, bn_weight, dout)
+    res = tuple(absent(x) if gr is None else _tensor(gr, be, dev, (lk if lk is not None else x).dtype)
+                for gr, lk in zip(grads, like))
+    return no_alias(res, dout, mask, x, weight, bias, y, bn_weight, mean, invstd)
 
 
 @_fused_backward_op.register_fake
 def _(dout, mask, x, weight, bias, y, bn_weight, mean, invstd, stride, pad_ints, pad_str, dilation, groups,
       training, relu, has_residual, precision, backend):
-    e = x.new_empty((0,))
-    return (torch.empty_like(x), torch.empty_like(weight), e if bias is None else torch.empty_like(bias),
+    e = absent(x)
+    return (empty(x, x.shape, memory_format(x)), empty(weight, weight.shape), e if bias is None else torch.empty_like(bias),
             e if bn_weight is None else torch.empty_like(bn_weight), e if bn_weight is None else torch.empty_like(bn_weight),
             torch.empty_like(dout) if has_residual else e)
 
@@ -109,14 +113,14 @@ def _fused_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     ctx.flags = (bias is not None, bn_bias is not None)
 
 
-def _fused_bwd(ctx: Any, dout: torch.Tensor, *_unused: Any) -> Any:
+def _fused_bwd(ctx: Any, dout: Tensor, *_unused: Any) -> Any:
     x, weight, bias, y, bn_weight, mean, invstd, mask = ctx.saved_tensors
     dx, dw, db, dgamma, dbeta, dres = _fused_backward_op(dout, mask, x, weight, bias, y, bn_weight, mean, invstd,
                                                          *ctx.conf)
     has_bias, has_bn_bias = ctx.flags
     has_res = ctx.conf[7]
-    return ((dx, dw, db if has_bias else None, dgamma if bn_weight is not None else None,
-             dbeta if has_bn_bias else None, None, None, dres if has_res else None) + (None,) * 12)
+    return ((dx, dw, or_none(db, has_bias), or_none(dgamma, bn_weight is not None), or_none(dbeta, has_bn_bias),
+             None, None, or_none(dres, has_res)) + (None,) * 12)
 
 
 _fused_op.register_autograd(_fused_bwd, setup_context=_fused_setup)
@@ -133,13 +137,13 @@ def conv2d_bn_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
                    precision: str = "ieee", backend: Optional[str] = None) -> torch.Tensor:
     """``cnngpu.functional.conv2d_bn_relu`` on torch tensors, differentiable in x, weight, bias,
     bn_weight, bn_bias and residual; training updates running_mean/var in place when given."""
-    be = pick_backend(x, backend)
-    pad_ints, pad_str = _pad_args(padding)
+    be = check_backend(x, backend)
+    pad_ints, pad_str = pad_args(padding)
     bn_w = bn_weight
     if bn_w is None and bn_bias is not None:           # the kernels give dbn_bias only with a weight
         bn_w = torch.ones_like(bn_bias.detach())
-    out = _fused_op(x, weight, bias, bn_w, bn_bias, running_mean, running_var, residual, list(F.pair(stride, "stride")),
-                    pad_ints, pad_str, list(F.pair(dilation, "dilation")), int(groups), bool(training),
+    out = _fused_op(x, weight, bias, bn_w, bn_bias, running_mean, running_var, residual, list(pair(stride, "stride")),
+                    pad_ints, pad_str, list(pair(dilation, "dilation")), int(groups), bool(training),
                     float(momentum), float(eps), bool(relu), algo, precision, be)
     if training and running_mean is not None and running_var is not None:
         with torch.no_grad():

@@ -76,20 +76,13 @@ class AvgPool2d(nn.AvgPool2d):
         return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """torch.nn.BatchNorm2d (a subclass, so a ``_BatchNorm``) with an optional fused ReLU (``relu=True``):
-    torch's parameters, buffers (running_mean/running_var/num_batches_tracked) and momentum=None
-    (cumulative average). ``nn.SyncBatchNorm.convert_sync_batchnorm`` replaces it by torch's
-    SyncBatchNorm (torch's kernels): that conversion knows nothing of ``relu=True``, which it drops."""
+class _BatchNormForward:
+    """The forward of our BatchNorm modules: torch's _BatchNorm.forward (running statistics,
+    num_batches_tracked, momentum=None as the cumulative average) on the ``cnngpu::batch_norm`` op."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device: Optional[Union[str, torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None, *, bias: bool = True, relu: bool = False,
-                 backend: Optional[str] = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
-        self.relu, self.backend = relu, backend
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.fx.Proxy):      # fx symbolic tracing: no shape checks on proxies
+            self._check_input_dim(x)
         batch_stats = self.training or not self.track_running_stats
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -102,8 +95,34 @@ class BatchNorm2d(nn.BatchNorm2d):
                           self.weight, self.bias, batch_stats, momentum, self.eps, relu=self.relu,
                           backend=self.backend)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, relu={self.relu}, backend={self.backend!r}"
+    def extra_repr(self: Any) -> str:
+        return f"{nn.modules.batchnorm._BatchNorm.extra_repr(self)}, relu={self.relu}, backend={self.backend!r}"
+
+
+class BatchNorm2d(_BatchNormForward, nn.BatchNorm2d):
+    """torch.nn.BatchNorm2d (a subclass, so a ``_BatchNorm``) with an optional fused ReLU (``relu=True``):
+    torch's parameters, buffers (running_mean/running_var/num_batches_tracked) and momentum=None
+    (cumulative average). ``nn.SyncBatchNorm.convert_sync_batchnorm`` replaces it by torch's
+    SyncBatchNorm (torch's kernels): that conversion knows nothing of ``relu=True``, which it drops."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None, *, bias: bool = True, relu: bool = False,
+                 backend: Optional[str] = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.relu, self.backend = relu, backend
+
+
+class BatchNorm1d(_BatchNormForward, nn.BatchNorm1d):
+    """torch.nn.BatchNorm1d on our kernels: input (N, C) or (N, C, L); otherwise as BatchNorm2d
+    (a ``_BatchNorm`` subclass, optional fused ReLU)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Optional[Union[str, torch.device]] = None,
+                 dtype: Optional[torch.dtype] = None, *, bias: bool = True, relu: bool = False,
+                 backend: Optional[str] = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.relu, self.backend = relu, backend
 
 
 class LayerNorm(nn.LayerNorm):
@@ -192,8 +211,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x)
-        if x.dim() == 3:                                     # unbatched (C, H, W)
+        if not isinstance(x, torch.fx.Proxy):
+            self._check_input_dim(x)
+        if not isinstance(x, torch.fx.Proxy) and x.dim() == 3:                                     # unbatched (C, H, W)
             return self.forward(x.unsqueeze(0)).squeeze(0)
         use_input_stats = self.training or not self.track_running_stats
         momentum = self.momentum if self.momentum is not None else 0.0
