@@ -140,7 +140,8 @@ def _line(r: Dict) -> str:
     gbs = f"{r['GBps']:.0f}" if "GBps" in r else "-"
     ratio = f"{r['vs_torch']:.2f}" if r.get("vs_torch") else "-"
     check = r.get("error") or (f"rel {r['rel_err']:.1e}" if "rel_err" in r else "baseline")
-    return f"| {r['shape']} | {r['mode']} | {r['variant']} | {r['bytes'] / 1e6:.3f} | {ms} | {gbs} | {ratio} | {check} |"
+    mb = r["bytes"] / 1e6
+    return f"| {r['shape']} | {r['mode']} | {r['variant']} | {mb:.3f} | {ms} | {gbs} | {ratio} | {check} |"
 
 
 def main(argv=None) -> int:

@@ -103,7 +103,8 @@ def _torch_block(c, training, residual, relu):
         z = z + t["res"]
     out = torch.relu(z) if relu else z
     out.backward(torch.tensor(c["dout"]))
-    grads = [t[k].grad.numpy() for k in ("x", "w", "b", "gamma", "beta")] + [t["res"].grad.numpy() if residual else None]
+    grads = [t[k].grad.numpy() for k in ("x", "w", "b", "gamma", "beta")]
+    grads.append(t["res"].grad.numpy() if residual else None)
     return out.detach().numpy(), grads, rm.numpy(), rv.numpy()
 
 

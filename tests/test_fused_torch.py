@@ -122,8 +122,9 @@ def _opcheck_samples():
     with torch.no_grad():
         o = _fused_op(x, w, b, gamma, beta, rm.clone(), rv.clone(), res, *conv, True, 0.1, 1e-5, True, "auto",
                       "ieee", "")
-    out.append((_fused_backward_op, (t(2, 4, 5, 5), o[4], x.detach(), w.detach(), b.detach(), o[1], gamma.detach(),
-                                     o[2], o[3], *conv, True, True, True, "ieee", "")))
+    out.append((_fused_backward_op, (t(2, 4, 5, 5).contiguous(memory_format=torch.channels_last), o[4],
+                                     cl.detach(), w.detach(), b.detach(), o[1], gamma.detach(), o[2], o[3], *conv, True,
+                                     True, True, "ieee", "")))
     out.append((_fused_op, (x, w, None, None, None, None, None, None, [2, 1], [0, 1], "", [1, 1], 1, True, 0.1, 1e-5,
                             False, "auto", "ieee", "")))
     return out

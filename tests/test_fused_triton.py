@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 import cnngpu.functional as cf
-from harness import assert_close, backend_under_test, launches, native, randn, relayout, rng, round_to, seed_of, tolerance
+from harness import (assert_close, backend_under_test, launches, native, randn, relayout, rng, round_to, seed_of,
+                     tolerance)
 
 GEOMS = [  # (N, C, H, W, K, R, S, stride, pad, dilation, groups)
     (2, 5, 6, 5, 8, 3, 3, 1, 1, 1, 1),

@@ -90,18 +90,23 @@ def _fused_backward_op(dout: Tensor, mask: Tensor, x: Tensor, weight: Tensor, bi
         need_db=bias is not None, precision=precision, backend=be)
     dev = x.device
     like = (x, weight, bias, bn_weight, bn_weight, dout)
-    res = tuple(absent(x) if gr is None else _tensor(gr, be, dev, (lk if lk is not None else x).dtype)
-                for gr, lk in zip(grads, like))
-    return no_alias(res, dout, mask, x, weight, bias, y, bn_weight, mean, invstd)
+    res = [absent(x) if gr is None else _tensor(gr, be, dev, (lk if lk is not None else x).dtype)
+           for gr, lk in zip(grads, like)]
+    res[0] = in_format(res[0], memory_format(x))            # dx in x's memory format, the rest contiguous
+    res[1] = in_format(res[1])
+    if has_residual:
+        res[5] = in_format(res[5])
+    return no_alias(tuple(res), dout, mask, x, weight, bias, y, bn_weight, mean, invstd)
 
 
 @_fused_backward_op.register_fake
 def _(dout, mask, x, weight, bias, y, bn_weight, mean, invstd, stride, pad_ints, pad_str, dilation, groups,
       training, relu, has_residual, precision, backend):
     e = absent(x)
-    return (empty(x, x.shape, memory_format(x)), empty(weight, weight.shape), e if bias is None else torch.empty_like(bias),
-            e if bn_weight is None else torch.empty_like(bn_weight), e if bn_weight is None else torch.empty_like(bn_weight),
-            torch.empty_like(dout) if has_residual else e)
+    gw = e if bn_weight is None else torch.empty_like(bn_weight)
+    return (empty(x, x.shape, memory_format(x)), empty(weight, weight.shape),
+            e if bias is None else torch.empty_like(bias), gw, torch.empty_like(gw),
+            empty(x, dout.shape) if has_residual else e)
 
 
 def _fused_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
@@ -129,7 +134,8 @@ _fused_op.register_autograd(_fused_bwd, setup_context=_fused_setup)
 # ----------------------------------------------------------------------------------------------
 # functional + module
 # ----------------------------------------------------------------------------------------------
-def conv2d_bn_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], bn_weight: Optional[torch.Tensor],
+def conv2d_bn_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                   bn_weight: Optional[torch.Tensor],
                    bn_bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
                    running_var: Optional[torch.Tensor], residual: Optional[torch.Tensor] = None, stride: Any = 1,
                    padding: Any = 0, dilation: Any = 1, groups: int = 1, training: bool = False,
