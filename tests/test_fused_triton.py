@@ -138,3 +138,25 @@ def test_nan_input_propagates(be):
     rm, rv = native(be.name, np.zeros(8), "float32"), native(be.name, np.ones(8), "float32")
     out = cf.conv2d_bn_relu(x, w, None, None, None, rm, rv, padding=1, training=False, algo="implicit_gemm")
     assert torch.isnan(out[0, :, 1:4, 1:4]).all() and not torch.isnan(out[1]).any()
+
+
+@pytest.mark.parametrize("algo", ["implicit_gemm", "direct"])
+def test_no_running_stats_no_affine(be, algo):
+    """training without running statistics and without BN affine / conv bias, as the reference."""
+    c = make_case(GEOMS[0], "float32", seed_of("plain", algo))
+    x, w = native(be.name, c["x"], "float32"), native(be.name, c["w"], "float32")
+    out, y, mean, invstd = cf.conv2d_bn_relu(x, w, None, None, None, None, None, padding=1, training=True, algo=algo,
+                                             return_stats=True)
+    r_out, r_y, r_mean, r_inv = cf.conv2d_bn_relu(c["x"], c["w"], None, None, None, None, None, padding=1,
+                                                  training=True, return_stats=True)
+    assert_close(be.to_numpy(out), r_out, "float32", 45, "out")
+    assert_close(be.to_numpy(invstd), r_inv, "float32", 45, "invstd")
+    dout = native(be.name, c["dout"], "float32")
+    got = cf.conv2d_bn_relu_backward(dout, out, x, w, None, y, None, mean, invstd, padding=1, need_db=False,
+                                     algo=algo)
+    want = cf.conv2d_bn_relu_backward(c["dout"], be.to_numpy(out).astype(np.float64), c["x"], c["w"], None,
+                                      be.to_numpy(y).astype(np.float64), None, be.to_numpy(mean).astype(np.float64),
+                                      be.to_numpy(invstd).astype(np.float64), padding=1, need_db=False)
+    assert_close(be.to_numpy(got[0]), want[0], "float32", out.numel(), "dx")
+    assert_close(be.to_numpy(got[1]), want[1], "float32", out.numel(), "dw")
+    assert got[2:] == (None, None, None, None)
