@@ -222,3 +222,14 @@ def test_torch_compile_fullgraph_matches_eager():
     (ge,) = torch.autograd.grad(out_e.sum(), x)
     assert_close(gc.numpy(), ge.numpy(), "float64", out_e.numel(), "dx")
     assert torch.allclose(m2.bn.running_mean, m.bn.running_mean) and int(m2.bn.num_batches_tracked) == 1
+
+
+def test_vmap_eval_block():
+    """torch.func.vmap over a batch of inputs (eval: no state) equals the per-entry calls."""
+    _, m = _pair(8)
+    m.eval()
+    xs = torch.randn(3, 2, 3, 5, 5, dtype=torch.float64)
+    args = (m.conv.weight, None, m.bn.weight, m.bn.bias, m.bn.running_mean, m.bn.running_var)
+    got = torch.func.vmap(lambda x: ct.conv2d_bn_relu(x, *args, padding=1))(xs)
+    want = torch.stack([ct.conv2d_bn_relu(x, *args, padding=1) for x in xs])
+    assert torch.allclose(got, want, rtol=0, atol=0)

@@ -20,7 +20,7 @@ from .. import functional as F
 from ..geometry import pair
 from ._bridge import _native, _tensor, _write_back, check_backend, empty, in_format, memory_format, pick_backend
 from ._bridge import stats_dtype
-from ._oplib import absent, no_alias, or_none
+from ._oplib import absent, no_alias, or_none, register_loop_vmap
 from ._ops_conv import _pad, pad_args
 
 Tensor = torch.Tensor
@@ -129,6 +129,8 @@ def _fused_bwd(ctx: Any, dout: Tensor, *_unused: Any) -> Any:
 
 
 _fused_op.register_autograd(_fused_bwd, setup_context=_fused_setup)
+register_loop_vmap(_fused_op)               # vmap: one call per entry (as the other cnngpu:: ops without a fast rule)
+register_loop_vmap(_fused_backward_op)
 
 
 # ----------------------------------------------------------------------------------------------
