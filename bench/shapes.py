@@ -365,3 +365,75 @@ def select(op: str, tag: str | None = None, gpu: bool = True):
     """Shapes of ``op`` carrying ``tag`` (None: all); ``gpu=False`` keeps only the CPU-sized ones."""
     return tuple(s for s in shapes_for(op)
                  if (tag is None or tag in s.tags) and (gpu or "cpu" in s.tags))
+
+
+# ------------------------------------------------------------------------------------------------
+# ResNet BasicBlock (conv3x3-BN-ReLU, conv3x3-BN, + identity, ReLU; stride 1, C in = C out):
+# analytic traffic of each implementation, kernel by kernel (issue 16)
+# ------------------------------------------------------------------------------------------------
+# Per variant and mode, the kernels that move activation-sized tensors (A = N*C*H*W elements, all
+# activations of one block have that size): (kernel, activation reads, activation writes). Weights
+# (2 convs of C*C*9) are read once per conv pass and dW written once; BN statistics and parameters
+# (a few C-vectors) are not counted. torch eager = what torch.nn's modules launch (cuDNN conv, BN,
+# ReLU, add as separate kernels; BN training reads x twice: statistics, then normalize).
+# cnngpu = cnngpu.torch.convert (BatchNorm2d and ReLU separate modules: BN, then ReLU); cnngpu_fused =
+# cnngpu.torch.fuse: eval = 2 convs with folded BN, residual + ReLU in the second epilogue; train
+# forward = conv writes y (+ statistics partials), one apply pass; the backward reads the output as
+# the ReLU mask (batch_norm backward: partial sums pass, dx pass, which also writes the residual's
+# gradient). Backward conv passes: dX reads dy and writes dx, dW reads dy and x.
+_BN_BWD = [("bn_bwd_sums", 2, 0), ("bn_bwd_dx", 2, 1)]            # torch: reads dy, x (no mask)
+_CONV_BWD = [("conv_dx", 1, 1), ("conv_dw", 2, 0)]
+BLOCK_TRAFFIC: Dict[Tuple[str, str], list] = {
+    ("torch", "eval"): [("conv1", 1, 1), ("bn1", 1, 1), ("relu1", 1, 1), ("conv2", 1, 1), ("bn2", 1, 1),
+                        ("add", 2, 1), ("relu2", 1, 1)],
+    ("cnngpu", "eval"): [("conv1", 1, 1), ("bn1", 1, 1), ("relu1", 1, 1), ("conv2", 1, 1), ("bn2", 1, 1),
+                         ("add", 2, 1), ("relu2", 1, 1)],
+    ("cnngpu_fused", "eval"): [("conv1+bn1+relu", 1, 1), ("conv2+bn2+add+relu", 2, 1)],
+    ("torch", "train"): [("conv1", 1, 1), ("bn1_stats", 1, 0), ("bn1", 1, 1), ("relu1", 1, 1), ("conv2", 1, 1),
+                         ("bn2_stats", 1, 0), ("bn2", 1, 1), ("add", 2, 1), ("relu2", 1, 1),
+                         ("relu2_bwd", 2, 1), *_BN_BWD, *_CONV_BWD, ("relu1_bwd", 2, 1), *_BN_BWD, *_CONV_BWD,
+                         ("dx_add_identity", 2, 1)],
+    ("cnngpu", "train"): [("conv1", 1, 1), ("bn1_stats", 1, 0), ("bn1", 1, 1), ("relu1", 1, 1), ("conv2", 1, 1),
+                          ("bn2_stats", 1, 0), ("bn2", 1, 1), ("add", 2, 1), ("relu2", 1, 1),
+                          ("relu2_bwd", 2, 1), *_BN_BWD, *_CONV_BWD, ("relu1_bwd", 2, 1), *_BN_BWD, *_CONV_BWD,
+                          ("dx_add_identity", 2, 1)],
+    ("cnngpu_fused", "train"): [("conv1+stats", 1, 1), ("apply1", 1, 1), ("conv2+stats", 1, 1), ("apply2+add", 2, 1),
+                                ("bn2_bwd_sums", 3, 0), ("bn2_bwd_dx+dresidual", 3, 2), *_CONV_BWD,
+                                ("bn1_bwd_sums", 3, 0), ("bn1_bwd_dx", 3, 1), *_CONV_BWD, ("dx_add_identity", 2, 1)],
+}
+BLOCK_VARIANTS = ("torch", "cnngpu", "cnngpu_fused")
+BLOCK_MODES = ("eval", "train")
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """A ResNet BasicBlock with C channels on (N, C, H, W) (stride 1, no downsample)."""
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    tags: FrozenSet[str] = field(default_factory=frozenset)
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    def flops(self, mode: str) -> int:
+        """2 convs of 2*N*C*H*W*C*9 FLOPs; train adds dX and dW (3x)."""
+        fwd = 2 * 2 * _prod(self.x_shape) * self.C * 9
+        return fwd * (3 if mode == "train" else 1)
+
+    def bytes(self, variant: str, mode: str, dtype: str) -> int:
+        """Analytic bytes the variant moves (BLOCK_TRAFFIC activations + conv weights, dW in train)."""
+        s = ITEMSIZE[dtype]
+        act = sum(r + w for _, r, w in BLOCK_TRAFFIC[(variant, mode)]) * _prod(self.x_shape) * s
+        wbytes = 2 * self.C * self.C * 9 * s
+        return act + wbytes * (5 if mode == "train" else 1)    # train: fwd, dX, dW reads + dW writes
+
+
+BLOCK_SHAPES = (
+    BlockShape("resnet_basic_56x56x64_b32", 32, 64, 56, 56, _t("quick")),
+    BlockShape("resnet_basic_14x14x256_b32", 32, 256, 14, 14),
+    BlockShape("tiny_basic_6x6x8_b2", 2, 8, 6, 6, _t("cpu", "tiny")),
+)

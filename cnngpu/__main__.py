@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=_int_at_least(0), default=1, metavar="N",
                    help="NumPy BLAS threads for the numpy backend; 1 is fastest for these tiny matrices, "
                         "0 leaves the BLAS default (default: %(default)s)")
+    d.add_argument("--fused", choices=["auto", "yes", "no"], default="auto",
+                   help="each Conv > BatchNorm+ReLU as one fused Conv2dBNReLU layer; auto: on the GPU backends "
+                        "(triton, cupy), not on numpy (default: %(default)s)")
     d.add_argument("--no-progress", action="store_true",
                    help="no per-batch progress bar (per-epoch lines are still printed)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar and only the final result line")
@@ -230,6 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = run_demo(backend=args.backend, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, out=args.out, dtype=args.dtype, threads=args.threads or None,
+                          fused={"auto": None, "yes": True, "no": False}[args.fused],
                           progress=not (args.no_progress or args.quiet), verbose=not args.quiet)
     except BackendUnavailableError as e:
         print(f"cnngpu demo: backend {args.backend!r} cannot run here: {e}", file=sys.stderr)

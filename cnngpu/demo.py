@@ -27,7 +27,8 @@ import numpy as np
 
 from . import backends as _backends
 from .convert import to_numpy
-from .nn import (SGD, BatchNorm2d, Conv2d, CrossEntropyLoss, Flatten, Linear, MaxPool2d, ReLU, Sequential)
+from .nn import (SGD, BatchNorm2d, Conv2d, Conv2dBNReLU, CrossEntropyLoss, Flatten, Linear, MaxPool2d, Module, ReLU,
+                 Sequential)
 
 DATA_PATH = os.path.join(os.path.dirname(__file__), "data", "digits.npz")
 SPLIT_SEED = 0          # the held-out split is the same for every run
@@ -69,15 +70,27 @@ def split(n: int, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) 
     return perm[n_test:], perm[:n_test]
 
 
-def build_lenet(backend: str, dtype: str = "float32", seed: int = 0) -> Sequential:
-    """LeNet-5-style network for 1x16x16 inputs and 10 classes (convs feed BatchNorm: no bias)."""
+FUSED_BACKENDS = ("triton", "cupy")     # fused=None: the conv blocks are fused on these
+
+
+def build_lenet(backend: str, dtype: str = "float32", seed: int = 0, fused: Optional[bool] = None) -> Sequential:
+    """LeNet-5-style network for 1x16x16 inputs and 10 classes (convs feed BatchNorm: no bias).
+
+    fused: each Conv > BatchNorm+ReLU pair as one Conv2dBNReLU layer (same initial weights, same
+    function); None: fused on the GPU backends (FUSED_BACKENDS), unfused on numpy."""
     be = backend
+    if fused is None:
+        fused = backend in FUSED_BACKENDS
+
+    def block(cin: int, cout: int, s: int) -> List[Module]:
+        if fused:
+            return [Conv2dBNReLU(cin, cout, 5, padding=2, dtype=dtype, seed=s, backend=be)]
+        return [Conv2d(cin, cout, 5, padding=2, bias=False, dtype=dtype, seed=s, backend=be),
+                BatchNorm2d(cout, relu=True, dtype=dtype, backend=be)]
     return Sequential(
-        Conv2d(1, 6, 5, padding=2, bias=False, dtype=dtype, seed=seed, backend=be),
-        BatchNorm2d(6, relu=True, dtype=dtype, backend=be),
+        *block(1, 6, seed),
         MaxPool2d(2, backend=be),
-        Conv2d(6, 16, 5, padding=2, bias=False, dtype=dtype, seed=seed + 1, backend=be),
-        BatchNorm2d(16, relu=True, dtype=dtype, backend=be),
+        *block(6, 16, seed + 1),
         MaxPool2d(2, backend=be),
         Flatten(backend=be),
         Linear(16 * 4 * 4, 84, dtype=dtype, seed=seed + 2, backend=be),
@@ -190,20 +203,23 @@ def blas_threads(n: Optional[int]) -> Iterator[bool]:
 def run_demo(backend: Optional[str] = None, epochs: int = 8, batch_size: int = 32, lr: float = 0.05,
              momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0, out: Optional[str] = "demo_out",
              progress: bool = True, verbose: bool = True, dtype: str = "float32",
-             threads: Optional[int] = 1) -> DemoResult:
+             threads: Optional[int] = 1, fused: Optional[bool] = None) -> DemoResult:
     """Train the LeNet on digits and return a DemoResult; figures go to ``out`` (None: no figures).
+
+    fused: the conv blocks as fused Conv2dBNReLU layers (``build_lenet``; None: on the GPU backends).
 
     dtype: activation/weight dtype (one of the backend's DTYPES; BatchNorm keeps float32 statistics
     for half precision). threads: NumPy BLAS threads during the run (see ``blas_threads``; None
     leaves the BLAS library's own setting).
     """
     with blas_threads(threads):
-        return _run_demo(backend, epochs, batch_size, lr, momentum, weight_decay, seed, out, progress, verbose, dtype)
+        return _run_demo(backend, epochs, batch_size, lr, momentum, weight_decay, seed, out, progress, verbose, dtype,
+                         fused)
 
 
 def _run_demo(backend: Optional[str], epochs: int, batch_size: int, lr: float, momentum: float,
               weight_decay: float, seed: int, out: Optional[str], progress: bool, verbose: bool,
-              dtype: str) -> DemoResult:
+              dtype: str, fused: Optional[bool] = None) -> DemoResult:
     backend = backend or _backends.default_backend()
     be = _backends.get_backend(backend)  # says why when the backend cannot run here
     if dtype not in be.DTYPES:
@@ -216,11 +232,12 @@ def _run_demo(backend: Optional[str], epochs: int, batch_size: int, lr: float, m
     images = (images - mean) / std
     x_train, y_train, x_test, y_test = images[tr], labels[tr], images[te], labels[te]
 
-    net = build_lenet(backend, dtype=dtype, seed=seed)
+    net = build_lenet(backend, dtype=dtype, seed=seed, fused=fused)
     crit = CrossEntropyLoss()
     opt = SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     say(f"cnngpu demo: LeNet-5-style CNN on digits ({len(tr)} train / {len(te)} held out, 16x16), "
-        f"backend={backend!r}, {dtype}, {epochs} epochs, batch {batch_size}, SGD lr={lr} momentum={momentum}")
+        f"backend={backend!r}, {dtype}, {'fused' if isinstance(net[0], Conv2dBNReLU) else 'unfused'} conv blocks, "
+        f"{epochs} epochs, batch {batch_size}, SGD lr={lr} momentum={momentum}")
     say(f"receptive field of the conv stack: {net.receptive_field()}; output shape for a batch: "
         f"{net.output_shape((batch_size, 1, 16, 16))}")
 
@@ -314,7 +331,7 @@ def save_figures(net: Sequential, result: DemoResult, out: str) -> Dict[str, str
     os.makedirs(out, exist_ok=True)
     paths: Dict[str, str] = {}
 
-    conv1 = net[0]
+    conv1 = net[0].conv if isinstance(net[0], Conv2dBNReLU) else net[0]
     assert isinstance(conv1, Conv2d)
     w = to_numpy(conv1.weight.data).astype(np.float64)  # (6, 1, 5, 5)
     k = w.shape[0]

@@ -33,6 +33,7 @@ __all__ = [
     "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward",
     "relu", "relu_backward", "linear", "linear_backward", "cross_entropy", "cross_entropy_backward",
+    "conv2d_bn_relu", "conv2d_bn_relu_backward",
 ]
 
 
@@ -804,3 +805,7 @@ def cross_entropy_backward(probs: Array, target: Array, dloss: Any = 1.0, weight
 
 def _backend_of_value(v: Any) -> Optional[str]:
     return None if v is None else _backends.backend_of(v)
+
+
+# the fused blocks live in their own module (one op family per file) and are part of this API
+from .functional_fused import conv2d_bn_relu, conv2d_bn_relu_backward  # noqa: E402,F401

@@ -26,11 +26,11 @@ import pytest
 
 cupy_backend = pytest.importorskip("cnngpu.backends.cupy_backend", reason="cupy not installed")
 from cnngpu.backends.cupy_backend import _config as C  # noqa: E402
-from cnngpu.backends.cupy_backend import _module, basic, conv, norm, pool  # noqa: E402
+from cnngpu.backends.cupy_backend import _module, basic, conv, fused, norm, pool  # noqa: E402
 from cnngpu.kernels import CUDA_DIR  # noqa: E402
 
 ARCHS = (80, 90)
-MODULES = {"conv": conv, "pool": pool, "norm": norm, "basic": basic}
+MODULES = {"conv": conv, "pool": pool, "norm": norm, "basic": basic, "fused": fused}
 STRICT_PREFIX = "conv2d_"  # kernels that must not touch local memory at all
 
 

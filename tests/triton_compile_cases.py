@@ -6,6 +6,7 @@ kernels/triton/_config.py) in the dtypes and specialisations the launchers use.
 kernel module without an entry here fails the compile test.
 """
 from cnngpu.kernels.triton import batch_norm as BN
+from cnngpu.kernels.triton import conv2d_bn_relu as FK
 from cnngpu.kernels.triton import conv2d_bwd as CB
 from cnngpu.kernels.triton import conv2d_fwd as CF
 from cnngpu.kernels.triton import conv2d_fwd_tma as CT
@@ -70,21 +71,34 @@ def _variant(spec):
     return ({"IS_1X1": "1x1", "FLAT_K": "flat", "FLAT_N": "flat"}[on[0]]) if on else "taps"
 
 
+# the implicit-GEMM forward's epilogue flags (fused conv + BatchNorm blocks): off, eval, training
+EPI_OFF = dict(HAS_RES=False, RELU=False, STATS=False)
+EPI_FUSED = {"eval": dict(HAS_RES=True, RELU=True, STATS=False), "train": dict(HAS_RES=False, RELU=False, STATS=True)}
+
+
 # ------------------------------------------------------------------------------------------------
 def conv2d_fwd():
     """Implicit GEMM: :func:`gemm_variants` plus the INT64 variant. Direct: every config, dtypes
     rotated over configs, plus INT64."""
     gemm = CF.conv2d_fwd_implicit_gemm.fn
     for i, cfg, dt, prec, spec, wgmma in gemm_variants(CF.FWD_GEMM_CONFIGS, [{"IS_1X1": True}, {"FLAT_K": True}]):
-        ce = dict(HAS_BIAS=True, INT64=False, PRECISION=prec, **spec, **cfg.kwargs)
+        ce = dict(HAS_BIAS=True, INT64=False, PRECISION=prec, **spec, **cfg.kwargs, **EPI_OFF)
         yield (f"conv2d_fwd_implicit_gemm[{i}:{dt}:{prec}:{_variant(spec)}]", gemm, signature_for(gemm, dt, ce), ce,
                opts(cfg), wgmma)
     cfg = CF.FWD_GEMM_CONFIGS[0]
-    ce = dict(HAS_BIAS=True, INT64=True, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs)
+    ce = dict(HAS_BIAS=True, INT64=True, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs, **EPI_OFF)
     yield "conv2d_fwd_implicit_gemm[0:fp16:int64]", gemm, signature_for(gemm, "fp16", ce), ce, opts(cfg), True
     for i, cfg in enumerate(CF.FWD_GEMM_SM80_CONFIGS):     # the picker's Ampere table (fp16, taps)
-        ce = dict(HAS_BIAS=True, INT64=False, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs)
+        ce = dict(HAS_BIAS=True, INT64=False, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs, **EPI_OFF)
         yield f"conv2d_fwd_implicit_gemm[sm80:{i}:fp16]", gemm, signature_for(gemm, "fp16", ce), ce, opts(cfg), True
+    # fused-block epilogues (triton_backend/fused.py): every config in fp16 and bf16 (tensor cores),
+    # eval (residual + ReLU) and train (per-tile statistics partials into fp32 workspaces)
+    for i, cfg in enumerate(CF.FWD_GEMM_CONFIGS):
+        for dt in ("fp16", "bf16"):
+            for kind, epi in EPI_FUSED.items():
+                ce = dict(HAS_BIAS=True, INT64=False, PRECISION="ieee", IS_1X1=False, FLAT_K=False, **cfg.kwargs, **epi)
+                sig = signature_for(gemm, dt, ce, fp32_ptrs=("pmean_ptr", "pm2_ptr"))
+                yield f"conv2d_fwd_implicit_gemm[{i}:{dt}:taps:fused-{kind}]", gemm, sig, ce, opts(cfg), True
     direct = CF.conv2d_fwd_direct.fn
     for i, cfg in enumerate(CF.FWD_DIRECT_CONFIGS):
         dt, grouped = (("fp32", True), ("fp16", False), ("bf16", True))[i % 3]
@@ -263,9 +277,11 @@ def batch_norm():
             sig = {"dy_ptr": p, "x_ptr": p, "y_ptr": p, "dx_ptr": p, "mean_ptr": PF, "invstd_ptr": PF,
                    "w_ptr": PF, "sum_g_ptr": PF, "sum_gx_ptr": PF, **til, "inv_count": F32,
                    **strides("d", "x", "y", "o"), "TRAINING": "constexpr", "RELU": "constexpr",
-                   "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr"}
-            yield (f"batch_norm_bwd_dx_{tag}", BN.batch_norm_bwd_dx, sig,
-                   dict(tc, TRAINING=True, RELU=True, HAS_W=True), opts(cfg), False)
+                   "HAS_W": "constexpr", "BLOCK_C": "constexpr", "BLOCK_R": "constexpr",
+                   "g_ptr": p, **strides("g"), "STORE_G": "constexpr"}
+            for store_g in (False, True):          # STORE_G: the fused conv blocks' residual gradient
+                yield (f"batch_norm_bwd_dx_{tag}{'_store_g' if store_g else ''}", BN.batch_norm_bwd_dx, sig,
+                       dict(tc, TRAINING=True, RELU=True, HAS_W=True, STORE_G=store_g), opts(cfg), False)
     cfg = BN.COMBINE_CONFIGS[0]
     for dt in ROT:
         sig = {"pmean_ptr": PF, "pm2_ptr": PF, "pcount_ptr": PF, "x_ptr": "*" + dt, "sxc": I64,
@@ -364,6 +380,27 @@ def conv2d_fwd_tma():
     yield "conv2d_fwd_1x1_tma[0:fp16:K=1]", fn, signature_for(fn, "fp16", ce), ce, opts(cfg), True
 
 
-CASES = {"conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma, "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,
+def conv2d_bn_relu():
+    """The fused block's finalize (fp32 partials, fp32 / fp16 running stats) and apply kernels (every
+    dtype, with and without residual / affine, plus INT64)."""
+    cfg = FK.FINALIZE_CONFIGS[0]
+    fn = FK.conv_bn_fwd_finalize_stats
+    for rs in ("fp32", "fp16"):
+        ce = dict(HAS_RUNNING=True, **cfg.kwargs)
+        sig = signature_for(fn, rs, ce, fp32_ptrs=("pmean_ptr", "pm2_ptr", "mean_ptr", "invstd_ptr"))
+        sig.update(eps=F32, momentum=F32, unbias=F32)
+        yield f"conv_bn_fwd_finalize_stats[running={rs}]", fn, sig, ce, opts(cfg), False
+    cfg = FK.APPLY_CONFIGS[0]
+    fn = FK.conv_bn_fwd_apply
+    for dt in ROT:
+        for res in (False, True):
+            for int64 in (False, True):
+                ce = dict(HAS_W=True, HAS_B=True, HAS_RES=res, RELU=True, INT64=int64, **cfg.kwargs)
+                sig = signature_for(fn, dt, ce, fp32_ptrs=("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr"))
+                yield f"conv_bn_fwd_apply[{dt}:res={res}:int64={int64}]", fn, sig, ce, opts(cfg), False
+
+
+CASES = {"conv2d_bn_relu": conv2d_bn_relu, "conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma,
+         "conv2d_bwd": conv2d_bwd, "linear": linear, "elementwise": elementwise,
          "pool2d": pool2d, "cross_entropy": cross_entropy, "batch_norm": batch_norm, "layer_norm": layer_norm,
          "group_norm": group_norm}

@@ -39,6 +39,15 @@ CONTRACT: Dict[str, Tuple[Signature, str]] = {
                            "place when training (unbiased variance); weight/bias may be None"),
     "batch_norm_backward": (_sig("dy", "x", "y", "weight", "mean", "invstd", "training", "relu"),
                             "(dx, dweight | None, dbias | None)"),
+    "conv2d_bn_relu_forward": (_sig("x", "w", "b", "g", "weight", "bias", "running_mean", "running_var", "residual",
+                                    "training", "momentum", "eps", "relu", algo="auto", precision="ieee"),
+                               "(out (N, K, P, Q), y: conv output (training) | None (eval), mean (K,), invstd (K,)); "
+                               "out = relu(bn(conv(x, w) + b) + residual); running stats updated as batch_norm"),
+    "conv2d_bn_relu_backward": (_sig("dout", "out", "x", "w", "b", "y", "g", "weight", "mean", "invstd", "training",
+                                     "relu", "has_residual", need_dx=True, need_dw=True, need_db=True, algo="auto",
+                                     precision="ieee"),
+                                "(dx | None, dw | None, db | None, dweight | None, dbias | None, "
+                                "dresidual | None); y None (eval): recomputed from x, w, b"),
     "layer_norm_forward": (_sig("x", "normalized_ndim", "weight", "bias", "eps"), "(y, mean (M,), rstd (M,))"),
     "layer_norm_backward": (_sig("dy", "x", "weight", "mean", "rstd", "normalized_ndim"),
                             "(dx, dweight | None, dbias | None)"),

@@ -90,8 +90,8 @@ def _once_per_forward(cls: type) -> None:
     fwd, bwd = cls.__dict__.get("forward"), cls.__dict__.get("backward")
     if fwd is not None:
         @functools.wraps(fwd)
-        def forward(self: "Module", x: Array) -> Array:
-            out = fwd(self, x)
+        def forward(self: "Module", x: Array, *args: Any, **kwargs: Any) -> Array:
+            out = fwd(self, x, *args, **kwargs)
             self.__dict__["_backward_armed"] = True
             return out
         setattr(cls, "forward", forward)

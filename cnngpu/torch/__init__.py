@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from ._bridge import pick_backend
 from .convert import ConvertReport, convert
+from .fused import Conv2dBNReLU, FuseReport, conv2d_bn_relu, fuse
 from .functional import (avg_pool2d, batch_norm, conv2d, cross_entropy, group_norm, instance_norm, layer_norm,
                          linear, max_pool2d, relu)
 from .modules import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, CrossEntropyLoss, GroupNorm, InstanceNorm2d,
@@ -47,7 +48,7 @@ from .modules import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, CrossEntropyL
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "layer_norm", "group_norm", "instance_norm",
            "linear", "relu", "cross_entropy", "Linear", "ReLU", "CrossEntropyLoss", "InstanceNorm2d",
            "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "pick_backend",
-           "convert", "ConvertReport"]
+           "convert", "ConvertReport", "conv2d_bn_relu", "Conv2dBNReLU", "fuse", "FuseReport"]
 
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
 

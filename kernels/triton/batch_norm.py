@@ -236,9 +236,13 @@ def batch_norm_bwd_dx(
     sdn, sdc, sdl, sxn, sxc, sxl, syn, syc, syl, son, soc, sol,
     TRAINING: tl.constexpr, RELU: tl.constexpr, HAS_W: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+    g_ptr=None, sgn=0, sgc=0, sgl=0,
+    STORE_G: tl.constexpr = False,
 ):
     # grid: (NCB * N * NLB,), tiles as in batch_norm_fwd_normalize. With g = dy * (not y <= 0 if RELU):
     # training: dx = w * invstd * (g - sum_g / M - xhat * sum_gx / M); eval: dx = w * invstd * g.
+    # STORE_G also writes g itself to g_ptr (strides sgn, sgc, sgl): the gradient of a residual
+    # added before the ReLU (the fused conv blocks, cnngpu.backends.triton_backend.fused).
     pid = tl.program_id(0)
     pid_c = pid % NCB
     t = pid // NCB
@@ -258,6 +262,8 @@ def batch_norm_bwd_dx(
     if RELU:
         yv = tl.load(y_ptr + n64 * syn + cs64 * syc + ls64 * syl, mask=m, other=0.0)
         g = tl.where(yv <= 0, 0.0, g)       # torch's threshold_backward: NaN y passes dy
+    if STORE_G:
+        tl.store(g_ptr + n64 * sgn + cs64 * sgc + ls64 * sgl, g.to(g_ptr.dtype.element_ty), mask=m)
     if TRAINING:
         mean = tl.load(mean_ptr + cs, mask=cmask, other=0.0)
         mg = tl.load(sum_g_ptr + cs, mask=cmask, other=0.0) * inv_count

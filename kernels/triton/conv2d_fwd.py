@@ -153,8 +153,17 @@ def conv2d_fwd_implicit_gemm(
     HAS_BIAS: tl.constexpr, IS_1X1: tl.constexpr, FLAT_K: tl.constexpr, INT64: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    res_ptr=None, srn=0, srk=0, srp=0, srq=0,
+    pmean_ptr=None, pm2_ptr=None,
+    HAS_RES: tl.constexpr = False, RELU: tl.constexpr = False, STATS: tl.constexpr = False,
 ):
     """Implicit-GEMM conv: per group g, Y_g[M, Kg] = im2col(x)_g[M, L] @ W_g[L, Kg] (+ bias).
+
+    Epilogue options (SPLIT == 1 only; the fused conv + BatchNorm blocks of
+    ``cnngpu.backends.triton_backend.fused``): HAS_RES adds res[n, k, p, q] (strides srn, srk,
+    srp, srq), RELU applies max(., 0) (NaN kept); STATS also writes, per output channel, this row
+    tile's mean and M2 (sum of squared deviations from that mean; fp32 from the accumulator, before
+    rounding) to pmean_ptr / pm2_ptr [pid_m, K] for ``conv_bn_fwd_finalize_stats`` to merge.
 
     Grid: (cdiv(N*P*Q, BLOCK_M) * cdiv(K/groups, BLOCK_N), groups, SPLIT); axis 0 = one (row tile,
     column tile) pair in grouped order (GROUP_M row tiles per column sweep), axis 1 = the group,
@@ -255,7 +264,20 @@ def conv2d_fwd_implicit_gemm(
     y_out = y_ptr
     if SPLIT > 1:
         y_out = y_ptr + sid * sys_
-    tl.store(y_out + y_off, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    tile_ok = m_ok[:, None] & n_ok[None, :]
+    if STATS:
+        # per-channel two-pass statistics of the tile's valid rows (Chan-merged across tiles later)
+        cnt = tl.sum(m_ok.to(tl.float32), axis=0)
+        t_mean = tl.sum(tl.where(tile_ok, acc, 0.0), axis=0) / cnt
+        dev = tl.where(tile_ok, acc - t_mean[None, :], 0.0)
+        tl.store(pmean_ptr + pid_m * K + k_glob, t_mean, mask=n_ok)
+        tl.store(pm2_ptr + pid_m * K + k_glob, tl.sum(dev * dev, axis=0), mask=n_ok)
+    if HAS_RES:
+        r_off = (n * srn + p * srp + q * srq)[:, None] + (k_glob * srk)[None, :]
+        acc += tl.load(res_ptr + r_off, mask=tile_ok, other=0.0).to(tl.float32)
+    if RELU:
+        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(y_out + y_off, acc.to(y_ptr.dtype.element_ty), mask=tile_ok)
 
 
 conv2d_fwd_implicit_gemm.sm80_configs = FWD_GEMM_SM80_CONFIGS

@@ -8,6 +8,7 @@ from ._common import LAUNCHES  # noqa: F401
 from .basic import (cross_entropy_backward, cross_entropy_forward, linear_backward,  # noqa: F401
                     linear_forward, relu_backward, relu_forward)
 from .conv import conv2d_backward, conv2d_forward  # noqa: F401
+from .fused import conv2d_bn_relu_backward, conv2d_bn_relu_forward  # noqa: F401
 from ._cupy import cupy
 from .norm import (batch_norm_backward, batch_norm_forward, group_norm_backward,  # noqa: F401
                    group_norm_forward, layer_norm_backward, layer_norm_forward)

@@ -65,6 +65,19 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     x = contiguous(x)
     N, C, HW, M = _bn_dims(x)
     dt = dtype_of(x)
+    mean, invstd = batch_norm_stats(x, running_mean, running_var, training, momentum, eps)
+    y = empty(x.shape, x.dtype)
+    run(_BN, "batch_norm_fwd_normalize_affine_relu", dt, elementwise_grid(x.size), (BLOCK,),
+        (x, y, mean, invstd, float_param(weight, C, 1.0), float_param(bias, C, 0.0), i64(x.size),
+         i64(HW), i32(C), i32(bool(relu))))
+    return y, mean, invstd
+
+
+def batch_norm_stats(x, running_mean, running_var, training, momentum, eps):
+    """(mean, invstd) float32 (C,) of contiguous x as batch_norm_forward uses them: the batch
+    statistics when training (running stats blended in place when given), else the running ones."""
+    N, C, HW, M = _bn_dims(x)
+    dt = dtype_of(x)
     mean = empty((C,), cupy.float32)
     invstd = empty((C,), cupy.float32)
     if training:
@@ -85,11 +98,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         run(_BN, "batch_norm_eval_stats", dt, thread_per_item_grid(C), (BLOCK,),
             (float_param(running_mean, C, 0.0), float_param(running_var, C, 1.0), i32(C), f32(eps),
              mean, invstd))
-    y = empty(x.shape, x.dtype)
-    run(_BN, "batch_norm_fwd_normalize_affine_relu", dt, elementwise_grid(x.size), (BLOCK,),
-        (x, y, mean, invstd, float_param(weight, C, 1.0), float_param(bias, C, 0.0), i64(x.size),
-         i64(HW), i32(C), i32(bool(relu))))
-    return y, mean, invstd
+    return mean, invstd
 
 
 def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):

@@ -256,6 +256,20 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     if not _gemm_fits(g):
         raise ValueError(f"conv2d implicit GEMM puts groups on grid axis 1 (at most {GRID_YZ_MAX}), got "
                          f"groups={g.groups}; use algo='direct'")
+    return implicit_gemm_forward(x, w, b, g, precision)
+
+
+def implicit_gemm_forward(x, w, b, g: ConvGeometry, precision: str, epilogue=None):
+    """The implicit-GEMM forward of :func:`conv2d_forward` (precision already resolved).
+
+    epilogue: None, or a function of the launch config returning the kernel's epilogue arguments
+    (``res_ptr``.., ``HAS_RES``, ``RELU``, ``STATS``.., see ``conv2d_fwd_implicit_gemm``); with one,
+    the launch runs one picked config (no autotuning) without split-K, and the output stays in
+    the GEMM's channels-last layout. Returns y, or (y, config) with an epilogue.
+    """
+    M = g.N * g.P * g.Q
+    bias = b if b is not None else x
+    sb = b.stride(0) if b is not None else 0
     gp = padded_geometry(g, x)
     one = is_1x1(gp)
     flat = (not one) and gp.c_per_group < FLAT_K_MAX_C
@@ -275,8 +289,13 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     geo = (*_geom_args(gp), *xc.stride(), *wc.stride(), sb)
     int64 = needs_int64((xc, wc, b, y), extents=(M,))
     grid1 = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, 1)  # noqa: E731
-    cfg, split, per = _gemm_split(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
-                                  dict(const, INT64=int64), steps_of)
+    if epilogue is None:
+        cfg, split, per = _gemm_split(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
+                                      dict(const, INT64=int64), steps_of)
+    else:                           # epilogue work needs whole tiles: one split, a known config
+        cfg, _ = _picked(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
+                         dict(const, INT64=int64))
+        split, per = 1, steps_of(cfg.kwargs["BLOCK_K"])
     if split == 1:
         out, so, sys_ = y, tuple(y.stride()), 0
     else:
@@ -286,9 +305,12 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         int64 = int64 or needs_int64((out,))
     args = (*head, out, *geo, *so, split, per, sys_)
     grid3 = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), g.groups, split)  # noqa: E731
-    _launch(conv2d_fwd_implicit_gemm, grid3, args, cfg=cfg, INT64=int64, **const)
+    extra = {} if epilogue is None else epilogue(cfg)
+    _launch(conv2d_fwd_implicit_gemm, grid3, args, cfg=cfg, INT64=int64, **const, **extra)
     _record("conv2d_fwd_implicit_gemm", int64, "1x1" if one else ("flat" if flat else "taps"))
     launched(f"conv2d_fwd_implicit_gemm[split={split}]")
+    if epilogue is not None:
+        return y, cfg
     if split > 1:
         _sum_splits(out, y.permute(0, 2, 3, 1), split)
     return as_layout_of(y, x)

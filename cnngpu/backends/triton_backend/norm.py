@@ -185,6 +185,12 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     """dy, x, y like x -> (dx like x, dweight (C,) | None, dbias (C,) | None), through the ReLU
     mask y > 0 when relu. The per-channel sums of g and g*xhat are split over several programs
     per channel (partial sums + reduce), then one pass writes dx."""
+    return batch_norm_backward_masked(dy, x, y, weight, mean, invstd, training, relu)[:3]
+
+
+def batch_norm_backward_masked(dy, x, y, weight, mean, invstd, training, relu, want_g=False):
+    """:func:`batch_norm_backward`, plus (want_g) the masked upstream gradient g = dy * (y > 0)
+    (like x; written by the dx pass, no extra pass): (dx, dweight, dbias, g | None)."""
     x, xs = _as_ncl(x)
     dy, ds = _as_ncl(dy)
     y, ys = _as_ncl(y)
@@ -213,13 +219,18 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
             psum_g, psum_gx, sum_g, sum_gx, dweight if has_w else sum_g, dbias if has_w else sum_gx,
             C, plan.S, HAS_W=has_w, **launch_kwargs(_combine(BN)))
         launched("batch_norm_bwd_reduce_partials")
+    g_out, extra = None, {}
+    if want_g:
+        g_out = _empty_like_layout(x)
+        gs = _ncl_strides(g_out)
+        extra = dict(g_ptr=g_out, sgn=gs[0], sgc=gs[1], sgl=gs[2], STORE_G=True)
     BN.batch_norm_bwd_dx[(plan.NCB * N * plan.NLB,)](
         dy, x, y, dx, mean, invstd, weight if has_w else mean, sum_g, sum_gx,
         C, L, plan.NLB, plan.NCB, 1.0 / (N * L), *ds, *xs, *ys, *os_,
         TRAINING=bool(training), RELU=bool(relu), HAS_W=has_w,
-        **launch_kwargs(plan.config))
+        **extra, **launch_kwargs(plan.config))
     launched("batch_norm_bwd_dx")
-    return dx, dweight, dbias
+    return dx, dweight, dbias, g_out
 
 
 # ----------------------------------------------------------------------------------------------

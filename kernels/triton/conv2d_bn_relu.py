@@ -1,0 +1,101 @@
+"""Fused conv -> BatchNorm -> (+ residual) -> (ReLU): the kernels after the convolution.
+
+Training forward = 3 launches (launcher: ``cnngpu.backends.triton_backend.fused``):
+  conv2d_fwd_implicit_gemm(STATS=True)  writes y (the conv output, channels-last (M, K) rows) and,
+                                        per row tile and output channel, the tile's mean and M2
+  conv_bn_fwd_finalize_stats            (cdiv(K, BLOCK_C),): Chan merge of the T tile partials ->
+                                        mean, invstd; running-stat update in place (unbiased var)
+  conv_bn_fwd_apply                     (cdiv(M, BLOCK_M), cdiv(K, BLOCK_C)): out = relu((y - mean)
+                                        * invstd * w + b + residual), one read of y
+Eval forward = conv2d_fwd_implicit_gemm with BatchNorm folded into the weights and bias and the
+residual / ReLU in its epilogue (HAS_RES, RELU): no kernel of this file.
+"""
+import triton
+import triton.language as tl
+
+from ._config import config
+from ._stats import chan_merge
+
+FINALIZE_CONFIGS = [config(BLOCK_C=128)]
+# 64 x 64 tiles on 8 warps (16 values per thread): 4 warps took 176-255 registers (ptxas, sm_90)
+APPLY_CONFIGS = [config(num_warps=8, BLOCK_M=64, BLOCK_C=64)]
+
+
+@triton.jit
+def conv_bn_fwd_finalize_stats(
+    pmean_ptr, pm2_ptr,               # (T, K) fp32 per-row-tile mean and M2 of the conv output
+    mean_ptr, invstd_ptr,             # out: (K,) fp32
+    rmean_ptr, rvar_ptr,              # running stats (K,), updated in place when HAS_RUNNING
+    K, T, M, TILE_M, eps, momentum, unbias,   # tile t holds min(TILE_M, M - t*TILE_M) rows; unbias = M/(M-1)
+    HAS_RUNNING: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # grid: (cdiv(K, BLOCK_C),); program i merges the T tile partials of channels
+    # [i*BLOCK_C, (i+1)*BLOCK_C) in tile order (deterministic), writes mean and 1/sqrt(var + eps)
+    # (biased var) and blends the running stats: r = (1 - momentum) * r + momentum * stat.
+    cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < K
+    count = tl.zeros([BLOCK_C], tl.float32)
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    c64 = cs.to(tl.int64)
+    for t in range(T):
+        nb = tl.minimum(TILE_M, M - t * TILE_M).to(tl.float32) + tl.zeros([BLOCK_C], tl.float32)
+        off = (c64 * 0 + t) * K + c64           # int64: T * K may pass the int32 range
+        bmean = tl.load(pmean_ptr + off, mask=cmask, other=0.0)
+        bm2 = tl.load(pm2_ptr + off, mask=cmask, other=0.0)
+        count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
+    var = m2 / count
+    invstd = 1.0 / tl.sqrt_rn(var + eps)
+    tl.store(mean_ptr + cs, mean, mask=cmask)
+    tl.store(invstd_ptr + cs, invstd, mask=cmask)
+    if HAS_RUNNING:
+        rm = tl.load(rmean_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
+        rv = tl.load(rvar_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
+        rm = (1.0 - momentum) * rm + momentum * mean
+        rv = (1.0 - momentum) * rv + momentum * (var * unbias)
+        tl.store(rmean_ptr + cs, rm.to(rmean_ptr.dtype.element_ty), mask=cmask)
+        tl.store(rvar_ptr + cs, rv.to(rvar_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def conv_bn_fwd_apply(
+    y_ptr, out_ptr, res_ptr,          # (N, K, P, Q) conv output, output and residual, each with its strides
+    mean_ptr, invstd_ptr,             # (K,) fp32
+    w_ptr, b_ptr,                     # (K,) BatchNorm affine, or dummies when HAS_W / HAS_B is off
+    M, K, P, Q,
+    syn, syk, syp, syq, son, sok, sop, soq, srn, srk, srp, srq,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # grid: (cdiv(M, BLOCK_M), cdiv(K, BLOCK_C)); program (i, j) normalizes rows (output pixels
+    # m = (n, p, q)) [i*BLOCK_M, ...) x channels [j*BLOCK_C, ...): out = (y - mean) * invstd * w
+    # + b (+ res), then max(., 0) when RELU (NaN kept, as torch.relu).
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    if INT64:
+        pid_m = pid_m.to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    r_ok = rows < M
+    c_ok = cs < K
+    ok = r_ok[:, None] & c_ok[None, :]
+    n = rows // (P * Q)
+    pq = rows % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    scale = tl.load(invstd_ptr + cs, mask=c_ok, other=0.0)
+    if HAS_W:
+        scale = scale * tl.load(w_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + cs, mask=c_ok, other=0.0)
+    y_off = (n * syn + p * syp + q * syq)[:, None] + (cs * syk)[None, :]
+    y = tl.load(y_ptr + y_off, mask=ok, other=0.0).to(tl.float32)
+    z = (y - mean[None, :]) * scale[None, :]          # subtract first: exact-ish when |mean| >> std
+    if HAS_B:
+        z += tl.load(b_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_RES:
+        r_off = (n * srn + p * srp + q * srq)[:, None] + (cs * srk)[None, :]
+        z += tl.load(res_ptr + r_off, mask=ok, other=0.0).to(tl.float32)
+    if RELU:
+        z = tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    o_off = (n * son + p * sop + q * soq)[:, None] + (cs * sok)[None, :]
+    tl.store(out_ptr + o_off, z.to(out_ptr.dtype.element_ty), mask=ok)
