@@ -293,8 +293,8 @@ def implicit_gemm_forward(x, w, b, g: ConvGeometry, precision: str, epilogue=Non
         cfg, split, per = _gemm_split(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
                                       dict(const, INT64=int64), steps_of)
     else:                           # epilogue work needs whole tiles: one split, a known config
-        cfg, _ = _picked(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
-                         dict(const, INT64=int64))
+        cfg, _ = picked(conv2d_fwd_implicit_gemm, grid1, (*head, y, *geo, *y.stride(), 1, 1, 0),
+                        dict(const, INT64=int64))
         split, per = 1, steps_of(cfg.kwargs["BLOCK_K"])
     if split == 1:
         out, so, sys_ = y, tuple(y.stride()), 0
