@@ -75,9 +75,24 @@ def _sources(fname: str) -> List[str]:
     return seen
 
 
+def launcher_arch(fname: str) -> str | None:
+    """The one architecture a launcher builds ``fname`` for (a module's ``BUILD_ARCH``, e.g. the
+    sm_90a-only wgmma kernels, whose other builds are trap stubs never loaded), else None."""
+    import cnngpu.backends.cupy_backend as pkg
+    for info in pkgutil.iter_modules(pkg.__path__):
+        arch = getattr(importlib.import_module(f"{pkg.__name__}.{info.name}"), "BUILD_ARCH", {}).get(fname)
+        if arch:
+            return str(arch).replace("sm_", "")
+    return None
+
+
 def archs_for(fname: str, archs=ARCHS) -> List[str]:
-    """``archs``, plus '90a' when the file has an sm_90a-only (``__CUDA_ARCH_FEAT_SM90_ALL``) path."""
+    """``archs``, plus '90a' when the file has an sm_90a-only (``__CUDA_ARCH_FEAT_SM90_ALL``) path;
+    only the launcher's architecture when it builds the file for one (:func:`launcher_arch`)."""
     from cnngpu.kernels import CUDA_DIR
+    fixed = launcher_arch(fname)
+    if fixed is not None:
+        return [fixed]
     text = "".join(open(os.path.join(CUDA_DIR, f)).read() for f in _sources(fname))
     return list(archs) + (["90a"] if FEAT_SM90 in text and "90" in archs else [])
 

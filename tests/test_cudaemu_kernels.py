@@ -18,6 +18,7 @@ import cnngpu.functional as F  # noqa: E402
 from cnngpu.backends import numpy_backend as ref  # noqa: E402
 from cnngpu.testing import cudaemu  # noqa: E402
 from cnngpu.testing.cudaemu import cupy_api  # noqa: E402
+from bench.static_cuda import cuda_builds  # noqa: E402
 
 DT = {"float32": np.float32, "float16": np.float16, "bfloat16": bfloat16}
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2, "tf32": 2e-3}
@@ -322,17 +323,16 @@ def test_every_cuda_build_compiles_for_the_emulation(be):
     """Each specialisation a launcher can request (the modules' CUDA_BUILDS) builds under the
     emulation and registers its entry points with their signatures."""
     n = 0
-    for mod in (be.conv, be.norm, be.basic, be.pool):
-        for fname, entries, defines in mod.CUDA_BUILDS:
-            m = cudaemu.RawModule(code=be._module.source(fname), options=be._module.compile_options(defines))
-            for e in entries:
-                assert m.get_function(e).params, (fname, defines, e)
-            n += 1
+    for fname, defines, entries in cuda_builds():     # every cupy_backend module's CUDA_BUILDS
+        m = cudaemu.RawModule(code=be._module.source(fname), options=be._module.compile_options(defines))
+        for e in entries:
+            assert m.get_function(e).params, (fname, defines, e)
+        n += 1
     assert n >= 20
 
 
 def test_entry_points_found_in_the_sources_are_the_launchers(be):
     """The session-end coverage check (conftest) compares EXECUTED with ``cudaemu.entry_points()``:
     that list (parsed from kernels/cuda) must be exactly the entry points the launchers build."""
-    builds = {e for mod in (be.conv, be.norm, be.basic, be.pool) for _, es, _ in mod.CUDA_BUILDS for e in es}
+    builds = {e for _, _, es in cuda_builds() for e in es}
     assert cudaemu.entry_points() == builds

@@ -34,6 +34,15 @@ def test_sm90a_follows_the_source(tmp_path, monkeypatch):
     assert static_cuda.archs_for("b.cu") == ["80", "90"]
 
 
+def test_launcher_only_arch_is_the_one_reported():
+    """The wgmma files are loaded only as sm_90a builds (conv.BUILD_ARCH): their sm_80/sm_90 builds
+    are trap stubs the report leaves out."""
+    from cnngpu.backends.cupy_backend import conv
+    for fname in conv.BUILD_ARCH:
+        assert static_cuda.archs_for(fname) == ["90a"]
+    assert static_cuda.launcher_arch("conv2d_fwd.cu") is None
+
+
 def test_cuda_gate_on_a_sample(tmp_path):
     if static_cuda.nvcc() is None:
         pytest.skip("nvcc not found")
