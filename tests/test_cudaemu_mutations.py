@@ -44,7 +44,7 @@ MUTATIONS = [
      "return KS{(long long)kidx * (HW - 1), kidx < J};", "fwd_1x1_f16"),
     ("nchw_image_stride", "conv2d_igemm.cuh", "return KS{(long long)n * CT * HW + hw, kidx < NHW};",
      "return KS{(long long)n * (CT - 1) * HW + hw, kidx < NHW};", "dw_1x1_f16"),
-    ("off_by_one_bound", "conv2d_fwd.cu", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
+    ("off_by_one_bound", "conv2d_fwd_operands.cuh", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
     ("wrong_residue_class", "conv2d_bwd.cu", "const int a = cls / sw, b = cls - a * sw;",
      "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
     ("wrong_split_k_range", "conv2d_bwd.cu", "kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);",

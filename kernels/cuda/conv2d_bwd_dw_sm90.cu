@@ -49,35 +49,7 @@ struct Dw90OpA {  // x (N, H, W, C) contiguous; rstate(row) names the first of 8
     }
 };
 
-struct Dw90OpB {  // dy (N, P, Q, K) contiguous; rstate(row) names the first of 8 rows
-    const RAW* ptr;
-    int n0, Kg, K, NPQ, g;
-    struct RS { int koff; bool ok; };
-    struct KS { long long pix; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const { return RS{g * Kg + n0 + row, n0 + row < Kg}; }
-    __device__ __forceinline__ KS kstate(int kidx) const { return KS{(long long)kidx * K, kidx < NPQ}; }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = k.pix + r.koff;
-        return true;
-    }
-};
-
-struct Dw90Epilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice of ws
-    T* dw;
-    float* ws;  // nullptr: write dw
-    int m0, n0, Cg, RS, CgRS, Kg, g;
-    __device__ __forceinline__ void store(int row, int col, float v) const {
-        const int a = m0 + row, k = n0 + col;
-        if (a >= CgRS || k >= Kg) return;
-        const int rs = a / Cg, c = a - rs * Cg;
-        const long long o = ((long long)(g * Kg + k) * Cg + c) * RS + rs;
-        if (ws)
-            ws[o] = v;
-        else
-            dw[o] = from_float<T>(v);
-    }
-};
+#include "conv2d_bwd_operands.cuh"
 
 // Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 128 output channels of the group,
 // z = g * splits + split. Block: 256 threads (2 warpgroups); dynamic shared memory W90_SMEM_BYTES.
@@ -96,8 +68,8 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dw_implicit
     const int kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * K * CgRS : nullptr;
     const Dw90OpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
-    const Dw90OpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
-    const Dw90Epilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
+    const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
+    const DwEpilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
     w90_igemm_tile<T, false, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
 #else
     asm volatile("trap;");

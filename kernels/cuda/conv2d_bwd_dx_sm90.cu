@@ -22,31 +22,11 @@
 typedef SCALAR_T T;
 typedef unsigned short RAW;
 
-struct Dx90Taps {  // the valid taps of one residue class (built by thread 0 in shared memory)
-    int nr, ns;
-    int r[DX_MAX_TAPS], dp[DX_MAX_TAPS];  // tap rows and their dy row offsets
-    int s[DX_MAX_TAPS], dq[DX_MAX_TAPS];  // tap cols and their dy col offsets
-};
-
-struct Dx90Tap {
-    int k, tr, ts;
-    bool ok;
-};
-
-__device__ __forceinline__ Dx90Tap dx90_decode(int kidx, int Kred, int Kg, int ns) {
-    Dx90Tap d;
-    d.ok = kidx < Kred;
-    const int kk = d.ok ? kidx : 0;
-    const int t = kk / Kg;
-    d.k = kk - t * Kg;
-    d.tr = t / ns;
-    d.ts = t - d.tr * ns;
-    return d;
-}
+#include "conv2d_bwd_operands.cuh"
 
 struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
     const RAW* ptr;
-    const Dx90Taps* taps;
+    const DxTaps* taps;
     int m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred;
     struct RS { long long nb; int i, j; };
     struct KS { int k, dp, dq; bool ok; };
@@ -57,7 +37,7 @@ struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
         return RS{(long long)n * P * Q * K + (long long)g * Kg, i, ij - i * Wc};
     }
     __device__ __forceinline__ KS kstate(int kidx) const {
-        const Dx90Tap d = dx90_decode(kidx, Kred, Kg, taps->ns);
+        const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
         return KS{d.k, d.ok ? taps->dp[d.tr] : 0, d.ok ? taps->dq[d.ts] : 0, d.ok};
     }
     __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
@@ -65,43 +45,6 @@ struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
         if (!k.ok || r.nb < 0 || (unsigned)p >= (unsigned)P || (unsigned)q >= (unsigned)Q) return false;
         off = r.nb + ((long long)p * Q + q) * K + k.k;
         return true;
-    }
-};
-
-struct Dx90OpB {  // W as (G, R, S, Cg, Kg) contiguous
-    const RAW* ptr;
-    const Dx90Taps* taps;
-    int n0, g, R, S, Cg, Kg, Kred;
-    struct RS { int c; bool ok; };
-    struct KS { long long base; bool ok; };  // base = ((g*R + r)*S + s) * Cg * Kg + k
-    __device__ __forceinline__ RS rstate(int row) const { return RS{n0 + row, n0 + row < Cg}; }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        const Dx90Tap d = dx90_decode(kidx, Kred, Kg, taps->ns);
-        const int r = d.ok ? taps->r[d.tr] : 0, s = d.ok ? taps->s[d.ts] : 0;
-        return KS{(long long)((g * R + r) * S + s) * Cg * Kg + d.k, d.ok};
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = k.base + (long long)r.c * Kg;
-        return true;
-    }
-};
-
-struct Dx90Epilogue {  // dx (N, C, H, W) contiguous, or the split's fp32 slice of ws
-    T* dx;
-    float* ws;               // nullptr: write dx
-    const long long* s_out;  // per tile row: n*C*H*W + h*W + w, or -1
-    long long HW;
-    int n0, Cg, g;
-    __device__ __forceinline__ void store(int row, int col, float v) const {
-        const int c = n0 + col;
-        const long long o = s_out[row];
-        if (o < 0 || c >= Cg) return;
-        const long long e = o + (long long)(g * Cg + c) * HW;
-        if (ws)
-            ws[e] = v;
-        else
-            dx[e] = from_float<T>(v);
     }
 };
 
@@ -120,7 +63,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ __align__(1024) unsigned char w90_smem[];
     __shared__ long long s_out[W90_BM];
-    __shared__ Dx90Taps taps;
+    __shared__ DxTaps taps;
     const int classes = sh * sw;
     const int gc = blockIdx.z / splits, split = blockIdx.z - gc * splits;
     const int g = gc / classes, cls = gc - g * classes;
@@ -150,7 +93,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
             }
         }
         taps.nr = nr;
-        taps.ns = ns > 0 ? ns : 1;  // ns is a divisor in dx90_decode; Kred = 0 when either is 0
+        taps.ns = ns > 0 ? ns : 1;  // ns is a divisor in dx_decode; Kred = 0 when either is 0
         if (ns == 0) taps.nr = 0;
     }
     for (int row = threadIdx.x; row < W90_BM; row += W90_THREADS) {
@@ -165,11 +108,11 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
     __syncthreads();
     const int Kred = taps.nr * taps.ns * Kg;
     const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
-    const Dx90OpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
+    const DxOpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
     const int ktiles = ceil_div(Kred, W90_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
-    const Dx90Epilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
+    const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
     w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, kt_begin, kt_end);
 #else
     asm volatile("trap;");

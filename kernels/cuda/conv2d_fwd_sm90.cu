@@ -51,41 +51,7 @@ struct Fwd90OpA {
     }
 };
 
-// B[k][kidx] = w_krsc[g*Kg + k][kidx] (contiguous along kidx).
-struct Fwd90OpB {
-    const RAW* ptr;
-    int n0, Kg, g, Kred;
-    struct RS { long long base; bool ok; };
-    struct KS { int kidx; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int k = n0 + row;
-        return RS{(long long)(g * Kg + k) * Kred, k < Kg};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const { return KS{kidx, kidx < Kred}; }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = r.base + k.kidx;
-        return true;
-    }
-};
-
-struct Fwd90Epilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of ws (bias in split 0)
-    T* y;
-    float* ws;  // nullptr: write y
-    const T* bias;
-    int has_bias, m0, n0, M, PQ, K, Kg, g;
-    __device__ __forceinline__ void store(int row, int col, float v) const {
-        const int m = m0 + row, k = n0 + col;
-        if (m >= M || k >= Kg) return;
-        const int kg = g * Kg + k, n = m / PQ, pq = m - n * PQ;
-        if (has_bias) v += load_float(bias + kg);
-        const long long o = ((long long)n * K + kg) * PQ + pq;
-        if (ws)
-            ws[o] = v;
-        else
-            y[o] = from_float<T>(v);
-    }
-};
+#include "conv2d_fwd_operands.cuh"
 
 // Grid: x = tiles of 128 output pixels m = (n, p, q), y = tiles of 128 output channels within the
 // group, z = g * splits + split. Block: 256 threads (2 warpgroups, see conv2d_igemm_sm90.cuh);
@@ -106,8 +72,8 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
     const Fwd90OpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
-    const Fwd90OpB b{w_krsc, n0, Kg, g, Kred};
-    const Fwd90Epilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    const FwdOpB b{w_krsc, n0, Kg, g, Kred};
+    const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
     w90_igemm_tile<T, true, true>(w90_smem, a, b, ep, kt_begin, kt_end);
 #else
     asm volatile("trap;");
