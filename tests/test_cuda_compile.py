@@ -309,12 +309,16 @@ def test_sm90a_runtime_build_by_nvrtc():
     dump = _cuobjdump()
     if dump is None:
         pytest.skip("needs cuobjdump (triton wheel)")
+    try:   # cupy finds libnvrtc through cuda.pathfinder, which raises this (a RuntimeError) when absent
+        from cuda.pathfinder import DynamicLibNotFoundError as missing_lib
+    except ImportError:
+        missing_lib = OSError
     fname = conv.FWD_SM90_FILE
     try:
         cubin = _module.nvrtc_cubin(_module.source(fname),
                                     _module.compile_options(conv.w90_defines("bfloat16"), conv.BUILD_ARCH[fname]),
                                     fname)
-    except (ImportError, OSError) as e:   # the NVRTC library itself missing
+    except (ImportError, OSError, missing_lib) as e:   # the NVRTC library itself missing
         pytest.skip(f"NVRTC unavailable: {e}")
     # cupy's nvrtc.getCUBIN returns the image one byte short of its last program header (as
     # cupy's own RawModule loads it; the driver accepts it), which cuobjdump refuses: pad it to
