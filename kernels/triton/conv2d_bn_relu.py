@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ._config import config
-from ._stats import chan_merge
+from ._stats import chan_merge, store_channel_stats
 
 FINALIZE_CONFIGS = [config(BLOCK_C=128)]
 # 64 x 64 tiles on 8 warps (16 values per thread): 4 warps took 176-255 registers (ptxas, sm_90)
@@ -44,17 +44,8 @@ def conv_bn_fwd_finalize_stats(
         bmean = tl.load(pmean_ptr + off, mask=cmask, other=0.0)
         bm2 = tl.load(pm2_ptr + off, mask=cmask, other=0.0)
         count, mean, m2 = chan_merge(count, mean, m2, nb, bmean, bm2)
-    var = m2 / count
-    invstd = 1.0 / tl.sqrt_rn(var + eps)
-    tl.store(mean_ptr + cs, mean, mask=cmask)
-    tl.store(invstd_ptr + cs, invstd, mask=cmask)
-    if HAS_RUNNING:
-        rm = tl.load(rmean_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
-        rv = tl.load(rvar_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
-        rm = (1.0 - momentum) * rm + momentum * mean
-        rv = (1.0 - momentum) * rv + momentum * (var * unbias)
-        tl.store(rmean_ptr + cs, rm.to(rmean_ptr.dtype.element_ty), mask=cmask)
-        tl.store(rvar_ptr + cs, rv.to(rvar_ptr.dtype.element_ty), mask=cmask)
+    store_channel_stats(mean, m2, count, cs, cmask, eps, momentum, unbias, mean_ptr, invstd_ptr, rmean_ptr, rvar_ptr,
+                        HAS_RUNNING)
 
 
 @triton.jit
