@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("expecttest")   # torch.testing._internal needs it (the dev extra)
+import expecttest  # noqa: E402,F401  torch.testing._internal needs it (the test extra): fail, not skip, without it
 
 from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
 from torch.testing._internal.common_modules import module_db  # noqa: E402
