@@ -57,11 +57,12 @@ class Conv2dBNReLU(Module):
         use_running = track or not batch_stats
         w = None if bn.weight is None else bn.weight.data
         b = None if bn.bias is None else bn.bias.data
-        out, y, mean, invstd = F.conv2d_bn_relu(
-            x, c.weight.data, None if c.bias is None else c.bias.data, w, b,
-            bn.running_mean if use_running else None, bn.running_var if use_running else None, residual,
-            training=batch_stats, momentum=0.1 if momentum is None else momentum, eps=bn.eps, relu=self.relu,
-            return_stats=True, algo=c.algo, precision=c.precision, backend=self.backend, **self._conv_kw())
+        with c.weight.versioned() as cw:             # re-laid conv weights cached per Parameter.version
+            out, y, mean, invstd = F.conv2d_bn_relu(
+                x, cw, None if c.bias is None else c.bias.data, w, b,
+                bn.running_mean if use_running else None, bn.running_var if use_running else None, residual,
+                training=batch_stats, momentum=0.1 if momentum is None else momentum, eps=bn.eps, relu=self.relu,
+                return_stats=True, algo=c.algo, precision=c.precision, backend=self.backend, **self._conv_kw())
         self._cache = (x, out, y, mean, invstd, batch_stats, residual is not None)
         return out
 
@@ -73,11 +74,12 @@ class Conv2dBNReLU(Module):
             raise RuntimeError("Conv2dBNReLU.backward called before forward")
         x, out, y, mean, invstd, batch_stats, has_res = self._cache
         c, bn = self.conv, self.bn
-        dx, dw, db, dgamma, dbeta, dres = F.conv2d_bn_relu_backward(
-            dy, out, x, c.weight.data, None if c.bias is None else c.bias.data, y,
-            None if bn.weight is None else bn.weight.data, mean, invstd, training=batch_stats, relu=self.relu,
-            has_residual=has_res, need_db=c.bias is not None, precision=c.precision, backend=self.backend,
-            **self._conv_kw())
+        with c.weight.versioned() as cw:
+            dx, dw, db, dgamma, dbeta, dres = F.conv2d_bn_relu_backward(
+                dy, out, x, cw, None if c.bias is None else c.bias.data, y,
+                None if bn.weight is None else bn.weight.data, mean, invstd, training=batch_stats, relu=self.relu,
+                has_residual=has_res, need_db=c.bias is not None, precision=c.precision, backend=self.backend,
+                **self._conv_kw())
         c.weight.accumulate(dw)
         if c.bias is not None:
             c.bias.accumulate(db)

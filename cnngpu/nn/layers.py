@@ -71,14 +71,16 @@ class Conv2d(Module):
 
     def forward(self, x: Array) -> Array:
         self._x = x
-        return F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, algo=self.algo,
-                        precision=self.precision, **self._kw())
+        with self.weight.versioned() as w:          # re-laid weights cached per Parameter.version
+            return F.conv2d(x, w, None if self.bias is None else self.bias.data, algo=self.algo,
+                            precision=self.precision, **self._kw())
 
     def backward(self, dy: Array) -> Array:
         if self._x is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        dx, dw, db = F.conv2d_backward(dy, self._x, self.weight.data, need_db=self.bias is not None,
-                                       precision=self.precision, **self._kw())
+        with self.weight.versioned() as w:
+            dx, dw, db = F.conv2d_backward(dy, self._x, w, need_db=self.bias is not None,
+                                           precision=self.precision, **self._kw())
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

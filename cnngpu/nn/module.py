@@ -22,19 +22,55 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import backends as _backends
+from ..backends import weight_cache
 from ..convert import to_numpy
 from .._typing import Array
 
 
 class Parameter:
-    """A trainable array: ``data`` (native array), ``grad`` (native array or None), ``name``."""
+    """A trainable array: ``data`` (native array), ``grad`` (native array or None), ``name``, and
+    ``version``, a counter of the updates cnngpu makes to ``data``.
 
-    __slots__ = ("data", "grad", "name")
+    ``version`` goes up on every assignment to ``data`` -- ``p.data = a`` (``load_state_dict``)
+    and augmented assignments such as ``p.data -= lr * g`` (``SGD.step``), which Python also
+    turns into an assignment -- and on :meth:`bump_version`. The GPU backends cache re-laid copies
+    of conv weights per version (``cnngpu.backends.weight_cache``), so a write that bypasses the
+    attribute -- ``p.data[...] = v``, an in-place op on another reference to the array, a kernel or
+    DLPack alias writing the memory -- must be followed by ``p.bump_version()``, or the next
+    forward may use the copy made before it.
+    """
+
+    __slots__ = ("_data", "grad", "name", "_version", "__weakref__")
 
     def __init__(self, data: Array, name: str = "") -> None:
-        self.data = data
+        self._version = 0
+        self._data = data
         self.grad = None
         self.name = name
+
+    @property
+    def data(self) -> Array:
+        return self._data
+
+    @data.setter
+    def data(self, value: Array) -> None:
+        self._data = value
+        self._version += 1
+
+    @property
+    def version(self) -> int:
+        """Updates made to ``data`` so far (assignments and :meth:`bump_version` calls)."""
+        return self._version
+
+    def bump_version(self) -> None:
+        """Declare that ``data`` was changed in place by a write this class cannot see (see the
+        class docstring): cached re-laid copies of it are then made afresh."""
+        self._version += 1
+
+    def versioned(self) -> Any:
+        """Context manager declaring ``data``'s version to the backends for one call
+        (``weight_cache.versioned(data, self, version)``); the layers wrap their conv calls in it."""
+        return weight_cache.versioned(self._data, self, self._version)
 
     @property
     def shape(self) -> Tuple[int, ...]:

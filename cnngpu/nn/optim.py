@@ -20,7 +20,9 @@ class SGD:
         v <- g (first step), else v <- momentum * v + g        (when momentum > 0)
         g <- g + momentum * v (nesterov) or g <- v
         p <- p - lr * g
-    The in-place expressions are valid for numpy, cupy and torch arrays alike.
+    The in-place expressions are valid for numpy, cupy and torch arrays alike; ``p.data -= ...`` is
+    an assignment to ``Parameter.data``, so each step bumps ``Parameter.version`` (re-laid conv
+    weights cached for the old values are not reused).
     """
 
     def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,

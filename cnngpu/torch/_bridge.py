@@ -2,12 +2,14 @@
 (see cnngpu.torch's docstring). Used inside the custom ops' implementations (real tensors only)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import contextlib
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .. import backends as _backends
+from ..backends import weight_cache
 
 
 def pick_backend(x: torch.Tensor, backend: Optional[str] = None) -> str:
@@ -26,13 +28,19 @@ def pick_backend(x: torch.Tensor, backend: Optional[str] = None) -> str:
             f"CUDA tensor given but neither GPU backend can run: triton: {_backends._why_unavailable('triton')}; "
             f"cupy: {_backends._why_unavailable('cupy')}")
     be = _backends.get_backend(backend)  # ValueError (unknown) / BackendUnavailableError (why)
-    if backend == "cupy" and x.device.type != "cuda":
-        raise ValueError(f"backend 'cupy' needs CUDA tensors, got a tensor on {x.device}")
+    if backend == "cupy" and x.device.type != _cupy_device_type():
+        raise ValueError(f"backend 'cupy' needs {_cupy_device_type().upper()} tensors here, got a tensor on {x.device}")
     if backend == "triton":
         dev = be.device()
         if x.device.type != dev.type:
             raise ValueError(f"backend 'triton' runs on {dev.type} tensors here, got a tensor on {x.device}")
     return backend
+
+
+def _cupy_device_type() -> str:
+    """Where the cupy backend's arrays live: CUDA, or host memory on the CPU emulation
+    (``CNNGPU_CUDA_EMULATE=1``, where CPU tensors convert zero-copy like CUDA tensors on a GPU)."""
+    return "cpu" if _backends._cupy_emulated() else "cuda"
 
 
 def check_backend(x: Any, backend: Optional[str]) -> str:
@@ -97,6 +105,20 @@ def not_view(t: torch.Tensor) -> torch.Tensor:
     """``t``, or a tensor on the same memory that is not an autograd view: a custom op's outputs
     must not be views (autograd would forbid inplace ops on them, e.g. ReLU(inplace=True))."""
     return t.detach() if t._is_view() else t
+
+
+@contextlib.contextmanager
+def native_weight(w: Optional[torch.Tensor], backend: str) -> Iterator[Any]:
+    """``_native(w, backend)`` declared, for the block, as w's contents at w's current in-place
+    version (``weight_cache.versioned``): the backends' re-laid copies of a conv weight are then
+    made once per version of the parameter itself, although the array they receive is a new
+    object on every call (a detached tensor, a cupy DLPack view)."""
+    n = _native(w, backend)
+    if w is None:
+        yield n
+        return
+    with weight_cache.versioned(n, w, w._version):
+        yield n
 
 
 def _write_back(buf: Optional[torch.Tensor], native: Any, backend: str) -> None:

@@ -12,7 +12,7 @@ import torch
 from .. import functional as F
 from .._typing import Padding
 from ..geometry import pair
-from ._bridge import _native, _tensor, empty, in_format, memory_format, pick_backend
+from ._bridge import _native, _tensor, empty, in_format, memory_format, native_weight, pick_backend
 from ._oplib import (absent, batched, batched_shape, check_image, no_alias, or_none, register_loop_vmap, unbatched,
                      unbatched_args_vmap)
 
@@ -37,8 +37,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
     check_image(x, "conv2d")
     be = pick_backend(x, backend)
     xb, unb = batched(x)
-    y = F.conv2d(_native(xb, be), _native(weight, be), _native(bias, be), tuple(stride), _pad(pad_ints, pad_str),
-                 tuple(dilation), groups, algo=algo, precision=precision, backend=be)
+    with native_weight(weight, be) as wn:
+        y = F.conv2d(_native(xb, be), wn, _native(bias, be), tuple(stride), _pad(pad_ints, pad_str),
+                     tuple(dilation), groups, algo=algo, precision=precision, backend=be)
     out = in_format(_tensor(y, be, x.device, x.dtype), memory_format(x))
     return no_alias(unbatched(out, unb), x, weight, bias)
 
@@ -62,9 +63,11 @@ def conv2d_backward(dy: Tensor, x: Tensor, weight: Tensor, stride: List[int], pa
     be = pick_backend(x, backend)
     (xb, unb), (dyb, _) = batched(x), batched(dy)
     need = [bool(m) for m in output_mask]
-    dx, dw, db = F.conv2d_backward(_native(dyb.contiguous(), be), _native(xb, be), _native(weight, be),
-                                   tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups, need_dx=need[0],
-                                   need_dw=need[1], need_db=need[2], algo=algo, precision=precision, backend=be)
+    with native_weight(weight, be) as wn:
+        dx, dw, db = F.conv2d_backward(_native(dyb.contiguous(), be), _native(xb, be), wn,
+                                       tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups,
+                                       need_dx=need[0], need_dw=need[1], need_db=need[2], algo=algo,
+                                       precision=precision, backend=be)
     dev = x.device
     dxt = in_format(_tensor(dx, be, dev, x.dtype), memory_format(x)) if need[0] else absent(x)
     return no_alias((unbatched(dxt, unb and need[0]),

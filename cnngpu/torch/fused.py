@@ -19,6 +19,7 @@ from torch import nn
 from .. import functional as F
 from ..geometry import pair
 from ._bridge import _native, _tensor, _write_back, check_backend, empty, in_format, memory_format, pick_backend
+from ._bridge import native_weight
 from ._bridge import stats_dtype
 from ._oplib import absent, no_alias, or_none, register_loop_vmap
 from ._ops_conv import _pad, pad_args
@@ -43,10 +44,11 @@ def _fused_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], bn_weight: Opti
     rm = None if running_mean is None else (running_mean.clone() if update else running_mean)
     rv = None if running_var is None else (running_var.clone() if update else running_var)
     nrm, nrv = _native(rm, be), _native(rv, be)
-    out, y, mean, invstd = F.conv2d_bn_relu(
-        _native(x, be), _native(weight, be), _native(bias, be), _native(bn_weight, be), _native(bn_bias, be), nrm, nrv,
-        _native(residual, be), tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups, training, momentum,
-        eps, relu=relu, return_stats=True, algo=algo, precision=precision, backend=be)
+    with native_weight(weight, be) as wn:
+        out, y, mean, invstd = F.conv2d_bn_relu(
+            _native(x, be), wn, _native(bias, be), _native(bn_weight, be), _native(bn_bias, be), nrm, nrv,
+            _native(residual, be), tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups, training,
+            momentum, eps, relu=relu, return_stats=True, algo=algo, precision=precision, backend=be)
     if update:
         _write_back(rm, nrm, be)
         _write_back(rv, nrv, be)
@@ -83,11 +85,12 @@ def _fused_backward_op(dout: Tensor, mask: Tensor, x: Tensor, weight: Tensor, bi
     be = pick_backend(x, backend)
     yn = None if y.dim() == 1 and y.numel() == 0 else _native(y, be)   # eval: (0,), the conv is recomputed
     out = mask.to(dout.dtype) if relu else dout       # only the sign of out is read, and only with relu
-    grads = F.conv2d_bn_relu_backward(
-        _native(dout.contiguous(), be), _native(out.contiguous(), be), _native(x, be), _native(weight, be),
-        _native(bias, be), yn, _native(bn_weight, be), _native(mean, be), _native(invstd, be), tuple(stride),
-        _pad(pad_ints, pad_str), tuple(dilation), groups, training=training, relu=relu, has_residual=has_residual,
-        need_db=bias is not None, precision=precision, backend=be)
+    with native_weight(weight, be) as wn:
+        grads = F.conv2d_bn_relu_backward(
+            _native(dout.contiguous(), be), _native(out.contiguous(), be), _native(x, be), wn,
+            _native(bias, be), yn, _native(bn_weight, be), _native(mean, be), _native(invstd, be), tuple(stride),
+            _pad(pad_ints, pad_str), tuple(dilation), groups, training=training, relu=relu,
+            has_residual=has_residual, need_db=bias is not None, precision=precision, backend=be)
     dev = x.device
     like = (x, weight, bias, bn_weight, bn_weight, dout)
     res = [absent(x) if gr is None else _tensor(gr, be, dev, (lk if lk is not None else x).dtype)

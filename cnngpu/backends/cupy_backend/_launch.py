@@ -89,3 +89,9 @@ def float_param(p, n: int, fill: float):
 
 def dtype_of(x) -> str:
     return dtype_name(x)
+
+
+def raw_bits(a):
+    """A same-size unsigned-integer view for 16-bit floats (layout copies without float kernels,
+    so no cupy arithmetic on bfloat16 is needed)."""
+    return a.view(cupy.uint16) if a.itemsize == 2 else a

@@ -3,11 +3,11 @@
 Arrays are cupy.ndarray (float32, float16, bfloat16); accumulation is always float32. The direct
 kernels read x / dy through their strides (no copy); the implicit-GEMM kernels read NHWC copies of
 x and dy (free for channels-last inputs; none for 1x1 stride-1 unpadded convs on contiguous NCHW
-arrays, read in place: :func:`nchw_direct`) and re-laid-out weights, made here with cupy on every call
-(cupy arrays carry no in-place version counter, so a re-laid weight cannot be cached safely the way
-the triton backend caches per torch parameter version). 16-bit tensors are re-laid-out through a
-uint16 view, so no cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of
-x's dtype.
+arrays, read in place: :func:`nchw_direct`) and re-laid-out weights (``conv_weights``: one function
+per layout; w itself when it has the layout already, else a copy made once per parameter version
+that cnngpu.torch / cnngpu.nn declare, ``cnngpu.backends.weight_cache``; a bare cupy array has no
+version and is re-laid on every call). 16-bit tensors are re-laid-out through a uint16 view, so no
+cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of x's dtype.
 
 Algorithms (``cnngpu.backends.conv_policy``, shared with the triton backend, which also sizes the
 split-K reductions; this module says where each kernel can run: :func:`direct_fwd_plan`,
@@ -36,7 +36,8 @@ the direct kernels are fp32 FMA either way.
 
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
-``'<family>[split=S]'`` for the split reductions and split-K GEMMs.
+``'<family>[split=S]'`` for the split reductions and split-K GEMMs; every weight copy made as
+``conv2d_weight_relayout``.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ from ._config import (CONV_DEFINES, DIRECT_THREADS, DIRECT_TILE, DX_MAX_TAPS, IG
 from ._cupy import EMULATED
 from ._cupy import cupy
 from ._launch import dtype_of, i32, sm_count
+from ._launch import raw_bits as _raw
+from .conv_weights import weight_grsck, weight_kcrs, weight_krsc
 
 FWD_FILE = "conv2d_fwd.cu"
 BWD_FILE = "conv2d_bwd.cu"
@@ -332,11 +335,6 @@ def _strides(a) -> Tuple[np.int64, ...]:
     return tuple(np.int64(s // a.itemsize) for s in a.strides)
 
 
-def _raw(a):
-    """A same-size unsigned-integer view for 16-bit floats (layout copies without float kernels)."""
-    return a.view(cupy.uint16) if a.itemsize == 2 else a
-
-
 def nchw_direct(g: ConvGeometry, *arrays) -> bool:
     """True when the implicit GEMMs read these activations in place, NCHW: a 1x1, stride-1,
     unpadded conv (its pixels are the GEMM rows or reduction, contiguous along H*W) and every array
@@ -412,15 +410,14 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
                              f"too large: stride {g.stride}, dilation {g.dilation}, kernel {(g.R, g.S)}, "
                              f"groups {g.groups}, N {g.N}); use algo='implicit_gemm'")
         entry, _, grid, smem = plan
-        wc = cupy.ascontiguousarray(_raw(w))
-        args = (x, *_strides(x), wc, bias, has_bias, y, *_geom_args(g))
+        args = (x, *_strides(x), weight_kcrs(w), bias, has_bias, y, *_geom_args(g))
         _launch(FWD_FILE, entry, "conv2d_fwd_direct", dt, 1, grid, (DIRECT_THREADS,), args, smem)
         return y
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
     grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
     nchw = nchw_direct(g, x)
-    w_krsc = cupy.ascontiguousarray(_raw(w).transpose(0, 2, 3, 1))
+    w_krsc = weight_krsc(w)
     if policy.use_wgmma(dt, device_arch(), g.c_per_group) and _w90(
             dt, g.c_per_group, ptrs=((x_nhwc := _nhwc(x)).data.ptr, w_krsc.data.ptr)):
         grid, splits, kt_chunk = fwd_w90_plan(g, sm_count())
@@ -459,7 +456,7 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
-        w_grsck = cupy.ascontiguousarray(_raw(w).reshape(G, Kg, Cg, g.R, g.S).transpose(0, 3, 4, 2, 1))
+        w_grsck = weight_grsck(w, G)
         if policy.use_wgmma(dt, device_arch(), Kg) and _w90(dt, Kg, ptrs=((d := dy_nhwc()).data.ptr,
                                                                         w_grsck.data.ptr)):
             grid, splits, kt_chunk = dx_w90_plan(g, sm_count())
@@ -482,8 +479,7 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
         if splits > 1:
             _sum_splits(ws, splits, dx, dt)
         return dx
-    wc = cupy.ascontiguousarray(_raw(w))
-    args = (dy, *_strides(dy), wc, dx, *_geom_args(g))
+    args = (dy, *_strides(dy), weight_kcrs(w), dx, *_geom_args(g))
     _launch(BWD_FILE, "conv2d_bwd_dx_direct", "conv2d_bwd_dx_direct", dt, 1, flat_grid(dx.size, DIRECT_THREADS),
             (DIRECT_THREADS,), args)
     return dx

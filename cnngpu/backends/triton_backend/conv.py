@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import weakref
 
 import torch
 import triton
 
 from ...geometry import ConvGeometry
 from .. import conv_policy as policy
+from .. import weight_cache
 from ..limits import GRID_YZ_MAX
 from ._common import empty, launched, needs_int64, num_sms
 from .conv_tma import conv2d_forward_tma
@@ -119,10 +119,9 @@ def _gemm_split(kernel, grid, args, constexprs, steps_of):
 # GEMM launchers hand them channels-last copies: activations (x, dy) are copied once per call when
 # they are not channels-last already -- one extra read and write of the tensor, about 2*|x| bytes
 # (e.g. 2 x 25.7 MB for a 32x256x56x56 fp16 input, ~11 us at 4.8 TB/s, against the scalar path's
-# uncoalesced loads) -- and weights once per parameter version (cached below). Outputs are stored
-# straight in the caller's layout (stores take any strides at full width).
-_W_CACHE: dict = {}
-_W_CACHE_MAX = 256
+# uncoalesced loads) -- and weights once per parameter version (``weight_cache``, shared with the
+# cupy backend). Outputs are stored straight in the caller's layout (stores take any strides at
+# full width).
 
 
 def canonical_channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -174,24 +173,19 @@ def pad_channels(t: torch.Tensor, c: int) -> torch.Tensor:
 
 def channels_last_weight(w: torch.Tensor, c: int = 0) -> torch.Tensor:
     """A channels-last (K, C/groups, R, S) view of the weight (zero-padded to ``c`` channels when
-    larger), copied once per (tensor, version): cached by data_ptr and in-place version, checked
-    against a weak reference to w itself (a new tensor at a recycled address does not hit)."""
+    larger): w itself when it is one, else a copy made once per parameter version
+    (``weight_cache.relaid``: torch's in-place version counter, the parameter cnngpu.torch
+    declares; a new tensor at a recycled address does not hit) and recorded as
+    ``conv2d_weight_relayout``."""
     c = max(c, w.shape[1])
     if c == w.shape[1] and w.is_contiguous(memory_format=torch.channels_last):
         return canonical_channels_last(w)
-    key = (w.data_ptr(), w._version, tuple(w.shape), tuple(w.stride()), w.dtype, str(w.device), c)
-    hit = _W_CACHE.get(key)
-    if hit is not None and hit[0]() is w:
-        return hit[1]
-    out = canonical_channels_last(pad_channels(w, c) if c > w.shape[1] else w.contiguous(memory_format=torch.channels_last))
-    if len(_W_CACHE) >= _W_CACHE_MAX:
-        _W_CACHE.pop(next(iter(_W_CACHE)))
-    try:
-        _W_CACHE[key] = (weakref.ref(w), out)
-    except TypeError:           # not weak-referenceable: no caching
-        pass
-    launched("conv2d_weight_relayout")
-    return out
+
+    def make() -> torch.Tensor:
+        launched("conv2d_weight_relayout")
+        return canonical_channels_last(pad_channels(w, c) if c > w.shape[1]
+                                       else w.contiguous(memory_format=torch.channels_last))
+    return weight_cache.relaid(w, ("channels_last", c), make)
 
 
 def gemm_output(shape, like: torch.Tensor) -> torch.Tensor:
