@@ -17,6 +17,7 @@ from conv_cases import BIG, GEOMETRIES, geometry, ids, split
 from harness import randn, rng
 
 conv = pytest.importorskip("cnngpu.backends.cupy_backend.conv")
+conv_weights = pytest.importorskip("cnngpu.backends.cupy_backend.conv_weights")
 _IDS, _BIG_IDS = ids(GEOMETRIES), ids(BIG)
 
 
@@ -350,6 +351,7 @@ def dry(monkeypatch, ptx_params):
 
     monkeypatch.setattr(_module, "get_function", get_function)
     monkeypatch.setattr(conv, "cupy", _FakeCupy)
+    monkeypatch.setattr(conv_weights, "cupy", _FakeCupy)          # the weight layouts' copies
     monkeypatch.setattr(conv, "sm_count", lambda: 132)
     monkeypatch.setattr(conv, "empty", lambda shape, dtype: _FakeArr(np.full(shape, np.nan, dtype=dtype)))
     return calls

@@ -16,8 +16,8 @@ Where the version comes from (:func:`version_of`):
   objects on every call, so they cannot be the cache key themselves); ``cnngpu.nn`` declares its
   ``Parameter`` and ``Parameter.version``. For a torch tensor both count (source = the declared
   one, version = (declared, own)).
-- anything else (a cupy array passed straight to ``cnngpu.functional``): no version, so no
-  caching -- the copy is made on every call, as before this cache existed.
+- anything else (a cupy array passed straight to ``cnngpu.functional``, a torch inference tensor,
+  which has no counter): no version, so no caching -- the copy is made on every call.
 
 Why the launcher asks instead of being handed pre-laid views: which layout a call needs depends on
 choices made inside the launcher (direct or implicit GEMM, the sm_90 wgmma path, channel padding),
@@ -83,13 +83,19 @@ def versioned(array: Any, source: Any, version: Hashable) -> Iterator[Any]:
             _DECLARED[key] = prev
 
 
+def torch_version(t: Any) -> Optional[int]:
+    """A torch tensor's in-place version counter, or None for an inference tensor (made under
+    ``torch.inference_mode``: it has no counter, so copies of it are not cached)."""
+    return None if t.is_inference() else int(t._version)
+
+
 def version_of(array: Any) -> Optional[Tuple[Any, Hashable]]:
     """(source, version) that re-laid copies of ``array`` are cached under, or None (not cached):
     see the module docstring."""
     declared = _DECLARED.get(id(array))
     if declared is not None and declared[0] is not array:
         declared = None
-    own = array._version if _is_torch(array) else None
+    own = torch_version(array) if _is_torch(array) else None
     if declared is not None:
         return declared[1], (declared[2], own)
     if own is not None:

@@ -114,10 +114,11 @@ def native_weight(w: Optional[torch.Tensor], backend: str) -> Iterator[Any]:
     made once per version of the parameter itself, although the array they receive is a new
     object on every call (a detached tensor, a cupy DLPack view)."""
     n = _native(w, backend)
-    if w is None:
+    version = None if w is None else weight_cache.torch_version(w)
+    if version is None:                 # no weight, or an inference tensor (no version counter)
         yield n
         return
-    with weight_cache.versioned(n, w, w._version):
+    with weight_cache.versioned(n, w, version):
         yield n
 
 
