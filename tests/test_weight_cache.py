@@ -69,6 +69,15 @@ def _ct():
     return pytest.importorskip("cnngpu.torch")
 
 
+def _dev() -> str:
+    """Where both GPU backends take torch tensors: CUDA, or CPU under the interpreter / emulation."""
+    return "cuda" if _torch().cuda.is_available() else "cpu"
+
+
+def _np(t):
+    return t.detach().cpu().numpy()
+
+
 def torch_step(be, x, w, dy):
     """Forward + backward through cnngpu.torch's conv2d (implicit GEMMs: they read re-laid weights)."""
     xr = x.clone().requires_grad_(True)
@@ -83,13 +92,13 @@ def torch_inputs(seed):
     torch = _torch()
     gen = rng(seed)
     x, w, dy = randn(gen, X_SHAPE), randn(gen, W_SHAPE), randn(gen, (1, 8, 5, 5))
-    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).to(_dev())  # noqa: E731
     return t(x), torch.nn.Parameter(t(w)), t(dy)
 
 
 def test_torch_second_call_reuses_the_copy(be):
     x, w, dy = torch_inputs(1)
-    want = reference(x.numpy(), w.detach().numpy(), dy.numpy())
+    want = reference(_np(x), _np(w), _np(dy))
     n0 = relayouts(be)
     check(torch_step(be, x, w, dy), want, "first step")
     assert relayouts(be) > n0, "the implicit GEMMs should read a re-laid weight"
@@ -129,7 +138,7 @@ def test_torch_inplace_update_makes_a_new_copy(be, update):
     update(w, new)
     assert w._version > v and torch.allclose(w.detach(), new)
     n = relayouts(be)
-    check(torch_step(be, x, w, dy), reference(x.numpy(), new.numpy(), dy.numpy()), f"after {update.__name__}")
+    check(torch_step(be, x, w, dy), reference(_np(x), _np(new), _np(dy)), f"after {update.__name__}")
     assert relayouts(be) > n
 
 
@@ -137,6 +146,9 @@ def test_torch_recycled_address_does_not_hit(be):
     """Two tensors over the same memory, both at version 0, with other values in between: the second
     is a new source (the first died), so the cached copy of the first is not used."""
     torch = _torch()
+    if _dev() != "cpu":
+        pytest.skip("builds the recycled address from host memory (torch.from_numpy); the cache logic is "
+                    "device-independent (test_cache_new_source_at_recycled_id_and_address_does_not_hit)")
     x, w0, dy = torch_inputs(4)
     buf = w0.detach().numpy().copy()
     w = torch.from_numpy(buf).requires_grad_()
@@ -148,7 +160,7 @@ def test_torch_recycled_address_does_not_hit(be):
     w2 = torch.from_numpy(buf).requires_grad_()                 # (often at the dead tensor's id, too)
     assert (w2.data_ptr(), w2._version) == (addr, version)
     n = relayouts(be)
-    check(torch_step(be, x, w2, dy), reference(x.numpy(), buf, dy.numpy()), "recycled address")
+    check(torch_step(be, x, w2, dy), reference(_np(x), buf, _np(dy)), "recycled address")
     assert relayouts(be) > n
 
 
@@ -163,7 +175,7 @@ def test_torch_inference_tensor_weight(be):
             n = relayouts(be)
             y = _ct().conv2d(x, w, None, algo="implicit_gemm", backend=be.name, **OPTS)
             assert relayouts(be) == n + 1
-            assert_close(y.numpy(), reference(x.numpy(), w.numpy(), dy.numpy())[0], "float32", RED,
+            assert_close(_np(y), reference(_np(x), _np(w), _np(dy))[0], "float32", RED,
                          what=f"inference step {step}")
             w.mul_(-3.0)
 
@@ -173,8 +185,8 @@ def test_torch_fused_block_reuses_and_invalidates(be):
     torch = _torch()
     ct = _ct()
     gen = rng(6)
-    m = ct.Conv2dBNReLU(8, 8, 3, padding=1, groups=2, algo="implicit_gemm", backend=be.name)
-    x = torch.from_numpy(randn(gen, X_SHAPE).astype(np.float32))
+    m = ct.Conv2dBNReLU(8, 8, 3, padding=1, groups=2, algo="implicit_gemm", backend=be.name).to(_dev())
+    x = torch.from_numpy(randn(gen, X_SHAPE).astype(np.float32)).to(_dev())
 
     def run():
         out = m(x)
@@ -190,8 +202,8 @@ def test_torch_fused_block_reuses_and_invalidates(be):
     assert relayouts(be) > n
     ref = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False), torch.nn.BatchNorm2d(8),
                               torch.nn.ReLU())
-    ref[0].weight.data.copy_(m.conv.weight.detach())
-    assert_close(out.numpy(), ref(x).detach().double().numpy(), "float32", RED, what="fused out, new weight")
+    ref[0].weight.data.copy_(m.conv.weight.detach().cpu())
+    assert_close(_np(out), _np(ref(x.cpu())).astype(np.float64), "float32", RED, what="fused out, new weight")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,6 +310,7 @@ def test_nn_fused_block_reuses_and_invalidates(be):
 # ------------------------------------------------------------------------------------------------
 # the cupy layouts; the cache itself
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.cupy
 def test_cupy_bare_array_relaid_every_call_and_layouts_in_place():
     """A cupy array passed straight to functional has no version: re-laid on every call. A weight
     that has the layout already is used in place (channels-last for the forward GEMM)."""
@@ -317,6 +330,7 @@ def test_cupy_bare_array_relaid_every_call_and_layouts_in_place():
     assert relayouts(be) == n
 
 
+@pytest.mark.cupy
 def test_cupy_layouts_values():
     """The three layouts hold w's values in the order their docstrings state (16-bit as raw bits)."""
     require("cupy")
