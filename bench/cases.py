@@ -8,7 +8,10 @@ Providers (the "backend" axis of every benchmark):
     cupy       cnngpu's CuPy/CUDA C backend on cupy arrays (NCHW)
     torch      torch.nn.functional on CUDA, NCHW (cuDNN for conv): the GPU baseline
     torch_cl   the same with channels_last tensors
-cnngpu providers go through ``cnngpu.functional`` (the public API, validation included); torch
+cnngpu providers go through ``cnngpu.functional`` (the public API, validation included), the conv
+weight declared as one unchanging parameter version (``weight_cache.versioned``) as cnngpu.nn and
+cnngpu.torch declare theirs, so both GPU backends time their cached weight re-layout, the path
+models take (triton's torch tensors carry their own version); torch
 backward ops run through autograd (``torch.autograd.grad`` with ``retain_graph``), i.e. what a
 torch user gets, computing only the gradients the cnngpu op returns.
 
@@ -254,6 +257,10 @@ def to_torch(a):
     return torch.from_dlpack(a)
 
 
+class _WeightOwner:
+    """Stands for the parameter a benchmarked conv weight belongs to (weak-referenceable)."""
+
+
 def _cnngpu_case(op, shape, provider, dtype, inputs) -> Case:
     import cnngpu.functional as F
     be = provider
@@ -267,17 +274,21 @@ def _cnngpu_case(op, shape, provider, dtype, inputs) -> Case:
         return res
 
     if op in S.CONV_OPS:
+        from cnngpu.backends import weight_cache
         ca = shape.conv_args()
+        owner = _WeightOwner()          # the weight's parameter: one version for the whole benchmark
         if op == "conv_fwd":
             def run():
-                return keep(F.conv2d(a["x"], a["w"], None, precision=prec, backend=be, **ca))
+                with weight_cache.versioned(a["w"], owner, 0):
+                    return keep(F.conv2d(a["x"], a["w"], None, precision=prec, backend=be, **ca))
             pick = lambda r: [r]  # noqa: E731
         else:
             need_dx = op == "conv_dx"
 
             def run():
-                return keep(F.conv2d_backward(a["dy"], a["x"], a["w"], need_dx=need_dx, need_dw=not need_dx,
-                                              need_db=False, precision=prec, backend=be, **ca))
+                with weight_cache.versioned(a["w"], owner, 0):
+                    return keep(F.conv2d_backward(a["dy"], a["x"], a["w"], need_dx=need_dx, need_dw=not need_dx,
+                                                  need_db=False, precision=prec, backend=be, **ca))
             pick = (lambda r: [r[0]]) if need_dx else (lambda r: [r[1]])  # noqa: E731
     elif op in S.POOL_OPS:
         pa = shape.pool_args()
