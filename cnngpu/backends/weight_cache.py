@@ -35,9 +35,11 @@ in all (least recently used dropped first); :func:`clear` empties it.
 Not detected (the copy would be stale; call :func:`clear`, or ``Parameter.bump_version()`` in
 cnngpu.nn): writes that bypass the version source -- on torch tensors writes through ``w.data``
 (a separate version counter) or through another alias of the memory (numpy, cupy/DLPack views),
-and ``w.data = other`` when ``other`` happens to reuse the old storage's address; in cnngpu.nn,
-element writes to ``p.data`` (``p.data[...] = v``) or in-place ops on another reference to the
-array (``Parameter`` counts ``p.data = v`` and ``p.data -= v``: attribute assignments).
+and ``w.data = other`` when ``other`` happens to reuse the old storage's address; in cnngpu.nn on
+cupy arrays, element writes to ``p.data`` (``p.data[...] = v``) or in-place ops on another
+reference to the array (``Parameter`` counts ``p.data = v`` and ``p.data -= v``: attribute
+assignments; on triton, whose arrays are torch tensors, torch's own counter sees the rest too).
+The declarations are process-wide, not per thread.
 """
 from __future__ import annotations
 
