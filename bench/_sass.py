@@ -137,6 +137,42 @@ def _triton_ptxas(arch: int):
     return path, flags
 
 
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)' for 'sm_\w+'")
+_PTXAS_PROPS_OF = re.compile(r"Function properties for (\S+)")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_LMEM = re.compile(r"(\d+) bytes lmem")
+
+
+def parse_ptxas(log: str) -> Dict[str, Dict[str, int]]:
+    """function -> {stack, spill_stores, spill_loads, lmem} (bytes) from a ``ptxas -v`` (``nvcc
+    -Xptxas -v``, NVRTC ``-Xptxas -v``) report. Every entry point has a row (zeros until its
+    properties line); a called (non-inlined) device function gets its own row from its
+    "Function properties for" block, which ptxas prints after the entry that calls it -- its
+    numbers are not the entry's. ``lmem`` comes from the entry's "Used N registers" line."""
+    funcs: Dict[str, Dict[str, int]] = {}
+    entry = props_of = None
+    for line in log.splitlines():
+        m = _PTXAS_ENTRY.search(line)
+        if m:
+            entry = props_of = m.group(1)
+            funcs[entry] = {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}
+            continue
+        m = _PTXAS_PROPS_OF.search(line)
+        if m:
+            props_of = m.group(1)
+            funcs.setdefault(props_of, {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0})
+            continue
+        m = _PTXAS_FRAME.search(line)
+        if m and props_of is not None:
+            funcs[props_of].update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
+                                   spill_loads=int(m.group(3)))
+            continue
+        m = _PTXAS_LMEM.search(line)
+        if m and entry is not None and "Used" in line:
+            funcs[entry]["lmem"] = int(m.group(1))
+    return funcs
+
+
 def ptxas_spills(ptx: str) -> Dict[str, int] | None:
     """{stack, spill_stores, spill_loads} (bytes) of a one-kernel PTX module from ``ptxas -v`` run
     as the installed triton runs it (same ptxas, same flags) for the PTX's own target; None when
@@ -158,8 +194,10 @@ def ptxas_spills(ptx: str) -> Dict[str, int] | None:
                                    os.path.join(tmp, "k.o"), src], capture_output=True, text=True, timeout=300)
         except OSError:
             return None
-    s = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
-                  proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not s:
+    funcs = parse_ptxas(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not funcs:
         return None
-    return {"stack": int(s.group(1)), "spill_stores": int(s.group(2)), "spill_loads": int(s.group(3))}
+    # spills anywhere in the module (a called function's too); the largest frame
+    return {"stack": max(f["stack"] for f in funcs.values()),
+            "spill_stores": sum(f["spill_stores"] for f in funcs.values()),
+            "spill_loads": sum(f["spill_loads"] for f in funcs.values())}

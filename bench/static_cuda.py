@@ -42,10 +42,8 @@ from bench import _sass
 ARCHS = ("80", "90")
 FEAT_SM90 = "__CUDA_ARCH_FEAT_SM90_ALL"
 DEFAULT_THREADS = 256           # cupy_backend._config.BLOCK: the block of kernels without launch bounds
-ANALYSIS_VERSION = "cuda-2"
+ANALYSIS_VERSION = "cuda-3"
 SM_SMEM = {"80": 164 * 1024, "90": 228 * 1024}   # shared memory per SM: A100 (sm_80), H100/H200 (sm_90)
-_PTXAS_FUNC = re.compile(r"Compiling entry function '([^']+)' for '(sm_\w+)'")
-_PTXAS_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def cuda_builds() -> List[Tuple[str, Dict[str, object], List[str]]]:
@@ -131,29 +129,13 @@ def compile_build(fname: str, defines: Dict[str, object], arch: str) -> Dict[str
     return analyse_cubin(cubin, proc.stdout + proc.stderr, arch)
 
 
-def parse_ptxas_spills(log: str) -> Dict[str, Dict[str, int]]:
-    """function -> {stack, spill_stores, spill_loads} (bytes) from an ``-Xptxas -v`` report."""
-    out: Dict[str, Dict[str, int]] = {}
-    cur = None
-    for line in log.splitlines():
-        m = _PTXAS_FUNC.search(line)
-        if m:
-            cur = m.group(1)
-            out[cur] = {"stack": 0, "spill_stores": 0, "spill_loads": 0}
-            continue
-        m = _PTXAS_SPILL.search(line)
-        if m and cur:
-            out[cur] = {"stack": int(m.group(1)), "spill_stores": int(m.group(2)), "spill_loads": int(m.group(3))}
-    return out
-
-
 def analyse_cubin(cubin: bytes, ptxas_log: str, arch: str) -> Dict[str, dict]:
     """function -> its columns, from a cubin and the ptxas report of its build. The static shared
     memory that cuobjdump reports for sm_90 already includes the 1 KiB reserved per block."""
     res = _sass.resources(_sass.cuobjdump(cubin, "--dump-resource-usage"))
     mix = _sass.instruction_mix(_sass.cuobjdump(cubin, "--dump-sass"))
     bounds = _sass.max_threads(_sass.cuobjdump(cubin, "--dump-elf"))
-    spills = parse_ptxas_spills(ptxas_log)
+    spills = _sass.parse_ptxas(ptxas_log)
     out = {}
     for fn, r in res.items():
         sp = spills.get(fn, {})

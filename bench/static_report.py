@@ -61,7 +61,7 @@ PASS_OF = {"conv2d_fwd_implicit_gemm": "fwd", "conv2d_bwd_dx_implicit_gemm": "dX
            "conv2d_bwd_dw_implicit_gemm": "dW", "conv2d_fwd_direct": "fwd", "conv2d_bwd_dx_direct": "dX",
            "conv2d_bwd_dw_direct": "dW", "conv2d_fwd_1x1_tma": "fwd"}
 OP_OF = {"fwd": "conv_fwd", "dX": "conv_dx", "dW": "conv_dw"}
-ANALYSIS_VERSION = 3            # bump when analyse() changes: part of every cache key
+ANALYSIS_VERSION = 4            # bump when analyse() changes: part of every cache key
 CRITERIA = ("wgmma_overlap", "async_both", "stages>=2", "no_spills", "no_b16_loads")
 
 

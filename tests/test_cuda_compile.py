@@ -18,6 +18,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import warnings
 from typing import Dict, Tuple
@@ -28,6 +29,9 @@ cupy_backend = pytest.importorskip("cnngpu.backends.cupy_backend", reason="cupy 
 from cnngpu.backends.cupy_backend import _config as C  # noqa: E402
 from cnngpu.backends.cupy_backend import _module, basic, conv, fused, norm, pool  # noqa: E402
 from cnngpu.kernels import CUDA_DIR  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench._sass import parse_ptxas  # noqa: E402 -- the one ptxas -v reader (bench.static_cuda's too)
 
 ARCHS = (80, 90)
 MODULES = {"conv": conv, "pool": pool, "norm": norm, "basic": basic, "fused": fused}
@@ -120,32 +124,6 @@ def compile_report(fname: str, defines: Dict, arch: int, ptx: bool = False) -> T
     return res == nvrtc.nvrtcResult.NVRTC_SUCCESS, buf.decode(errors="replace")
 
 
-_FUNC = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+a?)'")
-_PROPS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-_LMEM = re.compile(r"(\d+) bytes lmem")
-
-
-def parse_ptxas(log: str) -> Dict[str, Dict[str, int]]:
-    """entry point -> {'stack', 'spill_stores', 'spill_loads', 'lmem'} from a ptxas -v report."""
-    funcs: Dict[str, Dict[str, int]] = {}
-    cur = None
-    for line in log.splitlines():
-        m = _FUNC.search(line)
-        if m:
-            cur = m.group(1)
-            funcs[cur] = {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}
-            continue
-        if cur is None:
-            continue
-        m = _PROPS.search(line)
-        if m:
-            funcs[cur].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
-        m = _LMEM.search(line)
-        if m:
-            funcs[cur]["lmem"] = int(m.group(1))
-    return funcs
-
-
 # ------------------------------------------------------------------------------------------------
 # tests
 # ------------------------------------------------------------------------------------------------
@@ -159,15 +137,21 @@ def compiler():
 
 
 def test_parse_ptxas():
+    """Per entry point; a called function's properties block (printed after its caller's) is its
+    own row and does not overwrite the caller's numbers."""
     log = ("ptxas info    : Compiling entry function 'k1' for 'sm_90'\n"
            "ptxas info    : Function properties for k1\n"
            "ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
            "ptxas info    : Used 255 registers, 16 bytes lmem, used 1 barriers\n"
-           "ptxas info    : Compiling entry function 'k2' for 'sm_90'\n"
-           "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n")
+           "ptxas info    : Compiling entry function 'k2' for 'sm_90a'\n"
+           "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+           "ptxas info    : Used 40 registers, used 0 barriers, 256 bytes cumulative stack size\n"
+           "ptxas info    : Function properties for _Z1fPfi\n"
+           "    256 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads\n")
     r = parse_ptxas(log)
     assert r == {"k1": {"stack": 8, "spill_stores": 4, "spill_loads": 12, "lmem": 16},
-                 "k2": {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0}}
+                 "k2": {"stack": 0, "spill_stores": 0, "spill_loads": 0, "lmem": 0},
+                 "_Z1fPfi": {"stack": 256, "spill_stores": 8, "spill_loads": 8, "lmem": 0}}
 
 
 def test_every_cu_file_is_built():
