@@ -42,6 +42,17 @@ VECTOR_AXES = {
                           ("son", "soc", "sol")],
 }
 
+# per pool kernel: for each tensor it reads, (the stride argument of its fast axis, its other
+# stride arguments, the fast axis' extent argument); a contiguous, aligned source expects vectors
+POOL_VECTOR_AXES = {
+    "max_pool2d_fwd_rows": [("sxw", ("sxn", "sxc", "sxh"), "W")],
+    "avg_pool2d_fwd_rows": [("sxw", ("sxn", "sxc", "sxh"), "W")],
+    "max_pool2d_fwd_channels": [("sxc", ("sxn", "sxh", "sxw"), "C")],
+    "avg_pool2d_fwd_channels": [("sxc", ("sxn", "sxh", "sxw"), "C")],
+    "max_pool2d_bwd_rows": [("sdq", ("sdn", "sdc", "sdp"), "Q"), ("siq", ("sin", "sic", "sip"), "Q")],
+    "avg_pool2d_bwd_rows": [("sdq", ("sdn", "sdc", "sdp"), "Q")],
+}
+
 
 @dataclass
 class MemCase:
@@ -158,13 +169,18 @@ def expects_vector_loads(launch: dict) -> bool:
     """Whether a tile kernel's loads can be vectorised: along L (every tensor's l-stride 1, its n and
     c strides and L multiples of 8 elements, BLOCK_R >= 8) or along C (c-strides 1, n and l strides
     and C multiples of 8, BLOCK_C >= 8): each tile row is then a contiguous run starting on a 16-byte
-    boundary (for 16-bit data). Kernels not in ``VECTOR_AXES`` (gathers, per-channel combines)
+    boundary (for 16-bit data). Pool kernels: ``POOL_VECTOR_AXES``, each source's fast stride 1,
+    its other strides and extent multiples of 8. Kernels in neither table (per-channel combines)
     expect nothing."""
+    named = dict(zip(launch["fn"].arg_names, launch["args"]))
+    named.update(launch["kwargs"])
+    pool = POOL_VECTOR_AXES.get(launch["name"])
+    if pool is not None:
+        return all(named[unit] == 1 and int(named[extent]) % 8 == 0 and all(int(named[o]) % 8 == 0 for o in others)
+                   for unit, others, extent in pool)
     axes = VECTOR_AXES.get(launch["name"])
     if axes is None:
         return False
-    named = dict(zip(launch["fn"].arg_names, launch["args"]))
-    named.update(launch["kwargs"])
 
     def aligned(unit, others, extent, block):
         return (all(named[t[unit]] == 1 for t in axes) and int(named[block]) >= 8 and int(named[extent]) % 8 == 0
@@ -200,6 +216,8 @@ def run(sample: int = 0, cache_file=None, log=print, only: str | None = None) ->
         a = cache[key]
         kw = ln["kwargs"]
         blocks = "x".join(f"{v}" for k, v in sorted(kw.items()) if k.startswith("BLOCK"))
+        if not blocks:       # the pool kernels' tiles: rows/pixels x columns/channels, span, vector
+            blocks = ",".join(f"{k}{kw[k]}" for k in ("BR", "BQ", "BW", "BP", "BC", "SPAN", "VEC") if k in kw)
         cfg = f"{blocks}/w{kw.get('num_warps', 4)}s{kw.get('num_stages', '-')}"
         floor = c.shape.bytes(c.op, c.dtype) / H200_BYTES * 1e6
         row = dict(case=c.label, shape=c.shape.name, op=c.op, layout=c.layout, dtype=c.dtype, kernel=ln["name"],

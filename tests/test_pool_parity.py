@@ -32,8 +32,8 @@ GPU_GEOMS = [
 DTYPES = ["float32", "float16", "bfloat16"]
 # the kernels each backend runs: max fwd, max bwd, avg fwd, avg bwd
 KERNELS = {
-    "triton": ("max_pool2d_fwd_window_max", "max_pool2d_bwd_gather", "avg_pool2d_fwd_window_mean",
-               "avg_pool2d_bwd_gather"),
+    "triton": ("max_pool2d_fwd_rows", "max_pool2d_bwd_rows", "avg_pool2d_fwd_rows",
+               "avg_pool2d_bwd_rows"),
     "cupy": ("max_pool2d_fwd_window_argmax", "max_pool2d_bwd_gather_argmax", "avg_pool2d_fwd_window_mean",
              "avg_pool2d_bwd_gather_windows"),
 }
@@ -144,3 +144,93 @@ def test_pool_gpu_real_sizes(be, geom, dtype):
     _max_pool(be, geom, dtype, 11)
     if geom[7] == 1:
         _avg_pool(be, geom, dtype, False, 12)
+
+
+# the triton kernels' vector paths (kernels/triton/pool2d.py): W (NCHW) or C (channels-last)
+# a multiple of 8 elements, so rows start 16-byte aligned for 16-bit data
+VECTOR_GEOMS = [
+    (2, 8, 16, 16, 3, 2, 1, 1, False),        # ResNet-stem pattern
+    (2, 8, 12, 24, 2, 2, 0, 1, False),        # 2x2 stride 2
+    (1, 16, 15, 16, 3, 2, 1, 2, True),        # dilation 2, ceil_mode, odd H
+    (2, 8, 9, 32, 3, 1, 1, 1, True),          # stride 1
+    (1, 8, 8, 14, (2, 3), (1, 2), (1, 1), 1, True),  # per-axis window, stride, padding; W 14: VEC 2
+]
+
+
+class _Spy:
+    """Wraps a triton kernel: records the constexpr tile of each launch, then launches it."""
+
+    def __init__(self, kernel):
+        self.kernel, self.tiles = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.tiles.append({k: v for k, v in kwargs.items() if k.isupper()})
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", VECTOR_GEOMS, ids=_ids)
+def test_pool_vector_paths(geom, dtype, layout, monkeypatch):
+    """The triton pool kernels' vector paths against the NumPy reference: NCHW forward and the
+    backward of NCHW dy / argmax read contiguous spans (SPAN > 0, VEC > 1) and pick taps with
+    tl.gather; channels-last forward reads runs of channels (VEC > 1) and returns channels-last
+    outputs (whose argmax the backward then reads tap by tap)."""
+    be = require("triton")
+    from cnngpu.kernels.triton import pool2d as K
+    spies = {n: _Spy(getattr(K, n)) for n in ("max_pool2d_fwd_rows", "max_pool2d_fwd_channels", "max_pool2d_bwd_rows",
+                                              "avg_pool2d_fwd_rows", "avg_pool2d_fwd_channels", "avg_pool2d_bwd_rows")}
+    for n, s in spies.items():
+        monkeypatch.setattr(K, n, s)
+    N, C, H, W, k, s, p, d, ceil = geom
+    gen = rng(seed_of(geom, dtype, layout))
+    x = randn(gen, (N, C, H, W), dtype)
+    xt = relayout(native("triton", x, dtype), layout)
+    y, idx = F.max_pool2d(xt, k, s, p, d, ceil, return_indices=True)
+    yr, ir = F.max_pool2d(x, k, s, p, d, ceil, backend="numpy", return_indices=True)
+    np.testing.assert_array_equal(to_f64(idx), ir)
+    np.testing.assert_array_equal(to_f64(y), yr)
+    dy = randn(gen, yr.shape, dtype)
+    dx = F.max_pool2d_backward(native("triton", dy, dtype), idx, (N, C, H, W), k, s, p, d, ceil)
+    assert_close(to_f64(dx), F.max_pool2d_backward(dy, ir, (N, C, H, W), k, s, p, d, ceil, backend="numpy"),
+                 dtype, reduction_len=_window(k), what="max dx")
+    if d == 1:
+        for cip in (True, False):
+            ya = F.avg_pool2d(xt, k, s, p, ceil, cip)
+            assert_close(to_f64(ya), F.avg_pool2d(x, k, s, p, ceil, cip, backend="numpy"), dtype,
+                         reduction_len=_window(k), what="avg y")
+            dxa = F.avg_pool2d_backward(native("triton", dy, dtype), (N, C, H, W), k, s, p, ceil, cip)
+            assert_close(to_f64(dxa), F.avg_pool2d_backward(dy, (N, C, H, W), k, s, p, ceil, cip, backend="numpy"),
+                         dtype, reduction_len=_window(k), what="avg dx")
+    fwd = "channels" if layout == "channels_last" else "rows"
+    ran = {n for n, sp in spies.items() if sp.tiles}
+    assert ran == {f"max_pool2d_fwd_{fwd}", "max_pool2d_bwd_rows"} | (
+        {f"avg_pool2d_fwd_{fwd}", "avg_pool2d_bwd_rows"} if d == 1 else set()), ran
+    for n in ran:
+        if layout == "channels_last" and n.endswith("bwd_rows"):
+            continue    # the channels-last argmax has a strided W axis: direct tap loads (SPAN 0)
+        for tile in spies[n].tiles:
+            assert tile["VEC"] > 1 and tile.get("SPAN", 1) > 0, (n, tile)
+    if layout == "channels_last":
+        assert y.stride(1) == 1 and idx.stride(1) == 1, "channels-last input, channels-last outputs (as torch)"
+    assert be.LAUNCHES[f"max_pool2d_fwd_{fwd}"] > 0
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_max_pool2d_ties_nan_and_neg_inf_vector_paths(layout):
+    """The ties / NaN / -inf rules on the vector paths (span + tl.gather; channel runs): 8 channels,
+    each a different signed multiple of the plane, planes 8 wide (W, C multiples of 8)."""
+    require("triton")
+    base = np.array([[1.0, 1.0, 0.0, 2.0, 2.0, -1.0, 3.0, 3.0],
+                     [1.0, 0.0, 2.0, 2.0, np.nan, 0.0, 3.0, -np.inf],
+                     [-np.inf, -np.inf, np.nan, 0.0, -np.inf, -np.inf, -np.inf, -np.inf],
+                     [-np.inf, -np.inf, 5.0, np.nan, 1.0, 1.0, 1.0, 1.0]])
+    x = np.stack([base * m for m in (1.0, -1.0, 2.0, 0.5, -3.0, 1.0, 4.0, -0.25)])[None]
+    for k, s, p in ((2, 2, 0), (3, 1, 1), (2, 1, 1), (3, 2, 1)):
+        xt = relayout(native("triton", x, "float32"), layout)
+        y, idx = F.max_pool2d(xt, k, s, p, return_indices=True)
+        yr, ir = F.max_pool2d(x, k, s, p, backend="numpy", return_indices=True)
+        np.testing.assert_array_equal(to_f64(idx), ir)
+        np.testing.assert_array_equal(to_f64(y), yr)

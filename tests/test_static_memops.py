@@ -2,7 +2,8 @@
 sample: the first GPU-sized bench shape of each op family (BatchNorm+ReLU, pooling, LayerNorm,
 GroupNorm), fp16, NCHW and channels_last, every kernel launch compiled for sm_90 with triton's
 launch specialisation. Gate: no spills anywhere; vector global loads wherever a tile row is
-contiguous and aligned (the BatchNorm tile kernels here, in both layouts). Runs in a child process
+contiguous and aligned (the BatchNorm tile kernels here, in both layouts; the pool kernels on NCHW
+rows and channels-last channels). Runs in a child process
 without TRITON_INTERPRET (interpreted jit functions cannot be compiled), with a fresh cache.
 Also unit-tests the SASS reading it relies on (bench/_sass.py)."""
 import json
@@ -64,6 +65,11 @@ def test_memops_gate_on_a_sample(tmp_path):
     assert {(r["kernel"], r["layout"]) for r in vec} >= {(k, lay) for lay in ("nchw", "channels_last") for k in (
         "batch_norm_fwd_partial_stats", "batch_norm_fwd_normalize", "batch_norm_bwd_partial_sums",
         "batch_norm_bwd_dx")}
+    # the pool kernels' vector paths: NCHW rows (forward x, backward dy / argmax), channels-last forward
+    assert {(r["kernel"], r["layout"]) for r in vec} >= {
+        ("max_pool2d_fwd_rows", "nchw"), ("max_pool2d_bwd_rows", "nchw"), ("avg_pool2d_fwd_rows", "nchw"),
+        ("avg_pool2d_bwd_rows", "nchw"), ("max_pool2d_fwd_channels", "channels_last"),
+        ("avg_pool2d_fwd_channels", "channels_last")}
     assert all(r["floor_us"] > 0 for r in rows)
     bad = [f"{r['case']}: {r.get('error') or [k for k, v in r['gate'].items() if not v]}"
            for r in rows if "error" in r or not all(r["gate"].values())]

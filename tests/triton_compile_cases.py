@@ -192,31 +192,28 @@ def elementwise():
 
 
 def pool2d():
-    """Every pooling kernel for the fp32 and fp16 configs (count_include_pad both ways)."""
-    for dt in ("fp32", "fp16"):
-        cfg = for_dtype(PL.POOL_CONFIGS, dt)[0]
-        ce, p = dict(cfg.kwargs), "*" + dt
-        geo = {k: I32 for k in ("C", "H", "W", "P", "Q")}
-        geo["total"] = I64
-        win = {k: I32 for k in ("KH", "KW", "SH", "SW", "PH", "PW")}
-        dil = {"DH": I32, "DW": I32}
-        sig = {"x_ptr": p, "y_ptr": p, "idx_ptr": "*i64", **geo,
-               **{k: I64 for k in ("sxn", "sxc", "sxh", "sxw")}, **win, **dil, "BLOCK": "constexpr"}
-        yield f"max_pool2d_fwd_window_max_{dt}", PL.max_pool2d_fwd_window_max, sig, ce, opts(cfg), False
-        sig = {"dy_ptr": p, "idx_ptr": "*i64", "dx_ptr": p, **geo,
-               **{k: I64 for k in ("sdn", "sdc", "sdp", "sdq", "sin", "sic", "sip", "siq")},
-               **win, **dil, "NPH": I32, "NPW": I32, "BLOCK": "constexpr"}
-        yield f"max_pool2d_bwd_gather_{dt}", PL.max_pool2d_bwd_gather, sig, ce, opts(cfg), False
-        for cip in (False, True):
-            tag = f"{dt}_{'incl' if cip else 'excl'}pad"
-            sig = {"x_ptr": p, "y_ptr": p, **geo, **{k: I64 for k in ("sxn", "sxc", "sxh", "sxw")}, **win,
-                   "COUNT_INCLUDE_PAD": "constexpr", "BLOCK": "constexpr"}
-            yield (f"avg_pool2d_fwd_window_mean_{tag}", PL.avg_pool2d_fwd_window_mean, sig,
-                   dict(ce, COUNT_INCLUDE_PAD=cip), opts(cfg), False)
-            sig = {"dy_ptr": p, "dx_ptr": p, **geo, **{k: I64 for k in ("sdn", "sdc", "sdp", "sdq")}, **win,
-                   "NPH": I32, "NPW": I32, "COUNT_INCLUDE_PAD": "constexpr", "BLOCK": "constexpr"}
-            yield (f"avg_pool2d_bwd_gather_{tag}", PL.avg_pool2d_bwd_gather, sig,
-                   dict(ce, COUNT_INCLUDE_PAD=cip), opts(cfg), False)
+    """Every pooling kernel in fp32 and fp16 (count_include_pad both ways for the averages), with
+    the tiles the launchers pick for the ResNet-stem 3x3/2 pool: the *_rows kernels on the span
+    path (SPAN > 0, VEC-aligned vector loads + tl.gather) and the direct-tap path (SPAN = 0), the
+    *_channels kernels with channel vectors. (The per-shape picks of every bench shape compile in
+    ``python -m bench.static_memops``.)"""
+    strides = ("sxn", "sxc", "sxh", "sxw", "sdn", "sdc", "sdp", "sdq", "sin", "sic", "sip", "siq")
+    for dt, vec in (("fp32", 4), ("fp16", 8)):
+        rows = [dict(BR=4, BQ=64, SPAN=256, VEC=vec, VEC_Y=vec), dict(BR=4, BQ=64, SPAN=0, VEC=1, VEC_Y=1)]
+        bwd = [dict(BR=16, BW=64, SPAN=64, VEC=vec, VEC_Y=vec), dict(BR=4, BW=64, SPAN=0, VEC=1, VEC_Y=1)]
+        chans = [dict(BP=16, BC=64, VEC=vec)]
+        for fn, tiles in ((PL.max_pool2d_fwd_rows, rows), (PL.max_pool2d_fwd_channels, chans),
+                          (PL.max_pool2d_bwd_rows, bwd), (PL.avg_pool2d_fwd_rows, rows),
+                          (PL.avg_pool2d_fwd_channels, chans), (PL.avg_pool2d_bwd_rows, bwd)):
+            for ce in tiles:
+                for cip in ((False, True) if fn.fn.__name__.startswith("avg") else (None,)):
+                    ce = dict(ce) if cip is None else dict(ce, COUNT_INCLUDE_PAD=cip)
+                    sig = signature_for(fn, dt, ce, int64_args=strides)
+                    if "idx_ptr" in sig:
+                        sig["idx_ptr"] = "*i64"
+                    tag = "span" if ce.get("SPAN") else ("channels" if "BC" in ce else "direct")
+                    name = f"{fn.fn.__name__}_{dt}_{tag}" + ("" if cip is None else ("_inclpad" if cip else "_exclpad"))
+                    yield name, fn, sig, ce, {"num_warps": PL.POOL_WARPS, "num_stages": 1}, False
 
 
 def cross_entropy():
