@@ -26,12 +26,15 @@ stages, zero spills, no scalar 16-bit global loads. Compiled results are cached 
 source hash, signature, constexprs, attributes, options) in ``$CNNGPU_CACHE`` or
 ~/.cache/cnngpu/static_report.json, so a rerun only compiles what changed.
 
-The memory-bound Triton kernels (BN+ReLU, pooling, layer/group norm: ``bench.static_memops``) and
-the CUDA kernels (every CUDA_BUILDS entry for sm_80 / sm_90 / sm_90a: ``bench.static_cuda``) are
-the report's other two parts, each with its own columns and gate.
+The fused conv + BN + ReLU (+ residual) block kernels at the BasicBlock shapes
+(``bench.static_fused``: the conv with its epilogue under this gate, finalize / apply under the
+memory-bound one), the memory-bound Triton kernels (BN+ReLU, pooling, layer/group norm:
+``bench.static_memops``) and the CUDA kernels (every CUDA_BUILDS entry for sm_80 / sm_90 / sm_90a:
+``bench.static_cuda``) are the report's other parts, each with its own columns and gate.
 
-Usage: ``python -m bench.static_report [--parts conv,memops,cuda] [--sample N] [--json PATH]
-[--markdown]``; exit status 1 when some case fails its gate (``--no-fail`` keeps 0).
+Usage: ``python -m bench.static_report [--parts conv,tma,fused,memops,cuda] [--sample N] [--only S]
+[--json PATH] [--markdown | --compact]``; exit status 1 when some case fails its gate (``--no-fail``
+keeps 0).
 """
 from __future__ import annotations
 
@@ -393,19 +396,20 @@ def sample_shapes(n):
     return [allsh[round(i * step)] for i in range(n)]
 
 
-PARTS = ("conv", "tma", "memops", "cuda")
+PARTS = ("conv", "tma", "fused", "memops", "cuda")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma-separated: conv (Triton conv fwd/dX/dW), tma (the opt-in TMA forward, "
-                         "algo='tma', where it applies), memops (Triton BN/pool/norm: "
+                         "algo='tma', where it applies), fused (the fused conv+BN+ReLU block kernels at the "
+                         "BasicBlock shapes: bench.static_fused), memops (Triton BN/pool/norm: "
                          "bench.static_memops), cuda (kernels/cuda: bench.static_cuda)")
     ap.add_argument("--sample", type=int, default=0,
-                    help="conv: N shapes spread over the ResNet-50 set; memops: the first N shapes per op "
-                         "family, fp16; cuda: N builds per .cu file")
-    ap.add_argument("--only", help="only shapes whose name contains this (conv, memops)")
+                    help="conv: N shapes spread over the ResNet-50 set; fused: fp16 only; memops: the first N "
+                         "shapes per op family, fp16; cuda: N builds per .cu file")
+    ap.add_argument("--only", help="only shapes whose name contains this (conv, tma, fused, memops)")
     ap.add_argument("--json", help="write the rows here (one part: its list; several: {part: rows})")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     ap.add_argument("--compact", action="store_true",
@@ -436,6 +440,13 @@ def main(argv=None):
         print(compact_markdown(rows) if a.compact else table(rows, markdown=a.markdown))
         print()
         sums.append("TMA (opt-in, unmeasured): " + summary(rows))
+    if "fused" in parts:
+        from bench import static_fused
+        rows = out["fused"] = static_fused.run(static_fused.block_shapes(a.only),
+                                               dtypes=static_fused.DTYPES[:1] if a.sample else static_fused.DTYPES)
+        print(static_fused.compact_markdown(rows) if a.compact else static_fused.table(rows, markdown=a.markdown))
+        print()
+        sums.append(static_fused.summary(rows))
     if "memops" in parts:
         from bench import static_memops
         rows = out["memops"] = static_memops.run(a.sample, only=a.only)

@@ -27,8 +27,8 @@ from cnngpu.kernels.triton._config import launch_kwargs
 from ...geometry import ConvGeometry
 from .. import conv_policy as policy
 from ._common import empty, launched, needs_int64
-from .conv import (_dot_precision, _gemm_fits, alloc_nchw, as_layout_of, conv2d_backward, conv2d_forward,
-                   implicit_gemm_forward, padded_geometry)
+from .conv import (_dot_precision, _gemm_fits, alloc_nchw, as_layout_of, channels_last_input, conv2d_backward,
+                   conv2d_forward, implicit_gemm_forward, padded_geometry)
 from .norm import batch_norm_backward_masked, batch_norm_forward
 
 
@@ -101,8 +101,11 @@ def conv2d_bn_relu_forward(x, w, b, g: ConvGeometry, weight, bias, running_mean,
     if not training:
         wf, bf, mean, invstd = _fold(w, b, weight, bias, running_mean, running_var, eps)
         if fused:
+            # the epilogue reads the residual at the GEMM's channels-last rows: an NCHW residual is
+            # copied to channels-last first (as x is), else its tile loads are scalar 16-bit gathers
+            res = None if residual is None else channels_last_input(residual)
             out, _ = implicit_gemm_forward(x, wf, bf, g, prec,
-                                           epilogue=lambda cfg: dict(RELU=bool(relu), **_res_args(residual)))
+                                           epilogue=lambda cfg: dict(RELU=bool(relu), **_res_args(res)))
             launched("conv2d_bn_relu_fwd[eval-fused]")
             return as_layout_of(out, x), None, mean, invstd
         yc = conv2d_forward(x, w, b, g, algo=algo, precision=precision)
