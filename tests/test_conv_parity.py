@@ -239,6 +239,36 @@ def test_triton_backward_taps_variant(tb, case, monkeypatch):
               launched=("conv2d_bwd_dx_implicit_gemm[taps]", "conv2d_bwd_dw_implicit_gemm[taps]"))
 
 
+BIG_TILE_CASE = ("c128_big_tile", 2, 128, 7, 6, 128, 3, 3, 1, 1, 1, 1, True)   # 84 rows: partial tiles
+
+
+@pytest.mark.parametrize("tile", [(128, 256), (256, 128)], ids=["128x256", "256x128"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_triton_big_tiles(tb, tile, layout, monkeypatch):
+    """The sm_90 tables' 128x256 / 256x128 tiles (8 warps) of the forward and dX GEMMs, forced as the
+    only candidate (the picker takes them on a GPU only where they fill two waves), against the
+    NumPy reference under the interpreter (fp16 operands, fp32 accumulation)."""
+    from cnngpu.backends.triton_backend import _tuning
+    from cnngpu.kernels.triton._config import gemm_config
+    big = gemm_config(*tile, 64, 3, 8)
+    orig, used = _tuning.config_table, []
+
+    def table(kernel, arch):
+        if kernel.fn.__name__ in ("conv2d_fwd_implicit_gemm", "conv2d_bwd_dx_implicit_gemm"):
+            used.append(kernel.fn.__name__)
+            return [big]
+        return orig(kernel, arch)
+
+    monkeypatch.setattr(_tuning, "config_table", table)
+    _forward(tb, BIG_TILE_CASE, "float16", 21, "implicit_gemm", layout=layout)
+    (dy, x, w), (ndy, nx, nw), opts, g = bwd_inputs("triton", BIG_TILE_CASE, "float16", 22, layout)
+    with launches(tb, "conv2d_bwd_dx_implicit_gemm[taps]"):      # dX only: dW keeps its own tables
+        dx, _, _ = F.conv2d_backward(ndy, nx, nw, need_dw=False, need_db=False, algo="implicit_gemm", **opts)
+    rdx = F.conv2d_backward(dy, x, w, need_dw=False, need_db=False, backend="numpy", **opts)[0]
+    assert_close(to_f64(dx), rdx, "float16", g.k_per_group * g.R * g.S, what=f"dx big tile {tile}")
+    assert set(used) == {"conv2d_fwd_implicit_gemm", "conv2d_bwd_dx_implicit_gemm"}
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_triton_forward_int64_variant(tb, algo, monkeypatch):
     """The INT64 variant computes the same result (the limit is lowered so a tiny conv takes it)."""

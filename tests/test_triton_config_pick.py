@@ -36,7 +36,10 @@ def _grid(args, kg):
 
 
 @pytest.mark.parametrize("shape,arch,want", [
-    ((32, 512, 28, 512, 3, 1, 1), 90, (128, 128, 64)),   # 196 tiles of 128x128: the table's first entry
+    ((32, 512, 28, 512, 3, 1, 1), 90, (128, 256, 64)),   # 392 tiles of 128x256 fill 2 waves: the first entry
+    ((32, 64, 56, 256, 1, 1, 0), 90, (128, 256, 64)),    # ResNet-50 1x1 64->256 at 56: 784 big tiles
+    ((32, 256, 56, 128, 1, 1, 0), 90, (256, 128, 64)),   # 128 columns: 128x256 pruned, 392 of 256x128
+    ((24, 128, 40, 128, 3, 1, 1), 90, (128, 128, 64)),   # 150 of 256x128: 1 wave, not 2 -> 300 of 128x128
     ((32, 256, 14, 256, 3, 1, 1), 90, (128, 64, 64)),    # 98 of 128x128 < 132 SMs: 196 of 128x64
     ((1, 512, 7, 512, 3, 1, 1), 90, (64, 64, 64)),       # 49 rows: pruned to 64-row tiles, most programs
     ((32, 256, 14, 256, 3, 1, 1), 80, (128, 64, 32)),    # Ampere table
@@ -47,6 +50,16 @@ def test_pick_forward(shape, arch, want):
     args = _fwd_args(*shape)
     cfg = conv.pick_config(kern, args, {}, _grid(args, shape[3]), sms=132, arch=arch)
     assert _tiles(cfg) == want
+
+
+def test_big_tiles_need_two_waves():
+    """conv_policy.big_tile_fills: tiles above 128x128 outputs only where they fill 2 waves; without a
+    grid the picker never takes one."""
+    from cnngpu.backends import conv_policy as policy
+    assert policy.big_tile_fills(128 * 128, 1, 132)
+    assert not policy.big_tile_fills(128 * 256, 263, 132) and policy.big_tile_fills(128 * 256, 264, 132)
+    kern = _fake(CF.conv2d_fwd_implicit_gemm, CF.FWD_GEMM_CONFIGS, CF.FWD_GEMM_SM80_CONFIGS, CF._prune_gemm)
+    assert _tiles(conv.pick_config(kern, _fwd_args(32, 512, 28, 512, 3, 1, 1), {})) == (128, 128, 64)
 
 
 def test_pick_without_grid_is_first_pruned():

@@ -118,6 +118,17 @@ def split_k(length: int, tiles: int, num_sms: int, granule: int = 1, out_numel: 
 GEMM_SPLIT_WAVES = 2
 GEMM_SPLIT_MIN_STEPS = 8
 GEMM_MAX_SPLIT = 16
+# GEMM tiles of more than BIG_TILE outputs (128x256 / 256x128 on 8 warps, one CTA per SM: ~145 KB of
+# shared memory, 190-255 registers) are picked only where they still fill GEMM_SPLIT_WAVES waves
+# (so they never need split-K): an unmeasured heuristic -- the static report shows them spill-free
+# with overlapped wgmma on sm_90; no GPU has timed them
+BIG_TILE = 128 * 128
+
+
+def big_tile_fills(tile_outputs: int, tiles: int, num_sms: int) -> bool:
+    """Whether a GEMM config with ``tile_outputs`` outputs per tile may be picked for a launch of
+    ``tiles`` programs on ``num_sms`` SMs: always up to BIG_TILE, beyond only at GEMM_SPLIT_WAVES waves."""
+    return tile_outputs <= BIG_TILE or tiles >= GEMM_SPLIT_WAVES * num_sms
 
 
 def gemm_split_k(steps: int, tiles: int, num_sms: int, out_numel: int = 0, ws_max_bytes: int = 0,

@@ -38,7 +38,10 @@ from .conv2d_fwd import CONV_KEY, INTERP_DIRECT_CONFIGS, _flat_extent
 
 DY_KEY = ["sdn", "sdk", "sdp", "sdq"]
 
+# dX: the forward's big tiles first (picked only where they fill two waves, conv_policy.BIG_TILE)
 DX_GEMM_CONFIGS = [
+    _cfg(128, 256, 64, 3, 8),
+    _cfg(256, 128, 64, 3, 8),
     _cfg(128, 128, 64, 3, 8),
     _cfg(128, 64, 64, 4, 4),
     _cfg(64, 128, 64, 4, 4),

@@ -35,8 +35,12 @@ CONV_KEY = ["N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w",
             "dil_h", "dil_w", "groups", "sxn", "sxc", "sxh", "sxw"]
 
 
-# H100-oriented tiles: 64..128 x 64..128, K step 32..64, 3..4 pipeline stages.
+# H100-oriented tiles: 64..128 x 64..128, K step 32..64, 3..4 pipeline stages; first the 128x256 /
+# 256x128 tiles on 8 warps (two warpgroups), which the picker takes only where they fill two waves
+# of SMs (conv_policy.BIG_TILE)
 FWD_GEMM_CONFIGS = [
+    _cfg(128, 256, 64, 3, 8),
+    _cfg(256, 128, 64, 3, 8),
     _cfg(128, 128, 64, 3, 8),
     _cfg(128, 128, 32, 4, 8),
     _cfg(128, 64, 64, 4, 4),

@@ -19,6 +19,7 @@ import triton
 
 from cnngpu.kernels.triton._config import launch_kwargs
 
+from .. import conv_policy as policy
 from ._common import num_sms
 
 
@@ -72,13 +73,19 @@ def config_table(kernel, arch: int):
     return list(kernel.configs)
 
 
+def _tile_outputs(cfg) -> int:
+    return int(cfg.kwargs.get("BLOCK_M", 0)) * int(cfg.kwargs.get("BLOCK_N", 0))
+
+
 def pick_config(kernel, args, constexprs, grid=None, sms: int = 0, arch: int = 90) -> triton.Config:
     """The launch config of an autotuned kernel without autotuning (one compile per shape).
 
     Candidates: :func:`config_table` for ``arch``, pruned by the kernel's own ``prune_configs_by``
     (tiles far larger than the GEMM go), in the table's order of preference. With a ``grid`` and
-    ``sms``: the first candidate whose grid fills at least one wave of ``sms`` programs, else (a
-    small GEMM) the candidate with the most programs, earliest on ties; without: the first.
+    ``sms``: the first candidate whose grid fills at least one wave of ``sms`` programs -- two
+    (``conv_policy.big_tile_fills``) for tiles above ``conv_policy.BIG_TILE`` outputs -- else (a
+    small GEMM) the candidate with the most programs, earliest on ties; without: the first that is
+    not such a big tile.
     """
     configs = config_table(kernel, arch)
     prune = getattr(kernel, "early_config_prune", None)
@@ -86,10 +93,10 @@ def pick_config(kernel, args, constexprs, grid=None, sms: int = 0, arch: int = 9
         named = dict(zip(kernel.arg_names, args))
         configs = prune(configs, named, **constexprs) or configs
     if grid is None or sms <= 0 or len(configs) == 1:
-        return configs[0]
+        return next((c for c in configs if _tile_outputs(c) <= policy.BIG_TILE), configs[0])
     progs = [programs(grid(c.kwargs)) for c in configs]
     for c, n in zip(configs, progs):
-        if n >= sms:
+        if n >= sms and policy.big_tile_fills(_tile_outputs(c), n, sms):
             return c
     return configs[progs.index(max(progs))]
 
