@@ -95,6 +95,9 @@ def floor_us(case: FusedCase) -> float:
         return max(flops / SR.H200_TFLOPS, by / SR.H200_BYTES) * 1e6
     if name == "conv_bn_fwd_apply":
         return (2 + case.residual) * act / SR.H200_BYTES * 1e6
+    if name == "conv_bn_fwd_finalize_stats":     # the (T, K) fp32 mean and M2 partials
+        named = dict(zip(case.launch["fn"].arg_names, case.launch["args"]))
+        return 2 * int(named["T"]) * int(named["K"]) * 4 / SR.H200_BYTES * 1e6
     return 0.0
 
 
@@ -180,7 +183,7 @@ def compact_markdown(rows) -> str:
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["shape"], r["mode"] + ("+res" if r["residual"] else ""), r["kernel"]), []).append(r)
-    out = ["| shape | block | kernel | config | regs | spill | smem | stages | occupancy | wgmma | async copies | "
+    out = ["| shape | block | kernel | config | regs | spill | smem B | stages | occupancy | wgmma | async copies | "
            "load bytes | b16 | H200 floor us | gate (variants passing) |", "|" + "---|" * 15]
     for (shape, block, kernel), rs in groups.items():
         r = next((x for x in rs if x["layout"] == "nchw" and x["dtype"] == "float16"), rs[0])
