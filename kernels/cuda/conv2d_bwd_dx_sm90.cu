@@ -13,7 +13,9 @@
 // kidx = (tap t = tr * ns + ts, k) over nr * ns * K/groups,
 //   A[m][kidx] = dy_nhwc[n][i + dp[tr]][j + dq[ts]][g*Kg + k]  (zero outside 0 <= p < P, 0 <= q < Q)
 //   B[c][kidx] = w_grsck[g][r[tr]][s[ts]][c][k]                 (weights as (G, R, S, Cg, Kg))
-// Both K-major, K/groups a multiple of 8 and both 16-byte aligned (the launcher checks).
+// Both K-major, K/groups a multiple of 8 and both 16-byte aligned (the launcher checks), loaded by
+// cp.async -- or, with dy_nchw = 1, A from dy contiguous NCHW read in place (DxNchwOpA,
+// register-staged scalar loads into the MN-major layout: rows run along q).
 #include "conv2d_igemm_sm90.cuh"
 
 #if !defined(SCALAR_T) || !defined(DX_MAX_TAPS)
@@ -57,7 +59,7 @@ struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
 // H, W) fp32, summed in order by conv2d_bwd_sum_splits, else into dx.
 extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit_gemm_sm90(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int dy_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -107,13 +109,18 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
     }
     __syncthreads();
     const int Kred = taps.nr * taps.ns * Kg;
-    const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
     const DxOpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
     const int ktiles = ceil_div(Kred, W90_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
     const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
-    w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+    if (dy_nchw) {
+        const DxNchwOpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
+        w90_igemm_tile<T, false, true, true, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+    } else {
+        const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
+        w90_igemm_tile<T, true, true, false, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+    }
 #else
     asm volatile("trap;");
 #endif

@@ -95,3 +95,86 @@ struct DwEpilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice o
             dw[o] = from_float<T>(v);
     }
 };
+
+// ---- activations read in place, contiguous NCHW (no NHWC copy), any geometry --------------------
+// dX's operand A on dy (N, K, P, Q): rows m = (n, i, j) of the residue class's N*Hc*Wc, reduction
+// kidx = (tap, k) as in the NHWC case (operand B is DxOpB unchanged):
+//   A[m][kidx] = dy[n][g*Kg + k][i + dp[tr]][j + dq[ts]]   (zero outside 0 <= p < P, 0 <= q < Q)
+// Consecutive rows are consecutive j, i.e. consecutive q: contiguous along rows (KFAST = false, a
+// warp's loads at one kidx coalesce). 16-byte vectors of rows only for 1x1, stride-1, unpadded
+// convs with H*W a multiple of the vector (launcher); row state in registers; 64-bit offsets.
+struct DxNchwOpA {
+    const RAW* ptr;
+    const DxTaps* taps;
+    int m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred;
+    struct RS { long long base; int i, j; };      // base = (n*K + g*Kg)*P*Q, -1 past the class's last pixel
+    struct KS { long long koff; int dp, dq; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int m = m0 + row;
+        if (m >= Mc) return RS{-1, 0, 0};
+        const int n = m / HWc, ij = m - n * HWc, i = ij / Wc;
+        return RS{((long long)n * K + (long long)g * Kg) * P * Q, i, ij - i * Wc};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
+        return KS{(long long)d.k * P * Q, d.ok ? taps->dp[d.tr] : 0, d.ok ? taps->dq[d.ts] : 0, d.ok};
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int p = r.i + k.dp, q = r.j + k.dq;
+        if (!k.ok || r.base < 0 || (unsigned)p >= (unsigned)P || (unsigned)q >= (unsigned)Q) return false;
+        off = r.base + k.koff + (long long)p * Q + q;
+        return true;
+    }
+};
+
+// dW's operands on x (N, C, H, W) and dy (N, K, P, Q): rows a = (r, s, c) of Cg*R*S (c fastest, as
+// DwEpilogue stores them) resp. k of Kg, reduction kidx = (n, p, q) of N*P*Q:
+//   A[a][kidx] = x[n][g*Cg + c][p*sh - ph + r*dh][q*sw - pw + s*dw]   (zero outside the image)
+//   B[k][kidx] = dy[n][g*Kg + k][p][q]
+// Consecutive kidx are consecutive q: both contiguous along the reduction (KFAST = true; x's run
+// has stride sw, dy's is dense). 16-byte vectors of kidx only for 1x1, stride-1, unpadded convs
+// with P*Q a multiple of the vector (launcher). 64-bit offsets.
+struct DwNchwOpA {
+    const RAW* ptr;
+    int m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dw, g;
+    struct RS { long long coff; int rr, ss; };    // coff = (g*Cg + c)*H*W, -1 past the last row
+    struct KS { long long nbase; int hp, wq; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int a = m0 + row;
+        if (a >= CgRS) return RS{-1, 0, 0};
+        const int rs = a / Cg, c = a - rs * Cg, r = rs / S, s = rs - r * S;
+        return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw - pw};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const bool ok = kidx < NPQ;
+        const int kk = ok ? kidx : 0, n = kk / PQ, pq = kk - n * PQ, p = pq / Q, q = pq - p * Q;
+        return KS{(long long)n * C * H * W, p * sh, q * sw, ok};
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = k.hp + r.rr, w = k.wq + r.ss;
+        if (!k.ok || r.coff < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = k.nbase + r.coff + (long long)h * W + w;
+        return true;
+    }
+};
+
+struct DwNchwOpB {
+    const RAW* ptr;
+    int n0, Kg, K, PQ, NPQ, g;
+    struct RS { long long koff; bool ok; };       // (g*Kg + k)*P*Q
+    struct KS { long long pix; bool ok; };        // n*K*P*Q + p*Q + q
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int k = n0 + row;
+        return RS{(long long)(g * Kg + k) * PQ, k < Kg};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const bool ok = kidx < NPQ;
+        const int kk = ok ? kidx : 0, n = kk / PQ;
+        return KS{(long long)n * K * PQ + (kk - n * PQ), ok};
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        if (!(r.ok && k.ok)) return false;
+        off = k.pix + r.koff;
+        return true;
+    }
+};

@@ -38,3 +38,36 @@ struct FwdEpilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of
             y[o] = from_float<T>(v);
     }
 };
+
+// Operand A of x read in place, contiguous NCHW (no NHWC copy), for any geometry: rows
+// m = (n, p, q) of N*P*Q, reduction kidx = (c*R + r)*S + s over Cg*R*S -- the weights' own
+// (K, C/groups, R, S) order, so operand B is FwdOpB on w itself (no re-layout either):
+//   A[m][kidx] = x[n][g*Cg + c][p*sh - ph + r*dh][q*sw - pw + s*dw]   (zero outside the image)
+// Consecutive rows are consecutive q, i.e. input columns sw apart: contiguous along rows (KFAST =
+// false; a warp's 32 rows at one kidx are one coalesced run when sw == 1). Rows of one 16-byte
+// vector are contiguous only for 1x1, stride-1, unpadded convs with H*W a multiple of the vector
+// (the launcher's rule for NV > 1); everything else loads scalars. Row state is decoded once per
+// thread (KFAST = false keeps it in registers). Offsets are 64-bit.
+struct FwdNchwOpA {
+    const RAW* ptr;
+    int m0, M, PQ, Q, H, W, C, Cg, RSn, S, sh, sw, ph, pw, dh, dw, g, Kred;
+    struct RS { long long base; int h0, w0; };    // base = (n*C + g*Cg)*H*W, -1 past the last pixel
+    struct KS { long long coff; int rr, ss; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int m = m0 + row;
+        if (m >= M) return RS{-1, 0, 0};
+        const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
+        return RS{((long long)n * C + (long long)g * Cg) * H * W, p * sh - ph, q * sw - pw};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        const bool ok = kidx < Kred;
+        const int kk = ok ? kidx : 0, c = kk / RSn, rs = kk - c * RSn, r = rs / S;
+        return KS{(long long)c * H * W, r * dh, (rs - r * S) * dw, ok};
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
+        if (!k.ok || r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = r.base + k.coff + (long long)h * W + w;
+        return true;
+    }
+};

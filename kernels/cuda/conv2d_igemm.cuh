@@ -526,51 +526,6 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
     }
 }
 
-// ---- NCHW operands of 1x1, stride-1, unpadded convolutions (no NHWC copy of the activations) ----
-// t (N, CT, HW) contiguous, group g's J channels at g*J. Both read 16-byte vectors along the
-// contiguous HW axis; the launcher picks VEC > 1 only when HW (and the other operand's run) is a
-// multiple of it, so a vector never straddles two images.
-//   NchwPixelsOp  : rows m = (n, hw) of N*HW, reduction j < J     -> KFAST = false
-//   NchwChannelsOp: rows j < J (from row0), reduction (n, hw)     -> KFAST = true
-template <typename RAWT>
-struct NchwPixelsOp {
-    const RAWT* ptr;
-    int m0, M, HW, CT, J, g;
-    struct RS { long long base; bool ok; };
-    struct KS { long long off; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int m = m0 + row, n = m / HW, hw = m - n * HW;
-        return RS{((long long)n * CT + (long long)g * J) * HW + hw, m < M};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const { return KS{(long long)kidx * HW, kidx < J}; }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = r.base + k.off;
-        return true;
-    }
-};
-
-template <typename RAWT>
-struct NchwChannelsOp {
-    const RAWT* ptr;
-    int row0, J, HW, CT, NHW, g;
-    struct RS { long long coff; bool ok; };
-    struct KS { long long base; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int j = row0 + row;
-        return RS{(long long)(g * J + j) * HW, j < J};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        const int n = kidx / HW, hw = kidx - n * HW;
-        return KS{(long long)n * CT * HW + hw, kidx < NHW};
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = k.base + r.coff;
-        return true;
-    }
-};
-
 // The specialisation of the conv file that includes this header: SCALAR_T (storage type) and VEC
 // (elements per global load of the implicit GEMMs), -D defines from the launcher (conv.defines).
 #if !defined(SCALAR_T) || !defined(VEC)
