@@ -43,16 +43,24 @@ MUTATIONS = [
     # taps, dW's row taps, the shared row table's barrier
     ("nchw_channel_stride", "conv2d_fwd_operands.cuh", "return KS{(long long)c * H * W, r * dh, (rs - r * S) * dw, ok};",
      "return KS{(long long)c * (H - 1) * W, r * dh, (rs - r * S) * dw, ok};", "fwd_1x1_f16"),
-    ("nchw_pad_bound", "conv2d_fwd_operands.cuh", "(unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;",
-     "(unsigned)h >= (unsigned)H || (unsigned)w > (unsigned)W) return false;", "fwd_nchw_f16"),
+    ("nchw_pad_bound", "conv2d_fwd_operands.cuh", "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W)",
+     "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w > (unsigned)W)", "fwd_nchw_f16"),
     ("nchw_image_stride", "conv2d_bwd_operands.cuh", "return KS{(long long)n * K * PQ + (kk - n * PQ), ok};",
      "return KS{(long long)n * (K - 1) * PQ + (kk - n * PQ), ok};", "dw_1x1_f16"),
-    ("nchw_dx_taps_swapped", "conv2d_bwd_operands.cuh", "const int p = r.i + k.dp, q = r.j + k.dq;",
-     "const int p = r.i + k.dq, q = r.j + k.dp;", "dx_f16"),
+    ("nchw_dx_taps_swapped", "conv2d_bwd_operands.cuh", "q = r.j + k.dq;\n        if (!k.ok || r.base < 0",
+     "q = r.j + k.dq + k.dp - k.dq;\n        if (!k.ok || r.base < 0", "dx_f16"),
     ("nchw_dw_column_pad", "conv2d_bwd_operands.cuh", "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw - pw};",
      "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw};", "dw_nchw_f16"),
     ("fill_rows_barrier", "common.cuh", "table[row] = op.rstate(row);\n    __syncthreads();",
      "table[row] = op.rstate(row);", "dw_nchw_f16"),
+    # the sm_90a wgmma kernels' register-staged NCHW operands: swizzle of the MN-major / K-major
+    # stores, the next slice's prefetch
+    ("w90_mn_major_swizzle", "conv2d_igemm_sm90.cuh", "((((row >> 3) & 7) ^ (k & 7)) * 16) +",
+     "((((row >> 3) & 7) ^ (k & 3)) * 16) +", "dx_nchw_sm90"),
+    ("w90_k_major_swizzle", "conv2d_igemm_sm90.cuh", "(((k >> 3) ^ (row & 7)) * 16) + (k & 7) * 2);",
+     "(((k >> 3) ^ (row & 3)) * 16) + (k & 7) * 2);", "dw_nchw_sm90"),
+    ("w90_prefetch_slice", "conv2d_igemm_sm90.cuh", "lb.fetch(opB, (kt_begin + kn + 1) * W90_BK);",
+     "lb.fetch(opB, (kt_begin + kn) * W90_BK);", "dw_nchw_sm90"),
     ("off_by_one_bound", "conv2d_fwd_operands.cuh", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
     ("wrong_residue_class", "conv2d_bwd.cu", "const int a = cls / sw, b = cls - a * sw;",
      "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
@@ -113,6 +121,21 @@ def _probe(be, name, monkeypatch):
             _, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, need_db=False,
                                           algo="implicit_gemm")
             check(dw, ref.conv2d_backward(dy64, x64, w64, g)[1], "float16", name, scale=4)
+    elif name in ("dx_nchw_sm90", "dw_nchw_sm90"):   # wgmma (sm_90a forced), NCHW read in place
+        dx_pass = name == "dx_nchw_sm90"
+        case = (("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1) if dx_pass
+                else ("c", (4, 8, 9, 10), (16, 8, 3, 3), 1, 1, 1, 1))     # dW: N*P*Q = 360, 6 slices
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 11)
+        dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float16", 12)
+        entry = f"conv2d_bwd_{'dx' if dx_pass else 'dw'}_implicit_gemm_sm90"
+        before = be.LAUNCHES[entry]
+        with monkeypatch.context() as m:
+            m.setenv(be.conv.ARCH_ENV, "90")
+            dx, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=dx_pass, need_dw=not dx_pass,
+                                           need_db=False, algo="implicit_gemm")
+        assert be.LAUNCHES[entry] == before + 1, f"{name}: the wgmma kernel did not run"
+        want = ref.conv2d_backward(dy64, x64, w64, g)
+        check(dx if dx_pass else dw, want[0 if dx_pass else 1], "float16", name, scale=9 if dx_pass else 45)
     elif name == "dx_f16":
         case = ("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1)  # sh != sw: a swap of a and b is no permutation
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 2)

@@ -24,33 +24,6 @@
 typedef SCALAR_T T;
 typedef unsigned short RAW;
 
-struct Dw90OpA {  // x (N, H, W, C) contiguous; rstate(row) names the first of 8 rows
-    const RAW* ptr;
-    int m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dw, g;
-    struct RS { int coff, rr, ss; bool ok; };
-    struct KS { long long nbase; int hp, wq; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int a = m0 + row, rs = a / Cg, c = a - rs * Cg, r = rs / S, s = rs - r * S;
-        return RS{g * Cg + c, r * dh - ph, s * dw - pw, a < CgRS};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        KS k;
-        k.ok = kidx < NPQ;
-        const int kk = k.ok ? kidx : 0;
-        const int n = kk / PQ, pq = kk - n * PQ, p = pq / Q, q = pq - p * Q;
-        k.nbase = (long long)n * H * W * C;
-        k.hp = p * sh;
-        k.wq = q * sw;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int h = k.hp + r.rr, w = k.wq + r.ss;
-        if (!(r.ok && k.ok) || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
-        off = k.nbase + ((long long)h * W + w) * C + r.coff;
-        return true;
-    }
-};
-
 #include "conv2d_bwd_operands.cuh"
 
 // Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 128 output channels of the group,
@@ -77,7 +50,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dw_implicit
         w90_igemm_tile<T, true, true, true, true>(w90_smem, fill_rows<W90_BM>(an, s_rows), bn, ep, kt_begin,
                                                   kt_end);
     } else {
-        const Dw90OpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
+        const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
         const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
         w90_igemm_tile<T, false, false, false, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
     }

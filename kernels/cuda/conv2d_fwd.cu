@@ -113,36 +113,6 @@ extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_fwd_direct_1
     conv2d_fwd_direct_impl<1>(DIRECT_ARGS);
 }
 
-// ------------------------------------------------------------------------------------------------
-// Implicit GEMM operands. A[m][kidx] = x_nhwc[n][h][w][g*Cg + c] with m = (n, p, q) and
-// kidx = (r*S + s)*Cg + c; B[k][kidx] = w_krsc[g*Kg + k][kidx] (contiguous along kidx).
-// ------------------------------------------------------------------------------------------------
-struct FwdOpA {
-    const RAW* ptr;
-    const long long* s_nb;  // per tile row: n*H*W*C + g*Cg, or -1 past the last pixel
-    const int* s_h0;        // p*sh - ph
-    const int* s_w0;        // q*sw - pw
-    int H, W, C, Cg, S, dh, dw, Kred;
-    struct RS { long long nb; int h0, w0; };
-    struct KS { int c, rr, ss; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const { return RS{s_nb[row], s_h0[row], s_w0[row]}; }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        KS k;
-        k.ok = kidx < Kred;
-        const int rs = kidx / Cg, r = rs / S;
-        k.c = kidx - rs * Cg;
-        k.rr = r * dh;
-        k.ss = (rs - r * S) * dw;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
-        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
-        off = r.nb + ((long long)h * W + w) * C + k.c;
-        return true;
-    }
-};
-
 #include "conv2d_fwd_operands.cuh"
 
 // Grid: x = tiles of 128 output pixels m = (n, p, q) of the N*P*Q, y = tiles of 128 (or 64,
@@ -162,25 +132,10 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
-    __shared__ long long s_nb[IG_BM];
-    __shared__ int s_h0[IG_BM], s_w0[IG_BM];
+    __shared__ FwdOpA::RS s_rows[IG_BM];  // NHWC x: the tile's row states (RowCached)
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
     const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     const int Cg = C / G, Kg = K / G, PQ = P * Q, M = N * PQ, Kred = R * S * Cg;
-    for (int row = threadIdx.x; row < IG_BM && !x_nchw; row += IG_THREADS) {
-        const int m = m0 + row;
-        if (m < M) {
-            const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
-            s_nb[row] = (long long)n * H * W * C + (long long)g * Cg;
-            s_h0[row] = p * sh - ph;
-            s_w0[row] = q * sw - pw;
-        } else {
-            s_nb[row] = -1;
-            s_h0[row] = 0;
-            s_w0[row] = 0;
-        }
-    }
-    __syncthreads();
     const int ktiles = ceil_div(Kred, IG_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
@@ -190,8 +145,8 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
         const FwdNchwOpA an{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R * S, S, sh, sw, ph, pw, dh, dw, g, Kred};
         igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
     } else {
-        const FwdOpA a{x_nhwc, s_nb, s_h0, s_w0, H, W, C, Cg, S, dh, dw, Kred};
-        igemm_tile<T, BN, VEC, true, true>(a, b, ep, kt_begin, kt_end);
+        const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(a, s_rows), b, ep, kt_begin, kt_end);
     }
 }
 

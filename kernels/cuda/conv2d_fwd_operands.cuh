@@ -1,8 +1,42 @@
-// The conv2d forward implicit-GEMM operand B (weights) and epilogue, shared by the mma.sync
-// (conv2d_fwd.cu) and wgmma (conv2d_fwd_sm90.cu) kernels. Included after the including file's
-// T (storage type) and RAW (its raw bits) typedefs.
-// B[k][kidx] = w_krsc[g*Kg + k][kidx] (contiguous along kidx).
+// The conv2d forward implicit-GEMM operands and epilogue, shared by the mma.sync (conv2d_fwd.cu)
+// and wgmma (conv2d_fwd_sm90.cu) kernels. Included after the including file's T (storage type)
+// and RAW (its raw bits) typedefs.
 #pragma once
+
+// Operand A of x as NHWC (N, H, W, C) contiguous: rows m = (n, p, q) of N*P*Q, reduction
+// kidx = (r*S + s)*Cg + c; A[m][kidx] = x_nhwc[n][p*sh - ph + r*dh][q*sw - pw + s*dw][g*Cg + c]
+// (zero outside the image), contiguous along kidx (KFAST). rstate decodes the row: the wgmma
+// kernel keeps it in registers, the mma.sync kernel in a shared table (RowCached).
+struct FwdOpA {
+    const RAW* ptr;
+    int m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred;
+    struct RS { long long nb; int h0, w0; };  // nb = n*H*W*C + g*Cg, -1 past the last pixel
+    struct KS { int c, rr, ss; bool ok; };
+    __device__ __forceinline__ RS rstate(int row) const {
+        const int m = m0 + row;
+        if (m >= M) return RS{-1, 0, 0};
+        const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
+        return RS{(long long)n * H * W * C + (long long)g * Cg, p * sh - ph, q * sw - pw};
+    }
+    __device__ __forceinline__ KS kstate(int kidx) const {
+        KS k;
+        k.ok = kidx < Kred;
+        const int rs = kidx / Cg, r = rs / S;
+        k.c = kidx - rs * Cg;
+        k.rr = r * dh;
+        k.ss = (rs - r * S) * dw;
+        return k;
+    }
+    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
+        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
+        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
+        off = r.nb + ((long long)h * W + w) * C + k.c;
+        return true;
+    }
+};
+
+// Operand B: B[k][kidx] = w[g*Kg + k][kidx] (contiguous along kidx), w as (K, R, S, C/groups) for
+// FwdOpA's reduction order or as (K, C/groups, R, S) for FwdNchwOpA's.
 
 struct FwdOpB {
     const RAW* ptr;

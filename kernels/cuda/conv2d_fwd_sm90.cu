@@ -25,36 +25,6 @@
 typedef SCALAR_T T;
 typedef unsigned short RAW;
 
-// A[m][kidx] = x_nhwc[n][h][w][g*Cg + c], m = (n, p, q), kidx = (r*S + s)*Cg + c. Row state in
-// registers (4 rows per thread).
-struct Fwd90OpA {
-    const RAW* ptr;
-    int m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred;
-    struct RS { long long nb; int h0, w0; };
-    struct KS { int c, rr, ss; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int m = m0 + row;
-        if (m >= M) return RS{-1, 0, 0};
-        const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
-        return RS{(long long)n * H * W * C + (long long)g * Cg, p * sh - ph, q * sw - pw};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        KS k;
-        k.ok = kidx < Kred;
-        const int rs = kidx / Cg, r = rs / S;
-        k.c = kidx - rs * Cg;
-        k.rr = r * dh;
-        k.ss = (rs - r * S) * dw;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
-        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
-        off = r.nb + ((long long)h * W + w) * C + k.c;
-        return true;
-    }
-};
-
 #include "conv2d_fwd_operands.cuh"
 
 // Grid: x = tiles of 128 output pixels m = (n, p, q), y = tiles of 128 output channels within the
@@ -81,7 +51,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
         const FwdNchwOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R * S, S, sh, sw, ph, pw, dh, dw, g, Kred};
         w90_igemm_tile<T, false, true, true, false>(w90_smem, a, b, ep, kt_begin, kt_end);
     } else {
-        const Fwd90OpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
         w90_igemm_tile<T, true, true, false, false>(w90_smem, a, b, ep, kt_begin, kt_end);
     }
 #else

@@ -7,9 +7,10 @@
 //
 // Each operand is K-major (contiguous along the reduction index: NHWC channels for the forward
 // and dX) or MN-major (contiguous along its rows: dW's x and dY channels; wgmma imm-trans 1), like
-// the KFAST / !KFAST operands of conv2d_igemm.cuh; the launcher guarantees that 8 consecutive
-// elements along the contiguous dimension (16 bytes) are contiguous, 16-byte aligned and all
-// valid or all invalid.
+// the KFAST / !KFAST operands of conv2d_igemm.cuh. An operand is copied by cp.async (W90Loader:
+// the launcher guarantees that 8 consecutive elements along the contiguous dimension (16 bytes)
+// are contiguous, 16-byte aligned and all valid or all invalid) or, for NCHW activations read in
+// place, through registers (W90RegLoader: scalar loads, any alignment).
 //
 // Shared memory (dynamic, W90_STAGES stages, base rounded up to 1024 bytes in the kernel): stage s
 // holds A (128 rows x 64 k) then B (128 rows x 64 k), 16 KiB each, in the PTX ISA's canonical
@@ -28,7 +29,10 @@
 //             proxy) ; __syncthreads ; cp.async slice kt+D into the stage of slice kt-2 ;
 //             wgmma.fence ; 4 x wgmma.mma_async ; wgmma.commit_group ; wgmma.wait_group 1.
 //   The stage refilled at slice kt was read by the wgmmas of slice kt-2, which every warpgroup
-//   retired with its wait_group 1 of slice kt-1, before the barrier. So at any time one slice is
+//   retired with its wait_group 1 of slice kt-1, before the barrier. A register-staged operand
+//   stores slice kt+D (loaded into registers during slice kt-1) where the cp.async would be
+//   issued, and loads slice kt+D+1 right after the wgmmas of slice kt are issued; its generic
+//   stores reach the async proxy through the fence.proxy.async + barrier of slice kt+1. So at any time one slice is
 //   being multiplied, one (the previous) may still be in flight on the tensor cores, and D slices
 //   are being copied.
 //
