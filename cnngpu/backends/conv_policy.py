@@ -88,8 +88,10 @@ def use_wgmma(dtype: str, compute_capability: int, *chunked_channels: int, align
     """True when an implicit GEMM takes the Hopper wgmma kernel instead of the mma.sync one: an
     sm_90 device (the sm_90a build runs nowhere else), fp16/bf16, and operands copied in 16-byte
     chunks of channels that never straddle a (r, s) tap or the tensor's alignment: every count of
-    ``chunked_channels`` (C/groups for the forward, K/groups for dX, both for dW) a multiple of
-    WGMMA_CHUNK and the operand bases 16-byte ``aligned``."""
+    ``chunked_channels`` a multiple of WGMMA_CHUNK and the operand bases 16-byte ``aligned``. The
+    counts are the 16-byte-copied runs: C/groups for the forward on NHWC x (C/groups*R*S on NCHW x,
+    whose weights keep their (C/groups, R, S) order), K/groups for dX, C/groups and K/groups for dW
+    on NHWC activations (none on NCHW ones: activations read in place go through registers)."""
     return (int(compute_capability) == WGMMA_ARCH and dtype in ("float16", "bfloat16")
             and all(c % WGMMA_CHUNK == 0 for c in chunked_channels) and aligned)
 

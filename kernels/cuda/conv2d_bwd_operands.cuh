@@ -159,6 +159,7 @@ struct DwOpA {
         k.wq = q * sw;
         return k;
     }
+    __device__ __forceinline__ KS knext(const KS&, int kidx) const { return kstate(kidx); }
     __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
         const int h = k.hp + r.rr, w = k.wq + r.ss;
         if (!(r.ok && k.ok) || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
@@ -174,6 +175,7 @@ struct DwOpB {  // dy (N, P, Q, K) contiguous
     struct KS { long long pix; bool ok; };
     __device__ __forceinline__ RS rstate(int row) const { return RS{g * Kg + n0 + row, n0 + row < Kg}; }
     __device__ __forceinline__ KS kstate(int kidx) const { return KS{(long long)kidx * K, kidx < NPQ}; }
+    __device__ __forceinline__ KS knext(const KS&, int kidx) const { return kstate(kidx); }
     __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
         if (!(r.ok && k.ok)) return false;
         off = k.pix + r.koff;
@@ -203,13 +205,15 @@ struct DwEpilogue {  // dw (K, Cg, R, S) contiguous, or the split's fp32 slice o
 //   A[m][kidx] = dy[n][g*Kg + k][i + dp[tr]][j + dq[ts]]   (zero outside 0 <= p < P, 0 <= q < Q)
 // Consecutive rows are consecutive j, i.e. consecutive q: contiguous along rows (KFAST = false, a
 // warp's loads at one kidx coalesce). 16-byte vectors of rows only for 1x1, stride-1, unpadded
-// convs with H*W a multiple of the vector (launcher); row state in registers; 64-bit offsets.
+// convs with H*W a multiple of the vector (launcher); row state in registers, the reduction
+// state decoded once per run of consecutive kidx (kstate) and then advanced (knext: k, then the
+// tap); 64-bit offsets.
 struct DxNchwOpA {
     const RAW* ptr;
     const DxTaps* taps;
     int m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred;
     struct RS { long long base; int i, j; };      // base = (n*K + g*Kg)*P*Q, -1 past the class's last pixel
-    struct KS { long long koff; int dp, dq; bool ok; };
+    struct KS { long long koff; int k, tr, ts, dp, dq; bool ok; };
     __device__ __forceinline__ RS rstate(int row) const {
         const int m = m0 + row;
         if (m >= Mc) return RS{-1, 0, 0};
@@ -218,7 +222,23 @@ struct DxNchwOpA {
     }
     __device__ __forceinline__ KS kstate(int kidx) const {
         const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
-        return KS{(long long)d.k * P * Q, d.ok ? taps->dp[d.tr] : 0, d.ok ? taps->dq[d.ts] : 0, d.ok};
+        return KS{(long long)d.k * P * Q, d.k, d.tr, d.ts, d.ok ? taps->dp[d.tr] : 0, d.ok ? taps->dq[d.ts] : 0, d.ok};
+    }
+    __device__ __forceinline__ KS knext(const KS& prev, int kidx) const {
+        KS k = prev;
+        k.ok = kidx < Kred;
+        k.koff += (long long)P * Q;
+        if (++k.k == Kg) {
+            k.k = 0;
+            k.koff = 0;
+            if (++k.ts == taps->ns) {
+                k.ts = 0;
+                ++k.tr;
+            }
+            k.dp = k.ok ? taps->dp[k.tr] : 0;
+            k.dq = k.ok ? taps->dq[k.ts] : 0;
+        }
+        return k;
     }
     __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
         const int p = r.i + k.dp, q = r.j + k.dq;

@@ -142,7 +142,7 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
     const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
     if (x_nchw) {
-        const FwdNchwOpA an{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R * S, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        const FwdNchwOpA an{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
         igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
     } else {
         const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};

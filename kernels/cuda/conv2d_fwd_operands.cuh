@@ -81,10 +81,11 @@ struct FwdEpilogue {  // y (N, K, P, Q) contiguous, or the split's fp32 slice of
 // false; a warp's 32 rows at one kidx are one coalesced run when sw == 1). Rows of one 16-byte
 // vector are contiguous only for 1x1, stride-1, unpadded convs with H*W a multiple of the vector
 // (the launcher's rule for NV > 1); everything else loads scalars. Row state is decoded once per
-// thread (KFAST = false keeps it in registers). Offsets are 64-bit.
+// thread (KFAST = false keeps it in registers), the reduction state once per run of consecutive
+// kidx (kstate) and then advanced (knext: s, then r, then c). Offsets are 64-bit.
 struct FwdNchwOpA {
     const RAW* ptr;
-    int m0, M, PQ, Q, H, W, C, Cg, RSn, S, sh, sw, ph, pw, dh, dw, g, Kred;
+    int m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred;
     struct RS { long long base; int h0, w0; };    // base = (n*C + g*Cg)*H*W, -1 past the last pixel
     struct KS { long long coff; int rr, ss; bool ok; };
     __device__ __forceinline__ RS rstate(int row) const {
@@ -95,8 +96,22 @@ struct FwdNchwOpA {
     }
     __device__ __forceinline__ KS kstate(int kidx) const {
         const bool ok = kidx < Kred;
-        const int kk = ok ? kidx : 0, c = kk / RSn, rs = kk - c * RSn, r = rs / S;
+        const int kk = ok ? kidx : 0, c = kk / (R * S), rs = kk - c * (R * S), r = rs / S;
         return KS{(long long)c * H * W, r * dh, (rs - r * S) * dw, ok};
+    }
+    __device__ __forceinline__ KS knext(const KS& prev, int kidx) const {
+        KS k = prev;
+        k.ok = kidx < Kred;
+        k.ss += dw;
+        if (k.ss == S * dw) {
+            k.ss = 0;
+            k.rr += dh;
+            if (k.rr == R * dh) {
+                k.rr = 0;
+                k.coff += (long long)H * W;
+            }
+        }
+        return k;
     }
     __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
         const int h = r.h0 + k.rr, w = r.w0 + k.ss;

@@ -48,7 +48,7 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
     const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
     if (x_nchw) {
-        const FwdNchwOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R * S, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        const FwdNchwOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
         w90_igemm_tile<T, false, true, true, false>(w90_smem, a, b, ep, kt_begin, kt_end);
     } else {
         const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};

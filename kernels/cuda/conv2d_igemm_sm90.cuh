@@ -234,7 +234,7 @@ __device__ __forceinline__ unsigned w90_elem(int row, int k) {
 //   KMAJOR (contiguous along k): thread t loads k = t % 64 of rows t / 64 + 4 i (one kstate per
 //           slice, the row state per element: a cheap or RowCached rstate);
 //   MN-major (contiguous along rows): thread t loads row t % 128 (row state once, in registers)
-//           at k = t / 128 + 2 i (a kstate per element).
+//           at k = 32 (t / 128) + i (kstate once per slice, then knext increments).
 template <class Op, bool KMAJOR>
 struct W90RegLoader {
     static constexpr int ITEMS = 128 * W90_BK / W90_THREADS;  // 32
@@ -247,7 +247,7 @@ struct W90RegLoader {
 
     __device__ __forceinline__ void fetch(const Op& op, int k0) {
         const unsigned short* src = reinterpret_cast<const unsigned short*>(op.ptr);
-        if (KMAJOR) {
+        if constexpr (KMAJOR) {
             const typename Op::KS ks = op.kstate(k0 + (int)threadIdx.x % 64);
 #pragma unroll
             for (int i = 0; i < ITEMS; ++i) {
@@ -255,11 +255,13 @@ struct W90RegLoader {
                 v[i] = op.offset(op.rstate((int)threadIdx.x / 64 + 4 * i), ks, off) ? src[off] : (unsigned short)0;
             }
         } else {
+            const int kb = k0 + ITEMS * ((int)threadIdx.x / 128);
+            typename Op::KS ks = op.kstate(kb);
 #pragma unroll
             for (int i = 0; i < ITEMS; ++i) {
+                if (i > 0) ks = op.knext(ks, kb + i);
                 long long off = 0;
-                v[i] = op.offset(rs, op.kstate(k0 + (int)threadIdx.x / 128 + 2 * i), off) ? src[off]
-                                                                                          : (unsigned short)0;
+                v[i] = op.offset(rs, ks, off) ? src[off] : (unsigned short)0;
             }
         }
     }
@@ -268,7 +270,7 @@ struct W90RegLoader {
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
             const int row = KMAJOR ? (int)threadIdx.x / 64 + 4 * i : (int)threadIdx.x % 128;
-            const int k = KMAJOR ? (int)threadIdx.x % 64 : (int)threadIdx.x / 128 + 2 * i;
+            const int k = KMAJOR ? (int)threadIdx.x % 64 : ITEMS * ((int)threadIdx.x / 128) + i;
             *reinterpret_cast<unsigned short*>(tp + w90_elem<KMAJOR>(row, k)) = v[i];
         }
     }
