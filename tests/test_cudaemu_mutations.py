@@ -41,9 +41,11 @@ MUTATIONS = [
     ("cp_async_zero_fill_dropped", "conv2d_igemm.cuh", '"r"(ok ? 16 : 0)', '"r"(16)', "fwd_f16"),
     # the in-place NCHW operands (no re-layout): channel stride, padding bound, image stride, dX's
     # taps, dW's row taps, the shared row table's barrier
-    ("nchw_channel_stride", "conv2d_fwd_operands.cuh", "return KS{(long long)c * H * W, r * dh, (rs - r * S) * dw, ok};",
+    ("nchw_channel_stride", "conv2d_fwd_operands.cuh",
+     "return KS{(long long)c * H * W, r * dh, (rs - r * S) * dw, ok};",
      "return KS{(long long)c * (H - 1) * W, r * dh, (rs - r * S) * dw, ok};", "fwd_1x1_f16"),
-    ("nchw_pad_bound", "conv2d_fwd_operands.cuh", "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W)",
+    ("nchw_pad_bound", "conv2d_fwd_operands.cuh",
+     "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W)",
      "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w > (unsigned)W)", "fwd_nchw_f16"),
     ("nchw_knext_tap_row", "conv2d_fwd_operands.cuh", "            k.rr += dh;\n", "            k.rr += dh + 1;\n",
      "fwd_nchw_f16"),
@@ -53,7 +55,8 @@ MUTATIONS = [
      "return KS{(long long)n * (K - 1) * PQ + (kk - n * PQ), ok};", "dw_1x1_f16"),
     ("nchw_dx_taps_swapped", "conv2d_bwd_operands.cuh", "q = r.j + k.dq;\n        if (!k.ok || r.base < 0",
      "q = r.j + k.dq + k.dp - k.dq;\n        if (!k.ok || r.base < 0", "dx_f16"),
-    ("nchw_dw_column_pad", "conv2d_bwd_operands.cuh", "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw - pw};",
+    ("nchw_dw_column_pad", "conv2d_bwd_operands.cuh",
+     "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw - pw};",
      "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw};", "dw_nchw_f16"),
     ("fill_rows_barrier", "common.cuh", "table[row] = op.rstate(row);\n    __syncthreads();",
      "table[row] = op.rstate(row);", "dw_nchw_f16"),

@@ -11,8 +11,9 @@ loads where channels allow). Any other strides -- or every NCHW input with the p
 ``CNNGPU_CONV_RELAYOUT=1``, kept so the GPU report can time both (which is faster per layer is
 unmeasured) -- are copied to NHWC once per call, recorded as ``launched('conv2d_input_relayout')``
 (:func:`gemm_operand`). The sm_90 wgmma kernels read NCHW activations in place too (register-staged
-scalar loads written into their swizzled shared layouts). The forward on NCHW x reduces over (c, r, s), the weights' own order: w is used as given
-(contiguous); the NHWC forward and dX take re-laid-out weights, made here with cupy on every call
+scalar loads written into their swizzled shared layouts). The forward on NCHW x reduces over
+(c, r, s), the weights' own order: w is used as given (contiguous); the NHWC forward and dX take
+re-laid-out weights, made here with cupy on every call
 (cupy arrays carry no in-place version counter, so a re-laid weight cannot be cached safely the way
 the triton backend caches per torch parameter version). 16-bit tensors are re-laid-out through a
 uint16 view, so no cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of
