@@ -32,8 +32,9 @@
 //   retired with its wait_group 1 of slice kt-1, before the barrier. A register-staged operand
 //   stores slice kt+D (loaded into registers during slice kt-1) where the cp.async would be
 //   issued, and loads slice kt+D+1 right after the wgmmas of slice kt are issued; its generic
-//   stores reach the async proxy through the fence.proxy.async + barrier of slice kt+1. So at any time one slice is
-//   being multiplied, one (the previous) may still be in flight on the tensor cores, and D slices
+//   stores reach the async proxy through the fence.proxy.async + barrier of slice kt+1. So at
+//   any time one slice is being multiplied, one (the previous) may still be in flight on the
+//   tensor cores, and D slices
 //   are being copied.
 //
 // Everything below needs sm_90a (wgmma); it compiles to nothing for other targets, whose kernels
