@@ -34,8 +34,7 @@
 //   issued, and loads slice kt+D+1 right after the wgmmas of slice kt are issued; its generic
 //   stores reach the async proxy through the fence.proxy.async + barrier of slice kt+1. So at
 //   any time one slice is being multiplied, one (the previous) may still be in flight on the
-//   tensor cores, and D slices
-//   are being copied.
+//   tensor cores, and D slices are being copied.
 //
 // Everything below needs sm_90a (wgmma); it compiles to nothing for other targets, whose kernels
 // must not be launched (cupy_backend/conv.py selects this path only on sm_90 devices).
