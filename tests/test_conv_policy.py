@@ -143,3 +143,16 @@ def test_check_extents():
     with pytest.raises(ValueError, match="cupy backend: N\\*P\\*Q"):
         P.check_extents(g, "cupy")
     P.check_extents(geometry(GEOMETRIES[0]), "cupy")
+
+
+def test_gemm_activation_layout(monkeypatch):
+    """NCHW activations are read in place unless a pass has another layout, the kernels cannot read
+    NCHW, or the relayout switch is set ('0' or empty: off)."""
+    monkeypatch.delenv(P.RELAYOUT_ENV, raising=False)
+    f = P.gemm_activation_layout
+    assert f(["nchw"]) == "nchw" and f(["nchw", "nchw"]) == "nchw"
+    assert f(["channels_last"]) == f(["other"]) == f(["nchw", "channels_last"]) == "nhwc"
+    assert f(["nchw"], reads_nchw=False) == "nhwc"
+    for value, want in (("1", "nhwc"), ("0", "nchw"), ("", "nchw")):
+        monkeypatch.setenv(P.RELAYOUT_ENV, value)
+        assert f(["nchw"]) == want, value

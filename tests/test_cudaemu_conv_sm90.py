@@ -1,6 +1,7 @@
 """The Hopper conv2d forward, dX and dW (kernels/cuda/conv2d_fwd_sm90.cu, conv2d_bwd_dx_sm90.cu,
 conv2d_bwd_dw_sm90.cu on conv2d_igemm_sm90.cuh: wgmma.mma_async (K-major; MN-major for dW) from 128-byte
-swizzled shared memory, cp.async 4-stage pipeline) against the NumPy reference, on the CPU
+swizzled shared memory, 4-stage pipeline: cp.async for channels-last activations and the weights,
+register-staged loads for NCHW activations read in place) against the NumPy reference, on the CPU
 emulation built with -arch=sm_90a, launched by the real cupy launcher with the sm_90 plan forced
 through its test hook (CNNGPU_CUPY_ARCH=90, cupy_backend/conv.py ARCH_ENV).
 
@@ -44,6 +45,26 @@ def sm90(be, monkeypatch):
     return conv
 
 
+@pytest.fixture(params=["nchw", "channels_last"])
+def layout(request):
+    """Activations C-contiguous (read in place: register-staged loads into the swizzled layouts) or
+    channels-last (NHWC, 16-byte cp.async); neither is copied."""
+    return request.param
+
+
+def _dev(h, layout="nchw"):
+    a = cupy_api.asarray(h)
+    return a if layout == "nchw" else cupy_api.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _ran_as(be, before, layout):
+    """The launch counts since ``before``: no activation re-layout, '[nchw]' iff NCHW."""
+    ran = {k: v - before.get(k, 0) for k, v in be.LAUNCHES.items() if v != before.get(k, 0)}
+    assert "conv2d_input_relayout" not in ran, ran
+    assert any(k.endswith("[nchw]") for k in ran) == (layout == "nchw"), ran
+    return ran
+
+
 @pytest.fixture(params=["forward", "reverse"])
 def order(request):
     with cudaemu.schedule(request.param):
@@ -63,12 +84,12 @@ def _case(case, dtype, seed):
 
 @pytest.mark.parametrize("dtype", list(DT))
 @pytest.mark.parametrize("case", ELIGIBLE, ids=[c[0] for c in ELIGIBLE])
-def test_conv2d_forward_wgmma_parity(be, sm90, order, dtype, case):
+def test_conv2d_forward_wgmma_parity(be, sm90, order, layout, dtype, case):
     g, xh, wh, bh = _case(case, dtype, 11)
-    before = be.LAUNCHES[ENTRY]
-    y = be.conv2d_forward(cupy_api.asarray(xh), cupy_api.asarray(wh),
+    before = dict(be.LAUNCHES)
+    y = be.conv2d_forward(_dev(xh, layout), cupy_api.asarray(wh),
                           None if bh is None else cupy_api.asarray(bh), g, algo="implicit_gemm")
-    assert be.LAUNCHES[ENTRY] == before + 1, "the sm_90a wgmma kernel did not run"
+    assert _ran_as(be, before, layout).get(ENTRY) == 1, "the sm_90a wgmma kernel did not run"
     want = ref.conv2d_forward(xh.astype(np.float64), wh.astype(np.float64),
                               None if bh is None else bh.astype(np.float64), g)
     assert_close(cupy_api.asnumpy(y).astype(np.float64), want, dtype, reduction_len=g.c_per_group * g.R * g.S,
@@ -77,13 +98,13 @@ def test_conv2d_forward_wgmma_parity(be, sm90, order, dtype, case):
 
 @pytest.mark.parametrize("dtype", list(DT))
 @pytest.mark.parametrize("case", DX_ELIGIBLE, ids=[c[0] for c in DX_ELIGIBLE])
-def test_conv2d_dx_wgmma_parity(be, sm90, order, dtype, case):
+def test_conv2d_dx_wgmma_parity(be, sm90, order, layout, dtype, case):
     g, xh, wh, _ = _case(case, dtype, 21)
     dyh = np.random.default_rng(22).standard_normal((g.N, g.K, g.P, g.Q)).astype(DT[dtype])
-    before = be.LAUNCHES[DX_ENTRY]
-    dx, _, _ = be.conv2d_backward(cupy_api.asarray(dyh), cupy_api.asarray(xh), cupy_api.asarray(wh), g,
+    before = dict(be.LAUNCHES)
+    dx, _, _ = be.conv2d_backward(_dev(dyh, layout), _dev(xh, layout), cupy_api.asarray(wh), g,
                                   need_dx=True, need_dw=False, need_db=False, algo="implicit_gemm")
-    assert be.LAUNCHES[DX_ENTRY] == before + 1, "the sm_90a wgmma dX kernel did not run"
+    assert _ran_as(be, before, layout).get(DX_ENTRY) == 1, "the sm_90a wgmma dX kernel did not run"
     want, _, _ = ref.conv2d_backward(dyh.astype(np.float64), xh.astype(np.float64), wh.astype(np.float64), g)
     assert_close(cupy_api.asnumpy(dx).astype(np.float64), want, dtype, reduction_len=g.k_per_group * g.R * g.S,
                  what=f"wgmma conv dX {case[0]}")
@@ -91,14 +112,14 @@ def test_conv2d_dx_wgmma_parity(be, sm90, order, dtype, case):
 
 @pytest.mark.parametrize("dtype", list(DT))
 @pytest.mark.parametrize("case", DW_ELIGIBLE, ids=[c[0] for c in DW_ELIGIBLE])
-def test_conv2d_dw_wgmma_parity(be, sm90, order, dtype, case):
+def test_conv2d_dw_wgmma_parity(be, sm90, order, layout, dtype, case):
     """dW (split-K over N*P*Q where the plan splits: fp32 partials, fixed-order sum)."""
     g, xh, wh, _ = _case(case, dtype, 31)
     dyh = np.random.default_rng(32).standard_normal((g.N, g.K, g.P, g.Q)).astype(DT[dtype])
-    before = be.LAUNCHES[DW_ENTRY]
-    _, dw, _ = be.conv2d_backward(cupy_api.asarray(dyh), cupy_api.asarray(xh), cupy_api.asarray(wh), g,
+    before = dict(be.LAUNCHES)
+    _, dw, _ = be.conv2d_backward(_dev(dyh, layout), _dev(xh, layout), cupy_api.asarray(wh), g,
                                   need_dx=False, need_dw=True, need_db=False, algo="implicit_gemm")
-    assert be.LAUNCHES[DW_ENTRY] == before + 1, "the sm_90a wgmma dW kernel did not run"
+    assert _ran_as(be, before, layout).get(DW_ENTRY) == 1, "the sm_90a wgmma dW kernel did not run"
     _, want, _ = ref.conv2d_backward(dyh.astype(np.float64), xh.astype(np.float64), wh.astype(np.float64), g)
     assert_close(cupy_api.asnumpy(dw).astype(np.float64), want, dtype, reduction_len=g.N * g.P * g.Q,
                  what=f"wgmma conv dW {case[0]}")

@@ -39,11 +39,35 @@ MUTATIONS = [
      "cp_async_wait<IG_STAGES - 2>();  // this thread's copies of slice i landed ...\n            __syncthreads();",
      "cp_async_wait<IG_STAGES - 2>();", "fwd_f16"),
     ("cp_async_zero_fill_dropped", "conv2d_igemm.cuh", '"r"(ok ? 16 : 0)', '"r"(16)', "fwd_f16"),
-    # the in-place NCHW operands of 1x1 convs: wrong channel stride, wrong image stride
-    ("nchw_channel_stride", "conv2d_igemm.cuh", "return KS{(long long)kidx * HW, kidx < J};",
-     "return KS{(long long)kidx * (HW - 1), kidx < J};", "fwd_1x1_f16"),
-    ("nchw_image_stride", "conv2d_igemm.cuh", "return KS{(long long)n * CT * HW + hw, kidx < NHW};",
-     "return KS{(long long)n * (CT - 1) * HW + hw, kidx < NHW};", "dw_1x1_f16"),
+    # the in-place NCHW operands (no re-layout): channel stride, padding bound, image stride, dX's
+    # taps, dW's row taps, the shared row table's barrier
+    ("nchw_channel_stride", "conv2d_fwd_operands.cuh",
+     "return KS{(long long)c * H * W, r * dh, (rs - r * S) * dw, ok};",
+     "return KS{(long long)c * (H - 1) * W, r * dh, (rs - r * S) * dw, ok};", "fwd_1x1_f16"),
+    ("nchw_pad_bound", "conv2d_fwd_operands.cuh",
+     "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W)",
+     "r.base < 0 || (unsigned)h >= (unsigned)H || (unsigned)w > (unsigned)W)", "fwd_nchw_f16"),
+    ("nchw_knext_tap_row", "conv2d_fwd_operands.cuh", "            k.rr += dh;\n", "            k.rr += dh + 1;\n",
+     "fwd_nchw_f16"),
+    ("nchw_knext_dy_channel", "conv2d_bwd_operands.cuh", "k.koff += (long long)P * Q;",
+     "k.koff += (long long)P * Q + 1;", "dx_f16"),
+    ("nchw_image_stride", "conv2d_bwd_operands.cuh", "return KS{(long long)n * K * PQ + (kk - n * PQ), ok};",
+     "return KS{(long long)n * (K - 1) * PQ + (kk - n * PQ), ok};", "dw_1x1_f16"),
+    ("nchw_dx_taps_swapped", "conv2d_bwd_operands.cuh", "q = r.j + k.dq;\n        if (!k.ok || r.base < 0",
+     "q = r.j + k.dq + k.dp - k.dq;\n        if (!k.ok || r.base < 0", "dx_f16"),
+    ("nchw_dw_column_pad", "conv2d_bwd_operands.cuh",
+     "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw - pw};",
+     "return RS{(long long)(g * Cg + c) * H * W, r * dh - ph, s * dw};", "dw_nchw_f16"),
+    ("fill_rows_barrier", "common.cuh", "table[row] = op.rstate(row);\n    __syncthreads();",
+     "table[row] = op.rstate(row);", "dw_nchw_f16"),
+    # the sm_90a wgmma kernels' register-staged NCHW operands: swizzle of the MN-major / K-major
+    # stores, the next slice's prefetch
+    ("w90_mn_major_swizzle", "conv2d_igemm_sm90.cuh", "((((row >> 3) & 7) ^ (k & 7)) * 16) +",
+     "((((row >> 3) & 7) ^ (k & 3)) * 16) +", "dx_nchw_sm90"),
+    ("w90_k_major_swizzle", "conv2d_igemm_sm90.cuh", "(((k >> 3) ^ (row & 7)) * 16) + (k & 7) * 2);",
+     "(((k >> 3) ^ (row & 3)) * 16) + (k & 7) * 2);", "dw_nchw_sm90"),
+    ("w90_prefetch_slice", "conv2d_igemm_sm90.cuh", "lb.fetch(opB, (kt_begin + kn + 1) * W90_BK);",
+     "lb.fetch(opB, (kt_begin + kn) * W90_BK);", "dw_nchw_sm90"),
     ("off_by_one_bound", "conv2d_fwd_operands.cuh", "if (m >= M || k >= Kg) return;", "if (m > M || k >= Kg) return;", "fwd_f16"),
     ("wrong_residue_class", "conv2d_bwd.cu", "const int a = cls / sw, b = cls - a * sw;",
      "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
@@ -71,13 +95,28 @@ def _use_sources(be, monkeypatch, cuda_dir):
     m._modules.clear()
 
 
+def _channels_last(h):
+    """h on the device stored channels-last: the NHWC kernels (cp.async with 16-byte loads)."""
+    return cupy_api.ascontiguousarray(dev(h).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 def _probe(be, name, monkeypatch):
-    if name in ("fwd_f16", "fwd_bf16", "fwd_f32_big"):
-        dtype = {"fwd_f16": "float16", "fwd_bf16": "bfloat16", "fwd_f32_big": "float32"}[name]
+    if name in ("fwd_f16", "fwd_bf16", "fwd_f32_big", "fwd_nchw_f16"):
+        dtype = {"fwd_f16": "float16", "fwd_bf16": "bfloat16", "fwd_f32_big": "float32"}.get(name, "float16")
         case = ("c", (2, 16, 8, 10), (16, 16, 3, 3), 1, 1, 1, 1)   # two M tiles, several k slices
+        if name == "fwd_nchw_f16":                                   # NCHW read in place, stride 2, padding
+            case = ("c", (2, 6, 9, 11), (16, 6, 3, 3), 2, 1, 1, 1)
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 1)
-        y = be.conv2d_forward(dev(xh), dev(wh), dev(bh), g, algo="implicit_gemm")
+        x = dev(xh) if name == "fwd_nchw_f16" else _channels_last(xh)
+        y = be.conv2d_forward(x, dev(wh), dev(bh), g, algo="implicit_gemm")
         check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, name, scale=18)
+    elif name == "dw_nchw_f16":                                      # NCHW read in place, padded 3x3
+        case = ("c", (2, 8, 7, 9), (8, 8, 3, 3), 1, 1, 1, 1)
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 9)
+        dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float16", 10)
+        _, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, need_db=False,
+                                      algo="implicit_gemm")
+        check(dw, ref.conv2d_backward(dy64, x64, w64, g)[1], "float16", name, scale=16)
     elif name in ("fwd_1x1_f16", "dw_1x1_f16"):        # NCHW read in place (1x1, stride 1, no padding)
         case = ("c", (2, 16, 4, 4), (24, 16, 1, 1), 1, 0, 1, 1)
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 7)
@@ -89,6 +128,21 @@ def _probe(be, name, monkeypatch):
             _, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=False, need_db=False,
                                           algo="implicit_gemm")
             check(dw, ref.conv2d_backward(dy64, x64, w64, g)[1], "float16", name, scale=4)
+    elif name in ("dx_nchw_sm90", "dw_nchw_sm90"):   # wgmma (sm_90a forced), NCHW read in place
+        dx_pass = name == "dx_nchw_sm90"
+        case = (("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1) if dx_pass
+                else ("c", (4, 8, 9, 10), (16, 8, 3, 3), 1, 1, 1, 1))     # dW: N*P*Q = 360, 6 slices
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 11)
+        dyh, dy64 = data((g.N, g.K, g.P, g.Q), "float16", 12)
+        entry = f"conv2d_bwd_{'dx' if dx_pass else 'dw'}_implicit_gemm_sm90"
+        before = be.LAUNCHES[entry]
+        with monkeypatch.context() as m:
+            m.setenv(be.conv.ARCH_ENV, "90")
+            dx, dw, _ = be.conv2d_backward(dev(dyh), dev(xh), dev(wh), g, need_dx=dx_pass, need_dw=not dx_pass,
+                                           need_db=False, algo="implicit_gemm")
+        assert be.LAUNCHES[entry] == before + 1, f"{name}: the wgmma kernel did not run"
+        want = ref.conv2d_backward(dy64, x64, w64, g)
+        check(dx if dx_pass else dw, want[0 if dx_pass else 1], "float16", name, scale=9 if dx_pass else 45)
     elif name == "dx_f16":
         case = ("c", (1, 8, 7, 6), (8, 8, 3, 3), (2, 1), 1, 1, 1)  # sh != sw: a swap of a and b is no permutation
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 2)

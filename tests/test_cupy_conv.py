@@ -390,9 +390,16 @@ def test_dry_run_launch_arguments(dry, case, dtype):
         assert defs["SCALAR_T"] == conv.SCALAR_T[dtype]
 
 
+def _channels_last(a: _FakeArr) -> _FakeArr:
+    """The same values stored channels-last (a view of an (N, H, W, C) contiguous array)."""
+    return _FakeArr(np.ascontiguousarray(a.a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), a._ptr)
+
+
 def test_dry_run_split_k_and_vec(dry):
+    """Channels-last activations: the NHWC kernels with 16-byte loads (cp.async), no copy."""
     case = ("split", 16, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, True)
     g, x, w, b, dy = _fake_inputs(case, "float16")
+    x, dy = _channels_last(x), _channels_last(dy)
     conv.conv2d_backward(dy, x, w, g)
     by = {c[0]: c for c in dry}
     _, defs, grid, args = by["conv2d_bwd_dw_implicit_gemm_narrow"]
@@ -407,8 +414,7 @@ def test_dry_run_split_k_and_vec(dry):
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_dry_run_1x1_reads_nchw_in_place(dry, dtype):
     """A 1x1 stride-1 unpadded conv on C-contiguous NCHW arrays: every implicit GEMM gets x / dy
-    themselves (the nchw flag set, no NHWC copy), with 16-byte vectors when H*W allows them; a 3x3
-    conv gets the NHWC copies."""
+    themselves (the nchw flag set, no NHWC copy), with 16-byte vectors when H*W allows them."""
     case = ("p1x1", 2, 16, 4, 6, 24, 1, 1, 1, 0, 1, 1, True)     # H*W = 24: a multiple of 8 and of 4
     g, x, w, b, dy = _fake_inputs(case, dtype)
     conv.conv2d_forward(x, w, b, g, algo="implicit_gemm")
@@ -419,8 +425,38 @@ def test_dry_run_1x1_reads_nchw_in_place(dry, dtype):
     assert dxk[3][0].data.ptr == dy.data.ptr and dwk[3][0].data.ptr == x.data.ptr and dwk[3][1].data.ptr == dy.data.ptr
     assert int(dxk[3][6]) == 1 and int(dwk[3][6]) == 1
     assert fwd[1]["VEC"] == dxk[1]["VEC"] == dwk[1]["VEC"] == conv.max_vec(dtype)
-    assert conv.nchw_direct(g, x) and not conv.nchw_direct(geometry(GEOMETRIES[0]), x)
-    dry.clear()
-    g3, x3, w3, b3, _ = _fake_inputs(("p3x3", 2, 16, 4, 6, 24, 3, 3, 1, 1, 1, 1, True), dtype)
-    conv.conv2d_forward(x3, w3, b3, g3, algo="implicit_gemm")
-    assert int(dry[0][3][8]) == 0
+    assert conv.nchw_vectors(g) and not conv.nchw_vectors(geometry(GEOMETRIES[0]))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_dry_run_nchw_in_place_any_geometry(dry, dtype, monkeypatch):
+    """A padded, strided 3x3 conv on C-contiguous NCHW arrays: every implicit GEMM reads x / dy in
+    place (nchw flag, scalar loads: VEC = 1), the forward takes w itself (reduction (c, r, s)), no
+    conv2d_input_relayout. Channels-last arrays: the NHWC path (flag 0), no copy either. With the
+    policy switch (conv_policy.RELAYOUT_ENV) NCHW activations are copied, and that is recorded."""
+    from cnngpu.backends.cupy_backend import LAUNCHES
+    case = ("p3x3", 2, 16, 5, 7, 24, 3, 3, 2, 1, 1, 1, True)
+    g, x, w, b, dy = _fake_inputs(case, dtype)
+    before = LAUNCHES["conv2d_input_relayout"]
+    conv.conv2d_forward(x, w, b, g, algo="implicit_gemm")
+    conv.conv2d_backward(dy, x, w, g, algo="implicit_gemm")
+    by = {c[0].replace("_narrow", ""): c for c in dry}
+    fwd, dxk, dwk = (by[f"conv2d_{p}_implicit_gemm"] for p in ("fwd", "bwd_dx", "bwd_dw"))
+    assert int(fwd[3][8]) == int(dxk[3][6]) == int(dwk[3][6]) == 1
+    assert fwd[3][0].data.ptr == x.data.ptr and fwd[3][1].a.shape == w.shape          # w as given
+    assert dxk[3][0].data.ptr == dy.data.ptr and dwk[3][0].data.ptr == x.data.ptr and dwk[3][1].data.ptr == dy.data.ptr
+    assert fwd[1]["VEC"] == dxk[1]["VEC"] == dwk[1]["VEC"] == 1
+    assert LAUNCHES["conv2d_input_relayout"] == before
+    for layout, relayout in (("channels_last", False), ("forced", True)):
+        dry.clear()
+        xs, dys = (x, dy) if layout == "forced" else (_channels_last(x), _channels_last(dy))
+        if layout == "forced":
+            monkeypatch.setenv(conv_policy.RELAYOUT_ENV, "1")
+        conv.conv2d_forward(xs, w, b, g, algo="implicit_gemm")
+        conv.conv2d_backward(dys, xs, w, g, algo="implicit_gemm")
+        by = {c[0].replace("_narrow", ""): c for c in dry}
+        fwd, dxk, dwk = (by[f"conv2d_{p}_implicit_gemm"] for p in ("fwd", "bwd_dx", "bwd_dw"))
+        assert int(fwd[3][8]) == int(dxk[3][6]) == int(dwk[3][6]) == 0
+        assert fwd[3][1].a.shape == (g.K, g.R, g.S, g.c_per_group)                     # w re-laid (r, s, c)
+        assert (LAUNCHES["conv2d_input_relayout"] > before) == relayout, layout
+        before = LAUNCHES["conv2d_input_relayout"]

@@ -8,6 +8,8 @@ What lives here is decided once for both backends; what differs between them is 
     granule and workspace budget;
   - the stride-residue classes of dX (:func:`residue_classes`);
   - whether the forward / dX / dW take the Hopper wgmma kernels (:func:`use_wgmma`);
+  - how an implicit GEMM reads its activations: in place as NCHW, or from a channels-last copy
+    (:func:`gemm_activation_layout`, with its switch RELAYOUT_ENV);
   - the 32-bit extents of kernels that index with int (:func:`check_extents`; the limits
     themselves, the int64 decision and the SM count assumed off a GPU are in
     ``cnngpu.backends.limits``).
@@ -15,7 +17,8 @@ What lives here is decided once for both backends; what differs between them is 
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+import os
+from typing import Iterable, List, Tuple
 
 from ..geometry import ConvGeometry, ceil_div
 from .limits import extent_overflows
@@ -85,10 +88,42 @@ def use_wgmma(dtype: str, compute_capability: int, *chunked_channels: int, align
     """True when an implicit GEMM takes the Hopper wgmma kernel instead of the mma.sync one: an
     sm_90 device (the sm_90a build runs nowhere else), fp16/bf16, and operands copied in 16-byte
     chunks of channels that never straddle a (r, s) tap or the tensor's alignment: every count of
-    ``chunked_channels`` (C/groups for the forward, K/groups for dX, both for dW) a multiple of
-    WGMMA_CHUNK and the operand bases 16-byte ``aligned``."""
+    ``chunked_channels`` a multiple of WGMMA_CHUNK and the operand bases 16-byte ``aligned``. The
+    counts are the 16-byte-copied runs: C/groups for the forward on NHWC x (C/groups*R*S on NCHW x,
+    whose weights keep their (C/groups, R, S) order), K/groups for dX, C/groups and K/groups for dW
+    on NHWC activations (none on NCHW ones: activations read in place go through registers)."""
     return (int(compute_capability) == WGMMA_ARCH and dtype in ("float16", "bfloat16")
             and all(c % WGMMA_CHUNK == 0 for c in chunked_channels) and aligned)
+
+
+# ------------------------------------------------------------------------------------------------
+# activation layout of the implicit GEMMs
+# ------------------------------------------------------------------------------------------------
+# Switch: CNNGPU_CONV_RELAYOUT=1 copies C-contiguous NCHW activations to channels-last before the
+# implicit GEMMs (one extra read + write per call; on the cupy backend the NHWC kernels then take
+# their 16-byte cp.async loads) instead of reading them in place. Off by default: issue 15 asks for
+# no per-call re-layout; which is faster per layer is unmeasured (the GPU report can time both).
+RELAYOUT_ENV = "CNNGPU_CONV_RELAYOUT"
+
+
+def relayout_forced() -> bool:
+    """Whether RELAYOUT_ENV asks for channels-last copies of NCHW activations."""
+    return os.environ.get(RELAYOUT_ENV, "0") not in ("", "0")
+
+
+def gemm_activation_layout(layouts: Iterable[str], reads_nchw: bool = True) -> str:
+    """'nchw' or 'nhwc': how one implicit-GEMM pass reads its activations (x for the forward, dy for
+    dX, both for dW), given each one's memory layout: 'nchw' (C-contiguous), 'channels_last'
+    (contiguous as (N, H, W, C)) or 'other' (any other strides).
+
+    'nchw' -- read in place, no copy -- when every activation is C-contiguous, the backend's kernels
+    read NCHW (``reads_nchw``) and RELAYOUT_ENV is off; else 'nhwc': the kernels read channels-last,
+    and every activation not already channels-last is copied once (a re-layout the backend records).
+    """
+    ls = list(layouts)
+    if reads_nchw and all(x == "nchw" for x in ls) and not relayout_forced():
+        return "nchw"
+    return "nhwc"
 
 
 # ------------------------------------------------------------------------------------------------

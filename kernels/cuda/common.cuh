@@ -7,7 +7,8 @@
 // instructions (round to nearest even).
 //
 // Stable interface (other op files include this): f16_t, bf16_t, to_float, from_float<T>,
-// load_float, store_float, warp_reduce_sum, warp_reduce_max, block_reduce_sum, ceil_div, is_same_t.
+// load_float, store_float, warp_reduce_sum, warp_reduce_max, block_reduce_sum, ceil_div, is_same_t,
+// RowCached / fill_rows.
 #pragma once
 
 // 16-bit float storage. The bit pattern is the IEEE binary16 / bfloat16 value.
@@ -107,4 +108,23 @@ __device__ __forceinline__ float block_reduce_sum(float v, float* scratch) {
     __syncthreads();
     v = (lane < nwarps) ? scratch[lane] : 0.0f;
     return warp_reduce_sum(v);
+}
+
+// ---- per-row state of an implicit-GEMM operand, kept in shared memory ---------------------------
+// A loader that asks an operand functor (conv2d_igemm.cuh's interface) for the row state of every
+// row it loads, on every slice, gets it from a per-block table filled once (fill_rows, before the
+// main loop) through RowCached instead of decoding the row again. Op::RS must be a plain struct.
+template <class Op>
+struct RowCached : Op {
+    const typename Op::RS* rows;  // [ROWS] in shared memory
+    __device__ __forceinline__ typename Op::RS rstate(int row) const { return rows[row]; }
+};
+
+// table[row] = op.rstate(row) for row < ROWS, by the whole block, then a barrier (every thread of
+// the block must call it).
+template <int ROWS, class Op>
+__device__ __forceinline__ RowCached<Op> fill_rows(const Op& op, typename Op::RS* table) {
+    for (int row = threadIdx.x; row < ROWS; row += blockDim.x) table[row] = op.rstate(row);
+    __syncthreads();
+    return RowCached<Op>{op, table};
 }

@@ -4,7 +4,8 @@
 //   SCALAR_T  float | f16_t | bf16_t   storage type of dy, x, w and of dx, dw, db (fp32 accumulation)
 //   VEC       1, or 16 bytes / sizeof(SCALAR_T): elements per global load of the implicit GEMMs
 //             (the launcher uses VEC > 1 for dX only when K/groups is a multiple of it, for dW only
-//             when both C/groups and K/groups are)
+//             when both C/groups and K/groups are; on NCHW activations read in place only for 1x1,
+//             stride-1, unpadded convs with H*W a multiple of it)
 //
 // Entry points (grid mapping in the comment above each):
 //   conv2d_bwd_dx_implicit_gemm   dX[n,h,w][c] = sum_{r,s,k} dY[n,p,q][k] * W[k][c][r][s] as an
@@ -43,33 +44,6 @@ static_assert(RED_THREADS % 32 == 0 && RED_THREADS <= 1024, "block reductions wo
 // ================================================================================================
 #include "conv2d_bwd_operands.cuh"
 
-struct DxOpA {  // dY (N, P, Q, K) contiguous
-    const RAW* ptr;
-    const long long* s_nb;  // per tile row: n*P*Q*K + g*Kg, or -1 past the class's last pixel
-    const int* s_i;         // class-local row i
-    const int* s_j;         // class-local col j
-    const DxTaps* taps;
-    int P, Q, K, Kg, Kred;
-    struct RS { long long nb; int i, j; };
-    struct KS { int k, dp, dq; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const { return RS{s_nb[row], s_i[row], s_j[row]}; }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
-        KS k;
-        k.ok = d.ok;
-        k.k = d.k;
-        k.dp = d.ok ? taps->dp[d.tr] : 0;
-        k.dq = d.ok ? taps->dq[d.ts] : 0;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int p = r.i + k.dp, q = r.j + k.dq;
-        if (!k.ok || r.nb < 0 || (unsigned)p >= (unsigned)P || (unsigned)q >= (unsigned)Q) return false;
-        off = r.nb + ((long long)p * Q + q) * K + k.k;
-        return true;
-    }
-};
-
 // Grid: x = tiles of 128 pixels of one residue class (ceil(N * ceil(H/sh) * ceil(W/sw) / 128),
 // blocks past the class's own pixel count exit), y = tiles of 128 (or 64, _narrow) input channels
 // of the group,
@@ -77,16 +51,16 @@ struct DxOpA {  // dY (N, P, Q, K) contiguous
 // threads, dynamic shared memory igemm_smem_bytes (conv2d_igemm.cuh). Split `split` runs the
 // BK-slices [split * kt_chunk, +kt_chunk) of its class's reduction (possibly none: it then writes
 // zeros); with splits > 1 into ws[split] (splits, N, C, H, W) fp32, summed in order by
-// conv2d_bwd_sum_splits, else into dx. dy_nchw = 1 (1x1, stride 1, no padding): dy_nhwc is dy itself,
-// contiguous NCHW, read by NchwPixelsOp (no copy).
+// conv2d_bwd_sum_splits, else into dx. dy_nchw = 1 (launcher, conv_policy.gemm_activation_layout):
+// dy_nhwc is dy itself, contiguous NCHW, read in place by DxNchwOpA (no copy), any geometry.
 template <int BN>
 __device__ __forceinline__ void conv2d_bwd_dx_implicit_gemm_impl(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
     float* __restrict__ ws, int splits, int kt_chunk, int dy_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
-    __shared__ long long s_nb[IG_BM], s_out[IG_BM];
-    __shared__ int s_i[IG_BM], s_j[IG_BM];
+    __shared__ long long s_out[IG_BM];
+    __shared__ DxOpA::RS s_rows[IG_BM];  // NHWC dy: the tile's row states (RowCached)
     __shared__ DxTaps taps;
     const int classes = sh * sw;
     const int gc = blockIdx.z / splits, split = blockIdx.z - gc * splits;
@@ -98,56 +72,19 @@ __device__ __forceinline__ void conv2d_bwd_dx_implicit_gemm_impl(
     const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     if (m0 >= Mc) return;  // uniform over the block
     const int Cg = C / G, Kg = K / G;
-    if (threadIdx.x == 0) {
-        int nr = 0, ns = 0;
-        for (int r = 0; r < R; ++r) {
-            const int t = a + ph - r * dh;  // may be negative; C's % and / are exact when sh | t
-            if (t % sh == 0) {
-                taps.r[nr] = r;
-                taps.dp[nr] = t / sh;
-                ++nr;
-            }
-        }
-        for (int s = 0; s < S; ++s) {
-            const int t = b + pw - s * dw;
-            if (t % sw == 0) {
-                taps.s[ns] = s;
-                taps.dq[ns] = t / sw;
-                ++ns;
-            }
-        }
-        taps.nr = nr;
-        taps.ns = ns > 0 ? ns : 1;  // ns is a divisor in dx_decode; Kred = 0 when either is 0
-        if (ns == 0) taps.nr = 0;
-    }
-    for (int row = threadIdx.x; row < IG_BM; row += IG_THREADS) {
-        const int m = m0 + row;
-        if (m < Mc) {
-            const int n = m / HWc, ij = m - n * HWc, i = ij / Wc, j = ij - i * Wc;
-            s_nb[row] = (long long)n * P * Q * K + (long long)g * Kg;
-            s_out[row] = (long long)n * C * H * W + (long long)(a + i * sh) * W + (b + j * sw);
-            s_i[row] = i;
-            s_j[row] = j;
-        } else {
-            s_nb[row] = -1;
-            s_out[row] = -1;
-            s_i[row] = 0;
-            s_j[row] = 0;
-        }
-    }
-    __syncthreads();
+    dx_class_setup(taps, s_out, IG_BM, a, b, m0, Mc, HWc, Wc, C, H, W, R, S, sh, sw, ph, pw, dh, dw);
     const int Kred = taps.nr * taps.ns * Kg;
-    const DxOpA opa{dy_nhwc, s_nb, s_i, s_j, &taps, P, Q, K, Kg, Kred};
     const DxOpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
     const int ktiles = ceil_div(Kred, IG_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
     const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
-    if (dy_nchw) {  // 1x1, stride 1, no padding, dy contiguous NCHW: A[m][k] = dy[n][g*Kg + k][hw]
-        const NchwPixelsOp<RAW> an{dy_nhwc, m0, Mc, H * W, K, Kg, g};
+    if (dy_nchw) {
+        const DxNchwOpA an{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
         igemm_tile<T, BN, VEC, false, true>(an, opb, ep, kt_begin, kt_end);
     } else {
-        igemm_tile<T, BN, VEC, true, true>(opa, opb, ep, kt_begin, kt_end);
+        const DxOpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
+        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(opa, s_rows), opb, ep, kt_begin, kt_end);
     }
 }
 
@@ -229,58 +166,33 @@ extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_bwd_dx_direc
 // [z * kt_chunk, min((z + 1) * kt_chunk, ceil(N*P*Q / BK))); with splits > 1 each split writes its
 // fp32 partial dW to ws[split] and conv2d_bwd_sum_splits adds them up, else dW is written directly.
 // ================================================================================================
-struct DwOpA {  // x (N, H, W, C) contiguous
-    const RAW* ptr;
-    int m0, Cg, S, CgRS, H, W, C, P, Q, PQ, NPQ, sh, sw, ph, pw, dh, dw, g;
-    struct RS { int coff, rr, ss; bool ok; };
-    struct KS { long long nbase; int hp, wq; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int a = m0 + row, rs = a / Cg, c = a - rs * Cg, r = rs / S, s = rs - r * S;
-        return RS{g * Cg + c, r * dh - ph, s * dw - pw, a < CgRS};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        KS k;
-        k.ok = kidx < NPQ;
-        const int kk = k.ok ? kidx : 0;
-        const int n = kk / PQ, pq = kk - n * PQ, p = pq / Q, q = pq - p * Q;
-        k.nbase = (long long)n * H * W * C;
-        k.hp = p * sh;
-        k.wq = q * sw;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int h = k.hp + r.rr, w = k.wq + r.ss;
-        if (!(r.ok && k.ok) || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
-        off = k.nbase + ((long long)h * W + w) * C + r.coff;
-        return true;
-    }
-};
-
 // Grid: x = tiles of 128 rows (r, s, c) of Cg*R*S, y = tiles of 128 (or 64, _narrow) output
 // channels of the group,
 // z = g * splits + split. Block: 256 threads, dynamic shared memory igemm_smem_bytes.
-// ws: (splits, K, Cg, R, S) fp32, used iff splits > 1. nchw = 1 (1x1, stride 1, no padding):
-// x_nhwc and dy_nhwc are x and dy themselves, contiguous NCHW, read by NchwChannelsOp (no copies).
+// ws: (splits, K, Cg, R, S) fp32, used iff splits > 1. nchw = 1 (launcher,
+// conv_policy.gemm_activation_layout): x_nhwc and dy_nhwc are x and dy themselves, contiguous
+// NCHW, read in place by DwNchwOpA (row state in a shared table) and DwNchwOpB, any geometry.
 template <int BN>
 __device__ __forceinline__ void conv2d_bwd_dw_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ dy_nhwc, T* __restrict__ dw,
     float* __restrict__ ws, int splits, int kt_chunk, int nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dwl, int G) {
+    __shared__ DwNchwOpA::RS s_rows[IG_BM];
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
     const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     const int Cg = C / G, Kg = K / G, RS = R * S, CgRS = Cg * RS, PQ = P * Q, NPQ = N * PQ;
     const int ktiles = ceil_div(NPQ, IG_BK);
     const int kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * K * CgRS : nullptr;
-    const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, P, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
-    const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
     const DwEpilogue ep{dw, wsp, m0, n0, Cg, RS, CgRS, Kg, g};
-    if (nchw) {  // 1x1, stride 1, no padding, x and dy contiguous NCHW: both contiguous along (n, hw)
-        const NchwChannelsOp<RAW> an{x_nhwc, m0, Cg, H * W, C, NPQ, g};
-        const NchwChannelsOp<RAW> bn{dy_nhwc, n0, Kg, P * Q, K, NPQ, g};
-        igemm_tile<T, BN, VEC, true, true>(an, bn, ep, kt_begin, kt_end);
+    if (nchw) {
+        const DwNchwOpA an{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
+        const DwNchwOpB bn{dy_nhwc, n0, Kg, K, PQ, NPQ, g};
+        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(an, s_rows), bn, ep, kt_begin, kt_end);
     } else {
+        const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
+        const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
         igemm_tile<T, BN, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
     }
 }

@@ -13,7 +13,9 @@
 // kidx = (tap t = tr * ns + ts, k) over nr * ns * K/groups,
 //   A[m][kidx] = dy_nhwc[n][i + dp[tr]][j + dq[ts]][g*Kg + k]  (zero outside 0 <= p < P, 0 <= q < Q)
 //   B[c][kidx] = w_grsck[g][r[tr]][s[ts]][c][k]                 (weights as (G, R, S, Cg, Kg))
-// Both K-major, K/groups a multiple of 8 and both 16-byte aligned (the launcher checks).
+// Both K-major, K/groups a multiple of 8 and both 16-byte aligned (the launcher checks), loaded by
+// cp.async -- or, with dy_nchw = 1, A from dy contiguous NCHW read in place (DxNchwOpA,
+// register-staged scalar loads into the MN-major layout: rows run along q).
 #include "conv2d_igemm_sm90.cuh"
 
 #if !defined(SCALAR_T) || !defined(DX_MAX_TAPS)
@@ -24,30 +26,6 @@ typedef unsigned short RAW;
 
 #include "conv2d_bwd_operands.cuh"
 
-struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
-    const RAW* ptr;
-    const DxTaps* taps;
-    int m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred;
-    struct RS { long long nb; int i, j; };
-    struct KS { int k, dp, dq; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int m = m0 + row;
-        if (m >= Mc) return RS{-1, 0, 0};
-        const int n = m / HWc, ij = m - n * HWc, i = ij / Wc;
-        return RS{(long long)n * P * Q * K + (long long)g * Kg, i, ij - i * Wc};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        const DxTapIdx d = dx_decode(kidx, Kred, Kg, taps->ns);
-        return KS{d.k, d.ok ? taps->dp[d.tr] : 0, d.ok ? taps->dq[d.ts] : 0, d.ok};
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int p = r.i + k.dp, q = r.j + k.dq;
-        if (!k.ok || r.nb < 0 || (unsigned)p >= (unsigned)P || (unsigned)q >= (unsigned)Q) return false;
-        off = r.nb + ((long long)p * Q + q) * K + k.k;
-        return true;
-    }
-};
-
 // Grid: x = tiles of 128 pixels of one residue class (ceil(N * ceil(H/sh) * ceil(W/sw) / 128),
 // blocks past the class's own pixel count exit), y = tiles of 128 input channels of the group,
 // z = (g * (sh * sw) + a * sw + b) * splits + split (group, residue class, split). Block: 256
@@ -57,7 +35,7 @@ struct Dx90OpA {  // dY (N, P, Q, K) contiguous; row state in registers
 // H, W) fp32, summed in order by conv2d_bwd_sum_splits, else into dx.
 extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit_gemm_sm90(
     const RAW* __restrict__ dy_nhwc, const RAW* __restrict__ w_grsck, T* __restrict__ dx,
-    float* __restrict__ ws, int splits, int kt_chunk,
+    float* __restrict__ ws, int splits, int kt_chunk, int dy_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -74,46 +52,20 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_bwd_dx_implicit
     const int m0 = blockIdx.x * W90_BM, n0 = blockIdx.y * W90_BN;
     if (m0 >= Mc) return;  // uniform over the block
     const int Cg = C / G, Kg = K / G;
-    if (threadIdx.x == 0) {
-        int nr = 0, ns = 0;
-        for (int r = 0; r < R; ++r) {
-            const int t = a + ph - r * dh;  // may be negative; C's % and / are exact when sh | t
-            if (t % sh == 0) {
-                taps.r[nr] = r;
-                taps.dp[nr] = t / sh;
-                ++nr;
-            }
-        }
-        for (int s = 0; s < S; ++s) {
-            const int t = b + pw - s * dw;
-            if (t % sw == 0) {
-                taps.s[ns] = s;
-                taps.dq[ns] = t / sw;
-                ++ns;
-            }
-        }
-        taps.nr = nr;
-        taps.ns = ns > 0 ? ns : 1;  // ns is a divisor in dx_decode; Kred = 0 when either is 0
-        if (ns == 0) taps.nr = 0;
-    }
-    for (int row = threadIdx.x; row < W90_BM; row += W90_THREADS) {
-        const int m = m0 + row;
-        if (m < Mc) {
-            const int n = m / HWc, ij = m - n * HWc, i = ij / Wc, j = ij - i * Wc;
-            s_out[row] = (long long)n * C * H * W + (long long)(a + i * sh) * W + (b + j * sw);
-        } else {
-            s_out[row] = -1;
-        }
-    }
-    __syncthreads();
+    dx_class_setup(taps, s_out, W90_BM, a, b, m0, Mc, HWc, Wc, C, H, W, R, S, sh, sw, ph, pw, dh, dw);
     const int Kred = taps.nr * taps.ns * Kg;
-    const Dx90OpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
     const DxOpB opb{w_grsck, &taps, n0, g, R, S, Cg, Kg, Kred};
     const int ktiles = ceil_div(Kred, W90_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * C * H * W : nullptr;
     const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
-    w90_igemm_tile<T, true, true>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+    if (dy_nchw) {
+        const DxNchwOpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
+        w90_igemm_tile<T, false, true, true, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+    } else {
+        const DxOpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
+        w90_igemm_tile<T, true, true, false, false>(w90_smem, opa, opb, ep, kt_begin, kt_end);
+    }
 #else
     asm volatile("trap;");
 #endif

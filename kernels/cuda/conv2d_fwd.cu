@@ -3,14 +3,16 @@
 // Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
 //   SCALAR_T  float | f16_t | bf16_t   storage type of x, w, b, y (fp32 accumulation always)
 //   VEC       1, or 16 bytes / sizeof(SCALAR_T): elements per global load in the implicit GEMM
-//             (the launcher uses VEC > 1 only when C/groups is a multiple of it)
+//             (the launcher uses VEC > 1 only when C/groups is a multiple of it, and for an NCHW
+//             x only for 1x1, stride-1, unpadded convs with H*W a multiple of it)
 //
 // Entry points:
 //   conv2d_fwd_direct_4ch / _1ch   direct convolution, input halo tile per channel in shared
 //                                  memory, 4 (or 1) output channels per thread; any x strides.
 //   conv2d_fwd_implicit_gemm       implicit GEMM (M = N*P*Q pixels, N = K/groups, reduction
-//                                  R*S*C/groups) on x in NHWC and w in (K, R, S, C/groups), both
-//                                  contiguous (the launcher makes them so); bias fused; optional
+//                                  R*S*C/groups) on x in NHWC and w in (K, R, S, C/groups), or on
+//                                  x contiguous NCHW read in place and w as (K, C/groups, R, S),
+//                                  all contiguous (the launcher makes them so); bias fused; optional
 //                                  deterministic split-K (partials summed by conv2d_bwd.cu's
 //                                  conv2d_bwd_sum_splits).
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw); ph, pw are the
@@ -111,81 +113,40 @@ extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_fwd_direct_1
     conv2d_fwd_direct_impl<1>(DIRECT_ARGS);
 }
 
-// ------------------------------------------------------------------------------------------------
-// Implicit GEMM operands. A[m][kidx] = x_nhwc[n][h][w][g*Cg + c] with m = (n, p, q) and
-// kidx = (r*S + s)*Cg + c; B[k][kidx] = w_krsc[g*Kg + k][kidx] (contiguous along kidx).
-// ------------------------------------------------------------------------------------------------
-struct FwdOpA {
-    const RAW* ptr;
-    const long long* s_nb;  // per tile row: n*H*W*C + g*Cg, or -1 past the last pixel
-    const int* s_h0;        // p*sh - ph
-    const int* s_w0;        // q*sw - pw
-    int H, W, C, Cg, S, dh, dw, Kred;
-    struct RS { long long nb; int h0, w0; };
-    struct KS { int c, rr, ss; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const { return RS{s_nb[row], s_h0[row], s_w0[row]}; }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        KS k;
-        k.ok = kidx < Kred;
-        const int rs = kidx / Cg, r = rs / S;
-        k.c = kidx - rs * Cg;
-        k.rr = r * dh;
-        k.ss = (rs - r * S) * dw;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
-        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
-        off = r.nb + ((long long)h * W + w) * C + k.c;
-        return true;
-    }
-};
-
 #include "conv2d_fwd_operands.cuh"
 
 // Grid: x = tiles of 128 output pixels m = (n, p, q) of the N*P*Q, y = tiles of 128 (or 64,
-// _narrow) output channels within the group, z = g * splits + split. Block: 256 threads (see conv2d_igemm.cuh);
-// dynamic shared memory: the launcher's igemm_smem_bytes. Split `split` runs the BK-slices
-// [split * kt_chunk, min(+kt_chunk, ceil(Kred / BK))) of the R*S*C/groups reduction; with
-// splits > 1 it writes its fp32 partial (split 0 with the bias) to ws[split] (splits, N, K, P, Q)
-// and conv2d_bwd_sum_splits adds them up in order, else y is written directly. x_nchw = 1 (a 1x1,
-// stride-1, unpadded conv): x_nhwc is x itself, contiguous NCHW, read by NchwPixelsOp (no copy).
+// _narrow) output channels within the group, z = g * splits + split. Block: 256 threads (see
+// conv2d_igemm.cuh); dynamic shared memory: the launcher's igemm_smem_bytes. Split `split` runs
+// the BK-slices [split * kt_chunk, min(+kt_chunk, ceil(Kred / BK))) of the R*S*C/groups
+// reduction; with splits > 1 it writes its fp32 partial (split 0 with the bias) to ws[split]
+// (splits, N, K, P, Q) and conv2d_bwd_sum_splits adds them up in order, else y is written
+// directly. Activation layout (launcher, conv_policy.gemm_activation_layout):
+//   x_nchw = 0: x_nhwc is x as (N, H, W, C) contiguous, w_krsc the weights as (K, R, S, C/groups)
+//               (FwdOpA, reduction (r, s, c));
+//   x_nchw = 1: x_nhwc is x itself, contiguous NCHW, read in place by FwdNchwOpA, and w_krsc the
+//               weights as given, (K, C/groups, R, S) contiguous (reduction (c, r, s)).
 template <int BN>
 __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
     int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
-    __shared__ long long s_nb[IG_BM];
-    __shared__ int s_h0[IG_BM], s_w0[IG_BM];
+    __shared__ FwdOpA::RS s_rows[IG_BM];  // NHWC x: the tile's row states (RowCached)
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
     const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
     const int Cg = C / G, Kg = K / G, PQ = P * Q, M = N * PQ, Kred = R * S * Cg;
-    for (int row = threadIdx.x; row < IG_BM; row += IG_THREADS) {
-        const int m = m0 + row;
-        if (m < M) {
-            const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
-            s_nb[row] = (long long)n * H * W * C + (long long)g * Cg;
-            s_h0[row] = p * sh - ph;
-            s_w0[row] = q * sw - pw;
-        } else {
-            s_nb[row] = -1;
-            s_h0[row] = 0;
-            s_w0[row] = 0;
-        }
-    }
-    __syncthreads();
     const int ktiles = ceil_div(Kred, IG_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
-    const FwdOpA a{x_nhwc, s_nb, s_h0, s_w0, H, W, C, Cg, S, dh, dw, Kred};
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
     const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
-    if (x_nchw) {  // 1x1, stride 1, no padding, x contiguous NCHW: A[m][c] = x[n][g*Cg + c][pq]
-        const NchwPixelsOp<RAW> an{x_nhwc, m0, M, PQ, C, Cg, g};
+    if (x_nchw) {
+        const FwdNchwOpA an{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
         igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
     } else {
-        igemm_tile<T, BN, VEC, true, true>(a, b, ep, kt_begin, kt_end);
+        const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(a, s_rows), b, ep, kt_begin, kt_end);
     }
 }
 

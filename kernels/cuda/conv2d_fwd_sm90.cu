@@ -9,9 +9,13 @@
 //
 // Entry point:
 //   conv2d_fwd_implicit_gemm_sm90  M = N*P*Q output pixels, N = K/groups channels, reduction
-//       R*S*C/groups over x in NHWC and w in (K, R, S, C/groups), both contiguous, C/groups a
-//       multiple of 8 and both 16-byte aligned (the launcher checks); bias fused; deterministic
-//       split-K (partials summed by conv2d_bwd.cu's conv2d_bwd_sum_splits).
+//       R*S*C/groups, bias fused, deterministic split-K (partials summed by conv2d_bwd.cu's
+//       conv2d_bwd_sum_splits), on either
+//         x_nchw = 0: x in NHWC and w in (K, R, S, C/groups), both contiguous, C/groups a multiple
+//                     of 8 and both 16-byte aligned (the launcher checks): cp.async, both K-major;
+//         x_nchw = 1: x contiguous NCHW read in place (FwdNchwOpA, register-staged scalar loads
+//                     into the MN-major layout: rows run along q) and w as given, (K, C/groups,
+//                     R, S) contiguous, C/groups*R*S a multiple of 8, 16-byte aligned: cp.async.
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw).
 #include "conv2d_igemm_sm90.cuh"
 
@@ -20,36 +24,6 @@
 #endif
 typedef SCALAR_T T;
 typedef unsigned short RAW;
-
-// A[m][kidx] = x_nhwc[n][h][w][g*Cg + c], m = (n, p, q), kidx = (r*S + s)*Cg + c. Row state in
-// registers (4 rows per thread).
-struct Fwd90OpA {
-    const RAW* ptr;
-    int m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred;
-    struct RS { long long nb; int h0, w0; };
-    struct KS { int c, rr, ss; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int m = m0 + row;
-        if (m >= M) return RS{-1, 0, 0};
-        const int n = m / PQ, pq = m - n * PQ, p = pq / Q, q = pq - p * Q;
-        return RS{(long long)n * H * W * C + (long long)g * Cg, p * sh - ph, q * sw - pw};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        KS k;
-        k.ok = kidx < Kred;
-        const int rs = kidx / Cg, r = rs / S;
-        k.c = kidx - rs * Cg;
-        k.rr = r * dh;
-        k.ss = (rs - r * S) * dw;
-        return k;
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        const int h = r.h0 + k.rr, w = r.w0 + k.ss;
-        if (!k.ok || r.nb < 0 || (unsigned)h >= (unsigned)H || (unsigned)w >= (unsigned)W) return false;
-        off = r.nb + ((long long)h * W + w) * C + k.c;
-        return true;
-    }
-};
 
 #include "conv2d_fwd_operands.cuh"
 
@@ -60,7 +34,7 @@ struct Fwd90OpA {
 // it then writes zeros); with splits > 1 into ws[split] (splits, N, K, P, Q) fp32, else into y.
 extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_gemm_sm90(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
-    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -71,10 +45,15 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
     const int ktiles = ceil_div(Kred, W90_BK);
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
-    const Fwd90OpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
     const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
-    w90_igemm_tile<T, true, true>(w90_smem, a, b, ep, kt_begin, kt_end);
+    if (x_nchw) {
+        const FwdNchwOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        w90_igemm_tile<T, false, true, true, false>(w90_smem, a, b, ep, kt_begin, kt_end);
+    } else {
+        const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
+        w90_igemm_tile<T, true, true, false, false>(w90_smem, a, b, ep, kt_begin, kt_end);
+    }
 #else
     asm volatile("trap;");
 #endif

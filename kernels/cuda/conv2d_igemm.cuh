@@ -29,7 +29,8 @@
 //   KFAST = true : the operand is contiguous along the reduction index (e.g. NHWC channels).
 //                  A thread loads NV consecutive k of one row; smem for mma is [row][BK + PAD].
 //   KFAST = false: the operand is contiguous along its rows (e.g. dY's channels in dW).
-//                  A thread loads NV consecutive rows at one k; smem for mma is [BK][ROWS + PAD].
+//                  A thread loads NV consecutive rows at ITERS consecutive k (the warp's lanes
+//                  share each k: coalesced along the rows); smem for mma is [BK][ROWS + PAD].
 //   The fp32 path always keeps smem as [BK][ROWS + PAD].
 // The PAD (8 halves / 4 floats) makes the row stride 16 bytes more than a multiple of 128 (or of
 // 32 words): the 8 row addresses of each ldmatrix phase fall in 8 different 4-bank groups (no bank
@@ -40,6 +41,8 @@
 // Operand functor interface (Op):
 //   typedef ... RS;  RS rstate(int row) const;     // per-row state (row is tile-local)
 //   typedef ... KS;  KS kstate(int kidx) const;    // per-reduction-index state (kidx is global)
+//   KS knext(const KS& ks, int kidx) const;         // !KFAST operands: the state of kidx, given
+//                                                   // ks = the state of kidx - 1 (an increment)
 //   bool offset(const RS&, const KS&, long long& off) const;   // false -> zero
 //   const RAW* ptr;                                 // base pointer (raw bits)
 #pragma once
@@ -135,7 +138,8 @@ struct TileLoader {
     // KFAST: LPR loads per row, a pass covers RSTEP rows
     static constexpr int LPR = BK / NV;
     static constexpr int RSTEP = IG_THREADS / LPR;
-    // !KFAST: RPV row vectors, a pass covers KSTEP reduction indices
+    // !KFAST: RPV row vectors; the threads of one row vector take KSTEP runs of ITERS consecutive
+    // reduction indices (decoded once by kstate, then advanced by knext)
     static constexpr int RPV = ROWS / NV;
     static constexpr int KSTEP = IG_THREADS / RPV;
     static constexpr int ITERS = KFAST ? ROWS / RSTEP : BK / KSTEP;
@@ -154,7 +158,7 @@ struct TileLoader {
     __device__ __forceinline__ void issue(const Op& op, int k0, R* smem) const {
         static_assert(NV * sizeof(R) == 16 && L::ROW_MAJOR_K == KFAST, "cp.async moves 16-byte vectors");
         const int t = threadIdx.x;
-        if (KFAST) {
+        if constexpr (KFAST) {
             const int lrow = t / LPR, lk = (t % LPR) * NV;
             const typename Op::KS ks = op.kstate(k0 + lk);
 #pragma unroll
@@ -165,19 +169,21 @@ struct TileLoader {
                 cp_async16(smem + L::idx(row, lk), op.ptr + (ok ? off : 0), ok);
             }
         } else {
-            const int row = (t % RPV) * NV, lk0 = t / RPV;
+            const int row = (t % RPV) * NV, lk0 = (t / RPV) * ITERS;
+            typename Op::KS ks = op.kstate(k0 + lk0);
 #pragma unroll
             for (int i = 0; i < ITERS; ++i) {
+                if (i > 0) ks = op.knext(ks, k0 + lk0 + i);
                 long long off = 0;
-                const bool ok = op.offset(fixed_row, op.kstate(k0 + lk0 + i * KSTEP), off);
-                cp_async16(smem + L::idx(row, lk0 + i * KSTEP), op.ptr + (ok ? off : 0), ok);
+                const bool ok = op.offset(fixed_row, ks, off);
+                cp_async16(smem + L::idx(row, lk0 + i), op.ptr + (ok ? off : 0), ok);
             }
         }
     }
 
     __device__ __forceinline__ void fetch(const Op& op, int k0) {
         const int t = threadIdx.x;
-        if (KFAST) {
+        if constexpr (KFAST) {
             const int lrow = t / LPR, lk = (t % LPR) * NV;
             const typename Op::KS ks = op.kstate(k0 + lk);
 #pragma unroll
@@ -190,10 +196,11 @@ struct TileLoader {
                     zero_vec(regs[i]);
             }
         } else {
-            const int lk0 = t / RPV;
+            const int lk0 = (t / RPV) * ITERS;
+            typename Op::KS ks = op.kstate(k0 + lk0);
 #pragma unroll
             for (int i = 0; i < ITERS; ++i) {
-                const typename Op::KS ks = op.kstate(k0 + lk0 + i * KSTEP);
+                if (i > 0) ks = op.knext(ks, k0 + lk0 + i);
                 long long off;
                 if (op.offset(fixed_row, ks, off))
                     regs[i] = *reinterpret_cast<const RVec<R, NV>*>(op.ptr + off);
@@ -205,7 +212,7 @@ struct TileLoader {
 
     __device__ __forceinline__ void store(R* smem) const {
         const int t = threadIdx.x;
-        if (KFAST) {
+        if constexpr (KFAST) {
             const int lrow = t / LPR, lk = (t % LPR) * NV;
 #pragma unroll
             for (int i = 0; i < ITERS; ++i) {
@@ -218,10 +225,10 @@ struct TileLoader {
                 }
             }
         } else {
-            const int row = (t % RPV) * NV, lk0 = t / RPV;
+            const int row = (t % RPV) * NV, lk0 = (t / RPV) * ITERS;
 #pragma unroll
             for (int i = 0; i < ITERS; ++i)  // [k][row] layout: the NV rows are contiguous
-                *reinterpret_cast<RVec<R, NV>*>(smem + L::idx(row, lk0 + i * KSTEP)) = regs[i];
+                *reinterpret_cast<RVec<R, NV>*>(smem + L::idx(row, lk0 + i)) = regs[i];
         }
     }
 };
@@ -525,51 +532,6 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
         ep.store(row, col, acc.c[i]);
     }
 }
-
-// ---- NCHW operands of 1x1, stride-1, unpadded convolutions (no NHWC copy of the activations) ----
-// t (N, CT, HW) contiguous, group g's J channels at g*J. Both read 16-byte vectors along the
-// contiguous HW axis; the launcher picks VEC > 1 only when HW (and the other operand's run) is a
-// multiple of it, so a vector never straddles two images.
-//   NchwPixelsOp  : rows m = (n, hw) of N*HW, reduction j < J     -> KFAST = false
-//   NchwChannelsOp: rows j < J (from row0), reduction (n, hw)     -> KFAST = true
-template <typename RAWT>
-struct NchwPixelsOp {
-    const RAWT* ptr;
-    int m0, M, HW, CT, J, g;
-    struct RS { long long base; bool ok; };
-    struct KS { long long off; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int m = m0 + row, n = m / HW, hw = m - n * HW;
-        return RS{((long long)n * CT + (long long)g * J) * HW + hw, m < M};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const { return KS{(long long)kidx * HW, kidx < J}; }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = r.base + k.off;
-        return true;
-    }
-};
-
-template <typename RAWT>
-struct NchwChannelsOp {
-    const RAWT* ptr;
-    int row0, J, HW, CT, NHW, g;
-    struct RS { long long coff; bool ok; };
-    struct KS { long long base; bool ok; };
-    __device__ __forceinline__ RS rstate(int row) const {
-        const int j = row0 + row;
-        return RS{(long long)(g * J + j) * HW, j < J};
-    }
-    __device__ __forceinline__ KS kstate(int kidx) const {
-        const int n = kidx / HW, hw = kidx - n * HW;
-        return KS{(long long)n * CT * HW + hw, kidx < NHW};
-    }
-    __device__ __forceinline__ bool offset(const RS& r, const KS& k, long long& off) const {
-        if (!(r.ok && k.ok)) return false;
-        off = k.base + r.coff;
-        return true;
-    }
-};
 
 // The specialisation of the conv file that includes this header: SCALAR_T (storage type) and VEC
 // (elements per global load of the implicit GEMMs), -D defines from the launcher (conv.defines).

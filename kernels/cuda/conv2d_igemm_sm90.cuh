@@ -7,9 +7,10 @@
 //
 // Each operand is K-major (contiguous along the reduction index: NHWC channels for the forward
 // and dX) or MN-major (contiguous along its rows: dW's x and dY channels; wgmma imm-trans 1), like
-// the KFAST / !KFAST operands of conv2d_igemm.cuh; the launcher guarantees that 8 consecutive
-// elements along the contiguous dimension (16 bytes) are contiguous, 16-byte aligned and all
-// valid or all invalid.
+// the KFAST / !KFAST operands of conv2d_igemm.cuh. An operand is copied by cp.async (W90Loader:
+// the launcher guarantees that 8 consecutive elements along the contiguous dimension (16 bytes)
+// are contiguous, 16-byte aligned and all valid or all invalid) or, for NCHW activations read in
+// place, through registers (W90RegLoader: scalar loads, any alignment).
 //
 // Shared memory (dynamic, W90_STAGES stages, base rounded up to 1024 bytes in the kernel): stage s
 // holds A (128 rows x 64 k) then B (128 rows x 64 k), 16 KiB each, in the PTX ISA's canonical
@@ -28,9 +29,12 @@
 //             proxy) ; __syncthreads ; cp.async slice kt+D into the stage of slice kt-2 ;
 //             wgmma.fence ; 4 x wgmma.mma_async ; wgmma.commit_group ; wgmma.wait_group 1.
 //   The stage refilled at slice kt was read by the wgmmas of slice kt-2, which every warpgroup
-//   retired with its wait_group 1 of slice kt-1, before the barrier. So at any time one slice is
-//   being multiplied, one (the previous) may still be in flight on the tensor cores, and D slices
-//   are being copied.
+//   retired with its wait_group 1 of slice kt-1, before the barrier. A register-staged operand
+//   stores slice kt+D (loaded into registers during slice kt-1) where the cp.async would be
+//   issued, and loads slice kt+D+1 right after the wgmmas of slice kt are issued; its generic
+//   stores reach the async proxy through the fence.proxy.async + barrier of slice kt+1. So at
+//   any time one slice is being multiplied, one (the previous) may still be in flight on the
+//   tensor cores, and D slices are being copied.
 //
 // Everything below needs sm_90a (wgmma); it compiles to nothing for other targets, whose kernels
 // must not be launched (cupy_backend/conv.py selects this path only on sm_90 devices).
@@ -183,7 +187,9 @@ struct W90Loader {
         }
     }
 
-    __device__ __forceinline__ void issue(const Op& op, unsigned tile, int k0) const {
+    __device__ __forceinline__ void fetch(const Op&, int) {}  // cp.async needs no register staging
+
+    __device__ __forceinline__ void issue(const Op& op, unsigned tile, unsigned char*, int k0) const {
         if (KMAJOR) {
             const int c = threadIdx.x % 8;
             const typename Op::KS ks = op.kstate(k0 + 8 * c);
@@ -211,19 +217,91 @@ struct W90Loader {
     }
 };
 
+// Byte offset of element (row, k) of a 128 x 64 operand tile in the layouts above.
+template <bool KMAJOR>
+__device__ __forceinline__ unsigned w90_elem(int row, int k) {
+    if (KMAJOR) return (unsigned)(row * W90_ROW_BYTES + (((k >> 3) ^ (row & 7)) * 16) + (k & 7) * 2);
+    return (unsigned)((k >> 3) * 1024 + (row >> 6) * 8192 + (k & 7) * 128 + ((((row >> 3) & 7) ^ (k & 7)) * 16) +
+                      (row & 7) * 2);
+}
+
+// Register-staged loads of one operand tile (128 rows x 64 k) for operands that 16-byte copies
+// cannot read (NCHW activations in place: padding and strides leave rows unaligned): fetch() loads
+// the slice's 32 elements per thread into registers (scalar, zero where op.offset says so),
+// issue() stores them into the stage in the layout above (generic stores; the main loop's
+// fence.proxy.async + barrier make them visible to wgmma). Lanes run along the operand's
+// contiguous dimension, so a warp's loads coalesce and its shared stores are conflict-free:
+//   KMAJOR (contiguous along k): thread t loads k = t % 64 of rows t / 64 + 4 i (one kstate per
+//           slice, the row state per element: a cheap or RowCached rstate);
+//   MN-major (contiguous along rows): thread t loads row t % 128 (row state once, in registers)
+//           at k = 32 (t / 128) + i (kstate once per slice, then knext increments).
+template <class Op, bool KMAJOR>
+struct W90RegLoader {
+    static constexpr int ITEMS = 128 * W90_BK / W90_THREADS;  // 32
+    unsigned short v[ITEMS];
+    typename Op::RS rs;  // MN-major: the thread's row
+
+    __device__ __forceinline__ void init(const Op& op) {
+        if (!KMAJOR) rs = op.rstate((int)threadIdx.x % 128);
+    }
+
+    __device__ __forceinline__ void fetch(const Op& op, int k0) {
+        const unsigned short* src = reinterpret_cast<const unsigned short*>(op.ptr);
+        if constexpr (KMAJOR) {
+            const typename Op::KS ks = op.kstate(k0 + (int)threadIdx.x % 64);
+#pragma unroll
+            for (int i = 0; i < ITEMS; ++i) {
+                long long off = 0;
+                v[i] = op.offset(op.rstate((int)threadIdx.x / 64 + 4 * i), ks, off) ? src[off] : (unsigned short)0;
+            }
+        } else {
+            const int kb = k0 + ITEMS * ((int)threadIdx.x / 128);
+            typename Op::KS ks = op.kstate(kb);
+#pragma unroll
+            for (int i = 0; i < ITEMS; ++i) {
+                if (i > 0) ks = op.knext(ks, kb + i);
+                long long off = 0;
+                v[i] = op.offset(rs, ks, off) ? src[off] : (unsigned short)0;
+            }
+        }
+    }
+
+    __device__ __forceinline__ void issue(const Op&, unsigned, unsigned char* tp, int) const {
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+            const int row = KMAJOR ? (int)threadIdx.x / 64 + 4 * i : (int)threadIdx.x % 128;
+            const int k = KMAJOR ? (int)threadIdx.x % 64 : ITEMS * ((int)threadIdx.x / 128) + i;
+            *reinterpret_cast<unsigned short*>(tp + w90_elem<KMAJOR>(row, k)) = v[i];
+        }
+    }
+};
+
+// The loader of an operand: cp.async 16-byte copies, or (REG) register-staged scalar loads.
+template <class Op, bool KMAJOR, bool REG>
+struct W90LoaderOf {
+    typedef W90Loader<Op, KMAJOR> type;
+};
+template <class Op, bool KMAJOR>
+struct W90LoaderOf<Op, KMAJOR, true> {
+    typedef W90RegLoader<Op, KMAJOR> type;
+};
+
 // The main loop: reduction slices [kt_begin, kt_end) of W90_BK, then ep.store(row, col, value)
 // for every element of the tile (tile-local coordinates; the epilogue checks bounds). AK / BK:
-// operand A / B is K-major (else MN-major). Every thread of the block must call it (it
-// synchronises). smem: the kernel's dynamic shared memory.
-template <typename T, bool AK, bool BK, class OpA, class OpB, class Ep>
+// operand A / B is K-major (else MN-major); AREG / BREG: loaded through registers (W90RegLoader:
+// slice kt + D is fetched while slice kt - 1's wgmma runs, stored at the top of the next
+// iteration, before the fence and barrier that precede its wgmma) instead of by cp.async. Every
+// thread of the block must call it (it synchronises). smem: the kernel's dynamic shared memory.
+template <typename T, bool AK, bool BK, bool AREG, bool BREG, class OpA, class OpB, class Ep>
 __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& opA, const OpB& opB, const Ep& ep,
                                                int kt_begin, int kt_end) {
     constexpr int D = W90_STAGES - 2;
     const unsigned raw = w90_saddr(smem);
     const unsigned base = (raw + 1023u) & ~1023u;
+    unsigned char* const gbase = smem + (base - raw);  // the same bytes, as a generic pointer
     const int wg = threadIdx.x / 128;
-    W90Loader<OpA, AK> la;
-    W90Loader<OpB, BK> lb;
+    typename W90LoaderOf<OpA, AK, AREG>::type la;
+    typename W90LoaderOf<OpB, BK, BREG>::type lb;
     const int nk = kt_end > kt_begin ? kt_end - kt_begin : 0;
     la.init(opA);
     lb.init(opB);
@@ -234,11 +312,17 @@ __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& o
 #pragma unroll
     for (int s = 0; s < D; ++s) {
         if (s < nk) {
-            const unsigned st = base + (unsigned)s * W90_STAGE_BYTES;
-            la.issue(opA, st, (kt_begin + s) * W90_BK);
-            lb.issue(opB, st + W90_A_BYTES, (kt_begin + s) * W90_BK);
+            const unsigned st = (unsigned)s * W90_STAGE_BYTES;
+            la.fetch(opA, (kt_begin + s) * W90_BK);
+            lb.fetch(opB, (kt_begin + s) * W90_BK);
+            la.issue(opA, base + st, gbase + st, (kt_begin + s) * W90_BK);
+            lb.issue(opB, base + st + W90_A_BYTES, gbase + st + W90_A_BYTES, (kt_begin + s) * W90_BK);
         }
         w90_cp_commit();  // one group per slice, empty past the end: the wait count stays uniform
+    }
+    if (D < nk) {  // register-staged operands: slice D in flight into registers
+        la.fetch(opA, (kt_begin + D) * W90_BK);
+        lb.fetch(opB, (kt_begin + D) * W90_BK);
     }
     for (int kt = 0; kt < nk; ++kt) {  // local slice index; global slice kt_begin + kt
         w90_cp_wait<D - 1>();
@@ -246,9 +330,9 @@ __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& o
         __syncthreads();
         const int kn = kt + D;
         if (kn < nk) {
-            const unsigned st = base + (unsigned)(kn % W90_STAGES) * W90_STAGE_BYTES;
-            la.issue(opA, st, (kt_begin + kn) * W90_BK);
-            lb.issue(opB, st + W90_A_BYTES, (kt_begin + kn) * W90_BK);
+            const unsigned st = (unsigned)(kn % W90_STAGES) * W90_STAGE_BYTES;
+            la.issue(opA, base + st, gbase + st, (kt_begin + kn) * W90_BK);
+            lb.issue(opB, base + st + W90_A_BYTES, gbase + st + W90_A_BYTES, (kt_begin + kn) * W90_BK);
         }
         w90_cp_commit();
         const unsigned st = base + (unsigned)(kt % W90_STAGES) * W90_STAGE_BYTES;
@@ -261,6 +345,10 @@ __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& o
             w90_wgmma<T, AK ? 0 : 1, BK ? 0 : 1>(acc, w90_desc<AK>(a_tile + (AK ? 32u : 2048u) * k16),
                                                  w90_desc<BK>(b_tile + (BK ? 32u : 2048u) * k16));
         w90_wgmma_commit();
+        if (kn + 1 < nk) {  // register-staged operands: the next slice's loads overlap the wgmma
+            la.fetch(opA, (kt_begin + kn + 1) * W90_BK);
+            lb.fetch(opB, (kt_begin + kn + 1) * W90_BK);
+        }
         w90_wgmma_wait<1>();
         w90_fence_operands(acc);
     }

@@ -1,13 +1,23 @@
 """conv2d on the cupy backend: launchers for kernels/cuda/conv2d_fwd.cu and conv2d_bwd.cu.
 
 Arrays are cupy.ndarray (float32, float16, bfloat16); accumulation is always float32. The direct
-kernels read x / dy through their strides (no copy); the implicit-GEMM kernels read NHWC copies of
-x and dy (free for channels-last inputs; none for 1x1 stride-1 unpadded convs on contiguous NCHW
-arrays, read in place: :func:`nchw_direct`) and re-laid-out weights (``conv_weights``: one function
-per layout; w itself when it has the layout already, else a copy made once per parameter version
-that cnngpu.torch / cnngpu.nn declare, ``cnngpu.backends.weight_cache``; a bare cupy array has no
-version and is re-laid on every call). 16-bit tensors are re-laid-out through a uint16 view, so no
-cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of x's dtype.
+kernels read x / dy through their strides (no copy). The implicit-GEMM kernels read the activations
+(x; dy) without a per-call re-layout (``conv_policy.gemm_activation_layout``, :func:`gemm_layout`):
+C-contiguous NCHW arrays in place, for every geometry (operands FwdNchwOpA, DxNchwOpA, DwNchwOpA /
+DwNchwOpB: rows or reduction along the pixels, scalar loads on the 2-stage register-staged main
+loop, 16-byte vectors and cp.async only for 1x1 stride-1 unpadded convs, :func:`nchw_vectors`;
+launches recorded as ``'<family>[nchw]'``), channels-last arrays as NHWC views (16-byte cp.async
+loads where channels allow). Any other strides -- or every NCHW input with the policy switch
+``CNNGPU_CONV_RELAYOUT=1``, kept so the GPU report can time both (which is faster per layer is
+unmeasured) -- are copied to NHWC once per call, recorded as ``launched('conv2d_input_relayout')``
+(:func:`gemm_operand`). The sm_90 wgmma kernels read NCHW activations in place too (register-staged
+scalar loads written into their swizzled shared layouts). The forward on NCHW x reduces over
+(c, r, s), the weights' own order: w is used as given (contiguous); the NHWC forward and dX take
+re-laid-out weights (``conv_weights``: one function per layout; w itself when it has the layout
+already, else a copy made once per parameter version that cnngpu.torch / cnngpu.nn declare,
+``cnngpu.backends.weight_cache``; a bare cupy array has no version and is re-laid on every call). 16-bit tensors are re-laid-out through a
+uint16 view, so no cupy arithmetic on bfloat16 is needed. Outputs are new C-contiguous arrays of
+x's dtype.
 
 Algorithms (``cnngpu.backends.conv_policy``, shared with the triton backend, which also sizes the
 split-K reductions; this module says where each kernel can run: :func:`direct_fwd_plan`,
@@ -17,13 +27,15 @@ split-K reductions; this module says where each kernel can run: :func:`direct_fw
            mma.sync m16n8k16 fed by a 3-stage cp.async pipeline when channels allow 16-byte loads,
            else 2 register-staged stages; exact fp32 FFMA for float32); split-K when the output
            tiles fill under two waves of SMs (``conv_policy.gemm_split_k``); on sm_90 devices
-           fp16/bf16 with C/groups % 8 == 0 take conv2d_fwd_sm90.cu instead: wgmma, 128 x 128
-           tiles, cp.async 4-stage pipeline, built by NVRTC for sm_90a, split-K alike
+           fp16/bf16 with C/groups % 8 == 0 (NCHW x: C/groups*R*S % 8 == 0) take
+           conv2d_fwd_sm90.cu instead: wgmma, 128 x 128 tiles, 4-stage pipeline (cp.async; NCHW x
+           register-staged), built by NVRTC for sm_90a, split-K alike
   dX       implicit GEMM per stride-residue class (no zero-inserted dY), split-K like the forward
            (on sm_90 devices fp16/bf16 with K/groups % 8 == 0: conv2d_bwd_dx_sm90.cu, wgmma, split-K
            alike) | direct gather
   dW       implicit GEMM with split-K over N*P*Q (on sm_90 devices fp16/bf16 with C/groups and
-           K/groups % 8 == 0: conv2d_bwd_dw_sm90.cu, wgmma on MN-major operands) | direct (a block
+           K/groups % 8 == 0, or NCHW x and dy: conv2d_bwd_dw_sm90.cu, wgmma on MN-major (NHWC) or
+           K-major (NCHW) operands) | direct (a block
            per weight element), split too
   db       a block per channel, split too
 Split-K partials go to an fp32 workspace (splits, ...) summed in a fixed order by
@@ -36,8 +48,9 @@ the direct kernels are fp32 FMA either way.
 
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
-``'<family>[split=S]'`` for the split reductions and split-K GEMMs; every weight copy made as
-``conv2d_weight_relayout``.
+``'<family>[split=S]'`` for the split reductions and split-K GEMMs, ``'<family>[nchw]'`` for an
+implicit GEMM that read NCHW activations in place, ``conv2d_input_relayout`` for every activation
+copied to NHWC and ``conv2d_weight_relayout`` for every weight copy made.
 """
 from __future__ import annotations
 
@@ -335,17 +348,48 @@ def _strides(a) -> Tuple[np.int64, ...]:
     return tuple(np.int64(s // a.itemsize) for s in a.strides)
 
 
-def nchw_direct(g: ConvGeometry, *arrays) -> bool:
-    """True when the implicit GEMMs read these activations in place, NCHW: a 1x1, stride-1,
-    unpadded conv (its pixels are the GEMM rows or reduction, contiguous along H*W) and every array
-    C-contiguous. Then there is no NHWC copy (``launched('<family>[nchw]')``)."""
+def memory_layout(a) -> str:
+    """'nchw' (C-contiguous), 'channels_last' (contiguous as (N, H, W, C)) or 'other' strides of a
+    4-d activation (conv_policy.gemm_activation_layout's vocabulary)."""
+    if a.flags.c_contiguous:
+        return "nchw"
+    return "channels_last" if a.transpose(0, 2, 3, 1).flags.c_contiguous else "other"
+
+
+def gemm_layout(*activations, reads_nchw: bool = True) -> str:
+    """'nchw' or 'nhwc': how an implicit-GEMM pass reads these activations
+    (``conv_policy.gemm_activation_layout``; ``reads_nchw`` False for kernels that read NHWC only)."""
+    return policy.gemm_activation_layout((memory_layout(a) for a in activations), reads_nchw)
+
+
+def gemm_operand(a, layout: str):
+    """Activation a (N, C, H, W) as the implicit GEMMs read it, raw bits: for 'nchw' a itself (read
+    in place: C-contiguous, which gemm_layout checked); for 'nhwc' (N, H, W, C) contiguous -- a view
+    when a is channels-last, else a copy, recorded as ``launched('conv2d_input_relayout')`` (the
+    name the triton backend records too)."""
+    if layout == "nchw":
+        return _raw(a)
+    t = _raw(a).transpose(0, 2, 3, 1)
+    if t.flags.c_contiguous:
+        return t
+    launched("conv2d_input_relayout")
+    return cupy.ascontiguousarray(t)
+
+
+def nchw_vectors(g: ConvGeometry) -> bool:
+    """Whether the kernels' in-place NCHW operands may load 16-byte vectors (vec_width still checks
+    the run lengths and alignment): only 1x1, stride-1, unpadded convs, whose pixels -- the GEMM
+    rows (forward, dX) or reduction (dW) -- are contiguous along H*W = P*Q. Any other geometry
+    reads scalars (padding, stride and the taps leave the W offset of a row unaligned)."""
     return (g.R == g.S == 1 and tuple(g.stride) == (1, 1) and tuple(g.pad) == (0, 0) and g.P == g.H
-            and g.Q == g.W and all(a.flags.c_contiguous for a in arrays))
+            and g.Q == g.W)
 
 
-def _nhwc(a):
-    """(N, C, H, W) -> contiguous (N, H, W, C) raw bits (no copy when a is channels-last)."""
-    return cupy.ascontiguousarray(_raw(a).transpose(0, 2, 3, 1))
+def fwd_weight(w, layout: str):
+    """The forward implicit GEMM's weights, raw bits, in the order of its reduction: for NCHW x
+    (reduction (c, r, s)) w itself as (K, C/groups, R, S) contiguous; for NHWC x (reduction (r, s, c))
+    w re-laid as (K, R, S, C/groups)."""
+    return weight_kcrs(w) if layout == "nchw" else weight_krsc(w)
 
 
 def _geom_args(g: ConvGeometry):
@@ -363,9 +407,9 @@ def _launch_w90(fname: str, entry: str, family: str, dtype: str, grid, args):
 
 
 def _w90(dt: str, *chunked_channels: int, ptrs=()) -> bool:
-    """Whether the Hopper wgmma kernel runs this GEMM (``policy.use_wgmma`` on this device, the NHWC
-    operands at ``ptrs`` 16-byte aligned). The wgmma kernels read NHWC operands only, so on sm_90
-    they take precedence over the in-place NCHW 1x1 path of the mma.sync kernels."""
+    """Whether the Hopper wgmma kernel runs this GEMM (``policy.use_wgmma`` on this device): the
+    operands it copies by 16-byte cp.async have runs ``chunked_channels`` (multiples of 8) and bases
+    ``ptrs`` 16-byte aligned. NCHW activations read in place go through registers: no condition."""
     return policy.use_wgmma(dt, device_arch(), *chunked_channels,
                             aligned=vec_width(dt, *chunked_channels, ptrs=ptrs) == max_vec(dt))
 
@@ -416,21 +460,22 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
     grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
-    nchw = nchw_direct(g, x)
-    w_krsc = weight_krsc(w)
-    if policy.use_wgmma(dt, device_arch(), g.c_per_group) and _w90(
-            dt, g.c_per_group, ptrs=((x_nhwc := _nhwc(x)).data.ptr, w_krsc.data.ptr)):
+    layout = gemm_layout(x)
+    xa, wm = gemm_operand(x, layout), fwd_weight(w, layout)
+    nchw = layout == "nchw"
+    # wgmma: the weights (and NHWC x) by 16-byte cp.async along the reduction; NCHW x by scalars
+    if (_w90(dt, g.c_per_group * g.R * g.S, ptrs=(wm.data.ptr,)) if nchw
+            else _w90(dt, g.c_per_group, ptrs=(xa.data.ptr, wm.data.ptr))):
         grid, splits, kt_chunk = fwd_w90_plan(g, sm_count())
-        nchw = False
         ws = _workspace(splits, y.size)
-        args = (x_nhwc, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+        args = (xa, wm, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
         _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, grid, args)
     else:
-        x_in = _raw(x) if nchw else _nhwc(x)
-        runs = (g.H * g.W, g.c_per_group) if nchw else (g.c_per_group,)   # the 16-byte vectors' axes
-        vec = vec_width(dt, *runs, ptrs=(x_in.data.ptr, w_krsc.data.ptr))
+        # the 16-byte vectors' runs: x's pixels (NCHW) or channels (NHWC), the weights' reduction
+        runs = (g.H * g.W, g.c_per_group * g.R * g.S) if nchw else (g.c_per_group,)
+        vec = vec_width(dt, *runs, ptrs=(xa.data.ptr, wm.data.ptr)) if not nchw or nchw_vectors(g) else 1
         ws = _workspace(splits, y.size)
-        args = (x_in, w_krsc, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw),
+        args = (xa, wm, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw),
                 *_geom_args(g))
         _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt,
                 vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
@@ -451,26 +496,26 @@ def _sum_splits(ws, splits: int, out, dt: str) -> None:
             (RED_THREADS,), (ws, np.int32(splits), np.int64(numel), out))
 
 
-def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
+def _grad_x(dy, w, g: ConvGeometry, algo: str, operand, dt: str, tf32: bool = False):
     dx = empty((g.N, g.C, g.H, g.W), dy.dtype)
     if algo == "implicit_gemm":
         grid, splits, kt_chunk = dx_igemm_plan(g, dt, sm_count())
         G, Kg, Cg = g.groups, g.k_per_group, g.c_per_group
         w_grsck = weight_grsck(w, G)
-        if policy.use_wgmma(dt, device_arch(), Kg) and _w90(dt, Kg, ptrs=((d := dy_nhwc()).data.ptr,
-                                                                        w_grsck.data.ptr)):
+        layout = gemm_layout(dy)
+        d = operand("dy", layout)
+        nchw = layout == "nchw"
+        # wgmma: the weights (and NHWC dy) by 16-byte cp.async along k; NCHW dy by scalars
+        if _w90(dt, Kg, ptrs=(w_grsck.data.ptr,) + (() if nchw else (d.data.ptr,))):
             grid, splits, kt_chunk = dx_w90_plan(g, sm_count())
-            nchw = False
             ws = _workspace(splits, dx.size)
-            args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+            args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
             _launch_w90(DX_SM90_FILE, DX_SM90_ENTRIES[0], "conv2d_bwd_dx_implicit_gemm", dt, grid, args)
         else:
-            nchw = nchw_direct(g, dy)
-            d = _raw(dy) if nchw else dy_nhwc()
             ws = _workspace(splits, dx.size)
             args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
             runs = (g.H * g.W, Kg) if nchw else (Kg,)
-            vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr))
+            vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr)) if not nchw or nchw_vectors(g) else 1
             _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
                     vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
@@ -485,22 +530,23 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = Fa
     return dx
 
 
-def _grad_w(dy, x, g: ConvGeometry, algo: str, dy_nhwc, dt: str, tf32: bool = False):
+def _grad_w(dy, x, g: ConvGeometry, algo: str, operand, dt: str, tf32: bool = False):
     dw = empty((g.K, g.c_per_group, g.R, g.S), x.dtype)
     if algo == "implicit_gemm":
-        w90 = policy.use_wgmma(dt, device_arch(), g.c_per_group, g.k_per_group) and _w90(
-            dt, g.c_per_group, g.k_per_group, ptrs=((xn := _nhwc(x)).data.ptr, (d := dy_nhwc()).data.ptr))
-        nchw = not w90 and nchw_direct(g, x, dy)
+        layout = gemm_layout(x, dy)
+        xn, d = operand("x", layout), operand("dy", layout)
+        nchw = layout == "nchw"
+        # wgmma: NHWC x and dy by 16-byte cp.async along the channels; NCHW ones by scalars
+        w90 = _w90(dt) if nchw else _w90(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr, d.data.ptr))
         grid, splits, kt_chunk = dw_w90_plan(g, sm_count()) if w90 else dw_igemm_plan(g, dt, sm_count())
         ws = _workspace(splits, dw.size)
         if w90:
-            args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), *_geom_args(g))
+            args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
             _launch_w90(DW_SM90_FILE, DW_SM90_ENTRIES[0], "conv2d_bwd_dw_implicit_gemm", dt, grid, args)
         else:
-            xn, d = (_raw(x), _raw(dy)) if nchw else (_nhwc(x), dy_nhwc())
             args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
             runs = (g.H * g.W,) if nchw else (g.c_per_group, g.k_per_group)
-            vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr))
+            vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr)) if not nchw or nchw_vectors(g) else 1
             _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group),
                     "conv2d_bwd_dw_implicit_gemm", dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec),
                     tf32=tf32)
@@ -546,15 +592,15 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx: bool = True, need_dw: bo
     policy.check_extents(g, "cupy")
     dx_algo, dw_algo = policy.choose_bwd_algos(g, algo, dx_gemm_fits=dx_igemm_grid(g) is not None,
                                                dw_gemm_fits=g.groups <= GRID_YZ_MAX)
-    cache = {}
+    cache: Dict[Tuple[str, str], object] = {}
 
-    def dy_nhwc():  # made once, only when an implicit GEMM needs it
-        if "v" not in cache:
-            cache["v"] = _nhwc(dy)
-        return cache["v"]
+    def operand(name: str, layout: str):  # x / dy as the GEMMs read them, made once per layout
+        if (name, layout) not in cache:
+            cache[(name, layout)] = gemm_operand(x if name == "x" else dy, layout)
+        return cache[(name, layout)]
 
     tf32 = use_tf32(dt, precision)
-    dx = _grad_x(dy, w, g, dx_algo, dy_nhwc, dt, tf32) if need_dx else None
-    dw = _grad_w(dy, x, g, dw_algo, dy_nhwc, dt, tf32) if need_dw else None
+    dx = _grad_x(dy, w, g, dx_algo, operand, dt, tf32) if need_dx else None
+    dw = _grad_w(dy, x, g, dw_algo, operand, dt, tf32) if need_dw else None
     db = _grad_b(dy, g, dt) if need_db else None
     return dx, dw, db
