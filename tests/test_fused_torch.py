@@ -124,7 +124,7 @@ def _opcheck_samples():
                       "ieee", "")
     out.append((_fused_backward_op, (t(2, 4, 5, 5).contiguous(memory_format=torch.channels_last), o[4],
                                      cl.detach(), w.detach(), b.detach(), o[1], gamma.detach(), o[2], o[3], *conv, True,
-                                     True, True, "ieee", "")))
+                                     True, True, "auto", "ieee", "")))
     out.append((_fused_op, (x, w, None, None, None, None, None, None, [2, 1], [0, 1], "", [1, 1], 1, True, 0.1, 1e-5,
                             False, "auto", "ieee", "")))
     return out

@@ -169,6 +169,7 @@ def test_torch_inference_tensor_weight(be):
     after an in-place update there), never cached, results right."""
     torch = _torch()
     x, w0, dy = torch_inputs(15)
+    x = x.contiguous(memory_format=torch.channels_last)   # (cupy reads NCHW x with w as it is: no copy)
     with torch.inference_mode():
         w = w0.detach().clone()
         for step in range(2):
@@ -302,6 +303,7 @@ def test_nn_fused_block_reuses_and_invalidates(be):
     opt.step()
     m.zero_grad()
     out = m(nx)
+    m.backward(ndy)                         # dX reads the re-laid weight on both backends
     assert relayouts(be) > n
     ref.load_state_dict(m.state_dict())
     assert_close(to_f64(out), ref(x), "float32", RED, what="fused out after SGD.step")
@@ -313,12 +315,18 @@ def test_nn_fused_block_reuses_and_invalidates(be):
 @pytest.mark.cupy
 def test_cupy_bare_array_relaid_every_call_and_layouts_in_place():
     """A cupy array passed straight to functional has no version: re-laid on every call. A weight
-    that has the layout already is used in place (channels-last for the forward GEMM)."""
+    that has the layout already is used in place (channels-last for the forward GEMM on channels-last
+    x; the contiguous weight itself for the forward GEMM on NCHW x, whose reduction runs (c, r, s))."""
     be = require("cupy")
     gen = rng(13)
     x, w = randn(gen, X_SHAPE), randn(gen, W_SHAPE)
-    nx, nw = native("cupy", x, "float32"), native("cupy", w, "float32")
+    nchw, nw = native("cupy", x, "float32"), native("cupy", w, "float32")
     want = F.conv2d(x, w, backend="numpy", **OPTS)
+    n = relayouts(be)
+    assert_close(to_f64(F.conv2d(nchw, nw, algo="implicit_gemm", **OPTS)), want, "float32", RED, what="nchw")
+    assert relayouts(be) == n
+    from cnngpu.backends.cupy_backend._cupy import cupy as _cp
+    nx = _cp.ascontiguousarray(nchw.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)   # channels-last x
     for _ in range(2):
         n = relayouts(be)
         assert_close(to_f64(F.conv2d(nx, nw, algo="implicit_gemm", **OPTS)), want, "float32", RED, what="bare")

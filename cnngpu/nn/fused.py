@@ -78,7 +78,8 @@ class Conv2dBNReLU(Module):
             dx, dw, db, dgamma, dbeta, dres = F.conv2d_bn_relu_backward(
                 dy, out, x, cw, None if c.bias is None else c.bias.data, y,
                 None if bn.weight is None else bn.weight.data, mean, invstd, training=batch_stats, relu=self.relu,
-                has_residual=has_res, need_db=c.bias is not None, precision=c.precision, backend=self.backend,
+                has_residual=has_res, need_db=c.bias is not None, algo=c.algo, precision=c.precision,
+                backend=self.backend,
                 **self._conv_kw())
         c.weight.accumulate(dw)
         if c.bias is not None:

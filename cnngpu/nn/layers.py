@@ -35,7 +35,8 @@ class Conv2d(Module):
 
     weight (C_out, C_in/groups, R, S) and bias (C_out,) are initialised like torch's defaults
     (uniform in +-1/sqrt(C_in/groups*R*S)) from ``numpy.random.default_rng(seed)``.
-    padding: int, pair, 'same' or 'valid'. algo/precision are passed to ``functional.conv2d``.
+    padding: int, pair, 'same' or 'valid'. algo/precision are passed to ``functional.conv2d`` and
+    ``functional.conv2d_backward`` (as cnngpu.torch does).
     """
 
     weight: Parameter
@@ -80,7 +81,7 @@ class Conv2d(Module):
             raise RuntimeError("Conv2d.backward called before forward")
         with self.weight.versioned() as w:
             dx, dw, db = F.conv2d_backward(dy, self._x, w, need_db=self.bias is not None,
-                                           precision=self.precision, **self._kw())
+                                           algo=self.algo, precision=self.precision, **self._kw())
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

@@ -79,7 +79,7 @@ def _(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, residual, 
 def _fused_backward_op(dout: Tensor, mask: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], y: Tensor,
                        bn_weight: Optional[Tensor], mean: Tensor, invstd: Tensor, stride: List[int],
                        pad_ints: List[int], pad_str: str, dilation: List[int], groups: int, training: bool, relu: bool,
-                       has_residual: bool, precision: str, backend: str
+                       has_residual: bool, algo: str, precision: str, backend: str
                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias, dbn_weight, dbn_bias, dresidual); absent ones are (0,) tensors."""
     be = pick_backend(x, backend)
@@ -90,7 +90,7 @@ def _fused_backward_op(dout: Tensor, mask: Tensor, x: Tensor, weight: Tensor, bi
             _native(dout.contiguous(), be), _native(out.contiguous(), be), _native(x, be), wn,
             _native(bias, be), yn, _native(bn_weight, be), _native(mean, be), _native(invstd, be), tuple(stride),
             _pad(pad_ints, pad_str), tuple(dilation), groups, training=training, relu=relu,
-            has_residual=has_residual, need_db=bias is not None, precision=precision, backend=be)
+            has_residual=has_residual, need_db=bias is not None, algo=algo, precision=precision, backend=be)
     dev = x.device
     like = (x, weight, bias, bn_weight, bn_weight, dout)
     res = [absent(x) if gr is None else _tensor(gr, be, dev, (lk if lk is not None else x).dtype)
@@ -104,7 +104,7 @@ def _fused_backward_op(dout: Tensor, mask: Tensor, x: Tensor, weight: Tensor, bi
 
 @_fused_backward_op.register_fake
 def _(dout, mask, x, weight, bias, y, bn_weight, mean, invstd, stride, pad_ints, pad_str, dilation, groups,
-      training, relu, has_residual, precision, backend):
+      training, relu, has_residual, algo, precision, backend):
     e = absent(x)
     gw = e if bn_weight is None else torch.empty_like(bn_weight)
     return (empty(x, x.shape, memory_format(x)), empty(weight, weight.shape),
@@ -114,10 +114,11 @@ def _(dout, mask, x, weight, bias, y, bn_weight, mean, invstd, stride, pad_ints,
 
 def _fused_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     (x, weight, bias, bn_weight, bn_bias, _rm, _rv, residual, stride, pad_ints, pad_str, dilation, groups, training,
-     _momentum, _eps, relu, _algo, precision, backend) = inputs
+     _momentum, _eps, relu, algo, precision, backend) = inputs
     _out, y, mean, invstd, mask, _rm_new, _rv_new = output
     ctx.save_for_backward(x, weight, bias, y, bn_weight, mean, invstd, mask)   # not out: inplace ops after it are fine
-    ctx.conf = (stride, pad_ints, pad_str, dilation, groups, training, relu, residual is not None, precision, backend)
+    ctx.conf = (stride, pad_ints, pad_str, dilation, groups, training, relu, residual is not None, algo, precision,
+                backend)
     ctx.flags = (bias is not None, bn_bias is not None)
 
 
