@@ -13,12 +13,6 @@
 #include "scalar.cuh"
 #include "reduce.cuh"
 
-// Element offset of the j-th value of channel c.
-__device__ __forceinline__ long long bn_offset(long long j, int c, int C, long long HW) {
-  const long long n = j / HW;
-  return (n * C + c) * HW + (j - n * HW);
-}
-
 // Channel of flat element i of an (N, C, HW) tensor; 32-bit division when the tensor allows.
 __device__ __forceinline__ int bn_channel(long long i, long long HW, int C, bool small) {
   if (small) return (int)(((unsigned)i / (unsigned)HW) % (unsigned)C);

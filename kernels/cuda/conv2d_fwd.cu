@@ -13,6 +13,9 @@
 //                                  contiguous (the launcher makes them so); bias fused; optional
 //                                  deterministic split-K (partials summed by conv2d_bwd.cu's
 //                                  conv2d_bwd_sum_splits).
+//   conv2d_fwd_implicit_gemm_bn_relu (+ _narrow)  the same main loop with the fused block's
+//                                  epilogue (conv2d_fwd_operands.cuh FwdBnEpilogue): eval
+//                                  BN-folded bias + residual + ReLU; training y + statistics partials.
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw); ph, pw are the
 // begin paddings and P, Q the output sizes from ConvGeometry (end padding is implied).
 #include "conv2d_igemm.cuh"
@@ -150,12 +153,14 @@ struct FwdOpA {
 // splits > 1 it writes its fp32 partial (split 0 with the bias) to ws[split] (splits, N, K, P, Q)
 // and conv2d_bwd_sum_splits adds them up in order, else y is written directly. x_nchw = 1 (a 1x1,
 // stride-1, unpadded conv): x_nhwc is x itself, contiguous NCHW, read by NchwPixelsOp (no copy).
-template <int BN>
+// EpP: the epilogue's parameters (FwdPlainEp: bias + store; FwdBnEp: the fused block's).
+template <int BN, class EpP = FwdPlainEp>
 __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
     int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, const EpP& epp = EpP{}) {
+    extern __shared__ __align__(16) unsigned char ig_smem[];
     __shared__ long long s_nb[IG_BM];
     __shared__ int s_h0[IG_BM], s_w0[IG_BM];
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
@@ -180,7 +185,8 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
     const FwdOpA a{x_nhwc, s_nb, s_h0, s_w0, H, W, C, Cg, S, dh, dw, Kred};
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
-    const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    const auto ep = epp.make(FwdEpilogue{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g}, split,
+                             reinterpret_cast<float*>(ig_smem), IG_BM, BN);
     if (x_nchw) {  // 1x1, stride 1, no padding, x contiguous NCHW: A[m][c] = x[n][g*Cg + c][pq]
         const NchwPixelsOp<RAW> an{x_nhwc, m0, M, PQ, C, Cg, g};
         igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
@@ -208,4 +214,33 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_f
     conv2d_fwd_implicit_gemm_impl<IG_BN_NARROW>(
         x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
         ph, pw, dh, dw, G);
+}
+
+// The fused conv -> BatchNorm -> (+ residual) -> (ReLU) block (FwdBnEpilogue, conv2d_fwd_operands.cuh):
+// the plain arguments (bias / has_bias unused: pass has_bias = 0) then the epilogue's. Grid, block
+// and split-K as conv2d_fwd_implicit_gemm; dynamic shared memory at least the statistics stage
+// (fused_stage_bytes) when stats = 1.
+#define FWD_BN_PARAMS                                                                                     \
+    const float *__restrict__ fbias, int has_fbias, const T *__restrict__ residual, int has_res, int relu, \
+        float *__restrict__ part_n, float *__restrict__ part_mean, float *__restrict__ part_m2, int stats
+#define FWD_BN_EP FwdBnEp{fbias, has_fbias, residual, has_res, relu, part_n, part_mean, part_m2, stats}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_fwd_implicit_gemm_bn_relu(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, FWD_BN_PARAMS) {
+    conv2d_fwd_implicit_gemm_impl<IG_BN>(
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
+        ph, pw, dh, dw, G, FWD_BN_EP);
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_fwd_implicit_gemm_bn_relu_narrow(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, FWD_BN_PARAMS) {
+    conv2d_fwd_implicit_gemm_impl<IG_BN_NARROW>(
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
+        ph, pw, dh, dw, G, FWD_BN_EP);
 }

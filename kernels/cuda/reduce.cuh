@@ -48,6 +48,13 @@ __device__ __forceinline__ float row_max(float v, float* smem) {
   return blockDim.x == 32 ? warp_reduce_max(v) : block_max(v, smem);
 }
 
+// Element offset of the j-th value of channel c of an (N, C, HW) contiguous tensor (the per-channel
+// reductions of batch_norm.cu and conv_bn_relu.cu).
+__device__ __forceinline__ long long bn_offset(long long j, int c, int C, long long HW) {
+  const long long n = j / HW;
+  return (n * C + c) * HW + (j - n * HW);
+}
+
 // ---- Welford / Chan statistics ---------------------------------------------------------------
 // (count, mean, M2 = sum of squared deviations). Counts are floats: exact below 2^24, which the
 // launchers guarantee per thread and per block.
