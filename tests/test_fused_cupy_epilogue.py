@@ -63,6 +63,8 @@ def test_epilogue_matches_reference(be, geom, dtype, training, residual):
         assert ran.get("conv_bn_apply_residual_relu", 0) == 1
     else:          # one kernel writes out: nothing after the conv
         assert ran.get("conv_bn_apply_residual_relu", 0) == 0
+    # backward: the residual gradient comes out of the BN dx pass (no separate ReLU-mask pass)
+    assert ran.get("batch_norm_bwd_dx", 0) == 1 and not ran.get("relu_bwd_mask", 0), ran
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -148,13 +148,15 @@ extern "C" __global__ void batch_norm_bwd_finalize_sums(
 }
 
 // dx. training: dx = weight*invstd * (g - dbias/M - xhat * dweight/M), xhat = (x-mean)*invstd;
-// eval: dx = g * weight * invstd (dbias/dweight unused, may be any buffer).
+// eval: dx = g * weight * invstd (dbias/dweight unused, may be any buffer). store_g: also write the
+// masked g to g_out (the fused conv block's residual gradient, in the same pass; else unused).
 // Grid: 1-D grid-stride loop, one thread per element of x.
 extern "C" __global__ void batch_norm_bwd_dx(
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
     const float* __restrict__ mean, const float* __restrict__ invstd, const float* __restrict__ weight,
     const float* __restrict__ dbias, const float* __restrict__ dweight, scalar_t* __restrict__ dx,
-    long long total, long long HW, int C, float inv_count, int relu, int training) {
+    long long total, long long HW, int C, float inv_count, int relu, int training, scalar_t* __restrict__ g_out,
+    int store_g) {
   const bool small = total <= 0x7fffffffLL;
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -170,5 +172,6 @@ extern "C" __global__ void batch_norm_bwd_dx(
       v = g * (is * weight[c]);
     }
     store(dx, i, v);
+    if (store_g) store(g_out, i, g);
   }
 }

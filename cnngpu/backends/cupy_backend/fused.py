@@ -26,20 +26,20 @@ Elsewhere (the direct conv kernel) the block is composed: conv2d_forward, ``batc
 then ``conv_bn_apply_residual_relu``.
 LAUNCHES: ``conv2d_bn_relu_fwd[eval-fused|train-fused|composed]``, the entry points as ever.
 
-Backward (the minimum number of passes over the activations): ``batch_norm_backward`` on (dout,
-y, out) -- pass 1 masks dout by the ReLU and sums dgamma / dbeta partials per channel, a tiny
-finalize, pass 2 forms dy (in training dy depends on the two channel sums over the whole batch,
-so it cannot start before pass 1 has finished everywhere; folding pass 2 into the conv backward's
-operand loads is not possible on the cp.async / wgmma paths, whose copies bypass registers) --
-then ``relu_backward`` for the residual's gradient when there is a residual, and the conv backward
-(dX, dW) of dy. The residual gradient is a third read of dout and out (the triton backend writes
-it in its dx pass); in eval without a residual the two BN passes are all there is.
+Backward, two passes over the activations (the minimum): ``batch_norm_backward_masked`` on (dout,
+y, out) -- pass 1 masks dout by the ReLU and sums the dgamma / dbeta partials per (channel,
+chunk), a tiny finalize, pass 2 forms dy and also writes the masked dout as the residual's
+gradient -- then the conv backward (dX, dW) of dy. Why not fewer: in training dy needs the two
+channel sums over the whole batch, so pass 2 cannot start before pass 1 has finished everywhere;
+folding pass 2 into the conv backward's operand loads is not possible on the cp.async / wgmma paths,
+whose copies go global -> shared without passing through registers. Eval needs pass 1 only when
+there is a BatchNorm weight (dgamma).
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from ._cupy import cupy
+import numpy as np
 
 from .. import conv_policy as policy
 from ..numpy_backend.fused import fold_bn
@@ -47,9 +47,8 @@ from ._common import empty, launched
 from ._config import BLOCK, SCALAR_T, bn_partition, elementwise_grid, fused_stage_bytes, scalar_define
 from ._launch import (cast_from_float32, cast_to_float32, contiguous, dtype_of, float_param, i32, i64, run,
                       sm_count)
-from .basic import relu_backward
 from .conv import conv2d_backward, conv2d_forward, fwd_algo, implicit_gemm_forward
-from .norm import batch_norm_backward, batch_norm_stats, eval_stats, finalize_stats
+from .norm import batch_norm_backward_masked, batch_norm_stats, eval_stats, finalize_stats
 
 _FILE = "conv_bn_relu.cu"
 _ENTRIES = ["conv_bn_apply_residual_relu", "conv_bn_sum_splits_residual_relu", "conv_bn_sum_splits_welford_partials"]
@@ -65,7 +64,7 @@ class _BnEpilogue:
         self.dt, self.g, self.stats = dtype_of(x), g, stats
         self.bias32, self.residual, self.relu = bias32, residual, bool(relu)
         self.dummy_t = x                      # typed placeholder for an absent residual (never read)
-        self.part = None
+        self.part: Any = None                 # (3, K * B) float32 partials once launched
         self.B = 0
 
     def args(self, grid, splits: int, tile) -> tuple:
@@ -73,7 +72,7 @@ class _BnEpilogue:
         if stats:                             # one partial per (channel, M tile): grid x = the M tiles
             self.B = int(grid[0])
             self.part = empty((3, self.g.K * self.B), np.float32)
-        part = self.part if stats else empty((3, 1), np.float32)
+        part: Any = self.part if stats else empty((3, 1), np.float32)
         bias = self.bias32 if self.bias32 is not None else part[0]
         res = self.residual if self.residual is not None else self.dummy_t
         return (bias, i32(self.bias32 is not None), res, i32(self.residual is not None), i32(self.relu),
@@ -87,10 +86,10 @@ class _BnEpilogue:
         if self.stats:
             M = g.N * g.P * g.Q
             self.B, chunk = bn_partition(g.K, M, sm_count())
-            self.part = empty((3, g.K * self.B), np.float32)
+            part: Any = empty((3, g.K * self.B), np.float32)
+            self.part = part
             run(_FILE, "conv_bn_sum_splits_welford_partials", self.dt, (g.K, self.B), (BLOCK,),
-                (ws, i32(splits), y, self.part[0], self.part[1], self.part[2], i32(g.K), i64(g.P * g.Q), i64(M),
-                 i64(chunk)))
+                (ws, i32(splits), y, part[0], part[1], part[2], i32(g.K), i64(g.P * g.Q), i64(M), i64(chunk)))
             return
         res = self.residual if self.residual is not None else y
         run(_FILE, "conv_bn_sum_splits_residual_relu", self.dt, elementwise_grid(y.size), (BLOCK,),
@@ -150,10 +149,10 @@ def conv2d_bn_relu_backward(dout, out, x, w, b, y, g, weight, mean, invstd, trai
     """Gradients of the block (as the reference): (dx, dw, db, dweight, dbias, dresidual)."""
     if y is None:                           # eval forward: the conv output was not kept
         y = conv2d_forward(x, w, b, g, algo=algo, precision=precision)
-    dy, dweight, dbias = batch_norm_backward(dout, y, out, weight, mean, invstd, training, relu)
-    dres = None
-    if has_residual:
-        dres = relu_backward(dout, out) if relu else cupy.array(dout, copy=True)
+    # the residual's gradient is the masked dout: written by the BN dx pass itself (no extra pass)
+    dy, dweight, dbias, dres = batch_norm_backward_masked(dout, y, out, weight, mean, invstd, training, relu,
+                                                          want_g=has_residual)
+    launched("conv2d_bn_relu_bwd")
     dx, dw, db = conv2d_backward(dy, x, w, g, need_dx=need_dx, need_dw=need_dw, need_db=need_db, algo=algo,
                                  precision=precision)
     return dx, dw, db, dweight, dbias, dres

@@ -121,6 +121,12 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     g = dy masked by y > 0 when relu. training: dx = w*invstd*(g - mean(g) - xhat*mean(g*xhat));
     eval: dx = g*w*invstd. dweight = sum g*xhat, dbias = sum g over (N, H, W), in weight's dtype.
     """
+    return batch_norm_backward_masked(dy, x, y, weight, mean, invstd, training, relu)[:3]
+
+
+def batch_norm_backward_masked(dy, x, y, weight, mean, invstd, training, relu, want_g=False):
+    """batch_norm_backward, plus (``want_g``) the masked upstream gradient g (x's dtype), written by
+    the dx pass itself (the fused conv block's residual gradient): (dx, dweight, dbias, g | None)."""
     dy, x, y = contiguous(dy), contiguous(x), contiguous(y)
     N, C, HW, M = _bn_dims(x)
     dt = dtype_of(x)
@@ -139,12 +145,13 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     else:  # eval without weight: dx = g * invstd, the sums are not read
         dbias32 = dweight32 = mean32
     dx = empty(x.shape, x.dtype)
+    g = empty(x.shape, x.dtype) if want_g else None
     run(_BN, "batch_norm_bwd_dx", dt, elementwise_grid(x.size), (BLOCK,),
         (dy, x, y, mean32, invstd32, w32, dbias32, dweight32, dx, i64(x.size), i64(HW), i32(C),
-         f32(1.0 / M), i32(bool(relu)), i32(bool(training))))
+         f32(1.0 / M), i32(bool(relu)), i32(bool(training)), g if want_g else dx, i32(bool(want_g))))
     if weight is None:
-        return dx, None, None
-    return dx, _grad_param(dweight32, weight), _grad_param(dbias32, weight)
+        return dx, None, None, g
+    return dx, _grad_param(dweight32, weight), _grad_param(dbias32, weight), g
 
 
 # ----------------------------------------------------------------------------------------------
