@@ -34,6 +34,10 @@ attribute ``max_dynamic_shared_size_bytes``.
 cores (mma.sync m16n8k8, operands rounded to tf32 as they leave shared memory, fp32 accumulation);
 the direct kernels are fp32 FMA either way.
 
+The fused conv -> BatchNorm block (cupy_backend/fused.py) runs the same implicit GEMMs through
+:func:`implicit_gemm_forward` with a :class:`FusedEpilogue`: the ``*_bn_relu`` entry points, the
+plain main loops with conv2d_fwd_operands.cuh's FwdBnEpilogue (same plan, operands and split-K).
+
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
 ``'<family>[split=S]'`` for the split reductions and split-K GEMMs.
@@ -427,7 +431,7 @@ def fwd_algo(g: ConvGeometry, algo: str) -> str:
     return policy.choose_algo(g, direct_fits=direct_fwd_plan(g) is not None) if algo == "auto" else algo
 
 
-class FwdEpilogue(Protocol):
+class FusedEpilogue(Protocol):
     """A fused epilogue of the forward implicit GEMMs (cupy_backend/fused.py): its entry points are
     the plain ones + ``suffix`` taking the plain arguments + ``args(...)``."""
     suffix: str
@@ -443,7 +447,7 @@ class FwdEpilogue(Protocol):
 
 
 def implicit_gemm_forward(x, w, b, g: ConvGeometry, precision: str = "ieee", y=None,
-                          epilogue: FwdEpilogue | None = None):
+                          epilogue: FusedEpilogue | None = None):
     """The implicit-GEMM forward of :func:`conv2d_forward` (algo='implicit_gemm'): y (N, K, P, Q),
     new C-contiguous (or ``y``) of x's dtype. ``epilogue``: the fused entry points instead (the
     plain ones + epilogue.suffix, their extra arguments, and its split-K finish)."""

@@ -56,7 +56,7 @@ CUDA_BUILDS = [(_FILE, list(_ENTRIES), scalar_define(dt)) for dt in SCALAR_T]
 
 
 class _BnEpilogue:
-    """The fused entry points' epilogue (conv.FwdEpilogue): eval (folded fp32 bias, residual, ReLU)
+    """The fused entry points' epilogue (conv.FusedEpilogue): eval (folded fp32 bias, residual, ReLU)
     or training statistics (``stats``: partials kept in .part / .B for ``finalize_stats``)."""
     suffix = "_bn_relu"
 
