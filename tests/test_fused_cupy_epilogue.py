@@ -57,6 +57,8 @@ def _run(be, geom, dtype, training, residual, relu=True, offset=0.0, tag=""):
 def test_epilogue_matches_reference(be, geom, dtype, training, residual):
     c, got, want, ran = _run(be, geom, dtype, training, residual)
     check(got, want, dtype, c["w"][0].size, got["out"].size // got["out"].shape[1], factor=FACTOR)
+    narrow = geom[4] // geom[10] <= 64           # K/groups: the 64-column entry point
+    assert bool(ran.get("conv2d_fwd_implicit_gemm_bn_relu_narrow", 0)) == narrow, ran
     if training:   # statistics from the epilogue: finalized, never recomputed from y
         assert ran.get("batch_norm_fwd_finalize_stats", 0) == 1
         assert not any(ran.get(k, 0) for k in STATS), ran
