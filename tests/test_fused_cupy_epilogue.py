@@ -91,6 +91,15 @@ def test_split_k_finish(be, training, dtype):
     check(got, want, dtype, c["w"][0].size, got["out"].size // got["out"].shape[1], factor=FACTOR)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_channels_last_inputs(be, training):
+    """x, residual and dout channels-last (strided NCHW views): read in place / copied by the launcher."""
+    c = make_case(TILES, "float16", seed_of("cupy-epilogue-cl", training))
+    with launches(be, "conv2d_bn_relu_fwd[train-fused]" if training else "conv2d_bn_relu_fwd[eval-fused]"):
+        got, want = run_block(be, c, "float16", training, True, algo="implicit_gemm", layout="channels_last")
+    check(got, want, "float16", c["w"][0].size, got["out"].size // got["out"].shape[1], factor=FACTOR)
+
+
 def test_statistics_stable_under_offset(be):
     """|mean| >> std of the conv output (bias 300, std ~1): per-tile two-pass partials + Chan merge
     keep the variance (sum / sum of squares would lose it in fp32)."""
