@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Dict
 
-from . import REPO_ROOT, _procs
+from . import _procs
 
 BLOCK_MD, BLOCK_JSONL, BLOCK_LOG = "block.md", "block.jsonl", "block.log"
 GPU_BACKENDS = "triton,cupy"
@@ -27,14 +27,10 @@ def run_block(out_dir: str, mode: str, limit_s: float, dtype: str = "float16") -
             os.remove(p)
     cmd = [sys.executable, "-m", "bench.block", "--out", md, "--jsonl", jl]
     cmd += ["--cpu"] if mode == "cpu" else ["--backend", GPU_BACKENDS, "--dtype", dtype]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
     timed_out = False
     with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = _procs.spawn(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = _procs.spawn_logged(cmd, log)
         try:
             rc = proc.wait(timeout=max(1.0, limit_s))
             _procs.forget(proc)

@@ -32,12 +32,7 @@ extern "C" __global__ void batch_norm_fwd_welford_partials(
   Welford a = welford_empty();
   for (long long j = start + threadIdx.x; j < end; j += blockDim.x) welford_push(a, load(x, bn_offset(j, c, C, HW)));
   a = block_welford(a, smem);
-  if (threadIdx.x == 0) {
-    const long long k = (long long)c * B + b;
-    part_n[k] = a.n;
-    part_mean[k] = a.mean;
-    part_m2[k] = a.m2;
-  }
+  if (threadIdx.x == 0) welford_store(a, part_n, part_mean, part_m2, (long long)c * B + b);
 }
 
 // Merge the B partials of each channel (Chan), write mean and invstd = 1/sqrt(var + eps) (biased

@@ -63,10 +63,5 @@ extern "C" __global__ void conv_bn_sum_splits_welford_partials(
     welford_push(a, v);
   }
   a = block_welford(a, smem);
-  if (threadIdx.x == 0) {
-    const long long k = (long long)c * B + b;
-    part_n[k] = a.n;
-    part_mean[k] = a.mean;
-    part_m2[k] = a.m2;
-  }
+  if (threadIdx.x == 0) welford_store(a, part_n, part_mean, part_m2, (long long)c * B + b);
 }

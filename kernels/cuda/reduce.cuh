@@ -72,6 +72,15 @@ __device__ __forceinline__ void welford_push(Welford& a, float v) {
   a.m2 += d * (v - a.mean);
 }
 
+// Write partial k of per-(channel, chunk) statistics (batch_norm.cu's layout, merged by its
+// batch_norm_fwd_finalize_stats).
+__device__ __forceinline__ void welford_store(const Welford& a, float* part_n, float* part_mean, float* part_m2,
+                                              long long k) {
+  part_n[k] = a.n;
+  part_mean[k] = a.mean;
+  part_m2[k] = a.m2;
+}
+
 // Merge two partial statistics (Chan et al.); empty partials are neutral.
 __device__ __forceinline__ Welford welford_merge(Welford a, Welford b) {
   const float n = a.n + b.n;
