@@ -35,6 +35,17 @@ def spawn(cmd, **kwargs) -> subprocess.Popen:
     return proc
 
 
+def spawn_logged(cmd, log) -> subprocess.Popen:
+    """``spawn`` a Python child of the report in the repository root: its output (unbuffered) to the
+    open file ``log`` after a ``$ cmd`` line, the checkout first on PYTHONPATH."""
+    from . import REPO_ROOT
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    log.write("$ " + " ".join(cmd) + "\n")
+    log.flush()
+    return spawn(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 def forget(proc: subprocess.Popen) -> None:
     _LIVE.discard(proc)
 

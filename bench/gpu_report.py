@@ -2,7 +2,8 @@
 
     python -m bench.gpu_report                 # on a CUDA machine; about 9 minutes at most
     python -m bench.gpu_report --quick         # the ``quick`` shapes only
-    python -m bench.gpu_report --window        # one device window: <= 400 s, conv/BN/pool fp16+bf16
+    python -m bench.gpu_report --window        # one device window: <= 400 s, conv/BN/pool fp16+bf16,
+                                               # then the fused BasicBlock (bench/block.py)
     python -m bench.gpu_report --cpu-dry-run   # whole pipeline on the CPU, tiny shapes (testing)
 
 Steps (each bounded in time; partial results are written as they come):
@@ -13,7 +14,10 @@ Steps (each bounded in time; partial results are written as they come):
    with CUDA events (warm-up, L2 flush before every rep, median). Shapes tagged ``quick`` first,
    so a run cut short by the time budget still covers every op. A hung case is killed after
    ``--case-timeout`` s and a crashed worker restarted; either is recorded as that case's error.
-3. bench/results/<gpu>-<date>/: report.md (ms, TFLOP/s or GB/s from the analytic counts in
+3. With ``--window`` (or ``--block-s``): bench/block.py, the fused ResNet BasicBlock (torch eager
+   vs cnngpu unfused vs fused, eval and a training step, triton and cupy), in the last
+   WINDOW_BLOCK_S seconds of the budget (bench/block_step.py): block.md / block.jsonl.
+4. bench/results/<gpu>-<date>/: report.md (ms, TFLOP/s or GB/s from the analytic counts in
    bench/shapes.py, % of the measured ceiling, time / torch), ratio_vs_torch.png, report.json
    (GPU, versions, git commit, every record), results.jsonl (raw), parity.log, worker.log.
    report.md/json are rewritten every ~20 s while the run goes on.
@@ -51,6 +55,9 @@ WINDOW_BUDGET_S = 400.0
 WINDOW_PARITY_S = 120.0
 WINDOW_DTYPES = ("float16", "bfloat16")
 WINDOW_OPS = S.CONV_OPS + S.BN_OPS + S.POOL_OPS
+# the fused ResNet BasicBlock (bench/block.py via bench/block_step.py, triton and cupy) after the op
+# timings: its slice of the window budget (estimate, unmeasured: 20 float16 cases, mostly compiles)
+WINDOW_BLOCK_S = 100.0
 CPU_PROVIDERS = ("torch_cpu", "numpy")
 TIMING = {
     "cuda": {"warmup_ms": 10, "rep_ms": 30},     # triton.testing.do_bench
@@ -322,6 +329,9 @@ def main(argv=None) -> int:
                          "fwd/dX/dW, BN+ReLU and pooling in float16 and bfloat16, every provider")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="total wall-clock budget in seconds, parity included (default 480; 400 with --window)")
+    ap.add_argument("--block-s", type=float, default=None,
+                    help=f"seconds for the fused-block benchmark at the end (default {WINDOW_BLOCK_S:.0f} with "
+                         "--window, else 0: not run)")
     ap.add_argument("--parity-timeout", type=float, default=150.0, help="limit for the parity suite (s)")
     ap.add_argument("--no-parity", action="store_true", help="skip the parity suite")
     ap.add_argument("--parity-paths", default="tests", help="comma-separated paths for the parity run")
@@ -335,6 +345,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.budget_s is None:
         args.budget_s = WINDOW_BUDGET_S if args.window else 480.0
+    if args.block_s is None:
+        args.block_s = WINDOW_BLOCK_S if args.window else 0.0
     if args.window:
         args.parity_timeout = min(args.parity_timeout, WINDOW_PARITY_S)
         args.ops = args.ops or ",".join(WINDOW_OPS)
@@ -385,7 +397,7 @@ def main(argv=None) -> int:
     config = {"mode": "CPU dry run" if mode == "cpu" else "CUDA", "baseline": providers[0], "ops": ops,
               "dtypes": dtypes, "providers": list(providers), "shape_set": shape_set,
               "timing": TIMING[mode], "method": METHOD[mode].format(**TIMING[mode]),
-              "budget_s": args.budget_s, "case_timeout_s": args.case_timeout}
+              "budget_s": args.budget_s, "case_timeout_s": args.case_timeout, "block_s": args.block_s}
     print(f"[gpu_report] {label}: {len(tasks) - 1} (op, shape, dtype) groups x {len(providers)} providers "
           f"-> {out_dir}", flush=True)
 
@@ -456,8 +468,16 @@ def _measure(args, mode, out_dir, meta, config, tasks, deadline, t_start):
 
     _write(out_dir, meta, config, parity)
     plan = {"mode": mode, "t_start": t_start, "parent_pid": os.getpid(), "timing": TIMING[mode], "tasks": tasks}
-    stats = run_timings(out_dir, plan, deadline - 15, args.case_timeout, args.max_restarts,
+    stats = run_timings(out_dir, plan, deadline - 15 - args.block_s, args.case_timeout, args.max_restarts,
                         on_tick=lambda: _write(out_dir, meta, config, parity))
+    if args.block_s > 0:
+        from .block_step import run_block
+        limit = max(10.0, min(args.block_s, deadline - time.time() - 10))
+        print(f"[gpu_report] fused block: python -m bench.block (limit {limit:.0f} s)", flush=True)
+        meta["block"] = run_block(out_dir, mode, limit, dtype=config["dtypes"][0] if mode == "cuda" else "float32")
+        b = meta["block"]
+        print(f"[gpu_report] fused block: {b['cases']} cases, {b['errors']} errors in {b['wall_s']} s"
+              f"{' (TIMED OUT)' if b['timed_out'] else ''}", flush=True)
     return parity, stats
 
 

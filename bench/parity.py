@@ -18,7 +18,6 @@ import xml.etree.ElementTree as ET
 from typing import Dict, List
 
 from . import _procs
-from . import REPO_ROOT
 
 _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 INTERRUPT_GRACE_S = 20.0
@@ -76,14 +75,10 @@ def run_parity(log_path: str, timeout_s: float, workers: int = 4, marker: str = 
         cmd += ["-n", str(workers)]
     if per_test_timeout_s and _have("pytest_timeout"):
         cmd += [f"--timeout={int(per_test_timeout_s)}"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
     timed_out = False
     with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = _procs.spawn(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = _procs.spawn_logged(cmd, log)
         try:
             rc = proc.wait(timeout=timeout_s)
             _procs.forget(proc)

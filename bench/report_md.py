@@ -148,6 +148,16 @@ def render_markdown(report: dict) -> str:
             L.append(f"| {r['shape']} | {r['provider']} | {r['dtype']} | {_fmt(r.get('ms'), '.4f')} | {rate_s} | "
                      f"{_fmt(r.get('pct_ceiling'), '.1f')} | {_fmt(r.get('ratio'), '.2f')} | {check} | {note} |")
         L.append("")
+    blk = meta.get("block")
+    if blk:
+        L.append("")
+        L.append("## Fused ResNet BasicBlock (bench/block.py)")
+        L.append("")
+        state = "TIMED OUT (cases so far)" if blk["timed_out"] else f"exit code {blk['returncode']}"
+        L.append(f"{blk['cases']} cases, {blk['errors']} errors, {blk['wall_s']} s of {blk['limit_s']} s ({state}); "
+                 "times from bench/timing.py, the variant's analytic bytes beside each.")
+        L.append("")
+        L.append(blk["table"].rstrip("\n") if blk["table"] else "(no case finished)")
     return "\n".join(L) + "\n"
 
 

@@ -369,7 +369,8 @@ def test_triton_cases_match_torch_under_the_interpreter(dtype, monkeypatch):
 
 def test_window_preset_dry_run(tmp_path):
     """``--window`` (the device-window command of bench/results/README.md): 400 s budget, conv
-    fwd/dX/dW + BN+ReLU + pooling; dry-run on the CPU (float32 there, fp16+bf16 on a GPU)."""
+    fwd/dX/dW + BN+ReLU + pooling, then the fused BasicBlock (bench/block.py; triton and cupy on a
+    GPU, numpy here); dry-run on the CPU (float32 there, fp16+bf16 on a GPU)."""
     out = tmp_path / "win"
     cmd = [sys.executable, "-m", "bench.gpu_report", "--window", "--cpu-dry-run", "--no-parity", "--out", str(out),
            "--case-timeout", "30"]
@@ -380,3 +381,13 @@ def test_window_preset_dry_run(tmp_path):
     assert set(rep["config"]["ops"]) == set(G.WINDOW_OPS)
     assert {r["op"] for r in rep["results"]} == set(G.WINDOW_OPS)
     assert G.WINDOW_DTYPES == ("float16", "bfloat16")
+    # then the fused BasicBlock (bench/block.py): torch + unfused + fused per mode, every case checked
+    from bench.shapes import BLOCK_MODES, BLOCK_VARIANTS
+    blk = rep["meta"]["block"]
+    assert rep["config"]["block_s"] == G.WINDOW_BLOCK_S and not blk["timed_out"] and blk["returncode"] == 0
+    assert blk["cases"] == len(BLOCK_MODES) * len(BLOCK_VARIANTS) and blk["errors"] == 0, blk
+    rows = [json.loads(ln) for ln in (out / "block.jsonl").read_text().splitlines()]
+    assert {(r["mode"], r["variant"]) for r in rows} == {(m, v) for m in BLOCK_MODES for v in BLOCK_VARIANTS}
+    assert all(r["ms"] > 0 and ("rel_err" in r) == (r["variant"] != "torch") for r in rows), rows
+    assert "## Fused ResNet BasicBlock" in (out / "report.md").read_text()
+    assert (out / "block.md").read_text().count("| tiny") == len(rows)

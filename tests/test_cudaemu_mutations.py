@@ -73,8 +73,16 @@ MUTATIONS = [
      "const int b = cls / sw, a = cls - b * sw;", "dx_f16"),
     ("wrong_split_k_range", "conv2d_bwd.cu", "kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk, ktiles);",
      "kt_begin = split * kt_chunk, kt_end = min(kt_begin + kt_chunk - 1, ktiles);", "dw_split"),
-    ("wrong_split_sum_index", "conv2d_bwd.cu", "v += ws[(long long)s * numel + i];", "v += ws[(long long)s + i];",
+    ("wrong_split_sum_index", "common.cuh", "v += ws[(long long)s * numel + i];", "v += ws[(long long)s + i];",
      "dw_split"),
+    # the fused conv block's training epilogue (conv2d_fwd_operands.cuh FwdBnEpilogue): a tile's count,
+    # the barrier between the staged stores and the column reduction. (Dropping the barrier before the
+    # stage reuses the pipeline's shared memory survives this probe in both thread orders: the
+    # emulator's schedule did not let a warp's epilogue stores overtake another warp's last reads.)
+    ("fused_tile_count", "conv2d_fwd_operands.cuh", "part_n[i] = (float)rows;", "part_n[i] = (float)tile_m;",
+     "fused_f16"),
+    ("fused_missing_reduce_barrier", "conv2d_fwd_operands.cuh", "if (!stats) return;\n        __syncthreads();",
+     "if (!stats) return;", "fused_f16"),
     ("pool_bound", "pool2d.cu", "if (h < 0 || h >= H) continue;", "if (h < 0 || h > H) continue;", "pool"),
     ("missing_block_reduce_sync", "common.cuh", "    if (lane == 0) scratch[warp] = v;\n    __syncthreads();",
      "    if (lane == 0) scratch[warp] = v;", "db"),
@@ -158,6 +166,18 @@ def _probe(be, name, monkeypatch):
         _, dw_ref, db_ref = ref.conv2d_backward(dy64, x64, w64, g)
         check(dw, dw_ref, "float32", name, scale=500)
         check(db, db_ref, "float32", name, scale=500)
+    elif name == "fused_f16":                 # the fused block's training forward, two M tiles (144 rows)
+        case = ("c", (2, 16, 8, 9), (24, 16, 3, 3), 1, 1, 1, 1)
+        g, xh, x64, wh, w64, bh, b64 = _conv_case(case, "float16", 9)
+        ones, zeros = np.ones(g.K, np.float32), np.zeros(g.K, np.float32)
+        out, _, mean, invstd = be.conv2d_bn_relu_forward(
+            dev(xh), dev(wh), dev(bh), g, None, None, dev(zeros), dev(ones), None, True, 0.1, 1e-5, True,
+            algo="implicit_gemm")
+        r_out, _, r_mean, r_inv = ref.conv2d_bn_relu_forward(x64, w64, b64, g, None, None, zeros.astype(np.float64),
+                                                             ones.astype(np.float64), None, True, 0.1, 1e-5, True)
+        check(mean, r_mean, "float32", name, scale=144)
+        check(invstd, r_inv, "float32", name, scale=144)
+        check(out, r_out, "float16", name, scale=18)
     elif name == "pool":
         h, x64 = data((1, 2, 7, 7), "float32", 6)   # the last window row reaches h = H - 1
         g = F.pool2d_geometry(h.shape, 3, stride=2, padding=1)

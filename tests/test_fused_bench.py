@@ -41,3 +41,12 @@ def test_needs_a_device_or_cpu_flag(monkeypatch, capsys):
 @pytest.mark.gpu
 def test_gpu_block_benchmark_runs(tmp_path):
     assert block.main(["--out", str(tmp_path / "block.md")]) == 0
+
+
+def test_report_step_keeps_partial_results_on_timeout(tmp_path):
+    """bench/block_step.py (the fused-block step of ``gpu_report --window``) stops the benchmark at
+    its limit and reports it as timed out, with whatever cases had finished."""
+    from bench.block_step import run_block
+    r = run_block(str(tmp_path), "cpu", 0.5)
+    assert r["timed_out"] and r["returncode"] is None and r["wall_s"] < 30
+    assert r["cases"] == len([ln for ln in r["table"].splitlines() if ln.startswith("| tiny")])

@@ -13,12 +13,6 @@
 #include "scalar.cuh"
 #include "reduce.cuh"
 
-// Element offset of the j-th value of channel c.
-__device__ __forceinline__ long long bn_offset(long long j, int c, int C, long long HW) {
-  const long long n = j / HW;
-  return (n * C + c) * HW + (j - n * HW);
-}
-
 // Channel of flat element i of an (N, C, HW) tensor; 32-bit division when the tensor allows.
 __device__ __forceinline__ int bn_channel(long long i, long long HW, int C, bool small) {
   if (small) return (int)(((unsigned)i / (unsigned)HW) % (unsigned)C);
@@ -38,12 +32,7 @@ extern "C" __global__ void batch_norm_fwd_welford_partials(
   Welford a = welford_empty();
   for (long long j = start + threadIdx.x; j < end; j += blockDim.x) welford_push(a, load(x, bn_offset(j, c, C, HW)));
   a = block_welford(a, smem);
-  if (threadIdx.x == 0) {
-    const long long k = (long long)c * B + b;
-    part_n[k] = a.n;
-    part_mean[k] = a.mean;
-    part_m2[k] = a.m2;
-  }
+  if (threadIdx.x == 0) welford_store(a, part_n, part_mean, part_m2, (long long)c * B + b);
 }
 
 // Merge the B partials of each channel (Chan), write mean and invstd = 1/sqrt(var + eps) (biased
@@ -154,13 +143,15 @@ extern "C" __global__ void batch_norm_bwd_finalize_sums(
 }
 
 // dx. training: dx = weight*invstd * (g - dbias/M - xhat * dweight/M), xhat = (x-mean)*invstd;
-// eval: dx = g * weight * invstd (dbias/dweight unused, may be any buffer).
+// eval: dx = g * weight * invstd (dbias/dweight unused, may be any buffer). store_g: also write the
+// masked g to g_out (the fused conv block's residual gradient, in the same pass; else unused).
 // Grid: 1-D grid-stride loop, one thread per element of x.
 extern "C" __global__ void batch_norm_bwd_dx(
     const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
     const float* __restrict__ mean, const float* __restrict__ invstd, const float* __restrict__ weight,
     const float* __restrict__ dbias, const float* __restrict__ dweight, scalar_t* __restrict__ dx,
-    long long total, long long HW, int C, float inv_count, int relu, int training) {
+    long long total, long long HW, int C, float inv_count, int relu, int training, scalar_t* __restrict__ g_out,
+    int store_g) {
   const bool small = total <= 0x7fffffffLL;
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -176,5 +167,6 @@ extern "C" __global__ void batch_norm_bwd_dx(
       v = g * (is * weight[c]);
     }
     store(dx, i, v);
+    if (store_g) store(g_out, i, g);
   }
 }

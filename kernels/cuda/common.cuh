@@ -8,7 +8,7 @@
 //
 // Stable interface (other op files include this): f16_t, bf16_t, to_float, from_float<T>,
 // load_float, store_float, warp_reduce_sum, warp_reduce_max, block_reduce_sum, ceil_div, is_same_t,
-// RowCached / fill_rows.
+// RowCached / fill_rows, sum_splits_at, EpTilePhase.
 #pragma once
 
 // 16-bit float storage. The bit pattern is the IEEE binary16 / bfloat16 value.
@@ -128,3 +128,25 @@ __device__ __forceinline__ RowCached<Op> fill_rows(const Op& op, typename Op::RS
     __syncthreads();
     return RowCached<Op>{op, table};
 }
+
+// Deterministic split-K: element i of the sum over s = 0..splits-1 (in this order) of the fp32
+// partials ws[s * numel + i] (conv2d_bwd_sum_splits, and the fused block's conv_bn_relu.cu).
+__device__ __forceinline__ float sum_splits_at(const float* __restrict__ ws, int splits, long long numel,
+                                               long long i) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += ws[(long long)s * numel + i];
+    return v;
+}
+
+// Implicit-GEMM epilogues with a block-wide phase (the fused BatchNorm statistics of
+// conv2d_fwd_operands.cuh) declare `static constexpr bool TILE_PHASE = true` and tile_begin() /
+// tile_end(), which the main loops (conv2d_igemm.cuh, conv2d_igemm_sm90.cuh) call from every thread
+// around the stores; for every other epilogue this is false and nothing is called.
+template <class E, class = void>
+struct EpTilePhase {
+    static constexpr bool value = false;
+};
+template <class E>
+struct EpTilePhase<E, decltype(void(E::TILE_PHASE))> {
+    static constexpr bool value = E::TILE_PHASE;
+};

@@ -290,8 +290,6 @@ extern "C" __global__ void __launch_bounds__(RED_THREADS) conv2d_bwd_sum_splits(
     const float* __restrict__ ws, int splits, long long numel, T* __restrict__ out) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < numel;
          i += (long long)gridDim.x * blockDim.x) {
-        float v = 0.0f;
-        for (int s = 0; s < splits; ++s) v += ws[(long long)s * numel + i];
-        out[i] = from_float<T>(v);
+        out[i] = from_float<T>(sum_splits_at(ws, splits, numel, i));
     }
 }

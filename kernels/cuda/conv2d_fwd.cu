@@ -15,6 +15,9 @@
 //                                  all contiguous (the launcher makes them so); bias fused; optional
 //                                  deterministic split-K (partials summed by conv2d_bwd.cu's
 //                                  conv2d_bwd_sum_splits).
+//   conv2d_fwd_implicit_gemm_bn_relu (+ _narrow)  the same main loop with the fused block's
+//                                  epilogue (conv2d_fwd_operands.cuh FwdBnEpilogue): eval
+//                                  BN-folded bias + residual + ReLU; training y + statistics partials.
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw); ph, pw are the
 // begin paddings and P, Q the output sizes from ConvGeometry (end padding is implied).
 #include "conv2d_igemm.cuh"
@@ -126,12 +129,14 @@ extern "C" __global__ void __launch_bounds__(DIRECT_THREADS) conv2d_fwd_direct_1
 //               (FwdOpA, reduction (r, s, c));
 //   x_nchw = 1: x_nhwc is x itself, contiguous NCHW, read in place by FwdNchwOpA, and w_krsc the
 //               weights as given, (K, C/groups, R, S) contiguous (reduction (c, r, s)).
-template <int BN>
+// EpP: the epilogue's parameters (FwdPlainEp: bias + store; FwdBnEp: the fused block's).
+template <int BN, class EpP = FwdPlainEp>
 __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
     int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, const EpP& epp = EpP{}) {
+    extern __shared__ __align__(16) unsigned char ig_smem[];
     __shared__ FwdOpA::RS s_rows[IG_BM];  // NHWC x: the tile's row states (RowCached)
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
     const int m0 = blockIdx.x * IG_BM, n0 = blockIdx.y * BN;
@@ -140,7 +145,8 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
-    const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    const auto ep = epp.make(FwdEpilogue{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g}, split,
+                             reinterpret_cast<float*>(ig_smem), IG_BM, BN);
     if (x_nchw) {
         const FwdNchwOpA an{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
         igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
@@ -169,4 +175,33 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_f
     conv2d_fwd_implicit_gemm_impl<IG_BN_NARROW>(
         x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
         ph, pw, dh, dw, G);
+}
+
+// The fused conv -> BatchNorm -> (+ residual) -> (ReLU) block (FwdBnEpilogue, conv2d_fwd_operands.cuh):
+// the plain arguments (bias / has_bias unused: pass has_bias = 0) then the epilogue's. Grid, block
+// and split-K as conv2d_fwd_implicit_gemm; dynamic shared memory at least the statistics stage
+// (fused_stage_bytes) when stats = 1.
+#define FWD_BN_PARAMS                                                                                     \
+    const float *__restrict__ fbias, int has_fbias, const T *__restrict__ residual, int has_res, int relu, \
+        float *__restrict__ part_n, float *__restrict__ part_mean, float *__restrict__ part_m2, int stats
+#define FWD_BN_EP FwdBnEp{fbias, has_fbias, residual, has_res, relu, part_n, part_mean, part_m2, stats}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_fwd_implicit_gemm_bn_relu(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, FWD_BN_PARAMS) {
+    conv2d_fwd_implicit_gemm_impl<IG_BN>(
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
+        ph, pw, dh, dw, G, FWD_BN_EP);
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS, IG_MIN_BLOCKS) conv2d_fwd_implicit_gemm_bn_relu_narrow(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, FWD_BN_PARAMS) {
+    conv2d_fwd_implicit_gemm_impl<IG_BN_NARROW>(
+        x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W, K, R, S, P, Q, sh, sw,
+        ph, pw, dh, dw, G, FWD_BN_EP);
 }

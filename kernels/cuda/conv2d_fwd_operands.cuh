@@ -120,3 +120,99 @@ struct FwdNchwOpA {
         return true;
     }
 };
+
+// The plain forward: the epilogue above as the kernel built it (the default of the impl templates).
+struct FwdPlainEp {
+    __device__ __forceinline__ FwdEpilogue make(const FwdEpilogue& e, int, float*, int, int) const { return e; }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Fused conv -> BatchNorm -> (+ residual) -> (ReLU) epilogue of the *_bn_relu entry points
+// (cupy_backend/fused.py; definition: the NumPy reference numpy_backend/fused.py). v = the fp32
+// accumulator + bias[kg] (fp32; split 0 only under split-K), then by mode:
+//   split-K (ws set)   ws[o] = v; conv_bn_relu.cu finishes the sum (eval: + residual, ReLU;
+//                      training: y and the statistics partials)
+//   stats = 0 (eval)   out[o] = relu(v + residual[o]) (bias = the BN-folded conv bias; has_res and
+//                      relu switch the add and the ReLU; NaN passes the ReLU)
+//   stats = 1 (train)  y[o] = v, and per (M tile, channel) the tile's count, mean and M2 of the fp32
+//                      values (two passes over the tile staged in shared memory: exact mean, then
+//                      squared deviations, each a warp shuffle sum) into part_*[kg * gridDim.x +
+//                      blockIdx.x] -- batch_norm.cu's partial layout (channel-major, one partial per
+//                      M tile), merged by its batch_norm_fwd_finalize_stats (Chan).
+// The stage (training) is the kernel's dynamic shared memory, reused after the main loop:
+// tile_n columns of tile_m + FUSED_STAGE_PAD floats (the launcher sizes it: _config.py
+// fused_stage_bytes). Column-major: a warp's stores of an mma / wgmma accumulator fragment (8
+// rows x 4 column pairs) hit 32 different banks, and each column's rows are contiguous for the
+// reduction (warp w takes columns w, w + 8, ..., lane l rows l, l + 32, ...).
+#if !defined(FUSED_STAGE_PAD)
+#error "FUSED_STAGE_PAD is a -D define from cupy_backend/_config.py (CONV_DEFINES, W90_DEFINES)"
+#endif
+
+struct FwdBnEpilogue {
+    static constexpr bool TILE_PHASE = true;
+    FwdEpilogue e;  // y, ws, m0, n0, M, PQ, K, Kg, g (its T bias is not used)
+    const float* bias;
+    const T* residual;
+    float *part_n, *part_mean, *part_m2, *stage;
+    int add_bias, has_res, relu, stats, tile_m, tile_n;
+
+    __device__ __forceinline__ void tile_begin() const {
+        if (stats) __syncthreads();  // the main loop's last shared-memory reads are done
+    }
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        const int m = e.m0 + row, k = e.n0 + col;
+        if (m >= e.M || k >= e.Kg) return;
+        const int kg = e.g * e.Kg + k, n = m / e.PQ, pq = m - n * e.PQ;
+        if (add_bias) v += bias[kg];
+        const long long o = ((long long)n * e.K + kg) * e.PQ + pq;
+        if (e.ws) {
+            e.ws[o] = v;
+            return;
+        }
+        if (stats) stage[col * (tile_m + FUSED_STAGE_PAD) + row] = v;
+        if (has_res) v += load_float(residual + o);
+        if (relu && v < 0.0f) v = 0.0f;
+        e.y[o] = from_float<T>(v);
+    }
+    __device__ __forceinline__ void tile_end() const {
+        if (!stats) return;
+        __syncthreads();
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+        const int rows = min(tile_m, e.M - e.m0), cols = min(tile_n, e.Kg - e.n0);
+        const float inv = 1.0f / (float)rows;
+        for (int col = warp; col < cols; col += warps) {
+            const float* s = stage + col * (tile_m + FUSED_STAGE_PAD);
+            float sum = 0.0f;
+            for (int r = lane; r < rows; r += 32) sum += s[r];
+            const float mean = warp_reduce_sum(sum) * inv;
+            float m2 = 0.0f;
+            for (int r = lane; r < rows; r += 32) {
+                const float d = s[r] - mean;
+                m2 += d * d;
+            }
+            m2 = warp_reduce_sum(m2);
+            if (lane == 0) {
+                const long long i = (long long)(e.g * e.Kg + e.n0 + col) * gridDim.x + blockIdx.x;
+                part_n[i] = (float)rows;
+                part_mean[i] = mean;
+                part_m2[i] = m2;
+            }
+        }
+    }
+};
+
+// The fused entry points' extra arguments; make() wraps the impl's plain epilogue (split: the
+// block's split-K index; stage: the dynamic shared memory; tile_m x tile_n: the block's tile).
+struct FwdBnEp {
+    const float* bias;
+    int has_bias;
+    const T* residual;
+    int has_res, relu;
+    float *part_n, *part_mean, *part_m2;
+    int stats;
+    __device__ __forceinline__ FwdBnEpilogue make(const FwdEpilogue& e, int split, float* stage, int tile_m,
+                                                  int tile_n) const {
+        return FwdBnEpilogue{e, bias, residual, part_n, part_mean, part_m2, stage,
+                             has_bias && split == 0, has_res, relu, stats && !e.ws, tile_m, tile_n};
+    }
+};

@@ -16,6 +16,8 @@
 //         x_nchw = 1: x contiguous NCHW read in place (FwdNchwOpA, register-staged scalar loads
 //                     into the MN-major layout: rows run along q) and w as given, (K, C/groups,
 //                     R, S) contiguous, C/groups*R*S a multiple of 8, 16-byte aligned: cp.async.
+//   conv2d_fwd_implicit_gemm_sm90_bn_relu  the same with the fused block's epilogue
+//       (conv2d_fwd_operands.cuh FwdBnEpilogue, as conv2d_fwd.cu's *_bn_relu entries).
 // Geometry: output pixel (p, q) reads input (p*sh - ph + r*dh, q*sw - pw + s*dw).
 #include "conv2d_igemm_sm90.cuh"
 
@@ -32,11 +34,13 @@ typedef unsigned short RAW;
 // dynamic shared memory W90_SMEM_BYTES (the launcher raises the kernel's opt-in limit). Split
 // `split` runs the slices [split * kt_chunk, min(+kt_chunk, ceil(Kred / W90_BK))) (possibly none:
 // it then writes zeros); with splits > 1 into ws[split] (splits, N, K, P, Q) fp32, else into y.
-extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_gemm_sm90(
+// EpP: the epilogue's parameters (FwdPlainEp, or the fused block's FwdBnEp).
+template <class EpP = FwdPlainEp>
+__device__ __forceinline__ void conv2d_fwd_implicit_gemm_sm90_impl(
     const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
     int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, const EpP& epp = EpP{}) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ __align__(1024) unsigned char w90_smem[];
     const int g = blockIdx.z / splits, split = blockIdx.z - g * splits;
@@ -46,7 +50,8 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
     const int kt_begin = min(split * kt_chunk, ktiles), kt_end = min(kt_begin + kt_chunk, ktiles);
     float* wsp = splits > 1 ? ws + (long long)split * N * K * PQ : nullptr;
     const FwdOpB b{w_krsc, n0, Kg, g, Kred};
-    const FwdEpilogue ep{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g};
+    const auto ep = epp.make(FwdEpilogue{y, wsp, bias, has_bias && split == 0, m0, n0, M, PQ, K, Kg, g}, split,
+                             reinterpret_cast<float*>(w90_smem), W90_BM, W90_BN);
     if (x_nchw) {
         const FwdNchwOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
         w90_igemm_tile<T, false, true, true, false>(w90_smem, a, b, ep, kt_begin, kt_end);
@@ -57,4 +62,29 @@ extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_ge
 #else
     asm volatile("trap;");
 #endif
+}
+
+extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_gemm_sm90(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G) {
+    conv2d_fwd_implicit_gemm_sm90_impl(x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W,
+                                       K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G);
+}
+
+// The fused conv -> BatchNorm -> (+ residual) -> (ReLU) block (FwdBnEpilogue, conv2d_fwd_operands.cuh):
+// the plain arguments (has_bias = 0) then the epilogue's; the statistics stage fits the main
+// loop's W90_SMEM_BYTES.
+extern "C" __global__ void __launch_bounds__(W90_THREADS) conv2d_fwd_implicit_gemm_sm90_bn_relu(
+    const RAW* __restrict__ x_nhwc, const RAW* __restrict__ w_krsc, const T* __restrict__ bias,
+    int has_bias, T* __restrict__ y, float* __restrict__ ws, int splits, int kt_chunk, int x_nchw,
+    int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+    int sh, int sw, int ph, int pw, int dh, int dw, int G,
+    const float* __restrict__ fbias, int has_fbias, const T* __restrict__ residual, int has_res, int relu,
+    float* __restrict__ part_n, float* __restrict__ part_mean, float* __restrict__ part_m2, int stats) {
+    conv2d_fwd_implicit_gemm_sm90_impl(x_nhwc, w_krsc, bias, has_bias, y, ws, splits, kt_chunk, x_nchw, N, C, H, W,
+                                       K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G,
+                                       FwdBnEp{fbias, has_fbias, residual, has_res, relu, part_n, part_mean,
+                                               part_m2, stats});
 }

@@ -454,7 +454,8 @@ __device__ __forceinline__ void slice_math(const typename IgemmCfg<T>::raw* As, 
 }
 
 // The main loop: reduction slices [kt_begin, kt_end) of BK, then ep.store(row, col, value) for
-// every element of the tile (tile-local coordinates; the epilogue checks bounds). Shared memory:
+// every element of the tile (tile-local coordinates; the epilogue checks bounds), between
+// ep.tile_begin() and ep.tile_end() for epilogues with a block-wide phase (EpTilePhase). Shared memory:
 // the launch's dynamic shared memory, IG_STAGES stages of (A, B) of IG_OPERAND_BYTES each.
 // Every thread of the block must call this (it synchronises).
 template <typename T, int BN, int NV, bool AKF, bool BKF, class OpA, class OpB, class Ep>
@@ -525,12 +526,14 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
             }
         }
     }
+    if constexpr (EpTilePhase<Ep>::value) ep.tile_begin();
 #pragma unroll
     for (int i = 0; i < ACC; ++i) {
         int row, col;
         acc_coord<T, BN>(i, row, col);
         ep.store(row, col, acc.c[i]);
     }
+    if constexpr (EpTilePhase<Ep>::value) ep.tile_end();
 }
 
 // The specialisation of the conv file that includes this header: SCALAR_T (storage type) and VEC

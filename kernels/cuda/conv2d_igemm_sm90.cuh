@@ -287,7 +287,8 @@ struct W90LoaderOf<Op, KMAJOR, true> {
 };
 
 // The main loop: reduction slices [kt_begin, kt_end) of W90_BK, then ep.store(row, col, value)
-// for every element of the tile (tile-local coordinates; the epilogue checks bounds). AK / BK:
+// for every element of the tile (tile-local coordinates; the epilogue checks bounds), between
+// ep.tile_begin() and ep.tile_end() for epilogues with a block-wide phase (EpTilePhase). AK / BK:
 // operand A / B is K-major (else MN-major); AREG / BREG: loaded through registers (W90RegLoader:
 // slice kt + D is fetched while slice kt - 1's wgmma runs, stored at the top of the next
 // iteration, before the fence and barrier that precede its wgmma) instead of by cp.async. Every
@@ -357,12 +358,14 @@ __device__ __forceinline__ void w90_igemm_tile(unsigned char* smem, const OpA& o
     w90_cp_wait<0>();  // only empty groups can remain; keeps every thread's copies retired
 
     const int lane = threadIdx.x & 31, wq = (threadIdx.x >> 5) & 3;
+    if constexpr (EpTilePhase<Ep>::value) ep.tile_begin();
 #pragma unroll
     for (int i = 0; i < 64; ++i) {
         const int row = 64 * wg + 16 * wq + (lane >> 2) + 8 * ((i >> 1) & 1);
         const int col = 8 * (i >> 2) + 2 * (lane & 3) + (i & 1);
         ep.store(row, col, acc.c[i]);
     }
+    if constexpr (EpTilePhase<Ep>::value) ep.tile_end();
 }
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

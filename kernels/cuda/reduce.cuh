@@ -48,6 +48,13 @@ __device__ __forceinline__ float row_max(float v, float* smem) {
   return blockDim.x == 32 ? warp_reduce_max(v) : block_max(v, smem);
 }
 
+// Element offset of the j-th value of channel c of an (N, C, HW) contiguous tensor (the per-channel
+// reductions of batch_norm.cu and conv_bn_relu.cu).
+__device__ __forceinline__ long long bn_offset(long long j, int c, int C, long long HW) {
+  const long long n = j / HW;
+  return (n * C + c) * HW + (j - n * HW);
+}
+
 // ---- Welford / Chan statistics ---------------------------------------------------------------
 // (count, mean, M2 = sum of squared deviations). Counts are floats: exact below 2^24, which the
 // launchers guarantee per thread and per block.
@@ -63,6 +70,15 @@ __device__ __forceinline__ void welford_push(Welford& a, float v) {
   const float d = v - a.mean;
   a.mean += d / a.n;
   a.m2 += d * (v - a.mean);
+}
+
+// Write partial k of per-(channel, chunk) statistics (batch_norm.cu's layout, merged by its
+// batch_norm_fwd_finalize_stats).
+__device__ __forceinline__ void welford_store(const Welford& a, float* part_n, float* part_mean, float* part_m2,
+                                              long long k) {
+  part_n[k] = a.n;
+  part_mean[k] = a.mean;
+  part_m2[k] = a.m2;
 }
 
 // Merge two partial statistics (Chan et al.); empty partials are neutral.

@@ -26,9 +26,10 @@ IG_ASYNC_STAGES = 3                      # cp.async shared-memory stages of the 
 DIRECT_TILE, DIRECT_THREADS = 16, 256    # direct forward: 16 x 16 output pixels, one per thread
 RED_THREADS = 256                        # block of the split reductions (dW direct, db, split sums)
 DX_MAX_TAPS = 32                         # R, S limit of the dX implicit GEMM's tap tables
+FUSED_STAGE_PAD = 4                      # floats after each staged column of the fused block's statistics
 CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_BN_NARROW": IG_BN_NARROW, "IG_THREADS": IG_THREADS,
                 "DIRECT_TILE": DIRECT_TILE, "DIRECT_THREADS": DIRECT_THREADS, "RED_THREADS": RED_THREADS,
-                "DX_MAX_TAPS": DX_MAX_TAPS}
+                "DX_MAX_TAPS": DX_MAX_TAPS, "FUSED_STAGE_PAD": FUSED_STAGE_PAD}
 
 
 def igemm_spec(dtype_name: str, vec: int, tf32: bool = False) -> Dict[str, int]:
@@ -61,14 +62,23 @@ def igemm_smem_bytes(spec: Dict[str, int]) -> int:
     return spec["IG_STAGES"] * 2 * spec["IG_OPERAND_BYTES"]
 
 
+def fused_stage_bytes(tile_m: int, tile_n: int) -> int:
+    """Shared memory the fused block's training epilogue stages its fp32 tile in (after the main
+    loop, in the same dynamic shared memory; conv2d_fwd_operands.cuh FwdBnEpilogue): tile_n columns
+    of tile_m + FUSED_STAGE_PAD floats (the pad spreads an accumulator fragment's stores over the
+    32 banks)."""
+    return 4 * tile_n * (tile_m + FUSED_STAGE_PAD)
+
+
 # Hopper implicit GEMM (conv2d_fwd_sm90.cu, built for W90_ARCH): 128 x 128 tiles of two warpgroups,
 # 64-wide K slices (128-byte swizzled rows), W90_STAGES shared-memory stages; dynamic shared memory
 # W90_SMEM_BYTES (stages + 1 KiB to align the base to the swizzle pattern), above 48 KiB: opt-in.
 W90_ARCH = "sm_90a"
 W90_BM, W90_BN, W90_BK, W90_STAGES, W90_THREADS = 128, 128, 64, 4, 256
 W90_SMEM_BYTES = W90_STAGES * (W90_BM + W90_BN) * W90_BK * 2 + 1024
+assert W90_SMEM_BYTES >= fused_stage_bytes(W90_BM, W90_BN), "the fused statistics stage reuses the wgmma stages"
 W90_DEFINES = {"W90_BM": W90_BM, "W90_BN": W90_BN, "W90_BK": W90_BK, "W90_STAGES": W90_STAGES,
-               "W90_THREADS": W90_THREADS}
+               "W90_THREADS": W90_THREADS, "FUSED_STAGE_PAD": FUSED_STAGE_PAD}
 
 
 def elementwise_grid(total: int, block: int = BLOCK, max_blocks: int = 65535 * 32) -> Tuple[int]:

@@ -46,6 +46,10 @@ attribute ``max_dynamic_shared_size_bytes``.
 cores (mma.sync m16n8k8, operands rounded to tf32 as they leave shared memory, fp32 accumulation);
 the direct kernels are fp32 FMA either way.
 
+The fused conv -> BatchNorm block (cupy_backend/fused.py) runs the same implicit GEMMs through
+:func:`implicit_gemm_forward` with a :class:`FusedEpilogue`: the ``*_bn_relu`` entry points, the
+plain main loops with conv2d_fwd_operands.cuh's FwdBnEpilogue (same plan, operands and split-K).
+
 Every launch is recorded in LAUNCHES under the entry point's name and its family name
 (``conv2d_fwd_direct``, ``conv2d_fwd_implicit_gemm``, ``conv2d_bwd_dx_direct``, ...), plus
 ``'<family>[split=S]'`` for the split reductions and split-K GEMMs, ``'<family>[nchw]'`` for an
@@ -55,7 +59,7 @@ copied to NHWC and ``conv2d_weight_relayout`` for every weight copy made.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Protocol, Tuple
 
 import numpy as np
 
@@ -83,7 +87,9 @@ FLAT_GRID_MAX = 65535 * 32          # blocks of the grid-stride kernels
 WS_MAX_BYTES = 256 * 2 ** 20        # fp32 split-K workspace at most
 
 FWD_ENTRIES = ["conv2d_fwd_direct_4ch", "conv2d_fwd_direct_1ch", "conv2d_fwd_implicit_gemm",
-               "conv2d_fwd_implicit_gemm_narrow"]
+               "conv2d_fwd_implicit_gemm_narrow",
+               # the fused conv -> BatchNorm -> (+ residual) -> (ReLU) block (cupy_backend/fused.py)
+               "conv2d_fwd_implicit_gemm_bn_relu", "conv2d_fwd_implicit_gemm_bn_relu_narrow"]
 BWD_ENTRIES = ["conv2d_bwd_dx_implicit_gemm", "conv2d_bwd_dx_implicit_gemm_narrow", "conv2d_bwd_dx_direct",
                "conv2d_bwd_dw_implicit_gemm", "conv2d_bwd_dw_implicit_gemm_narrow", "conv2d_bwd_dw_direct",
                "conv2d_bwd_db", "conv2d_bwd_sum_splits"]
@@ -131,7 +137,7 @@ def igemm_smem(dtype: str, vec: int) -> int:
 # Hopper forward and dX (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for
 # any other target their entry points are traps.
 FWD_SM90_FILE = "conv2d_fwd_sm90.cu"
-FWD_SM90_ENTRIES = ["conv2d_fwd_implicit_gemm_sm90"]
+FWD_SM90_ENTRIES = ["conv2d_fwd_implicit_gemm_sm90", "conv2d_fwd_implicit_gemm_sm90_bn_relu"]
 DX_SM90_FILE = "conv2d_bwd_dx_sm90.cu"
 DX_SM90_ENTRIES = ["conv2d_bwd_dx_implicit_gemm_sm90"]
 DW_SM90_FILE = "conv2d_bwd_dw_sm90.cu"
@@ -442,8 +448,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
     """
     dt = dtype_of(x)
     policy.check_extents(g, "cupy")
-    if algo == "auto":
-        algo = policy.choose_algo(g, direct_fits=direct_fwd_plan(g) is not None)
+    algo = fwd_algo(g, algo)
     y = empty((g.N, g.K, g.P, g.Q), x.dtype)
     has_bias = np.int32(b is not None)
     bias = cupy.ascontiguousarray(_raw(b)) if b is not None else y
@@ -459,6 +464,40 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
         return y
     if algo != "implicit_gemm":
         raise ValueError(f"algo must be 'auto', 'direct' or 'implicit_gemm', got {algo!r}")
+    return implicit_gemm_forward(x, w, b, g, precision, y=y)
+
+
+def fwd_algo(g: ConvGeometry, algo: str) -> str:
+    """The forward algorithm conv2d_forward runs for ``algo`` ('auto': ``policy.choose_algo``)."""
+    return policy.choose_algo(g, direct_fits=direct_fwd_plan(g) is not None) if algo == "auto" else algo
+
+
+class FusedEpilogue(Protocol):
+    """A fused epilogue of the forward implicit GEMMs (cupy_backend/fused.py): its entry points are
+    the plain ones + ``suffix`` taking the plain arguments + ``args(...)``."""
+    suffix: str
+
+    def args(self, grid: Tuple[int, int, int], splits: int, tile: Tuple[int, int]) -> tuple:
+        """The extra kernel arguments for this launch (grid x = the M tiles, tile = (rows, cols))."""
+
+    def smem(self, tile: Tuple[int, int]) -> int:
+        """Dynamic shared memory (bytes) the epilogue needs for a (rows, cols) tile."""
+
+    def finish_splits(self, ws, splits: int, y) -> None:
+        """Replaces the plain split-K sum (splits > 1)."""
+
+
+def implicit_gemm_forward(x, w, b, g: ConvGeometry, precision: str = "ieee", y=None,
+                          epilogue: FusedEpilogue | None = None):
+    """The implicit-GEMM forward of :func:`conv2d_forward` (algo='implicit_gemm'): y (N, K, P, Q),
+    new C-contiguous (or ``y``) of x's dtype. ``epilogue``: the fused entry points instead (the
+    plain ones + epilogue.suffix, their extra arguments, and its split-K finish)."""
+    dt = dtype_of(x)
+    if y is None:
+        y = empty((g.N, g.K, g.P, g.Q), x.dtype)
+    has_bias = np.int32(b is not None)
+    bias = cupy.ascontiguousarray(_raw(b)) if b is not None else y
+    sfx = epilogue.suffix if epilogue is not None else ""
     grid, splits, kt_chunk = fwd_igemm_plan(g, dt, sm_count())
     layout = gemm_layout(x)
     xa, wm = gemm_operand(x, layout), fwd_weight(w, layout)
@@ -468,22 +507,31 @@ def conv2d_forward(x, w, b, g: ConvGeometry, algo: str = "auto", precision: str 
             else _w90(dt, g.c_per_group, ptrs=(xa.data.ptr, wm.data.ptr))):
         grid, splits, kt_chunk = fwd_w90_plan(g, sm_count())
         ws = _workspace(splits, y.size)
-        args = (xa, wm, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
-        _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0], "conv2d_fwd_implicit_gemm", dt, grid, args)
+        extra = epilogue.args(grid, splits, (W90_BM, W90_BN)) if epilogue is not None else ()
+        args = (xa, wm, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g),
+                *extra)
+        _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0] + sfx, "conv2d_fwd_implicit_gemm" + sfx, dt, grid, args)
     else:
         # the 16-byte vectors' runs: x's pixels (NCHW) or channels (NHWC), the weights' reduction
         runs = (g.H * g.W, g.c_per_group * g.R * g.S) if nchw else (g.c_per_group,)
         vec = vec_width(dt, *runs, ptrs=(xa.data.ptr, wm.data.ptr)) if not nchw or nchw_vectors(g) else 1
         ws = _workspace(splits, y.size)
+        tile = (IG_BM, igemm_bn(g.k_per_group))
+        extra = epilogue.args(grid, splits, tile) if epilogue is not None else ()
+        smem = max(igemm_smem(dt, vec), epilogue.smem(tile) if epilogue is not None else 0)
         args = (xa, wm, bias, has_bias, y, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw),
-                *_geom_args(g))
-        _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm", g.k_per_group), "conv2d_fwd_implicit_gemm", dt,
-                vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=use_tf32(dt, precision))
-    launched(f"conv2d_fwd_implicit_gemm[split={splits}]")
+                *_geom_args(g), *extra)
+        _launch(FWD_FILE, igemm_entry("conv2d_fwd_implicit_gemm" + sfx, g.k_per_group),
+                "conv2d_fwd_implicit_gemm" + sfx, dt, vec, grid, (IG_THREADS,), args, smem,
+                tf32=use_tf32(dt, precision))
+    launched(f"conv2d_fwd_implicit_gemm{sfx}[split={splits}]")
     if nchw:
-        launched("conv2d_fwd_implicit_gemm[nchw]")
+        launched(f"conv2d_fwd_implicit_gemm{sfx}[nchw]")
     if splits > 1:
-        _sum_splits(ws, splits, y, dt)
+        if epilogue is not None:
+            epilogue.finish_splits(ws, splits, y)
+        else:
+            _sum_splits(ws, splits, y, dt)
     return y
 
 

@@ -78,26 +78,40 @@ def batch_norm_stats(x, running_mean, running_var, training, momentum, eps):
     statistics when training (running stats blended in place when given), else the running ones."""
     N, C, HW, M = _bn_dims(x)
     dt = dtype_of(x)
+    if not training:
+        return eval_stats(running_mean, running_var, C, eps, dt)
+    B, chunk = bn_partition(C, M, sm_count())
+    part = cupy.empty((3, C * B), dtype=cupy.float32)
+    run(_BN, "batch_norm_fwd_welford_partials", dt, (C, B), (BLOCK,),
+        (x, part[0], part[1], part[2], i32(C), i64(HW), i64(M), i64(chunk)))
+    return finalize_stats(part, B, C, running_mean, running_var, momentum, eps, dt)
+
+
+def finalize_stats(part, B: int, C: int, running_mean, running_var, momentum, eps, dt: str):
+    """(mean, invstd) float32 (C,) from per-(channel, chunk) Welford partials ``part`` (3, C * B)
+    float32 (count, mean, M2; partial c * B + b) by batch_norm_fwd_finalize_stats (Chan merge);
+    running stats blended in place when given (unbiased variance). Also finishes the fused conv
+    block's epilogue partials (cupy_backend/fused.py)."""
     mean = empty((C,), cupy.float32)
     invstd = empty((C,), cupy.float32)
-    if training:
-        B, chunk = bn_partition(C, M, sm_count())
-        part = cupy.empty((3, C * B), dtype=cupy.float32)
-        run(_BN, "batch_norm_fwd_welford_partials", dt, (C, B), (BLOCK,),
-            (x, part[0], part[1], part[2], i32(C), i64(HW), i64(M), i64(chunk)))
-        update = running_mean is not None
-        rm = float_param(running_mean, C, 0.0) if update else mean
-        rv = float_param(running_var, C, 1.0) if update else invstd
-        run(_BN, "batch_norm_fwd_finalize_stats", dt, warp_per_item_grid(C), (BLOCK,),
-            (part[0], part[1], part[2], i32(B), i32(C), f32(eps), f32(momentum), i32(update),
-             mean, invstd, rm, rv))
-        if update:
-            _update_running(running_mean, rm)
-            _update_running(running_var, rv)
-    else:
-        run(_BN, "batch_norm_eval_stats", dt, thread_per_item_grid(C), (BLOCK,),
-            (float_param(running_mean, C, 0.0), float_param(running_var, C, 1.0), i32(C), f32(eps),
-             mean, invstd))
+    update = running_mean is not None
+    rm = float_param(running_mean, C, 0.0) if update else mean
+    rv = float_param(running_var, C, 1.0) if update else invstd
+    run(_BN, "batch_norm_fwd_finalize_stats", dt, warp_per_item_grid(C), (BLOCK,),
+        (part[0], part[1], part[2], i32(B), i32(C), f32(eps), f32(momentum), i32(update),
+         mean, invstd, rm, rv))
+    if update:
+        _update_running(running_mean, rm)
+        _update_running(running_var, rv)
+    return mean, invstd
+
+
+def eval_stats(running_mean, running_var, C: int, eps, dt: str):
+    """(mean, invstd) float32 (C,) of eval mode: the running mean and 1/sqrt(running_var + eps)."""
+    mean = empty((C,), cupy.float32)
+    invstd = empty((C,), cupy.float32)
+    run(_BN, "batch_norm_eval_stats", dt, thread_per_item_grid(C), (BLOCK,),
+        (float_param(running_mean, C, 0.0), float_param(running_var, C, 1.0), i32(C), f32(eps), mean, invstd))
     return mean, invstd
 
 
@@ -107,6 +121,12 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     g = dy masked by y > 0 when relu. training: dx = w*invstd*(g - mean(g) - xhat*mean(g*xhat));
     eval: dx = g*w*invstd. dweight = sum g*xhat, dbias = sum g over (N, H, W), in weight's dtype.
     """
+    return batch_norm_backward_masked(dy, x, y, weight, mean, invstd, training, relu)[:3]
+
+
+def batch_norm_backward_masked(dy, x, y, weight, mean, invstd, training, relu, want_g=False):
+    """batch_norm_backward, plus (``want_g``) the masked upstream gradient g (x's dtype), written by
+    the dx pass itself (the fused conv block's residual gradient): (dx, dweight, dbias, g | None)."""
     dy, x, y = contiguous(dy), contiguous(x), contiguous(y)
     N, C, HW, M = _bn_dims(x)
     dt = dtype_of(x)
@@ -125,12 +145,13 @@ def batch_norm_backward(dy, x, y, weight, mean, invstd, training, relu):
     else:  # eval without weight: dx = g * invstd, the sums are not read
         dbias32 = dweight32 = mean32
     dx = empty(x.shape, x.dtype)
+    g = empty(x.shape, x.dtype) if want_g else None
     run(_BN, "batch_norm_bwd_dx", dt, elementwise_grid(x.size), (BLOCK,),
         (dy, x, y, mean32, invstd32, w32, dbias32, dweight32, dx, i64(x.size), i64(HW), i32(C),
-         f32(1.0 / M), i32(bool(relu)), i32(bool(training))))
+         f32(1.0 / M), i32(bool(relu)), i32(bool(training)), g if want_g else dx, i32(bool(want_g))))
     if weight is None:
-        return dx, None, None
-    return dx, _grad_param(dweight32, weight), _grad_param(dbias32, weight)
+        return dx, None, None, g
+    return dx, _grad_param(dweight32, weight), _grad_param(dbias32, weight), g
 
 
 # ----------------------------------------------------------------------------------------------
