@@ -389,12 +389,17 @@ def conv2d_bn_relu():
         yield f"conv_bn_fwd_finalize_stats[running={rs}]", fn, sig, ce, opts(cfg), False
     cfg = FK.APPLY_CONFIGS[0]
     fn = FK.conv_bn_fwd_apply
+    units = dict(Y_UNIT=2, O_UNIT=1, R_UNIT=1, Y_ALIGN=8, O_ALIGN=4, R_ALIGN=4, PQ_ALIGN=4)  # NCHW out, res
     for dt in ROT:
         for res in (False, True):
             for int64 in (False, True):
-                ce = dict(HAS_W=True, HAS_B=True, HAS_RES=res, RELU=True, INT64=int64, **cfg.kwargs)
+                ce = dict(HAS_W=True, HAS_B=True, HAS_RES=res, RELU=True, INT64=int64, **units, **cfg.kwargs)
                 sig = signature_for(fn, dt, ce, fp32_ptrs=("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr"))
                 yield f"conv_bn_fwd_apply[{dt}:res={res}:int64={int64}]", fn, sig, ce, opts(cfg), False
+    ce = dict(HAS_W=False, HAS_B=False, HAS_RES=True, RELU=False, INT64=False, Y_UNIT=0, O_UNIT=2, R_UNIT=0,
+              Y_ALIGN=1, O_ALIGN=8, R_ALIGN=1, PQ_ALIGN=1, **cfg.kwargs)    # no unit-stride y / residual
+    sig = signature_for(fn, "fp16", ce, fp32_ptrs=("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr"))
+    yield "conv_bn_fwd_apply[fp16:strided]", fn, sig, ce, opts(cfg), False
 
 
 CASES = {"conv2d_bn_relu": conv2d_bn_relu, "conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma,

@@ -56,17 +56,66 @@ def _res_args(residual):
                 srq=residual.stride(3), HAS_RES=True)
 
 
+VEC_ELEMS = 8       # conv_bn_fwd_apply: alignments proved up to 8 elements (16 bytes of fp16 / bf16)
+
+
+def _pow2_dividing(*values: int) -> int:
+    """The largest power of two <= VEC_ELEMS dividing every value (0 divides as VEC_ELEMS)."""
+    a = VEC_ELEMS
+    while a > 1 and any(v % a for v in values):
+        a //= 2
+    return a
+
+
+def _plane_args(t, P: int, Q: int):
+    """((sn, ss, sc), UNIT, ALIGN) of an (N, K, P, Q) tensor for ``conv_bn_fwd_apply``: the strides of
+    the image, the pixel s = p*Q + q and the channel (0 where that extent is 1), which of the pixel (1)
+    or channel (2) axis has unit stride (0: neither) and ALIGN, a power of two dividing the other two
+    strides, which are passed divided by it (the kernel multiplies them back: its axis analysis then
+    knows the alignment). None when the pixels of a plane have no single stride (sp != Q * sq)."""
+    N, K = t.shape[0], t.shape[1]
+    sn, sk, sp, sq = t.stride()
+    if P == 1 or Q == 1 or sp == Q * sq:
+        ss = sq if Q > 1 else sp
+    else:
+        return None
+    sn, sk, ss = (0 if N == 1 else sn), (0 if K == 1 else sk), (0 if P * Q == 1 else ss)
+    if ss == 1:
+        a = _pow2_dividing(sn, sk)
+        return (sn // a, ss, sk // a), 1, a
+    if sk == 1:
+        a = _pow2_dividing(sn, ss)
+        return (sn // a, ss // a, sk), 2, a
+    return (sn, ss, sk), 0, 1
+
+
+def _plane_flat(t, like):
+    """t itself when ``_plane_args`` can address it, else a copy in like's memory format."""
+    if _plane_args(t, t.shape[2], t.shape[3]) is not None:
+        return t
+    fmt = torch.channels_last if like.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return t.contiguous(memory_format=fmt)
+
+
 def _apply(y, out, residual, mean, invstd, weight, bias, g: ConvGeometry, relu: bool) -> None:
-    """out = relu((y - mean) * invstd * weight + bias + residual) by conv_bn_fwd_apply."""
-    M = g.N * g.P * g.Q
+    """out = relu((y - mean) * invstd * weight + bias + residual) by conv_bn_fwd_apply; out is
+    addressable by ``_plane_args`` (alloc_nchw), y and the residual are copied when not."""
+    PQ = g.P * g.Q
     cfg = FK.APPLY_CONFIGS[0]
+    y = _plane_flat(y, out)
+    residual = None if residual is None else _plane_flat(residual, out)
     res = residual if residual is not None else y
-    int64 = needs_int64((y, out, residual), extents=(M,))
-    grid = (triton.cdiv(M, cfg.kwargs["BLOCK_M"]), triton.cdiv(g.K, cfg.kwargs["BLOCK_C"]))
+    ya, oa, ra = (_plane_args(t, g.P, g.Q) for t in (y, out, res))
+    assert ya is not None and oa is not None and ra is not None
+    int64 = needs_int64((y, out, residual), extents=(g.N * PQ,))
+    tiles = triton.cdiv(PQ, cfg.kwargs["BLOCK_S"])
+    grid = (g.N * tiles, triton.cdiv(g.K, cfg.kwargs["BLOCK_C"]))
+    pq_align = _pow2_dividing(PQ)
     FK.conv_bn_fwd_apply[grid](
         y, out, res, mean, invstd, weight if weight is not None else mean, bias if bias is not None else mean,
-        M, g.K, g.P, g.Q, *y.stride(), *out.stride(), *res.stride(),
+        PQ // pq_align, g.K, tiles, *ya[0], *oa[0], *ra[0],
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_RES=residual is not None, RELU=bool(relu),
+        Y_UNIT=ya[1], O_UNIT=oa[1], R_UNIT=ra[1], Y_ALIGN=ya[2], O_ALIGN=oa[2], R_ALIGN=ra[2], PQ_ALIGN=pq_align,
         INT64=int64, **launch_kwargs(cfg))
     launched("conv_bn_fwd_apply")
 
