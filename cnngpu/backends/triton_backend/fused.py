@@ -4,7 +4,9 @@
 Forward, where the convolution runs as the implicit GEMM (``conv_policy`` picks it, groups fit):
 * eval: BatchNorm folded into the conv weights and bias (w' = w * s, b' = (b - mean) * s + beta,
   s = gamma / sqrt(var + eps); tiny torch ops on the (K, ...) parameters), residual and ReLU in the
-  GEMM epilogue: one read of x, one write of out.
+  GEMM epilogue: one read of x, one write of out. w' (channels-last, as the GEMM reads it) is cached
+  per version of w, gamma and running_var (``weight_cache``); kernels that update running
+  statistics in place bump their version.
 * training: the GEMM epilogue writes y and per-(row tile, channel) mean / M2 partials (STATS);
   ``conv_bn_fwd_finalize_stats`` merges them (Chan) and updates the running stats;
   ``conv_bn_fwd_apply`` writes out = relu(bn(y) + residual), one read of y. Against conv then
@@ -26,9 +28,10 @@ from cnngpu.kernels.triton._config import launch_kwargs
 
 from ...geometry import ConvGeometry
 from .. import conv_policy as policy
-from ._common import empty, launched, needs_int64
+from .. import weight_cache
+from ._common import empty, launched, needs_int64, wrote_in_place
 from .conv import (_dot_precision, _gemm_fits, alloc_nchw, as_layout_of, channels_last_input, conv2d_backward,
-                   conv2d_forward, implicit_gemm_forward, padded_geometry)
+                   conv2d_forward, implicit_gemm_forward, padded_geometry, relaid_weight_copy)
 from .norm import batch_norm_backward_masked, batch_norm_forward
 
 
@@ -39,11 +42,17 @@ def _gemm_path(x, g: ConvGeometry, algo: str) -> bool:
     return algo == "implicit_gemm" and _gemm_fits(g)
 
 
-def _fold(w, b, weight, bias, running_mean, running_var, eps):
-    """(w' in w's dtype, b' fp32, mean fp32, invstd fp32) of the eval block."""
+def _fold(w, b, weight, bias, running_mean, running_var, eps, c):
+    """(w' channels-last, zero-padded to c channels, in w's dtype; b' fp32, mean fp32, invstd fp32)
+    of the eval block. w' is made once per version of w, weight (gamma) and running_var
+    (``weight_cache.relaid`` with those as inputs; recorded as ``conv2d_weight_relayout``): a new
+    tensor on every call would be re-laid on every call."""
     invstd = torch.rsqrt(running_var.float() + eps)
     s = invstd if weight is None else invstd * weight.float()
-    wf = (w.float() * s.view(-1, 1, 1, 1)).to(w.dtype)
+
+    def make():
+        return relaid_weight_copy((w.float() * s.view(-1, 1, 1, 1)).to(w.dtype), c)
+    wf = weight_cache.relaid(w, ("bn_fold", c, float(eps)), make, inputs=(weight, running_var))
     shift = -running_mean.float() if b is None else b.float() - running_mean.float()
     bf = shift * s if bias is None else shift * s + bias.float()
     return wf, bf, running_mean.float().clone(), invstd
@@ -136,8 +145,12 @@ def _finalize(pmean, pm2, running_mean, running_var, g: ConvGeometry, tile_m: in
     launched("conv_bn_fwd_finalize_stats")
     if has_running and rm is not running_mean:
         running_mean.copy_(rm)
+    elif has_running:
+        wrote_in_place(running_mean)
     if has_running and rv is not running_var:
         running_var.copy_(rv)
+    elif has_running:
+        wrote_in_place(running_var)
     return mean, invstd
 
 
@@ -148,8 +161,9 @@ def conv2d_bn_relu_forward(x, w, b, g: ConvGeometry, weight, bias, running_mean,
     fused = _gemm_path(x, g, algo) and not (residual is not None and needs_int64((residual,)))
     prec = _dot_precision(x, precision)
     if not training:
-        wf, bf, mean, invstd = _fold(w, b, weight, bias, running_mean, running_var, eps)
         if fused:
+            wf, bf, mean, invstd = _fold(w, b, weight, bias, running_mean, running_var, eps,
+                                         padded_geometry(g, x).C)
             # the epilogue reads the residual at the GEMM's channels-last rows: an NCHW residual is
             # copied to channels-last first (as x is), else its tile loads are scalar 16-bit gathers
             res = None if residual is None else channels_last_input(residual)
@@ -157,6 +171,7 @@ def conv2d_bn_relu_forward(x, w, b, g: ConvGeometry, weight, bias, running_mean,
                                            epilogue=lambda cfg: dict(RELU=bool(relu), **_res_args(res)))
             launched("conv2d_bn_relu_fwd[eval-fused]")
             return as_layout_of(out, x), None, mean, invstd
+        mean, invstd = running_mean.float().clone(), torch.rsqrt(running_var.float() + eps)
         yc = conv2d_forward(x, w, b, g, algo=algo, precision=precision)
         out = alloc_nchw((g.N, g.K, g.P, g.Q), x)
         _apply(yc, out, residual, mean, invstd, weight, bias, g, relu)
