@@ -195,16 +195,17 @@ def pool2d():
     """Every pooling kernel in fp32 and fp16 (count_include_pad both ways for the averages), with
     the tiles the launchers pick for the ResNet-stem 3x3/2 pool: the *_rows kernels on the span
     path (SPAN > 0, VEC-aligned vector loads + tl.gather) and the direct-tap path (SPAN = 0), the
-    *_channels kernels with channel vectors. (The per-shape picks of every bench shape compile in
-    ``python -m bench.static_memops``.)"""
+    *_channels kernels (forward and backward) with channel vectors. (The per-shape picks of every
+    bench shape compile in ``python -m bench.static_memops``.)"""
     strides = ("sxn", "sxc", "sxh", "sxw", "sdn", "sdc", "sdp", "sdq", "sin", "sic", "sip", "siq")
     for dt, vec in (("fp32", 4), ("fp16", 8)):
         rows = [dict(BR=4, BQ=64, SPAN=256, VEC=vec, VEC_Y=vec), dict(BR=4, BQ=64, SPAN=0, VEC=1, VEC_Y=1)]
         bwd = [dict(BR=16, BW=64, SPAN=64, VEC=vec, VEC_Y=vec), dict(BR=4, BW=64, SPAN=0, VEC=1, VEC_Y=1)]
         chans = [dict(BP=16, BC=64, VEC=vec)]
         for fn, tiles in ((PL.max_pool2d_fwd_rows, rows), (PL.max_pool2d_fwd_channels, chans),
-                          (PL.max_pool2d_bwd_rows, bwd), (PL.avg_pool2d_fwd_rows, rows),
-                          (PL.avg_pool2d_fwd_channels, chans), (PL.avg_pool2d_bwd_rows, bwd)):
+                          (PL.max_pool2d_bwd_rows, bwd), (PL.max_pool2d_bwd_channels, chans),
+                          (PL.avg_pool2d_fwd_rows, rows), (PL.avg_pool2d_fwd_channels, chans),
+                          (PL.avg_pool2d_bwd_rows, bwd), (PL.avg_pool2d_bwd_channels, chans)):
             for ce in tiles:
                 for cip in ((False, True) if fn.fn.__name__.startswith("avg") else (None,)):
                     ce = dict(ce) if cip is None else dict(ce, COUNT_INCLUDE_PAD=cip)
