@@ -29,6 +29,8 @@ VEC_BYTES = 16              # widest global vector access
 ROWS_TILE = 1024            # elements of the widest [BR, SPAN] register tile of a *_rows program
 ROWS_OUT = 256              # outputs (inputs, backward) per *_rows program
 CHANNELS_TILE = 2048        # outputs per *_channels program (BP x BC)
+CHANNELS_BWD_PIXELS = 64    # at most this many input pixels per *_bwd_channels program (256 pixels x
+                            # 8 channels took 240 registers, ptxas sm_90: per-pixel int64 index math)
 MAX_SPAN = 1024             # longer spans: SPAN = 0 (direct tap loads)
 POOL_WARPS = 4
 

@@ -163,6 +163,7 @@ def _bwd_channels(g, srcs):
     for t in srcs:
         vec = min(vec, _vec(t, (t.stride(0), t.stride(2), t.stride(3)), g.C, vec))
     bp, bc = _channels_tile(g, vec)
+    bp = min(bp, K.CHANNELS_BWD_PIXELS)
     grid = (triton.cdiv(g.N * g.H * g.W, bp), triton.cdiv(g.C, bc))
     return grid, dict(BP=bp, BC=bc, VEC=vec, num_warps=K.POOL_WARPS)
 
