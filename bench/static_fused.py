@@ -15,8 +15,9 @@ read back with ``bench.static_report.analyse``:
   (``bench.static_report.gate``: wgmma overlapped, async copies of both operands, >= 2 stages,
   zero spills, no scalar 16-bit loads);
 * ``conv_bn_fwd_finalize_stats`` (training): zero spills;
-* ``conv_bn_fwd_apply`` (training): zero spills, and vector loads (>= 8 bytes) where y's rows are
-  contiguous along the channels (stride 1, K a multiple of 8) -- the layout the GEMM writes.
+* ``conv_bn_fwd_apply`` (training): zero spills and, where y and the residual have a unit-stride
+  axis with at least 4-byte alignment (``apply_vector_bytes``: the plane in NCHW, the channels in
+  channels-last), loads that wide and no scalar 16-bit global load.
 
 ``floor_us``: the kernel's H200 roofline floor, max(FLOPs / 989 TFLOP/s, bytes / 4.8 TB/s), bytes
 counted once per tensor the kernel must read or write. Compiled results share the conv report's
@@ -101,18 +102,33 @@ def floor_us(case: FusedCase) -> float:
     return 0.0
 
 
-def apply_expects_vectors(launch: dict) -> bool:
+def apply_vector_bytes(launch: dict) -> int:
+    """The vector width (bytes) ``conv_bn_fwd_apply``'s activation loads can get: y's and (HAS_RES)
+    the residual's, each along its unit-stride axis (the plane in NCHW, the channels in channels-last)
+    with the alignment the launcher proved (``*_ALIGN``), the narrowest of them; 0 when one of them
+    has no unit-stride axis, no 4-byte alignment, or the BN affine is 16-bit (its per-channel loads
+    would count as scalar 16-bit loads too)."""
     named = dict(zip(launch["fn"].arg_names, launch["args"]))
-    return named["syk"] == 1 and int(named["K"]) % 8 == 0 and all(int(named[s]) % 8 == 0 for s in ("syn", "syp",
-                                                                                                   "syq"))
+    named.update(launch["kwargs"])
+    if any(named[k] and named[p].element_size() < 4 for k, p in (("HAS_W", "w_ptr"), ("HAS_B", "b_ptr"))):
+        return 0
+    widths = []
+    for t in ("Y", "R") if named["HAS_RES"] else ("Y",):
+        ptr = named[{"Y": "y_ptr", "R": "res_ptr"}[t]]
+        widths.append(min(16, named[f"{t}_ALIGN"] * ptr.element_size()) if named[f"{t}_UNIT"] else 0)
+    return min(widths) if min(widths) >= 4 else 0
 
 
 def gate(name: str, a: dict, launch: dict) -> dict:
+    """conv: issue 12's gate; finalize / apply: zero spills; apply, where ``apply_vector_bytes`` is
+    nonzero: loads that wide and no scalar 16-bit load (a scalar y or residual load fails)."""
     if name == GEMM:
         return SR.gate(a)
     g = {"no_spills": SR.no_spills(a)}
-    if name == "conv_bn_fwd_apply" and apply_expects_vectors(launch):
-        g["vector_loads"] = a["ld_max"] >= 8
+    width = apply_vector_bytes(launch) if name == "conv_bn_fwd_apply" else 0
+    if width:
+        g["vector_loads"] = a["ld_max"] >= width
+        g["no_b16_loads"] = a["b16"] == 0
     return g
 
 
@@ -206,6 +222,7 @@ def summary(rows) -> str:
     other = [r for r in ok if r["kernel"] != GEMM]
     parts.append(f"finalize/apply no_spills: {sum(r['gate']['no_spills'] for r in other)}/{len(other)}")
     vec = [r for r in other if "vector_loads" in r["gate"]]
-    parts.append(f"apply vector_loads: {sum(r['gate']['vector_loads'] for r in vec)}/{len(vec)} where contiguous")
+    parts.append(f"apply vector_loads: {sum(r['gate']['vector_loads'] for r in vec)}/{len(vec)}, no_b16_loads: "
+                 f"{sum(r['gate']['no_b16_loads'] for r in vec)}/{len(vec)} where contiguous")
     parts.append(f"ALL: {sum(all(r['gate'].values()) for r in ok)}/{len(rows)}")
     return "; ".join(parts)

@@ -51,6 +51,8 @@ POOL_VECTOR_AXES = {
     "avg_pool2d_fwd_channels": [("sxc", ("sxn", "sxh", "sxw"), "C")],
     "max_pool2d_bwd_rows": [("sdq", ("sdn", "sdc", "sdp"), "Q"), ("siq", ("sin", "sic", "sip"), "Q")],
     "avg_pool2d_bwd_rows": [("sdq", ("sdn", "sdc", "sdp"), "Q")],
+    "max_pool2d_bwd_channels": [("sdc", ("sdn", "sdp", "sdq"), "C"), ("sic", ("sin", "sip", "siq"), "C")],
+    "avg_pool2d_bwd_channels": [("sdc", ("sdn", "sdp", "sdq"), "C")],
 }
 
 

@@ -121,6 +121,41 @@ def test_no_relu_channels_last_gemm(be, layout):
     check(got, want, "float16", c["w"][0].size, got["out"].size)
 
 
+def _res_layout(t, layout):
+    """The residual in ``layout``: 'nchw' / 'channels_last' / 'sliced' (harness.relayout: the
+    pixels of a plane have no single stride, the launcher copies it) or 'strided_w' (every other
+    column of a (N, K, P, 2Q) buffer: one pixel stride, no unit-stride axis)."""
+    if layout != "strided_w":
+        return relayout(t, layout)
+    big = torch.full(t.shape[:3] + (2 * t.shape[3],), float("nan"), dtype=t.dtype)
+    big[..., ::2] = t
+    return big[..., ::2]
+
+
+@pytest.mark.parametrize("geom", [GEOMS[0], (1, 3, 5, 5, 8, 3, 3, 1, 0, 1, 1)])   # P*Q = 30, 9 (N = 1)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("res_layout", ["nchw", "channels_last", "sliced", "strided_w"])
+def test_apply_layouts(be, geom, layout, res_layout):
+    """conv_bn_fwd_apply with y (channels-last rows of the GEMM, or the direct conv's output in x's
+    layout), out (x's layout) and a residual in any layout: each addressed along its own unit-stride
+    axis where it has one (fp16: the vector paths, plane sizes not a multiple of 8)."""
+    c = make_case(geom, "float16", seed_of("apply", geom, layout, res_layout))
+    x = relayout(native(be.name, c["x"], "float16"), layout)
+    w, b = native(be.name, c["w"], "float16"), native(be.name, c["b"], "float16")
+    res = _res_layout(native(be.name, c["res"], "float16"), res_layout)
+    p32 = {k: native(be.name, c[k], "float32") for k in ("gamma", "beta", "rm", "rv")}
+    for algo in ("implicit_gemm", "direct"):
+        with launches(be, "conv_bn_fwd_apply"):
+            out = cf.conv2d_bn_relu(x, w, b, p32["gamma"], p32["beta"], p32["rm"].clone(), p32["rv"].clone(), res,
+                                    **c["conv"], training=True, algo=algo)
+        want = cf.conv2d_bn_relu(c["x"], c["w"], c["b"].astype(np.float64), c["gamma"].astype(np.float64),
+                                 c["beta"].astype(np.float64), None, None, c["res"], **c["conv"], training=True)
+        assert out.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else
+                                 torch.contiguous_format)
+        assert_close(be.to_numpy(out).astype(np.float64), want, "float16", c["w"][0].size, f"out[{algo}]",
+                     factor=16.0)
+
+
 def test_statistics_stable_under_offset(be):
     """|mean| >> std of the conv output (bias 300, std ~1): the tile partials + Chan merge keep the
     variance (a sum / sum-of-squares formula would lose it entirely in fp32)."""

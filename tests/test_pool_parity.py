@@ -234,3 +234,66 @@ def test_max_pool2d_ties_nan_and_neg_inf_vector_paths(layout):
         yr, ir = F.max_pool2d(x, k, s, p, backend="numpy", return_indices=True)
         np.testing.assert_array_equal(to_f64(idx), ir)
         np.testing.assert_array_equal(to_f64(y), yr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", GEOMS + VECTOR_GEOMS, ids=_ids)
+def test_pool_backward_channels_last(geom, dtype, monkeypatch):
+    """Channels-last dy (and argmax) -> the *_bwd_channels gathers (runs of channels; VEC > 1 where
+    C and the strides allow) and a channels-last dx, as torch; values as the NumPy reference. A 1x1
+    dy (both layouts at once) and C = 1 stay on the *_rows path."""
+    require("triton")
+    import torch
+    from cnngpu.kernels.triton import pool2d as K
+    spies = {n: _Spy(getattr(K, n)) for n in ("max_pool2d_bwd_channels", "avg_pool2d_bwd_channels",
+                                              "max_pool2d_bwd_rows", "avg_pool2d_bwd_rows")}
+    for n, s in spies.items():
+        monkeypatch.setattr(K, n, s)
+    N, C, H, W, k, s, p, d, ceil = geom
+    gen = rng(seed_of("bwd_channels", geom, dtype))
+    x = randn(gen, (N, C, H, W), dtype)
+    yr, ir = F.max_pool2d(x, k, s, p, d, ceil, backend="numpy", return_indices=True)
+    dy = randn(gen, yr.shape, dtype)
+    dyt = relayout(native("triton", dy, dtype), "channels_last")
+    it = relayout(torch.from_numpy(ir.astype(np.int64)), "channels_last")
+    chan = C > 1 and yr.shape[2] * yr.shape[3] > 1
+    dx = F.max_pool2d_backward(dyt, it, (N, C, H, W), k, s, p, d, ceil)
+    assert_close(to_f64(dx), F.max_pool2d_backward(dy, ir, (N, C, H, W), k, s, p, d, ceil, backend="numpy"),
+                 dtype, reduction_len=_window(k), what="max dx")
+    assert bool(spies["max_pool2d_bwd_channels"].tiles) == chan
+    if d == 1:
+        for cip in (True, False):
+            dxa = F.avg_pool2d_backward(dyt, (N, C, H, W), k, s, p, ceil, cip)
+            assert_close(to_f64(dxa), F.avg_pool2d_backward(dy, (N, C, H, W), k, s, p, ceil, cip, backend="numpy"),
+                         dtype, reduction_len=_window(k), what="avg dx")
+            assert (dxa.stride(1) == 1) == chan
+        assert bool(spies["avg_pool2d_bwd_channels"].tiles) == chan
+    if chan:
+        assert dx.stride(1) == 1 and dx.is_contiguous(memory_format=torch.channels_last)
+        if C % 8 == 0:
+            assert all(t["VEC"] > 1 for n in ("max_pool2d_bwd_channels", "avg_pool2d_bwd_channels")
+                       for t in spies[n].tiles), "aligned channel runs: vector path"
+
+
+def test_torch_channels_last_backward_runs_channels_gathers():
+    """cnngpu.torch on the triton backend hands a channels-last dy / indices to the backend as they
+    are: the *_bwd_channels gathers run, and the gradients equal torch's (channels-last, as torch)."""
+    be = require("triton")
+    import torch
+    import torch.nn.functional as TF
+    ct = pytest.importorskip("cnngpu.torch")
+    gen = rng(seed_of("torch_bwd_channels"))
+    x0 = torch.from_numpy(randn(gen, (2, 8, 9, 10), "float32").astype(np.float32))
+    for name, op, ref in (("max", lambda t: ct.max_pool2d(t, 3, 2, 1, backend="triton"),
+                           lambda t: TF.max_pool2d(t, 3, 2, 1)),
+                          ("avg", lambda t: ct.avg_pool2d(t, 3, 2, 1, backend="triton"),
+                           lambda t: TF.avg_pool2d(t, 3, 2, 1))):
+        x = x0.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        xr = x0.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        dy = torch.from_numpy(randn(gen, (2, 8, 5, 5), "float32").astype(np.float32))
+        n = be.LAUNCHES[f"{name}_pool2d_bwd_channels"]
+        op(x).backward(dy.contiguous(memory_format=torch.channels_last))
+        ref(xr).backward(dy.contiguous(memory_format=torch.channels_last))
+        assert be.LAUNCHES[f"{name}_pool2d_bwd_channels"] == n + 1, name
+        assert x.grad.is_contiguous(memory_format=torch.channels_last)
+        assert_close(to_f64(x.grad), to_f64(xr.grad), "float32", 9, what=f"{name} dx")

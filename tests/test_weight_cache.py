@@ -310,6 +310,143 @@ def test_nn_fused_block_reuses_and_invalidates(be):
 
 
 # ------------------------------------------------------------------------------------------------
+# the eval-mode fused block's folded weight (w * gamma / sqrt(running_var + eps)), triton backend
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def tb():
+    return require("triton")
+
+
+def fold_case(seed):
+    """float32 NumPy x, w and BatchNorm parameters / statistics of the (8 -> 8, groups 2) block."""
+    gen = rng(seed)
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    return dict(x=f32(randn(gen, X_SHAPE)), w=f32(randn(gen, W_SHAPE, scale=0.5)),
+                gamma=f32(1.0 + 0.3 * randn(gen, (8,))), beta=f32(randn(gen, (8,))), rm=f32(randn(gen, (8,), scale=0.3)),
+                rv=f32(0.5 + np.abs(randn(gen, (8,)))))
+
+
+def fold_reference(c, residual=None):
+    f64 = {k: v.astype(np.float64) for k, v in c.items()}
+    return F.conv2d_bn_relu(f64["x"], f64["w"], None, f64["gamma"], f64["beta"], f64["rm"], f64["rv"], residual,
+                            training=False, backend="numpy", **OPTS)
+
+
+def fold_run(be, t):
+    return F.conv2d_bn_relu(t["x"], t["w"], None, t["gamma"], t["beta"], t["rm"], t["rv"], training=False,
+                            algo="implicit_gemm", backend=be.name, **OPTS)
+
+
+@pytest.mark.parametrize("change", ["w", "gamma", "rv", "beta", "rm"])
+def test_fused_eval_fold_cached_and_invalidated(tb, change):
+    """cnngpu.functional on torch tensors (their own version counters): the second eval call makes no
+    relayout; an in-place change of the weight, gamma or running_var makes one (the fold depends on
+    them), of beta or running_mean none (they only enter the folded bias, computed per call); the
+    result matches the NumPy reference for the new values either way."""
+    torch = _torch()
+    c = fold_case(20)
+    t = {k: torch.from_numpy(v.copy()).to(_dev()) for k, v in c.items()}
+    n0 = relayouts(tb)
+    assert_close(to_f64(fold_run(tb, t)), fold_reference(c), "float32", RED, what="first call")
+    assert relayouts(tb) == n0 + 1, "the folded weight should be re-laid once"
+    assert_close(to_f64(fold_run(tb, t)), fold_reference(c), "float32", RED, what="second call")
+    assert relayouts(tb) == n0 + 1, "unchanged parameters: folded weight re-laid again"
+    new = fold_case(21)[change]
+    if change == "rv":
+        new = np.abs(new) + 0.25
+    t[change].copy_(torch.from_numpy(new))                     # in place: same tensor, version + 1
+    c[change] = new
+    out = fold_run(tb, t)
+    assert relayouts(tb) == n0 + 1 + (change in ("w", "gamma", "rv")), f"after changing {change}"
+    assert_close(to_f64(out), fold_reference(c), "float32", RED, what=f"after changing {change}")
+
+
+def test_fused_eval_fold_new_input_tensor_misses(tb):
+    """Another gamma tensor (same values, also at version 0) is another input: a new fold, not a hit
+    on the entry made from the first one; a weight without a version (inference tensor) is folded on
+    every call."""
+    torch = _torch()
+    c = fold_case(22)
+    t = {k: torch.from_numpy(v.copy()).to(_dev()) for k, v in c.items()}
+    fold_run(tb, t)
+    n = relayouts(tb)
+    t["gamma"] = t["gamma"].clone()
+    assert_close(to_f64(fold_run(tb, t)), fold_reference(c), "float32", RED, what="new gamma tensor")
+    assert relayouts(tb) == n + 1
+    with torch.inference_mode():
+        t["w"] = t["w"].clone()
+    for _ in range(2):
+        fold_run(tb, t)
+    assert relayouts(tb) == n + 3
+
+
+def test_torch_fused_eval_fold_cached_and_invalidated(tb):
+    """cnngpu.torch.Conv2dBNReLU in eval (declared versions of the conv weight, bn.weight and
+    bn.running_var): no relayout on the second call; a training step (running statistics updated
+    by the kernels, written back with copy_), then bn.weight / running_var / conv weight changed
+    in place: a new fold each time, matching torch's Conv2d + BatchNorm2d + ReLU."""
+    torch = _torch()
+    ct = _ct()
+    gen = rng(23)
+    m = ct.Conv2dBNReLU(8, 8, 3, padding=1, groups=2, algo="implicit_gemm", backend=tb.name).to(_dev())
+    ref = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False), torch.nn.BatchNorm2d(8),
+                              torch.nn.ReLU()).to(_dev())
+    x = torch.from_numpy(randn(gen, X_SHAPE).astype(np.float32)).to(_dev())
+    with torch.no_grad():
+        m.bn.running_var.copy_(torch.from_numpy(0.5 + np.abs(randn(gen, (8,))).astype(np.float32)))
+    m.eval()
+    ref.eval()
+
+    def compare(what):
+        ref[0].weight.data.copy_(m.conv.weight.detach())
+        ref[1].load_state_dict(m.bn.state_dict())
+        with torch.no_grad():
+            out = m(x)
+        assert_close(_np(out), _np(ref(x)).astype(np.float64), "float32", RED, what=what)
+    compare("first call")
+    n = relayouts(tb)
+    compare("second call")
+    assert relayouts(tb) == n, "unchanged parameters: folded weight re-laid again"
+    m.train()
+    m(x)                                                       # running statistics move
+    m.eval()
+    compare("after a training step")
+    assert relayouts(tb) > n
+    for i, update in enumerate((lambda: m.bn.weight.mul_(1.5), lambda: m.bn.running_var.add_(0.75),
+                                lambda: m.conv.weight.mul_(-2.0))):
+        n = relayouts(tb)
+        with torch.no_grad():
+            update()
+        compare(f"update {i}")
+        assert relayouts(tb) > n, f"update {i}: stale fold"
+
+
+def test_nn_fused_eval_fold_after_training_step(tb):
+    """cnngpu.nn.Conv2dBNReLU: the training step's kernels update bn.running_var in place (the
+    backend bumps its torch version), so the eval fold made before it is not reused; unchanged,
+    the second eval call makes no relayout."""
+    from cnngpu import nn
+    kw = dict(padding=1, groups=2, algo="implicit_gemm", seed=24)
+    m = nn.Conv2dBNReLU(8, 8, 3, backend=tb.name, **kw)
+    ref = nn.Conv2dBNReLU(8, 8, 3, backend="numpy", dtype="float64", **kw)
+    x = randn(rng(24), X_SHAPE)
+    nx = native(tb.name, x, "float32")
+    m.eval()
+    ref.eval()
+    m(nx)
+    n = relayouts(tb)
+    m(nx)
+    assert relayouts(tb) == n
+    m.train()
+    m(nx)
+    m.eval()
+    out = m(nx)
+    assert relayouts(tb) > n, "stale fold after the running statistics changed"
+    ref.load_state_dict(m.state_dict())
+    assert_close(to_f64(out), ref(x), "float32", RED, what="eval after a training step")
+
+
+# ------------------------------------------------------------------------------------------------
 # the cupy layouts; the cache itself
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.cupy
@@ -429,3 +566,28 @@ def test_cache_bounded(monkeypatch):
             weight_cache.relaid(a, "x", lambda: 1)
     assert len(weight_cache._CACHE) == 3
     assert not weight_cache.cached_layouts(srcs[0]) and weight_cache.cached_layouts(srcs[-1])
+
+
+def test_cache_inputs_versions_and_sources():
+    """relaid(..., inputs=): a hit needs every input at the same source, version and signature; a
+    None input is part of the key; an input without a version: no caching."""
+    a, g = np.arange(4.0), np.ones(4)
+    src, gsrc = _Source(), _Source()
+    made = []
+    make = lambda: made.append(1)  # noqa: E731
+    with weight_cache.versioned(a, src, 0):
+        with weight_cache.versioned(g, gsrc, 0):
+            weight_cache.relaid(a, "fold", make, inputs=(g, None))
+            weight_cache.relaid(a, "fold", make, inputs=(g, None))
+            assert len(made) == 1
+        with weight_cache.versioned(g, gsrc, 1):                  # input's new version
+            weight_cache.relaid(a, "fold", make, inputs=(g, None))
+        assert len(made) == 2
+        with weight_cache.versioned(g, _Source(), 1):             # another input source, same version
+            weight_cache.relaid(a, "fold", make, inputs=(g, None))
+        assert len(made) == 3
+        weight_cache.relaid(a, "fold", make, inputs=(g, None))    # g undeclared: no version, no caching
+        weight_cache.relaid(a, "fold", make, inputs=(g, None))
+        assert len(made) == 5
+        assert len(weight_cache.cached_layouts(src)) == 1
+

@@ -195,16 +195,17 @@ def pool2d():
     """Every pooling kernel in fp32 and fp16 (count_include_pad both ways for the averages), with
     the tiles the launchers pick for the ResNet-stem 3x3/2 pool: the *_rows kernels on the span
     path (SPAN > 0, VEC-aligned vector loads + tl.gather) and the direct-tap path (SPAN = 0), the
-    *_channels kernels with channel vectors. (The per-shape picks of every bench shape compile in
-    ``python -m bench.static_memops``.)"""
+    *_channels kernels (forward and backward) with channel vectors. (The per-shape picks of every
+    bench shape compile in ``python -m bench.static_memops``.)"""
     strides = ("sxn", "sxc", "sxh", "sxw", "sdn", "sdc", "sdp", "sdq", "sin", "sic", "sip", "siq")
     for dt, vec in (("fp32", 4), ("fp16", 8)):
         rows = [dict(BR=4, BQ=64, SPAN=256, VEC=vec, VEC_Y=vec), dict(BR=4, BQ=64, SPAN=0, VEC=1, VEC_Y=1)]
         bwd = [dict(BR=16, BW=64, SPAN=64, VEC=vec, VEC_Y=vec), dict(BR=4, BW=64, SPAN=0, VEC=1, VEC_Y=1)]
         chans = [dict(BP=16, BC=64, VEC=vec)]
         for fn, tiles in ((PL.max_pool2d_fwd_rows, rows), (PL.max_pool2d_fwd_channels, chans),
-                          (PL.max_pool2d_bwd_rows, bwd), (PL.avg_pool2d_fwd_rows, rows),
-                          (PL.avg_pool2d_fwd_channels, chans), (PL.avg_pool2d_bwd_rows, bwd)):
+                          (PL.max_pool2d_bwd_rows, bwd), (PL.max_pool2d_bwd_channels, chans),
+                          (PL.avg_pool2d_fwd_rows, rows), (PL.avg_pool2d_fwd_channels, chans),
+                          (PL.avg_pool2d_bwd_rows, bwd), (PL.avg_pool2d_bwd_channels, chans)):
             for ce in tiles:
                 for cip in ((False, True) if fn.fn.__name__.startswith("avg") else (None,)):
                     ce = dict(ce) if cip is None else dict(ce, COUNT_INCLUDE_PAD=cip)
@@ -389,12 +390,17 @@ def conv2d_bn_relu():
         yield f"conv_bn_fwd_finalize_stats[running={rs}]", fn, sig, ce, opts(cfg), False
     cfg = FK.APPLY_CONFIGS[0]
     fn = FK.conv_bn_fwd_apply
+    units = dict(Y_UNIT=2, O_UNIT=1, R_UNIT=1, Y_ALIGN=8, O_ALIGN=4, R_ALIGN=4, PQ_ALIGN=4)  # NCHW out, res
     for dt in ROT:
         for res in (False, True):
             for int64 in (False, True):
-                ce = dict(HAS_W=True, HAS_B=True, HAS_RES=res, RELU=True, INT64=int64, **cfg.kwargs)
+                ce = dict(HAS_W=True, HAS_B=True, HAS_RES=res, RELU=True, INT64=int64, **units, **cfg.kwargs)
                 sig = signature_for(fn, dt, ce, fp32_ptrs=("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr"))
                 yield f"conv_bn_fwd_apply[{dt}:res={res}:int64={int64}]", fn, sig, ce, opts(cfg), False
+    ce = dict(HAS_W=False, HAS_B=False, HAS_RES=True, RELU=False, INT64=False, Y_UNIT=0, O_UNIT=2, R_UNIT=0,
+              Y_ALIGN=1, O_ALIGN=8, R_ALIGN=1, PQ_ALIGN=1, **cfg.kwargs)    # no unit-stride y / residual
+    sig = signature_for(fn, "fp16", ce, fp32_ptrs=("mean_ptr", "invstd_ptr", "w_ptr", "b_ptr"))
+    yield "conv_bn_fwd_apply[fp16:strided]", fn, sig, ce, opts(cfg), False
 
 
 CASES = {"conv2d_bn_relu": conv2d_bn_relu, "conv2d_fwd": conv2d_fwd, "conv2d_fwd_tma": conv2d_fwd_tma,

@@ -25,10 +25,17 @@ and the cupy dX layout (G, R, S, C/g, K/g) is no strided (K, C/g, R, S) view whe
 the layout rules stay in the launchers (one function per layout) and the callers only say which
 versions they know.
 
+A copy made from more than the weight -- the eval-mode fused block's weight with BatchNorm
+folded in, w * gamma / sqrt(running_var + eps) -- names those other arrays as ``inputs`` of
+:func:`relaid`: each is versioned the same way (its own counter or a declared source), and the copy
+is reused only while every one has the same source, version and signature too (none of them
+without a version: not cached). The triton backend bumps the in-place version of running
+statistics its kernels update (a kernel write is invisible to torch's counter).
+
 Entries are keyed by (id(source), layout) and hold (weak reference to the source, version,
-signature of the array: address, shape, strides, dtype, device; the copy). A hit needs the same
-living source object -- a new tensor at a recycled address and id does not hit -- the same
-version and the same signature. A newer version replaces the entry, and an entry is dropped when
+signature of the array: address, shape, strides, dtype, device; the copy; weak references to the
+inputs' sources). A hit needs the same living source object -- a new tensor at a recycled address
+and id does not hit -- the same version and the same signature, and the same of every input. A newer version replaces the entry, and an entry is dropped when
 its source dies, so the cache holds at most one copy per (parameter, layout), at most MAX_ENTRIES
 in all (least recently used dropped first); :func:`clear` empties it.
 
@@ -47,7 +54,7 @@ import contextlib
 import functools
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Hashable, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Hashable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -56,8 +63,8 @@ MAX_ENTRIES = 512
 # id(array) -> (array, source, version): the versions declared by callers (versioned); the array is
 # held, so its id cannot be reused while declared
 _DECLARED: Dict[int, Tuple[Any, Any, Hashable]] = {}
-# (id(source), layout) -> (weakref to source, version, signature, copy)
-_CACHE: "OrderedDict[Tuple[int, Hashable], Tuple[weakref.ref, Hashable, tuple, Any]]" = OrderedDict()
+# (id(source), layout) -> (weakref to source, version, signature, copy, weakrefs to the inputs' sources)
+_CACHE: "OrderedDict[Tuple[int, Hashable], Tuple[weakref.ref, Hashable, tuple, Any, tuple]]" = OrderedDict()
 
 
 def _is_torch(a: Any) -> bool:
@@ -116,25 +123,50 @@ def signature(array: Any) -> tuple:
     return (int(ptr), tuple(array.shape), tuple(array.strides), str(array.dtype), getattr(dev, "id", None))
 
 
-def relaid(array: Any, layout: Hashable, make: Callable[[], T]) -> T:
+def _input_state(inputs: Sequence[Any]) -> Optional[Tuple[tuple, tuple]]:
+    """(sources, (version, signature) per input) of :func:`relaid`'s ``inputs`` (None entries kept
+    as None), or None when one of them has no version (then nothing is cached)."""
+    sources: list = []
+    states: list = []
+    for a in inputs:
+        if a is None:
+            sources.append(None)
+            states.append(None)
+            continue
+        vs = version_of(a)
+        if vs is None:
+            return None
+        sources.append(vs[0])
+        states.append((vs[1], signature(a)))
+    return tuple(sources), tuple(states)
+
+
+def relaid(array: Any, layout: Hashable, make: Callable[[], T], inputs: Sequence[Any] = ()) -> T:
     """``make()`` (a re-laid copy of ``array`` in ``layout``), made once per version of ``array``
-    (:func:`version_of`); made on every call when ``array`` has no version."""
+    (:func:`version_of`); made on every call when ``array`` has no version. ``inputs``: the other
+    arrays (or None) the copy is computed from; it is remade when one of them changes version or
+    signature too, and made on every call when one of them has no version."""
     vs = version_of(array)
-    if vs is None:
+    ins = _input_state(inputs)
+    if vs is None or ins is None:
         return make()
     source, version = vs
+    in_sources, in_states = ins
+    version = (version, in_states) if inputs else version
     key = (id(source), layout)
     sig = signature(array)
     hit = _CACHE.get(key)
-    if hit is not None and hit[0]() is source and hit[1] == version and hit[2] == sig:
+    if (hit is not None and hit[0]() is source and hit[1] == version and hit[2] == sig
+            and all((r is None and s is None) or (r is not None and r() is s) for r, s in zip(hit[4], in_sources))):
         _CACHE.move_to_end(key)
         return hit[3]
     out = make()
     try:
         ref = weakref.ref(source, functools.partial(_drop, key))
+        in_refs = tuple(None if s is None else weakref.ref(s) for s in in_sources)
     except TypeError:           # not weak-referenceable: no caching
         return out
-    _CACHE[key] = (ref, version, sig, out)
+    _CACHE[key] = (ref, version, sig, out, in_refs)
     _CACHE.move_to_end(key)
     while len(_CACHE) > MAX_ENTRIES:
         _CACHE.popitem(last=False)

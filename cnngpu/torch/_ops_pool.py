@@ -49,6 +49,12 @@ def _(x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], 
     return empty(x, shape, fmt), empty(x, shape, fmt, torch.int64)
 
 
+def _grad_source(t: Tensor, be: str) -> Tensor:
+    """dy / indices as the backend's backward reads them: triton reads any strides and runs its
+    channel-run gathers on channels-last ones (keep that format), the others get NCHW."""
+    return t.contiguous(memory_format=memory_format(t)) if be == "triton" else t.contiguous()
+
+
 @torch.library.custom_op("cnngpu::max_pool2d_backward", mutates_args=())
 def max_pool2d_backward(dy: Tensor, indices: Tensor, x_shape: List[int], kernel_size: List[int], stride: List[int],
                         padding: List[int], dilation: List[int], ceil_mode: bool, backend: str) -> Tensor:
@@ -56,7 +62,7 @@ def max_pool2d_backward(dy: Tensor, indices: Tensor, x_shape: List[int], kernel_
     be = pick_backend(dy, backend)
     (dyb, unb), (ib, _) = batched(dy), batched(indices)
     xs, _ = batched_shape(x_shape)
-    dx = F.max_pool2d_backward(_native(dyb.contiguous(), be), _native(ib.contiguous(), be), xs,
+    dx = F.max_pool2d_backward(_native(_grad_source(dyb, be), be), _native(_grad_source(ib, be), be), xs,
                                tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), ceil_mode,
                                backend=be)
     out = in_format(_tensor(dx, be, dy.device, dy.dtype), memory_format(dy))
@@ -111,7 +117,7 @@ def avg_pool2d_backward(dy: Tensor, x_shape: List[int], kernel_size: List[int], 
     be = pick_backend(dy, backend)
     dyb, unb = batched(dy)
     xs, _ = batched_shape(x_shape)
-    dx = F.avg_pool2d_backward(_native(dyb.contiguous(), be), xs, tuple(kernel_size), tuple(stride),
+    dx = F.avg_pool2d_backward(_native(_grad_source(dyb, be), be), xs, tuple(kernel_size), tuple(stride),
                                tuple(padding), ceil_mode, count_include_pad, divisor_override, backend=be)
     out = in_format(_tensor(dx, be, dy.device, dy.dtype), memory_format(dy))
     return no_alias(unbatched(out, unb), dy)

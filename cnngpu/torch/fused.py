@@ -43,10 +43,12 @@ def _fused_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], bn_weight: Opti
     update = training and running_mean is not None
     rm = None if running_mean is None else (running_mean.clone() if update else running_mean)
     rv = None if running_var is None else (running_var.clone() if update else running_var)
-    nrm, nrv = _native(rm, be), _native(rv, be)
-    with native_weight(weight, be) as wn:
+    nrm = _native(rm, be)
+    # versions declared for the conv weight, gamma and running_var: the eval block's folded weight is
+    # cached per version of all three (``weight_cache``)
+    with native_weight(weight, be) as wn, native_weight(bn_weight, be) as gn, native_weight(rv, be) as nrv:
         out, y, mean, invstd = F.conv2d_bn_relu(
-            _native(x, be), wn, _native(bias, be), _native(bn_weight, be), _native(bn_bias, be), nrm, nrv,
+            _native(x, be), wn, _native(bias, be), gn, _native(bn_bias, be), nrm, nrv,
             _native(residual, be), tuple(stride), _pad(pad_ints, pad_str), tuple(dilation), groups, training,
             momentum, eps, relu=relu, return_stats=True, algo=algo, precision=precision, backend=be)
     if update:

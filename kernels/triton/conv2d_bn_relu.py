@@ -5,7 +5,7 @@ Training forward = 3 launches (launcher: ``cnngpu.backends.triton_backend.fused`
                                         per row tile and output channel, the tile's mean and M2
   conv_bn_fwd_finalize_stats            (cdiv(K, BLOCK_C),): Chan merge of the T tile partials ->
                                         mean, invstd; running-stat update in place (unbiased var)
-  conv_bn_fwd_apply                     (cdiv(M, BLOCK_M), cdiv(K, BLOCK_C)): out = relu((y - mean)
+  conv_bn_fwd_apply                     (N * cdiv(P*Q, BLOCK_S), cdiv(K, BLOCK_C)): out = relu((y - mean)
                                         * invstd * w + b + residual), one read of y
 Eval forward = conv2d_fwd_implicit_gemm with BatchNorm folded into the weights and bias and the
 residual / ReLU in its epilogue (HAS_RES, RELU): no kernel of this file.
@@ -18,7 +18,7 @@ from ._stats import chan_merge, store_channel_stats
 
 FINALIZE_CONFIGS = [config(BLOCK_C=128)]
 # 64 x 64 tiles on 8 warps (16 values per thread): 4 warps took 176-255 registers (ptxas, sm_90)
-APPLY_CONFIGS = [config(num_warps=8, BLOCK_M=64, BLOCK_C=64)]
+APPLY_CONFIGS = [config(num_warps=8, BLOCK_S=64, BLOCK_C=64)]
 
 
 @triton.jit
@@ -49,44 +49,65 @@ def conv_bn_fwd_finalize_stats(
 
 
 @triton.jit
+def _plane_offsets(n, s, c, sn, ss, sc, UNIT: tl.constexpr, ALIGN: tl.constexpr):
+    """(BLOCK_S, BLOCK_C) element offsets of one tensor, written so triton's axis analysis sees its
+    unit-stride axis (UNIT 1: the pixel axis s = p*Q + q, NCHW; 2: the channel axis c, channels-last;
+    0: neither) and that the other strides are multiples of ALIGN: the launcher passes those strides
+    divided by ALIGN (a power of two), so the loads / stores along the unit axis become vectors."""
+    if UNIT == 1:
+        return n * sn * ALIGN + s[:, None] + (c * sc * ALIGN)[None, :]     # left to right: INT64 n, c
+    elif UNIT == 2:
+        return n * sn * ALIGN + (s * ss * ALIGN)[:, None] + c[None, :]
+    else:
+        return n * sn + (s * ss)[:, None] + (c * sc)[None, :]
+
+
+@triton.jit
 def conv_bn_fwd_apply(
     y_ptr, out_ptr, res_ptr,          # (N, K, P, Q) conv output, output and residual, each with its strides
     mean_ptr, invstd_ptr,             # (K,) fp32
     w_ptr, b_ptr,                     # (K,) BatchNorm affine, or dummies when HAS_W / HAS_B is off
-    M, K, P, Q,
-    syn, syk, syp, syq, son, sok, sop, soq, srn, srk, srp, srq,
+    PQ_A, K, TILES_S,                 # P * Q = PQ_A * PQ_ALIGN pixels per plane; TILES_S = cdiv(P * Q, BLOCK_S)
+    syn, sys, syk, son, sos, sok, srn, srs, srk,    # strides of n, the pixel s = p*Q + q, the channel
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    Y_UNIT: tl.constexpr, O_UNIT: tl.constexpr, R_UNIT: tl.constexpr,     # see _plane_offsets
+    Y_ALIGN: tl.constexpr, O_ALIGN: tl.constexpr, R_ALIGN: tl.constexpr, PQ_ALIGN: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    # grid: (cdiv(M, BLOCK_M), cdiv(K, BLOCK_C)); program (i, j) normalizes rows (output pixels
-    # m = (n, p, q)) [i*BLOCK_M, ...) x channels [j*BLOCK_C, ...): out = (y - mean) * invstd * w
-    # + b (+ res), then max(., 0) when RELU (NaN kept, as torch.relu).
-    pid_m = tl.program_id(0)
+    # grid: (N * TILES_S, cdiv(K, BLOCK_C)); program (i, j) normalizes image n = i // TILES_S,
+    # pixels [t*BLOCK_S, (t+1)*BLOCK_S) (t = i % TILES_S) of its (P*Q) plane x channels
+    # [j*BLOCK_C, ...): out = (y - mean) * invstd * w + b (+ res), then max(., 0) when RELU (NaN kept,
+    # as torch.relu). Tiles stay inside one image so each tensor's unit-stride axis (the plane in
+    # NCHW, the channels in channels-last) is a plain arange: vector loads and stores in both layouts
+    # (triton converts between the two register layouts when y and out differ).
+    pid = tl.program_id(0)
     pid_c = tl.program_id(1)
     if INT64:
-        pid_m = pid_m.to(tl.int64)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        pid = pid.to(tl.int64)
+    n = pid // TILES_S
+    s = (pid % TILES_S) * BLOCK_S + tl.arange(0, BLOCK_S)
     cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    r_ok = rows < M
+    if INT64:
+        s = s.to(tl.int64)
+        cs64 = cs.to(tl.int64)
+    else:
+        cs64 = cs
+    s_ok = s < PQ_A * PQ_ALIGN          # the mask is constant over PQ_ALIGN pixels: no split vectors
     c_ok = cs < K
-    ok = r_ok[:, None] & c_ok[None, :]
-    n = rows // (P * Q)
-    pq = rows % (P * Q)
-    p = pq // Q
-    q = pq % Q
+    ok = s_ok[:, None] & c_ok[None, :]
     scale = tl.load(invstd_ptr + cs, mask=c_ok, other=0.0)
     if HAS_W:
         scale = scale * tl.load(w_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)
     mean = tl.load(mean_ptr + cs, mask=c_ok, other=0.0)
-    y_off = (n * syn + p * syp + q * syq)[:, None] + (cs * syk)[None, :]
+    y_off = _plane_offsets(n, s, cs64, syn, sys, syk, Y_UNIT, Y_ALIGN)
     y = tl.load(y_ptr + y_off, mask=ok, other=0.0).to(tl.float32)
     z = (y - mean[None, :]) * scale[None, :]          # subtract first: exact-ish when |mean| >> std
     if HAS_B:
         z += tl.load(b_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     if HAS_RES:
-        r_off = (n * srn + p * srp + q * srq)[:, None] + (cs * srk)[None, :]
+        r_off = _plane_offsets(n, s, cs64, srn, srs, srk, R_UNIT, R_ALIGN)
         z += tl.load(res_ptr + r_off, mask=ok, other=0.0).to(tl.float32)
     if RELU:
         z = tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    o_off = (n * son + p * sop + q * soq)[:, None] + (cs * sok)[None, :]
+    o_off = _plane_offsets(n, s, cs64, son, sos, sok, O_UNIT, O_ALIGN)
     tl.store(out_ptr + o_off, z.to(out_ptr.dtype.element_ty), mask=ok)

@@ -9,13 +9,14 @@ stores are vectors where the layout allows:
   columns starting VEC-aligned -- one vector load -- and picks each window tap out of it with
   ``tl.gather``. ``SPAN == 0`` (a strided W axis, or a span too long for registers) loads every
   tap directly instead (scalar gathers, any strides).
-* ``*_channels`` kernels (channels-last forward: the C axis has stride 1): a tile of BP output
-  pixels x BC channels; each tap is one contiguous run of BC channels.
+* ``*_channels`` kernels (channels-last: the C axis has stride 1): a tile of BP output (forward) or
+  input (backward) pixels x BC channels; each tap (candidate window) is one contiguous run of BC
+  channels.
 
 Index math is int64 (numel may pass 2^31); inputs are read through explicit (n, c, h, w)
-strides, outputs are contiguous NCHW. The backward kernels are gathers: each input pixel visits
-the few output windows that can cover it and sums their contributions, so no atomics are needed
-and the result is deterministic.
+strides, outputs are contiguous NCHW (``*_rows``) or channels-last (``*_channels``). The
+backward kernels are gathers: each input pixel visits the few output windows that can cover it
+and sums their contributions, so no atomics are needed and the result is deterministic.
 
 Window of output pixel (p, q): rows p*SH - PH + i*DH (i < KH), cols q*SW - PW + j*DW (j < KW);
 positions outside [0, H) x [0, W) are padding (never the max, zero for the average).
@@ -28,6 +29,8 @@ VEC_BYTES = 16              # widest global vector access
 ROWS_TILE = 1024            # elements of the widest [BR, SPAN] register tile of a *_rows program
 ROWS_OUT = 256              # outputs (inputs, backward) per *_rows program
 CHANNELS_TILE = 2048        # outputs per *_channels program (BP x BC)
+CHANNELS_BWD_PIXELS = 64    # at most this many input pixels per *_bwd_channels program (256 pixels x
+                            # 8 channels took 240 registers, ptxas sm_90: per-pixel int64 index math)
 MAX_SPAN = 1024             # longer spans: SPAN = 0 (direct tap loads)
 POOL_WARPS = 4
 
@@ -211,6 +214,49 @@ def max_pool2d_bwd_rows(
 
 
 @triton.jit
+def max_pool2d_bwd_channels(
+    dy_ptr, idx_ptr, dx_ptr,          # dy, idx (N, C, P, Q), C stride 1; dx (N, C, H, W) channels-last
+    C, H, W, P, Q, pixels,            # pixels = N*H*W
+    sdn, sdc, sdp, sdq,               # dy strides
+    sin, sic, sip, siq,               # argmax strides
+    KH, KW, SH, SW, PH, PW, DH, DW,
+    NPH, NPW,                         # candidate windows per axis: ((K-1)*D) // S + 1
+    BP: tl.constexpr, BC: tl.constexpr, VEC: tl.constexpr,
+):
+    # grid: (cdiv(N*H*W, BP), cdiv(C, BC)); program (i, j) owns input pixels [i*BP, (i+1)*BP) in
+    # NHW order x channels [j*BC, (j+1)*BC). Each pixel (h, w) visits the candidate windows of
+    # max_pool2d_bwd_rows and adds dy[p, q] where argmax[p, q] == h*W + w; every candidate is one
+    # contiguous run of BC channels of argmax and of dy (vector loads along C).
+    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    s_ok = s < pixels
+    c_ok = c < C
+    if VEC > 1:
+        c_ok = tl.max_constancy(c_ok, VEC)
+    n, h, w = _split_rows(s, H, W)
+    me = (h * W + w)[:, None]
+    q_hi = (w + PW) // SW
+    acc = tl.zeros([BP, BC], tl.float32)
+    for a in range(NPH):
+        p = (h + PH) // SH - a
+        p_ok = s_ok & (p >= 0) & (p < P) & (h + PH - p * SH <= (KH - 1) * DH)
+        for b in range(NPW):
+            qq = q_hi - b
+            ok = p_ok & (qq >= 0) & (qq < Q) & (w + PW - qq * SW <= (KW - 1) * DW)
+            ibase = n * sin + p * sip + qq * siq
+            dbase = n * sdn + p * sdp + qq * sdq
+            if VEC > 1:
+                ibase = tl.multiple_of(ibase, VEC)
+                dbase = tl.multiple_of(dbase, VEC)
+            m = ok[:, None] & c_ok[None, :]
+            win = tl.load(idx_ptr + ibase[:, None] + c[None, :] * sic, mask=m, other=-1)
+            g = tl.load(dy_ptr + dbase[:, None] + c[None, :] * sdc, mask=m, other=0.0).to(tl.float32)
+            acc += tl.where(m & (win == me), g, 0.0)
+    tl.store(dx_ptr + s[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=s_ok[:, None] & c_ok[None, :])
+
+
+@triton.jit
 def _avg_pool2d_divisor(p, q, H, W, KH, KW, SH, SW, PH, PW, COUNT_INCLUDE_PAD: tl.constexpr):
     # PyTorch: the window is clipped to the padded input [-PH, H+PH) first (that size is the divisor
     # with count_include_pad), then to the real input (that size is the divisor without it).
@@ -331,3 +377,41 @@ def avg_pool2d_bwd_rows(
             div = _avg_pool2d_divisor(p[:, None], qq[None, :], H, W, KH, KW, SH, SW, PH, PW, COUNT_INCLUDE_PAD)
             acc += tl.where(ok, g / tl.where(ok, div, 1.0), 0.0)    # keep div > 0 off the windows
     _store_rows(dx_ptr, r, w, W, r_ok[:, None] & w_ok[None, :], acc.to(dx_ptr.dtype.element_ty), VEC_Y)
+
+
+@triton.jit
+def avg_pool2d_bwd_channels(
+    dy_ptr, dx_ptr,                   # dy (N, C, P, Q), C stride 1; dx (N, C, H, W) channels-last
+    C, H, W, P, Q, pixels,            # pixels = N*H*W
+    sdn, sdc, sdp, sdq,
+    KH, KW, SH, SW, PH, PW,
+    NPH, NPW,                         # candidate windows per axis: (K-1) // S + 1
+    COUNT_INCLUDE_PAD: tl.constexpr,
+    BP: tl.constexpr, BC: tl.constexpr, VEC: tl.constexpr,
+):
+    # grid: (cdiv(N*H*W, BP), cdiv(C, BC)); the tiles of max_pool2d_bwd_channels; each pixel sums
+    # dy[p, q] / divisor(p, q) over the windows (p, q) that contain it, one run of BC channels each.
+    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    s_ok = s < pixels
+    c_ok = c < C
+    if VEC > 1:
+        c_ok = tl.max_constancy(c_ok, VEC)
+    n, h, w = _split_rows(s, H, W)
+    q_hi = (w + PW) // SW
+    acc = tl.zeros([BP, BC], tl.float32)
+    for a in range(NPH):
+        p = (h + PH) // SH - a
+        p_ok = s_ok & (p >= 0) & (p < P) & (h + PH - p * SH <= KH - 1)
+        for b in range(NPW):
+            qq = q_hi - b
+            ok = p_ok & (qq >= 0) & (qq < Q) & (w + PW - qq * SW <= KW - 1)
+            dbase = n * sdn + p * sdp + qq * sdq
+            if VEC > 1:
+                dbase = tl.multiple_of(dbase, VEC)
+            m = ok[:, None] & c_ok[None, :]
+            g = tl.load(dy_ptr + dbase[:, None] + c[None, :] * sdc, mask=m, other=0.0).to(tl.float32)
+            div = _avg_pool2d_divisor(p, qq, H, W, KH, KW, SH, SW, PH, PW, COUNT_INCLUDE_PAD)
+            acc += tl.where(m, g / tl.where(ok, div, 1.0)[:, None], 0.0)    # keep div > 0 off the windows
+    tl.store(dx_ptr + s[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=s_ok[:, None] & c_ok[None, :])

@@ -23,6 +23,16 @@ def launched(kernel_name: str) -> None:
     LAUNCHES[kernel_name] += 1
 
 
+def wrote_in_place(*tensors) -> None:
+    """Bump torch's in-place version counter of tensors a kernel wrote through their pointers
+    (torch cannot see such writes), e.g. running statistics: copies cached per version
+    (``weight_cache``: the fused block's folded weight reads running_var) are then remade. None and
+    inference tensors (no counter) are skipped."""
+    for t in tensors:
+        if t is not None and not t.is_inference():
+            torch.autograd.graph.increment_version(t)
+
+
 _ASSUMED_SMS = None
 
 

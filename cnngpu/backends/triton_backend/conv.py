@@ -181,11 +181,16 @@ def channels_last_weight(w: torch.Tensor, c: int = 0) -> torch.Tensor:
     if c == w.shape[1] and w.is_contiguous(memory_format=torch.channels_last):
         return canonical_channels_last(w)
 
-    def make() -> torch.Tensor:
-        launched("conv2d_weight_relayout")
-        return canonical_channels_last(pad_channels(w, c) if c > w.shape[1]
-                                       else w.contiguous(memory_format=torch.channels_last))
-    return weight_cache.relaid(w, ("channels_last", c), make)
+    return weight_cache.relaid(w, ("channels_last", c), lambda: relaid_weight_copy(w, c))
+
+
+def relaid_weight_copy(w: torch.Tensor, c: int) -> torch.Tensor:
+    """A new channels-last copy of w (zero-padded to c >= C channels), recorded as
+    ``conv2d_weight_relayout``: what :func:`channels_last_weight` caches (and the fused block's
+    folded weight)."""
+    launched("conv2d_weight_relayout")
+    return canonical_channels_last(pad_channels(w, c) if c > w.shape[1]
+                                   else w.contiguous(memory_format=torch.channels_last))
 
 
 def gemm_output(shape, like: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from cnngpu.kernels.triton import group_norm as GN
 from cnngpu.kernels.triton import layer_norm as LN
 from cnngpu.kernels.triton._config import for_dtype, launch_kwargs
 
-from ._common import dtype_tag, empty, launched, num_sms
+from ._common import dtype_tag, empty, launched, num_sms, wrote_in_place
 
 
 
@@ -168,8 +168,12 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         launched("batch_norm_fwd_combine_stats")
         if has_running and running_mean is not rm_user:        # strided running stats: write back
             rm_user.copy_(running_mean)
+        elif has_running:
+            wrote_in_place(rm_user)
         if has_running and running_var is not rv_user:
             rv_user.copy_(running_var)
+        elif has_running:
+            wrote_in_place(rv_user)
     BN.batch_norm_fwd_normalize[(plan.NCB * N * plan.NLB,)](
         x, y, mean, invstd,
         weight if weight is not None else mean, bias if bias is not None else mean,

@@ -4,6 +4,7 @@ Inputs may have any strides (NCHW, channels-last, sliced): the kernels read thro
 Forward: a channels-last input (C stride 1, C > 1) runs the ``*_channels`` kernels (vectors along
 C) and gets channels-last y / argmax, as torch returns; any other layout runs the ``*_rows``
 kernels (vectors along W where its stride is 1) and gets contiguous NCHW outputs. Backward: the
+``*_channels`` gathers when dy (and argmax) are channels-last, giving channels-last dx, else the
 ``*_rows`` gathers, dx contiguous NCHW. Argmax is int64, flat h*W+w in the input plane.
 """
 import math
@@ -60,8 +61,10 @@ def row_tile(rows: int, cols: int, first_taps: int, step: int, vec: int):
     return br, bc, span
 
 
-def _channels_last(x, g) -> bool:
-    return g.C > 1 and x.stride(1) == 1 and not (x.stride(3) == 1 and g.W > 1)
+def _channels_last(x, g, width: int = 0) -> bool:
+    """x (N, C, ., width; width defaults to g.W) is channels-last: C stride 1, C > 1, and its
+    W axis not stride 1 as well."""
+    return g.C > 1 and x.stride(1) == 1 and not (x.stride(3) == 1 and (width or g.W) > 1)
 
 
 def _channels_tile(g, vec):
@@ -71,6 +74,10 @@ def _channels_tile(g, vec):
 
 def _empty_channels_last(g, dtype, device):
     return empty((g.N, g.P, g.Q, g.C), dtype, device).permute(0, 3, 1, 2)
+
+
+def _empty_channels_last_input(g, dtype, device):
+    return empty((g.N, g.H, g.W, g.C), dtype, device).permute(0, 3, 1, 2)
 
 
 def _pool_forward(x, g, is_max: bool, count_include_pad: bool = True):
@@ -145,10 +152,36 @@ def _bwd_tile(g, srcs, kw, dw):
     return grid, dict(BR=br, BW=bw, SPAN=span, VEC=vec, num_warps=K.POOL_WARPS), _round_up(npw - 1, vec), npw
 
 
+def _bwd_channels(g, srcs):
+    """(grid, tile kwargs) of a ``*_bwd_channels`` launch over dx (N*H*W pixels x C), or None unless
+    every source (dy, argmax) is channels-last (and P*Q > 1: a 1x1 dy is both layouts; it keeps the
+    NCHW dx): VEC, the elements every source's channel runs are aligned to (at most a 16-byte
+    vector of dy)."""
+    if g.P * g.Q == 1 or not all(_channels_last(t, g, g.Q) for t in srcs):
+        return None
+    vec = K.VEC_BYTES // srcs[0].element_size()
+    for t in srcs:
+        vec = min(vec, _vec(t, (t.stride(0), t.stride(2), t.stride(3)), g.C, vec))
+    bp, bc = _channels_tile(g, vec)
+    bp = min(bp, K.CHANNELS_BWD_PIXELS)
+    grid = (triton.cdiv(g.N * g.H * g.W, bp), triton.cdiv(g.C, bc))
+    return grid, dict(BP=bp, BC=bc, VEC=vec, num_warps=K.POOL_WARPS)
+
+
 def max_pool2d_backward(dy, argmax, g):
-    """dy, argmax (N, C, P, Q) -> dx (N, C, H, W): each pixel gathers dy of the windows it won."""
-    dx = empty((g.N, g.C, g.H, g.W), dy.dtype, dy.device)
+    """dy, argmax (N, C, P, Q) -> dx (N, C, H, W): each pixel gathers dy of the windows it won;
+    channels-last dx (``max_pool2d_bwd_channels``) when dy and argmax are, else contiguous."""
     nph = _candidates(g.kernel[0], g.stride[0], g.dilation[0])
+    chan = _bwd_channels(g, (dy, argmax))
+    if chan is not None:
+        dx = _empty_channels_last_input(g, dy.dtype, dy.device)
+        npw = _candidates(g.kernel[1], g.stride[1], g.dilation[1])
+        K.max_pool2d_bwd_channels[chan[0]](
+            dy, argmax, dx, g.C, g.H, g.W, g.P, g.Q, g.N * g.H * g.W, *dy.stride(), *argmax.stride(),
+            *g.kernel, *g.stride, *g.pad, *g.dilation, nph, npw, **chan[1])
+        launched("max_pool2d_bwd_channels")
+        return dx
+    dx = empty((g.N, g.C, g.H, g.W), dy.dtype, dy.device)
     grid, tile, off, npw = _bwd_tile(g, (dy, argmax), g.kernel[1], g.dilation[1])
     K.max_pool2d_bwd_rows[grid](
         dy, argmax, dx, g.C, g.H, g.W, g.P, g.Q, g.N * g.C * g.H, *dy.stride(), *argmax.stride(),
@@ -158,9 +191,18 @@ def max_pool2d_backward(dy, argmax, g):
 
 
 def avg_pool2d_backward(dy, g, count_include_pad=True):
-    """dy (N, C, P, Q) -> dx (N, C, H, W): each pixel gathers dy / divisor of the windows holding it."""
-    dx = empty((g.N, g.C, g.H, g.W), dy.dtype, dy.device)
+    """dy (N, C, P, Q) -> dx (N, C, H, W): each pixel gathers dy / divisor of the windows holding it;
+    channels-last dx (``avg_pool2d_bwd_channels``) when dy is, else contiguous."""
     nph = _candidates(g.kernel[0], g.stride[0], 1)
+    chan = _bwd_channels(g, (dy,))
+    if chan is not None:
+        dx = _empty_channels_last_input(g, dy.dtype, dy.device)
+        K.avg_pool2d_bwd_channels[chan[0]](
+            dy, dx, g.C, g.H, g.W, g.P, g.Q, g.N * g.H * g.W, *dy.stride(), *g.kernel, *g.stride, *g.pad, nph,
+            _candidates(g.kernel[1], g.stride[1], 1), COUNT_INCLUDE_PAD=bool(count_include_pad), **chan[1])
+        launched("avg_pool2d_bwd_channels")
+        return dx
+    dx = empty((g.N, g.C, g.H, g.W), dy.dtype, dy.device)
     grid, tile, off, npw = _bwd_tile(g, (dy,), g.kernel[1], 1)
     K.avg_pool2d_bwd_rows[grid](
         dy, dx, g.C, g.H, g.W, g.P, g.Q, g.N * g.C * g.H, *dy.stride(), *g.kernel, *g.stride, *g.pad, nph, npw,
