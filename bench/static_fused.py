@@ -140,16 +140,8 @@ def run(shapes, cache_file=None, log=print, dtypes=DTYPES) -> list:
     rows, fresh = [], 0
     for c in cases:
         ln = c.launch
-        sig, ce, attrs, options = SR.specialise(ln["fn"], ln["args"], ln["kwargs"])
-        key = SR.case_key(ln["fn"], sig, ce, attrs, options)
-        if key not in cache:
-            try:
-                cache[key] = SR.build(ln["fn"], sig, ce, attrs, options)
-            except Exception as e:  # noqa: BLE001 -- reported, not fatal
-                cache[key] = {"error": f"{type(e).__name__}: {str(e)[-400:]}"}
-            fresh += 1
-            SR.save_cache(cache_file, cache)
-        a = cache[key]
+        key, a, new = SR.compiled_launch(ln, cache, cache_file)
+        fresh += new
         kw = ln["kwargs"]
         if ln["name"] == GEMM:
             cfg = f"{kw.get('BLOCK_M')}x{kw.get('BLOCK_N')}x{kw.get('BLOCK_K')}/w{kw.get('num_warps')}s{kw.get('num_stages')}"

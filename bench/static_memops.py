@@ -206,16 +206,8 @@ def run(sample: int = 0, cache_file=None, log=print, only: str | None = None) ->
     rows, fresh = [], 0
     for c in cases:
         ln = c.launch
-        sig, ce, attrs, options = SR.specialise(ln["fn"], ln["args"], ln["kwargs"])
-        key = SR.case_key(ln["fn"], sig, ce, attrs, options)
-        if key not in cache:
-            try:
-                cache[key] = SR.build(ln["fn"], sig, ce, attrs, options)
-            except Exception as e:  # noqa: BLE001 -- reported, not fatal
-                cache[key] = {"error": f"{type(e).__name__}: {str(e)[-400:]}"}
-            fresh += 1
-            SR.save_cache(cache_file, cache)
-        a = cache[key]
+        key, a, new = SR.compiled_launch(ln, cache, cache_file)
+        fresh += new
         kw = ln["kwargs"]
         blocks = "x".join(f"{v}" for k, v in sorted(kw.items()) if k.startswith("BLOCK"))
         if not blocks:       # the pool kernels' tiles: rows/pixels x columns/channels, span, vector

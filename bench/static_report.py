@@ -282,6 +282,23 @@ def floor_us(case: Case) -> tuple:
     return max(fl, by) * 1e6, ("compute" if fl >= by else "memory")
 
 
+def compiled_launch(ln: dict, cache: dict, cache_file: str):
+    """(key, analysis, 1 if compiled now else 0) of a captured launch ``ln`` compiled with Triton's
+    launch specialisation; results are cached under ``key`` in ``cache`` (saved to ``cache_file``
+    after each new build). A launch that does not compile gets ``{"error": ...}`` (reported, not
+    fatal). Shared by every Triton part of the report (conv, TMA, fused, memops)."""
+    sig, ce, attrs, options = specialise(ln["fn"], ln["args"], ln["kwargs"])
+    key = case_key(ln["fn"], sig, ce, attrs, options)
+    if key in cache:
+        return key, cache[key], 0
+    try:
+        cache[key] = build(ln["fn"], sig, ce, attrs, options)
+    except Exception as e:  # noqa: BLE001 -- a case that does not compile is reported, not fatal
+        cache[key] = {"error": f"{type(e).__name__}: {str(e)[-400:]}"}
+    save_cache(cache_file, cache)
+    return key, cache[key], 1
+
+
 def run(shapes, cache_file=None, log=print, tma: bool = False) -> list:
     """Plan, compile (cached) and analyse every case; returns rows (dicts). ``tma``: the opt-in TMA
     forward's cases (:func:`plan_tma_cases`) instead of the launchers' default plan."""
@@ -291,16 +308,8 @@ def run(shapes, cache_file=None, log=print, tma: bool = False) -> list:
     rows, fresh = [], 0
     for c in cases:
         ln = c.launch
-        sig, ce, attrs, options = specialise(ln["fn"], ln["args"], ln["kwargs"])
-        key = case_key(ln["fn"], sig, ce, attrs, options)
-        if key not in cache:
-            try:
-                cache[key] = build(ln["fn"], sig, ce, attrs, options)
-            except Exception as e:  # noqa: BLE001 -- a case that does not compile is reported, not fatal
-                cache[key] = {"error": f"{type(e).__name__}: {str(e)[-400:]}"}
-            fresh += 1
-            save_cache(cache_file, cache)
-        a = cache[key]
+        key, a, new = compiled_launch(ln, cache, cache_file)
+        fresh += new
         kw = ln["kwargs"]
         cfg = f"{kw.get('BLOCK_M')}x{kw.get('BLOCK_N')}x{kw.get('BLOCK_K')}/w{kw.get('num_warps')}s{kw.get('num_stages')}"
         variant = "1x1" if kw.get("IS_1X1") else ("flat" if kw.get("FLAT_K") or kw.get("FLAT_N") else "taps")
