@@ -44,6 +44,19 @@ def _split_rows(r, C, D1):
 
 
 @triton.jit
+def _channel_tile(pixels, C, BP: tl.constexpr, BC: tl.constexpr, VEC: tl.constexpr):
+    """The *_channels kernels' tile of program (i, j): pixels s = [i*BP, (i+1)*BP) (int64) x channels
+    c = [j*BC, (j+1)*BC), with their masks; the channel mask is constant over runs of VEC (the
+    launcher picks VEC so that C is a multiple of it: vector loads along C)."""
+    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    c_ok = c < C
+    if VEC > 1:
+        c_ok = tl.max_constancy(c_ok, VEC)
+    return s, c, s < pixels, c_ok
+
+
+@triton.jit
 def _load_span(ptr, rowbase, row_ok, a0, extent, stride, SPAN: tl.constexpr, VEC: tl.constexpr, other):
     """The [BR, SPAN] block ptr[rowbase + (a0 + s) * stride] (s < SPAN), masked to the rows
     row_ok and the columns 0 <= a0 + s < extent (``other`` elsewhere). VEC > 1: stride is 1 and
@@ -138,12 +151,7 @@ def max_pool2d_fwd_channels(
 ):
     # grid: (cdiv(N*P*Q, BP), cdiv(C, BC)); program (i, j) owns output pixels [i*BP, (i+1)*BP) in
     # NPQ order x channels [j*BC, (j+1)*BC); every tap is one contiguous run of BC channels.
-    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    s_ok = s < pixels
-    c_ok = c < C
-    if VEC > 1:
-        c_ok = tl.max_constancy(c_ok, VEC)
+    s, c, s_ok, c_ok = _channel_tile(pixels, C, BP, BC, VEC)
     n, p, q = _split_rows(s, P, Q)
     best = tl.full([BP, BC], float("-inf"), tl.float32)
     best_idx = tl.full([BP, BC], -1, tl.int64)
@@ -227,12 +235,7 @@ def max_pool2d_bwd_channels(
     # NHW order x channels [j*BC, (j+1)*BC). Each pixel (h, w) visits the candidate windows of
     # max_pool2d_bwd_rows and adds dy[p, q] where argmax[p, q] == h*W + w; every candidate is one
     # contiguous run of BC channels of argmax and of dy (vector loads along C).
-    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    s_ok = s < pixels
-    c_ok = c < C
-    if VEC > 1:
-        c_ok = tl.max_constancy(c_ok, VEC)
+    s, c, s_ok, c_ok = _channel_tile(pixels, C, BP, BC, VEC)
     n, h, w = _split_rows(s, H, W)
     me = (h * W + w)[:, None]
     q_hi = (w + PW) // SW
@@ -316,12 +319,7 @@ def avg_pool2d_fwd_channels(
     BP: tl.constexpr, BC: tl.constexpr, VEC: tl.constexpr,
 ):
     # grid: (cdiv(N*P*Q, BP), cdiv(C, BC)); the tiles of max_pool2d_fwd_channels; fp32 sum / divisor.
-    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    s_ok = s < pixels
-    c_ok = c < C
-    if VEC > 1:
-        c_ok = tl.max_constancy(c_ok, VEC)
+    s, c, s_ok, c_ok = _channel_tile(pixels, C, BP, BC, VEC)
     n, p, q = _split_rows(s, P, Q)
     acc = tl.zeros([BP, BC], tl.float32)
     for i in range(KH):
@@ -391,12 +389,7 @@ def avg_pool2d_bwd_channels(
 ):
     # grid: (cdiv(N*H*W, BP), cdiv(C, BC)); the tiles of max_pool2d_bwd_channels; each pixel sums
     # dy[p, q] / divisor(p, q) over the windows (p, q) that contain it, one run of BC channels each.
-    s = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    s_ok = s < pixels
-    c_ok = c < C
-    if VEC > 1:
-        c_ok = tl.max_constancy(c_ok, VEC)
+    s, c, s_ok, c_ok = _channel_tile(pixels, C, BP, BC, VEC)
     n, h, w = _split_rows(s, H, W)
     q_hi = (w + PW) // SW
     acc = tl.zeros([BP, BC], tl.float32)
