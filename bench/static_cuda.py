@@ -38,6 +38,7 @@ import tempfile
 from typing import Dict, List, Tuple
 
 from bench import _sass
+from bench import _table
 
 ARCHS = ("80", "90")
 FEAT_SM90 = "__CUDA_ARCH_FEAT_SM90_ALL"
@@ -222,13 +223,7 @@ def table(rows, markdown=False) -> str:
                       m["FFMA"], m["LDGSTS"], m["UTMALDG"], f"{m['ldg16B']}/{m['ldg8B']}/{m['ldg4B']}/{m['ldg2B']}",
                       m["LDS"], m["LDSM"], m["BAR"], f"{m['LDL']}/{m['STL']}",
                       "pass" if not failed else "FAIL:" + ",".join(failed)])
-    if markdown:
-        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        out += ["| " + " | ".join(str(v) for v in ln) + " |" for ln in lines]
-        return "\n".join(out)
-    widths = [max(len(str(x)) for x in col) for col in zip(cols, *lines)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*cols)] + [fmt.format(*(str(v) for v in ln)) for ln in lines])
+    return _table.render(cols, lines, markdown)
 
 
 def summary(rows) -> str:

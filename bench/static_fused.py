@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import static_report as SR
+from bench import _table
 
 LAYOUTS = ("nchw", "channels_last")
 DTYPES = ("float16", "bfloat16")
@@ -176,13 +177,7 @@ COLS = ["case", "config", "regs", "spill", "smem", "stages", "occ", "wgmma", "as
 def table(rows, markdown=False) -> str:
     lines = [[r["case"], r["config"], "ERROR: " + r["error"][:80]] + [""] * (len(COLS) - 3) if "error" in r else
              [r["case"], r["config"]] + _cells(r) for r in rows]
-    if markdown:
-        out = ["| " + " | ".join(COLS) + " |", "|" + "---|" * len(COLS)]
-        out += ["| " + " | ".join(str(v) for v in ln) + " |" for ln in lines]
-        return "\n".join(out)
-    widths = [max(len(str(x)) for x in col) for col in zip(COLS, *lines)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*COLS)] + [fmt.format(*(str(v) for v in ln)) for ln in lines])
+    return _table.render(COLS, lines, markdown)
 
 
 def compact_markdown(rows) -> str:

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 
 from bench import static_report as SR
+from bench import _table
 
 DTYPES = ("float16", "bfloat16")
 H200_BYTES = SR.H200_BYTES
@@ -242,13 +243,7 @@ def table(rows, markdown=False) -> str:
                       f"{r['floor_us']:.1f}",
                       ("pass" if not failed else "FAIL:" + ",".join(failed))
                       + (" (vec)" if r["vector_expected"] else "")])
-    if markdown:
-        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        out += ["| " + " | ".join(str(v) for v in ln) + " |" for ln in lines]
-        return "\n".join(out)
-    widths = [max(len(str(x)) for x in col) for col in zip(cols, *lines)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*cols)] + [fmt.format(*(str(v) for v in ln)) for ln in lines])
+    return _table.render(cols, lines, markdown)
 
 
 def summary(rows) -> str:

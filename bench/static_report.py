@@ -49,6 +49,7 @@ import tempfile
 from dataclasses import dataclass
 
 from bench import _sass
+from bench import _table
 
 H200_SMS = 132
 H200_TFLOPS = 989e12            # dense bf16/fp16 tensor-core peak (datasheet)
@@ -342,13 +343,7 @@ def table(rows, markdown=False) -> str:
         lines.append([r["case"], r["config"] + ":" + r["variant"], r["regs"], r["spill"], r["smem"], r["stages"],
                       f"{r['occ']:.2f}", wg, asy, f"{r['ld_min']}-{r['ld_max']}", r["b16"],
                       f"{r['floor_us']:.1f}{r['bound'][0]}", "pass" if not failed else "FAIL:" + ",".join(failed)])
-    if markdown:
-        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        out += ["| " + " | ".join(str(v) for v in ln) + " |" for ln in lines]
-        return "\n".join(out)
-    widths = [max(len(str(x)) for x in col) for col in zip(cols, *lines)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*cols)] + [fmt.format(*(str(v) for v in ln)) for ln in lines])
+    return _table.render(cols, lines, markdown)
 
 
 def compact_markdown(rows) -> str:
