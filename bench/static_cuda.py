@@ -153,10 +153,13 @@ def analyse_cubin(cubin: bytes, ptxas_log: str, arch: str) -> Dict[str, dict]:
 
 def gate(fn: str, defines: Dict[str, object], a: dict) -> Dict[str, bool]:
     """The per-kernel criteria: no spills, no local-memory traffic; tensor cores in the 16-bit
-    implicit-GEMM conv kernels."""
+    implicit-GEMM conv kernels; in the mma.sync builds with the cp.async ring (IG_ASYNC, all-async
+    or mixed: conv2d_igemm.cuh) >= 3 stages and cp.async (LDGSTS) in the SASS."""
     g = {"no_spills": a["spill"] == 0 and a["mix"].get("LDL", 0) + a["mix"].get("STL", 0) == 0}
     if "implicit_gemm" in fn and str(defines.get("SCALAR_T")) in ("f16_t", "bf16_t"):
         g["tensor_cores"] = a["mix"].get("HMMA", 0) + a["mix"].get("HGMMA", 0) > 0
+    if "implicit_gemm" in fn and int(defines.get("IG_ASYNC", 0)):
+        g["cp_async_ring"] = int(defines["IG_STAGES"]) >= 3 and a["mix"].get("LDGSTS", 0) > 0
     return g
 
 
@@ -178,7 +181,7 @@ def run(sample: int = 0, archs=ARCHS, cache_file=None, log=print) -> list:
                 cache[key] = compile_build(fname, defs, arch)
                 fresh += 1
                 save_cache(cache_file, cache)
-            tag = ",".join(f"{k}={v}" for k, v in sorted(defs.items()) if k in ("SCALAR_T", "VEC"))
+            tag = ",".join(f"{k}={v}" for k, v in sorted(defs.items()) if k in ("SCALAR_T", "VEC_A", "VEC_B", "IG_TF32"))
             got = cache[key]
             if "" in got:
                 rows.append(dict(file=fname, defines=tag, arch=f"sm_{arch}", kernel="", error=got[""]["error"]))

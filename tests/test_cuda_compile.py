@@ -197,7 +197,7 @@ def test_shared_constants_come_from_the_launcher(fname, needs):
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc not found")
-    cmd = [nvcc, "-E", "-x", "cu", "--std=c++17", f"-I{CUDA_DIR}", "-DSCALAR_T=float", "-DVEC=1",
+    cmd = [nvcc, "-E", "-x", "cu", "--std=c++17", f"-I{CUDA_DIR}", "-DSCALAR_T=float", "-DVEC_A=1", "-DVEC_B=1",
            "-o", os.devnull, os.path.join(CUDA_DIR, fname)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0, f"{fname} preprocessed without the launcher's -D constants"
@@ -209,12 +209,17 @@ def test_shared_constants_come_from_the_launcher(fname, needs):
     assert ok.returncode == 0, ok.stderr[-2000:]
 
 
+@pytest.mark.parametrize("operands", ["both_16B", "mixed"])
 @pytest.mark.parametrize("fname", [conv.FWD_FILE, conv.BWD_FILE])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_conv_uses_tensor_cores(compiler, fname, dtype):
+def test_half_conv_uses_tensor_cores(compiler, fname, dtype, operands):
+    """Both the all-cp.async build (VEC_A = VEC_B = 8) and the mixed one (VEC_A = 1: NCHW
+    activations register-staged, VEC_B = 8 by cp.async) run mma.sync fed by the >= 3-stage ring."""
     if compiler != "nvcc":
         pytest.skip("PTX check uses nvcc")
-    ok, ptx = compile_report(fname, conv.defines(dtype, conv.max_vec(dtype)), 80, ptx=True)
+    v = conv.max_vec(dtype)
+    vecs = (v, v) if operands == "both_16B" else (1, v)
+    ok, ptx = compile_report(fname, conv.defines(dtype, vecs), 80, ptx=True)
     assert ok, ptx[-4000:]
     kind = "f16" if dtype == "float16" else "bf16"
     assert re.search(rf"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{kind}\.{kind}\.f32", ptx), \
@@ -222,7 +227,7 @@ def test_half_conv_uses_tensor_cores(compiler, fname, dtype):
     assert "ldmatrix.sync.aligned.m8n8.x4" in ptx
     # 16-byte loads: the cp.async pipeline with >= 3 shared-memory stages (wait_group STAGES - 2
     # keeps STAGES - 2 slices in flight behind the one being multiplied)
-    stages = conv.defines(dtype, conv.max_vec(dtype))["IG_STAGES"]
+    stages = conv.defines(dtype, vecs)["IG_STAGES"]
     assert stages >= 3
     assert re.search(r"cp\.async\.cg\.shared\.global(\.L2::\d+B)? \[%r\d+\], \[%rd\d+\], 16, %r\d+;", ptx), \
         f"{fname} {dtype}: no 16-byte zero-filling cp.async in the PTX"

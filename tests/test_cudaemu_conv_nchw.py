@@ -5,7 +5,8 @@ DwNchwOpA / DwNchwOpB (x and dY along (n, p, q)), launched by the real cupy laun
 
 Small geometries (a few hundred output pixels; the emulator is slow) that cover padding, stride 2
 (and 2 x 1), dilation, groups, C not a multiple of 8, odd W, N > 1, a 7x7 stem, a second partial
-M tile, 1x1 convs with and without 16-byte vectors; fp32 / fp16 / bf16; outputs poisoned with NaN
+M tile, 1x1 convs with and without 16-byte vectors, the mixed cp.async ring (scalar activations,
+16-byte weights / dy); fp32 / fp16 / bf16; outputs poisoned with NaN
 (conftest). Each pass asserts that it read NCHW in place (``'<family>[nchw]'``) and that no
 ``conv2d_input_relayout`` happened; channels-last input takes the NHWC kernels without a copy, and
 the policy switch (conv_policy.RELAYOUT_ENV) brings the copy back, recorded.
@@ -34,7 +35,9 @@ CASES = [
     ("s21_asym", 2, 5, 7, 9, 10, 3, 2, (2, 1), (1, 0), 1, 1),      # stride 2 x 1, R != S, C = 5
     ("1x1_hw35", 2, 16, 5, 7, 24, 1, 1, 1, 0, 1, 1),               # 1x1, H*W = 35: scalar loads
     ("1x1_hw24", 2, 16, 4, 6, 16, 1, 1, 1, 0, 1, 1),               # 1x1, H*W = 24: 16-byte vectors
+    ("s2_pad_c8_pq64", 3, 8, 16, 15, 16, 3, 3, 2, 1, 1, 1),       # 16-bit: the mixed cp.async ring in fwd, dX, dW
 ]
+MIXED = CASES[6]  # C*R*S = 72, K = 16, P*Q = 64: scalar activations, 16-byte w / dy (VEC_A = 1, VEC_B = 8)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,34 @@ def test_nchw_read_in_place(be, case, dtype, monkeypatch):
     assert RELAYOUT not in ran, ran
     for fam in FAMILIES:
         assert ran.get(fam) == 1 and ran.get(f"{fam}[nchw]") == 1, (fam, ran)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_nchw_mixed_ring_specialisation(be, dtype, monkeypatch):
+    """A padded, strided 3x3 conv on NCHW arrays whose weights (C*R*S, K) and dy (P*Q) allow
+    16-byte loads: for fp16 / bf16 every implicit GEMM (fwd, dX, dW) is built as the mixed cp.async
+    ring (VEC_A = 1 register-staged activations, VEC_B = 8 by cp.async, IG_ASYNC with >= 3 stages,
+    conv2d_igemm.cuh) and matches the reference; float32 keeps the 2-stage register path."""
+    from cnngpu.backends.cupy_backend import _module
+    monkeypatch.delenv(policy.RELAYOUT_ENV, raising=False)
+    built = []
+    real = _module.get_function
+
+    def spy(fname, entry, defines, *a, **k):
+        built.append((entry, dict(defines)))
+        return real(fname, entry, defines, *a, **k)
+
+    monkeypatch.setattr(_module, "get_function", spy)
+    g, xh, wh, bh, dyh = _case(MIXED, dtype, 6)
+    ran = _run(be, g, xh, wh, bh, dyh, dtype, "nchw")
+    for fam in FAMILIES:
+        assert ran.get(f"{fam}[nchw]") == 1, (fam, ran)
+        (defs,) = [d for e, d in built if e.startswith(fam)]
+        if dtype == "float32":
+            assert (defs["VEC_A"], defs["VEC_B"], defs["IG_ASYNC"], defs["IG_STAGES"]) == (1, 1, 0, 2), (fam, defs)
+        else:
+            assert (defs["VEC_A"], defs["VEC_B"], defs["IG_ASYNC"]) == (1, 8, 1) and defs["IG_STAGES"] >= 3, \
+                (fam, defs)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])

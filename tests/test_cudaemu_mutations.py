@@ -39,6 +39,11 @@ MUTATIONS = [
      "cp_async_wait<IG_STAGES - 2>();  // this thread's copies of slice i landed ...\n            __syncthreads();",
      "cp_async_wait<IG_STAGES - 2>();", "fwd_f16"),
     ("cp_async_zero_fill_dropped", "conv2d_igemm.cuh", '"r"(ok ? 16 : 0)', '"r"(16)', "fwd_f16"),
+    # the mixed ring (NCHW x register-staged, w by cp.async): the register store into the wrong
+    # stage (the one just multiplied) or dropped
+    ("mixed_ring_store_stage", "conv2d_igemm.cuh", "la.finish(st);", "la.finish(smem + (i % IG_STAGES) * 2 * OPE);",
+     "fwd_nchw_mixed_f16"),
+    ("mixed_ring_store_dropped", "conv2d_igemm.cuh", "la.finish(st);", "", "fwd_nchw_mixed_f16"),
     # the in-place NCHW operands (no re-layout): channel stride, padding bound, image stride, dX's
     # taps, dW's row taps, the shared row table's barrier
     ("nchw_channel_stride", "conv2d_fwd_operands.cuh",
@@ -109,13 +114,15 @@ def _channels_last(h):
 
 
 def _probe(be, name, monkeypatch):
-    if name in ("fwd_f16", "fwd_bf16", "fwd_f32_big", "fwd_nchw_f16"):
+    if name in ("fwd_f16", "fwd_bf16", "fwd_f32_big", "fwd_nchw_f16", "fwd_nchw_mixed_f16"):
         dtype = {"fwd_f16": "float16", "fwd_bf16": "bfloat16", "fwd_f32_big": "float32"}.get(name, "float16")
         case = ("c", (2, 16, 8, 10), (16, 16, 3, 3), 1, 1, 1, 1)   # two M tiles, several k slices
         if name == "fwd_nchw_f16":                                   # NCHW read in place, stride 2, padding
             case = ("c", (2, 6, 9, 11), (16, 6, 3, 3), 2, 1, 1, 1)
+        if name == "fwd_nchw_mixed_f16":                             # the same, C*R*S = 144: the mixed ring, 5 slices
+            case = ("c", (2, 16, 9, 11), (16, 16, 3, 3), 2, 1, 1, 1)
         g, xh, x64, wh, w64, bh, b64 = _conv_case(case, dtype, 1)
-        x = dev(xh) if name == "fwd_nchw_f16" else _channels_last(xh)
+        x = dev(xh) if name.startswith("fwd_nchw") else _channels_last(xh)
         y = be.conv2d_forward(x, dev(wh), dev(bh), g, algo="implicit_gemm")
         check(y, ref.conv2d_forward(x64, w64, b64, g), dtype, name, scale=18)
     elif name == "dw_nchw_f16":                                      # NCHW read in place, padded 3x3

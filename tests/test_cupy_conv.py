@@ -32,11 +32,17 @@ def test_cuda_builds_cover_every_specialisation_the_launcher_picks():
             assert v in (1, conv.max_vec(dt))
             for f in (conv.FWD_FILE, conv.BWD_FILE):
                 assert (f, tuple(sorted(conv.defines(dt, v).items()))) in builds
+                for va in (1, conv.max_vec(dt)):   # per-operand widths (operand_vecs)
+                    assert (f, tuple(sorted(conv.defines(dt, conv.operand_vecs(dt, va, v)).items()))) in builds
     assert conv.vec_width("float16", 8, 16) == 8 and conv.vec_width("float16", 8, 12) == 1
     assert conv.vec_width("float32", 4) == 4 and conv.vec_width("bfloat16", 24) == 8
     assert conv.vec_width("float16", 8, ptrs=(256, 4096)) == 8 and conv.vec_width("float16", 8, ptrs=(258,)) == 1
     with pytest.raises(TypeError, match="float64"):
         conv.defines("float64")
+    # fp16 / bf16: a scalar A with a 16-byte B is the mixed ring, a 16-byte A with a scalar B falls
+    # back to scalars; float32 has one width for both
+    assert conv.operand_vecs("float16", 1, 8) == (1, 8) and conv.operand_vecs("bfloat16", 8, 1) == (1, 1)
+    assert conv.operand_vecs("float32", 1, 4) == (1, 1) and conv.operand_vecs("float32", 4, 4) == (4, 4)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -44,10 +50,12 @@ def test_igemm_specialisations(dtype):
     """16-bit types with 16-byte loads run the cp.async pipeline with >= 3 stages, the others the
     2-stage register path; a stage holds either operand layout; shared memory per block stays
     within what sm_80 / sm_90 give (opt-in above 48 KiB; <= 99 KiB keeps sm_86/89 too)."""
-    for vec in (1, conv.max_vec(dtype)):
+    v = conv.max_vec(dtype)
+    for vec in (1, v, (1, v)):
         d = conv.defines(dtype, vec)
-        asyn = dtype != "float32" and vec == 8
+        asyn = dtype != "float32" and vec != 1          # the mixed (1, 8) ring too
         assert d["IG_ASYNC"] == int(asyn) and (d["IG_STAGES"] >= 3 if asyn else d["IG_STAGES"] == 2)
+        assert d["IG_MIN_BLOCKS"] == (2 if asyn and vec == v else 1)   # register-staged: no 128-register cap
         rows, bk, pad, item = 128, d["IG_BK"], d["IG_PAD"], 4 if dtype == "float32" else 2
         assert d["IG_OPERAND_BYTES"] >= (max(rows * (bk + pad), bk * (rows + pad)) if item == 2
                                          else bk * (rows + pad)) * item
@@ -403,11 +411,11 @@ def test_dry_run_split_k_and_vec(dry):
     conv.conv2d_backward(dy, x, w, g)
     by = {c[0]: c for c in dry}
     _, defs, grid, args = by["conv2d_bwd_dw_implicit_gemm_narrow"]
-    assert defs["VEC"] == 8                                   # C/groups = K/groups = 16
+    assert defs["VEC_A"] == defs["VEC_B"] == 8                # C/groups = K/groups = 16
     splits = int(args[4])
     assert splits > 1 and grid[2] == splits                   # 16*32*32 = 16384 terms, one tile
     assert "conv2d_bwd_sum_splits" in by
-    assert by["conv2d_bwd_dx_implicit_gemm_narrow"][1]["VEC"] == 8
+    assert by["conv2d_bwd_dx_implicit_gemm_narrow"][1]["VEC_A"] == 8
     assert defs["IG_ASYNC"] == 1 and defs["IG_STAGES"] >= 3   # 16-byte loads of fp16: the cp.async pipeline
 
 
@@ -424,14 +432,16 @@ def test_dry_run_1x1_reads_nchw_in_place(dry, dtype):
     assert int(fwd[3][8]) == 1 and fwd[3][0].data.ptr == x.data.ptr           # x itself, not a copy (ptr 1 << 21)
     assert dxk[3][0].data.ptr == dy.data.ptr and dwk[3][0].data.ptr == x.data.ptr and dwk[3][1].data.ptr == dy.data.ptr
     assert int(dxk[3][6]) == 1 and int(dwk[3][6]) == 1
-    assert fwd[1]["VEC"] == dxk[1]["VEC"] == dwk[1]["VEC"] == conv.max_vec(dtype)
+    for k in (fwd, dxk, dwk):
+        assert k[1]["VEC_A"] == k[1]["VEC_B"] == conv.max_vec(dtype)
     assert conv.nchw_vectors(g) and not conv.nchw_vectors(geometry(GEOMETRIES[0]))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_dry_run_nchw_in_place_any_geometry(dry, dtype, monkeypatch):
     """A padded, strided 3x3 conv on C-contiguous NCHW arrays: every implicit GEMM reads x / dy in
-    place (nchw flag, scalar loads: VEC = 1), the forward takes w itself (reduction (c, r, s)), no
+    place (nchw flag, scalar loads: VEC_A = 1; the weights (C*R*S = 144, K = 24) by 16-byte loads:
+    fp16 the mixed cp.async ring, fp32 scalars), the forward takes w itself (reduction (c, r, s)), no
     conv2d_input_relayout. Channels-last arrays: the NHWC path (flag 0), no copy either. With the
     policy switch (conv_policy.RELAYOUT_ENV) NCHW activations are copied, and that is recorded."""
     from cnngpu.backends.cupy_backend import LAUNCHES
@@ -445,7 +455,10 @@ def test_dry_run_nchw_in_place_any_geometry(dry, dtype, monkeypatch):
     assert int(fwd[3][8]) == int(dxk[3][6]) == int(dwk[3][6]) == 1
     assert fwd[3][0].data.ptr == x.data.ptr and fwd[3][1].a.shape == w.shape          # w as given
     assert dxk[3][0].data.ptr == dy.data.ptr and dwk[3][0].data.ptr == x.data.ptr and dwk[3][1].data.ptr == dy.data.ptr
-    assert fwd[1]["VEC"] == dxk[1]["VEC"] == dwk[1]["VEC"] == 1
+    half = dtype == "float16"
+    assert fwd[1]["VEC_A"] == dxk[1]["VEC_A"] == dwk[1]["VEC_A"] == 1
+    assert fwd[1]["VEC_B"] == dxk[1]["VEC_B"] == (8 if half else 1) and fwd[1]["IG_ASYNC"] == dxk[1]["IG_ASYNC"] == half
+    assert dwk[1]["VEC_B"] == 1                                       # P*Q = 3*4 = 12: scalar dy
     assert LAUNCHES["conv2d_input_relayout"] == before
     for layout, relayout in (("channels_last", False), ("forced", True)):
         dry.clear()

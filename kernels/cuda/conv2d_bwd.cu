@@ -2,10 +2,12 @@
 //
 // Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
 //   SCALAR_T  float | f16_t | bf16_t   storage type of dy, x, w and of dx, dw, db (fp32 accumulation)
-//   VEC       1, or 16 bytes / sizeof(SCALAR_T): elements per global load of the implicit GEMMs
-//             (the launcher uses VEC > 1 for dX only when K/groups is a multiple of it, for dW only
-//             when both C/groups and K/groups are; on NCHW activations read in place only for 1x1,
-//             stride-1, unpadded convs with H*W a multiple of it)
+//   VEC_A, VEC_B  1, or 16 bytes / sizeof(SCALAR_T): elements per global load of the implicit
+//             GEMMs' operand A (dX: dy; dW: x) and B (dX: w; dW: dy) (launcher, conv.operand_vecs:
+//             NHWC dX when K/groups is a multiple of it, NHWC dW when both C/groups and K/groups
+//             are; NCHW activations read in place: dy / x as A only for 1x1, stride-1, unpadded
+//             convs with H*W a multiple of it, dX's w when K/groups is, dW's dy when P*Q is --
+//             for fp16 / bf16 a scalar A with a 16-byte B is the mixed cp.async ring)
 //
 // Entry points (grid mapping in the comment above each):
 //   conv2d_bwd_dx_implicit_gemm   dX[n,h,w][c] = sum_{r,s,k} dY[n,p,q][k] * W[k][c][r][s] as an
@@ -81,10 +83,10 @@ __device__ __forceinline__ void conv2d_bwd_dx_implicit_gemm_impl(
     const DxEpilogue ep{dx, wsp, s_out, (long long)H * W, n0, Cg, g};
     if (dy_nchw) {
         const DxNchwOpA an{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
-        igemm_tile<T, BN, VEC, false, true>(an, opb, ep, kt_begin, kt_end);
+        igemm_tile<T, BN, VEC_A, VEC_B, false, true>(an, opb, ep, kt_begin, kt_end);
     } else {
         const DxOpA opa{dy_nhwc, &taps, m0, Mc, HWc, Wc, P, Q, K, Kg, g, Kred};
-        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(opa, s_rows), opb, ep, kt_begin, kt_end);
+        igemm_tile<T, BN, VEC_A, VEC_B, true, true>(fill_rows<IG_BM>(opa, s_rows), opb, ep, kt_begin, kt_end);
     }
 }
 
@@ -189,11 +191,11 @@ __device__ __forceinline__ void conv2d_bwd_dw_implicit_gemm_impl(
     if (nchw) {
         const DwNchwOpA an{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
         const DwNchwOpB bn{dy_nhwc, n0, Kg, K, PQ, NPQ, g};
-        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(an, s_rows), bn, ep, kt_begin, kt_end);
+        igemm_tile<T, BN, VEC_A, VEC_B, true, true>(fill_rows<IG_BM>(an, s_rows), bn, ep, kt_begin, kt_end);
     } else {
         const DwOpA opa{x_nhwc, m0, Cg, S, CgRS, H, W, C, Q, PQ, NPQ, sh, sw, ph, pw, dh, dwl, g};
         const DwOpB opb{dy_nhwc, n0, Kg, K, NPQ, g};
-        igemm_tile<T, BN, VEC, false, false>(opa, opb, ep, kt_begin, kt_end);
+        igemm_tile<T, BN, VEC_A, VEC_B, false, false>(opa, opb, ep, kt_begin, kt_end);
     }
 }
 

@@ -2,9 +2,11 @@
 //
 // Specialisation (compile-time defines, set by cnngpu/backends/cupy_backend/conv.py):
 //   SCALAR_T  float | f16_t | bf16_t   storage type of x, w, b, y (fp32 accumulation always)
-//   VEC       1, or 16 bytes / sizeof(SCALAR_T): elements per global load in the implicit GEMM
-//             (the launcher uses VEC > 1 only when C/groups is a multiple of it, and for an NCHW
-//             x only for 1x1, stride-1, unpadded convs with H*W a multiple of it)
+//   VEC_A, VEC_B  1, or 16 bytes / sizeof(SCALAR_T): elements per global load of the implicit
+//             GEMM's operand A (x) and B (w) (launcher, conv.operand_vecs: NHWC x when C/groups is
+//             a multiple of it; an NCHW x only for 1x1, stride-1, unpadded convs with H*W a multiple
+//             of it, its w when C/groups*R*S is -- for fp16 / bf16 a scalar A with a 16-byte B is
+//             the mixed cp.async ring of conv2d_igemm.cuh)
 //
 // Entry points:
 //   conv2d_fwd_direct_4ch / _1ch   direct convolution, input halo tile per channel in shared
@@ -149,10 +151,10 @@ __device__ __forceinline__ void conv2d_fwd_implicit_gemm_impl(
                              reinterpret_cast<float*>(ig_smem), IG_BM, BN);
     if (x_nchw) {
         const FwdNchwOpA an{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, R, S, sh, sw, ph, pw, dh, dw, g, Kred};
-        igemm_tile<T, BN, VEC, false, true>(an, b, ep, kt_begin, kt_end);
+        igemm_tile<T, BN, VEC_A, VEC_B, false, true>(an, b, ep, kt_begin, kt_end);
     } else {
         const FwdOpA a{x_nhwc, m0, M, PQ, Q, H, W, C, Cg, S, sh, sw, ph, pw, dh, dw, g, Kred};
-        igemm_tile<T, BN, VEC, true, true>(fill_rows<IG_BM>(a, s_rows), b, ep, kt_begin, kt_end);
+        igemm_tile<T, BN, VEC_A, VEC_B, true, true>(fill_rows<IG_BM>(a, s_rows), b, ep, kt_begin, kt_end);
     }
 }
 

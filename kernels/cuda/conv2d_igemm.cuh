@@ -7,12 +7,16 @@
 // reduction runs in BK slices through a ring of IG_STAGES shared-memory stages (dynamic shared
 // memory, IG_OPERAND_BYTES per operand and stage, sized by the launcher):
 //
-//   IG_ASYNC = 1 (16-bit types with 16-byte loads): every 16-byte vector goes global -> shared by
-//     cp.async.cg (src-size 0 zero-fills padding and tile edges), IG_STAGES (>= 3) stages in
-//     flight: slice k + STAGES - 1 is issued while slice k is multiplied; one cp.async group and
-//     one __syncthreads per slice.
-//   IG_ASYNC = 0 (fp32, or scalar 16-bit loads): two stages; slice k+1 is staged in registers
-//     while slice k is multiplied (one __syncthreads per slice).
+//   IG_ASYNC = 1 (16-bit types, at least one operand with 16-byte loads): a ring of IG_STAGES
+//     (>= 3) stages; slice k + STAGES - 1 is loaded while slice k is multiplied; one cp.async
+//     group and one __syncthreads per slice. Per operand (TileLoader::ASYNC): 16-byte vectors go
+//     global -> shared by cp.async.cg (src-size 0 zero-fills padding and tile edges), issued
+//     before the math; an operand with scalar loads (e.g. NCHW activations read in place) is
+//     register-staged inside the ring: fetched into registers before the math of slice k and
+//     stored into its stage (the one slice k - 1 left, free since this slice's barrier) after it,
+//     STAGES - 2 barriers before it is read (the mixed mode of the NCHW forward / dX / dW).
+//   IG_ASYNC = 0 (fp32, or scalar 16-bit loads on both operands): two stages; slice k+1 is staged
+//     in registers while slice k is multiplied (one __syncthreads per slice).
 //
 //   T = f16_t / bf16_t : BK = 32, tensor cores: mma.sync.m16n8k16 (fp32 accumulate), fragments
 //                        loaded with ldmatrix (.trans for row-contiguous operands) and double
@@ -35,8 +39,9 @@
 // The PAD (8 halves / 4 floats) makes the row stride 16 bytes more than a multiple of 128 (or of
 // 32 words): the 8 row addresses of each ldmatrix phase fall in 8 different 4-bank groups (no bank
 // conflicts), and every 16-byte vector stays 16-byte aligned for cp.async.
-// NV (1, or 8 halves / 4 floats = 16 bytes) is chosen by the launcher, which guarantees that the
-// NV elements of one load are contiguous, 16-byte aligned and either all valid or all invalid.
+// NV (1, or 8 halves / 4 floats = 16 bytes; per operand: VEC_A, VEC_B) is chosen by the launcher,
+// which guarantees that the NV elements of one load are contiguous, 16-byte aligned and either all
+// valid or all invalid.
 //
 // Operand functor interface (Op):
 //   typedef ... RS;  RS rstate(int row) const;     // per-row state (row is tile-local)
@@ -147,14 +152,35 @@ struct TileLoader {
                         : (ROWS % NV == 0 && IG_THREADS % RPV == 0 && BK % KSTEP == 0),
                   "tile mapping does not divide evenly");
 
-    RVec<R, (IG_ASYNC ? 1 : NV)> regs[IG_ASYNC ? 1 : ITERS];  // the register path's staging
+    // cp.async (16-byte vectors of a 16-bit type, the ring pipeline), else register-staged
+    static constexpr bool ASYNC = IgemmCfg<T>::MMA && NV * (int)sizeof(R) == 16;
+    static_assert(!ASYNC || IG_ASYNC, "16-byte 16-bit operands take the cp.async ring (IG_ASYNC, launcher)");
+
+    RVec<R, (ASYNC ? 1 : NV)> regs[ASYNC ? 1 : ITERS];  // the register path's staging
     typename Op::RS fixed_row;  // !KFAST: the thread's row vector never changes
 
     __device__ __forceinline__ void init(const Op& op) {
         if (!KFAST) fixed_row = op.rstate((threadIdx.x % RPV) * NV);
     }
 
-    // cp.async of the slice starting at reduction index k0 into one stage (IG_ASYNC only).
+    // The ring pipeline (IG_ASYNC): put() loads slice k0 into stage smem at once (prologue);
+    // begin() starts it (cp.async issue, or the register fetch) before the math and finish()
+    // completes it (the register store) after the math.
+    __device__ __forceinline__ void put(const Op& op, int k0, R* smem) {
+        begin(op, k0, smem);
+        finish(smem);
+    }
+    __device__ __forceinline__ void begin(const Op& op, int k0, R* smem) {
+        if constexpr (ASYNC)
+            issue(op, k0, smem);
+        else
+            fetch(op, k0);
+    }
+    __device__ __forceinline__ void finish(R* smem) const {
+        if constexpr (!ASYNC) store(smem);
+    }
+
+    // cp.async of the slice starting at reduction index k0 into one stage (ASYNC only).
     __device__ __forceinline__ void issue(const Op& op, int k0, R* smem) const {
         static_assert(NV * sizeof(R) == 16 && L::ROW_MAJOR_K == KFAST, "cp.async moves 16-byte vectors");
         const int t = threadIdx.x;
@@ -458,7 +484,7 @@ __device__ __forceinline__ void slice_math(const typename IgemmCfg<T>::raw* As, 
 // ep.tile_begin() and ep.tile_end() for epilogues with a block-wide phase (EpTilePhase). Shared memory:
 // the launch's dynamic shared memory, IG_STAGES stages of (A, B) of IG_OPERAND_BYTES each.
 // Every thread of the block must call this (it synchronises).
-template <typename T, int BN, int NV, bool AKF, bool BKF, class OpA, class OpB, class Ep>
+template <typename T, int BN, int NVA, int NVB, bool AKF, bool BKF, class OpA, class OpB, class Ep>
 __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const Ep& ep,
                                            int kt_begin, int kt_end) {
     typedef typename IgemmCfg<T>::raw R;
@@ -467,8 +493,12 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
     extern __shared__ __align__(16) unsigned char ig_smem[];
     R* const smem = reinterpret_cast<R*>(ig_smem);
 
-    TileLoader<T, IG_BM, NV, AKF, OpA> la;
-    TileLoader<T, BN, NV, BKF, OpB> lb;
+    typedef TileLoader<T, IG_BM, NVA, AKF, OpA> LA;
+    typedef TileLoader<T, BN, NVB, BKF, OpB> LB;
+    static_assert((LA::ASYNC || LB::ASYNC) == (IG_ASYNC != 0),
+                  "IG_ASYNC (launcher, igemm_spec) is set iff an operand is copied by cp.async");
+    LA la;
+    LB lb;
     la.init(opA);
     lb.init(opB);
 
@@ -483,8 +513,8 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
 #pragma unroll
         for (int s = 0; s < IG_STAGES - 1; ++s) {  // prologue: STAGES - 1 slices in flight
             if (s < nk) {
-                la.issue(opA, (kt_begin + s) * BK, smem + s * 2 * OPE);
-                lb.issue(opB, (kt_begin + s) * BK, smem + s * 2 * OPE + OPE);
+                la.put(opA, (kt_begin + s) * BK, smem + s * 2 * OPE);
+                lb.put(opB, (kt_begin + s) * BK, smem + s * 2 * OPE + OPE);
             }
             cp_async_commit();
         }
@@ -492,14 +522,18 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
             cp_async_wait<IG_STAGES - 2>();  // this thread's copies of slice i landed ...
             __syncthreads();                 // ... everybody's, and slice i-1's stage is free
             const int nxt = i + IG_STAGES - 1;
-            if (nxt < nk) {
-                R* st = smem + (nxt % IG_STAGES) * 2 * OPE;
-                la.issue(opA, (kt_begin + nxt) * BK, st);
-                lb.issue(opB, (kt_begin + nxt) * BK, st + OPE);
+            R* st = smem + (nxt % IG_STAGES) * 2 * OPE;
+            if (nxt < nk) {  // cp.async issued / register loads in flight during the math
+                la.begin(opA, (kt_begin + nxt) * BK, st);
+                lb.begin(opB, (kt_begin + nxt) * BK, st + OPE);
             }
             cp_async_commit();
             const R* cur = smem + (i % IG_STAGES) * 2 * OPE;
             slice_math<T, BN, AKF, BKF>(cur, cur + OPE, acc);
+            if (nxt < nk) {  // register-staged operands: into slice i-1's stage, read STAGES-1 slices on
+                la.finish(st);
+                lb.finish(st + OPE);
+            }
         }
         cp_async_wait<0>();  // only empty groups are left
     } else {
@@ -536,10 +570,11 @@ __device__ __forceinline__ void igemm_tile(const OpA& opA, const OpB& opB, const
     if constexpr (EpTilePhase<Ep>::value) ep.tile_end();
 }
 
-// The specialisation of the conv file that includes this header: SCALAR_T (storage type) and VEC
-// (elements per global load of the implicit GEMMs), -D defines from the launcher (conv.defines).
-#if !defined(SCALAR_T) || !defined(VEC)
-#error "SCALAR_T and VEC are -D defines from cupy_backend/conv.py defines()"
+// The specialisation of the conv file that includes this header: SCALAR_T (storage type), VEC_A
+// and VEC_B (elements per global load of the implicit GEMMs' operands A and B), -D defines from
+// the launcher (conv.defines).
+#if !defined(SCALAR_T) || !defined(VEC_A) || !defined(VEC_B)
+#error "SCALAR_T, VEC_A and VEC_B are -D defines from cupy_backend/conv.py defines()"
 #endif
 typedef SCALAR_T T;
 typedef IgemmCfg<T>::raw RAW;

@@ -32,29 +32,33 @@ CONV_DEFINES = {"IG_BM": IG_BM, "IG_BN": IG_BN, "IG_BN_NARROW": IG_BN_NARROW, "I
                 "DX_MAX_TAPS": DX_MAX_TAPS, "FUSED_STAGE_PAD": FUSED_STAGE_PAD}
 
 
-def igemm_spec(dtype_name: str, vec: int, tf32: bool = False) -> Dict[str, int]:
-    """The per-specialisation -D constants of the implicit-GEMM main loop (conv2d_igemm.cuh):
+def igemm_spec(dtype_name: str, vec_a: int, vec_b: int | None = None, tf32: bool = False) -> Dict[str, int]:
+    """The per-specialisation -D constants of the implicit-GEMM main loop (conv2d_igemm.cuh) whose
+    operands A and B load ``vec_a`` and ``vec_b`` (default: vec_a) elements at a time:
     IG_BK (reduction slice: 32 for the 16-bit mma path, 16 for fp32 FFMA), IG_PAD (shared row
     padding: 16 bytes, which keeps ldmatrix free of bank conflicts and cp.async 16-byte aligned),
-    IG_ASYNC (cp.async pipeline: 16-bit types with 16-byte loads, ``vec`` elements), IG_STAGES
+    IG_ASYNC (the cp.async ring: a 16-bit type with 16-byte loads on at least one operand; the
+    other, if scalar, is register-staged inside the ring), IG_STAGES
     (IG_ASYNC_STAGES with cp.async, else 2 register-staged) and IG_OPERAND_BYTES (one operand's
     stage: the larger of the [rows][BK + PAD] and [BK][rows + PAD] layouts for 16-bit, fp32 keeps
     the second; the kernel asserts its layouts fit), IG_TF32 (float32 on the m16n8k8 tf32 tensor
     cores: ``tf32``, precision='tf32') and
-    IG_MIN_BLOCKS (the kernels' __launch_bounds__ minimum of resident blocks: 2 for the cp.async
-    path, which fits 128 registers, 1 for the register-staged paths, which need more to not spill)."""
+    IG_MIN_BLOCKS (the kernels' __launch_bounds__ minimum of resident blocks: 2 when both operands
+    are copied by cp.async, which fits 128 registers, 1 when any operand is register-staged (the
+    2-stage path and the mixed ring), which needs more to not spill)."""
     if dtype_name not in SCALAR_T:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype_name}")
     item = 4 if dtype_name == "float32" else 2
     bk, pad = (16, 8) if item == 4 else (32, 8)   # fp32: 8 keeps the tf32 fragment reads conflict-free
-    use_async = item == 2 and int(vec) * item == 16
+    vec_b = vec_a if vec_b is None else vec_b
+    use_async = item == 2 and 16 in (int(vec_a) * item, int(vec_b) * item)
     rows = max(IG_BM, IG_BN)
     return {"IG_BK": bk, "IG_PAD": pad, "IG_ASYNC": int(use_async),
             "IG_STAGES": IG_ASYNC_STAGES if use_async else 2,
             "IG_OPERAND_BYTES": item * (max(rows * (bk + pad), bk * (rows + pad)) if item == 2
                                         else bk * (rows + pad)),
             "IG_TF32": int(bool(tf32) and item == 4),
-            "IG_MIN_BLOCKS": 2 if use_async else 1}
+            "IG_MIN_BLOCKS": 2 if item == 2 and int(vec_a) * item == int(vec_b) * item == 16 else 1}
 
 
 def igemm_smem_bytes(spec: Dict[str, int]) -> int:

@@ -4,10 +4,14 @@ Arrays are cupy.ndarray (float32, float16, bfloat16); accumulation is always flo
 kernels read x / dy through their strides (no copy). The implicit-GEMM kernels read the activations
 (x; dy) without a per-call re-layout (``conv_policy.gemm_activation_layout``, :func:`gemm_layout`):
 C-contiguous NCHW arrays in place, for every geometry (operands FwdNchwOpA, DxNchwOpA, DwNchwOpA /
-DwNchwOpB: rows or reduction along the pixels, scalar loads on the 2-stage register-staged main
-loop, 16-byte vectors and cp.async only for 1x1 stride-1 unpadded convs, :func:`nchw_vectors`;
-launches recorded as ``'<family>[nchw]'``), channels-last arrays as NHWC views (16-byte cp.async
-loads where channels allow). Any other strides -- or every NCHW input with the policy switch
+DwNchwOpB: rows or reduction along the pixels; the activations load scalars, 16-byte vectors only
+for 1x1 stride-1 unpadded convs, :func:`nchw_vectors`; launches recorded as ``'<family>[nchw]'``),
+channels-last arrays as NHWC views (16-byte cp.async loads where channels allow). The vector width
+is per operand (VEC_A / VEC_B, :func:`operand_vecs`): for fp16/bf16 a scalar operand A (the NCHW
+activations) next to a 16-byte operand B (the weights of the forward, C/groups*R*S % 8 == 0, and of
+dX, K/groups % 8 == 0; dW's dy, P*Q % 8 == 0) runs the mixed cp.async ring of conv2d_igemm.cuh
+(A register-staged inside the 3-stage ring, B by cp.async); the 2-stage register-staged main loop
+only when neither operand can be vectorised (or for float32). Any other strides -- or every NCHW input with the policy switch
 ``CNNGPU_CONV_RELAYOUT=1``, kept so the GPU report can time both (which is faster per layer is
 unmeasured) -- are copied to NHWC once per call, recorded as ``launched('conv2d_input_relayout')``
 (:func:`gemm_operand`). The sm_90 wgmma kernels read NCHW activations in place too (register-staged
@@ -24,8 +28,9 @@ split-K reductions; this module says where each kernel can run: :func:`direct_fw
 :func:`dx_igemm_grid`):
   forward  direct (smem halo tile, 4 or 1 output channels per thread) | implicit GEMM (128 x 128
            tiles, 128 x 64 for <= 64 columns per group (the ``_narrow`` entry points); fp16/bf16:
-           mma.sync m16n8k16 fed by a 3-stage cp.async pipeline when channels allow 16-byte loads,
-           else 2 register-staged stages; exact fp32 FFMA for float32); split-K when the output
+           mma.sync m16n8k16 fed by a 3-stage cp.async pipeline when channels allow 16-byte loads
+           -- on one operand suffices, the other then register-staged in the ring -- else 2
+           register-staged stages; exact fp32 FFMA for float32); split-K when the output
            tiles fill under two waves of SMs (``conv_policy.gemm_split_k``); on sm_90 devices
            fp16/bf16 with C/groups % 8 == 0 (NCHW x: C/groups*R*S % 8 == 0) take
            conv2d_fwd_sm90.cu instead: wgmma, 128 x 128 tiles, 4-stage pipeline (cp.async; NCHW x
@@ -104,6 +109,9 @@ def bk(dtype: str) -> int:
     return igemm_spec(dtype, 1)["IG_BK"]
 
 
+Vecs = Tuple[int, int]  # (VEC_A, VEC_B): elements per global load of the GEMM operands A and B
+
+
 def max_vec(dtype: str) -> int:
     """Elements in one 16-byte load."""
     return 16 // ITEMSIZE[dtype]
@@ -118,20 +126,38 @@ def vec_width(dtype: str, *counts: int, ptrs=()) -> int:
     return v if ok else 1
 
 
-def defines(dtype: str, vec: int = 1, tf32: bool = False) -> Dict[str, object]:
+def operand_vecs(dtype: str, vec_a: int, vec_b: int) -> Vecs:
+    """(VEC_A, VEC_B) of an implicit GEMM whose operands allow ``vec_a`` / ``vec_b`` (each
+    :func:`vec_width` of its own runs and base, or 1 where its geometry forbids vectors). fp16 /
+    bf16: a scalar A with a 16-byte B is the mixed cp.async ring (A register-staged, B by cp.async:
+    NCHW activations read in place, weights / dW's dy vectorised); a 16-byte A with a scalar B
+    (a misaligned weight copy, never made by the launchers) falls back to scalars on both. float32
+    has no cp.async path: one width for both, 16-byte only when both allow it."""
+    va, vb = int(vec_a), int(vec_b)
+    if ITEMSIZE[dtype] == 2 and vb == max_vec(dtype):
+        return va, vb
+    v = min(va, vb)
+    return v, v
+
+
+def defines(dtype: str, vec: int | Vecs = 1, tf32: bool = False) -> Dict[str, object]:
     """The -D defines of one specialisation of conv2d_fwd.cu / conv2d_bwd.cu: the element type, the
-    vector width of the implicit GEMMs' loads, their main-loop constants (``_config.igemm_spec``:
-    the cp.async pipeline with 16-byte loads of 16-bit types; ``tf32``: float32 on the tf32 tensor
+    vector widths of the implicit GEMMs' loads (``vec``: one for both operands, or (VEC_A, VEC_B)
+    from :func:`operand_vecs`), their main-loop constants (``_config.igemm_spec``: the cp.async ring
+    with 16-byte loads of 16-bit types on either operand; ``tf32``: float32 on the tf32 tensor
     cores) and the shared constants (CONV_DEFINES)."""
+    va, vb = (vec, vec) if isinstance(vec, int) else vec
     try:
-        return {"SCALAR_T": SCALAR_T[dtype], "VEC": int(vec), **igemm_spec(dtype, vec, tf32), **CONV_DEFINES}
+        return {"SCALAR_T": SCALAR_T[dtype], "VEC_A": int(va), "VEC_B": int(vb),
+                **igemm_spec(dtype, va, vb, tf32=tf32), **CONV_DEFINES}
     except KeyError:
         raise TypeError(f"the cupy conv2d kernels take float32, float16 or bfloat16, got {dtype}") from None
 
 
-def igemm_smem(dtype: str, vec: int) -> int:
+def igemm_smem(dtype: str, vec: int | Vecs) -> int:
     """Dynamic shared memory (bytes) of an implicit-GEMM launch of this specialisation."""
-    return igemm_smem_bytes(igemm_spec(dtype, vec))
+    va, vb = (vec, vec) if isinstance(vec, int) else vec
+    return igemm_smem_bytes(igemm_spec(dtype, va, vb))
 
 
 # Hopper forward and dX (wgmma; conv_policy.use_wgmma): built for W90_ARCH only (BUILD_ARCH); for
@@ -157,7 +183,7 @@ CUDA_BUILDS: List[Tuple[str, List[str], Dict[str, object]]] = [
     (fname, list(entries), defines(dt, v, tf32))
     for fname, entries in ((FWD_FILE, FWD_ENTRIES), (BWD_FILE, BWD_ENTRIES))
     for dt, tf32 in (("float32", False), ("float32", True), ("float16", False), ("bfloat16", False))
-    for v in (1, max_vec(dt))
+    for v in sorted({operand_vecs(dt, va, vb) for va in (1, max_vec(dt)) for vb in (1, max_vec(dt))})
 ]  + [(fname, list(entries), w90_defines(dt))
       for fname, entries in ((FWD_SM90_FILE, FWD_SM90_ENTRIES), (DX_SM90_FILE, DX_SM90_ENTRIES),
                              (DW_SM90_FILE, DW_SM90_ENTRIES))
@@ -420,9 +446,9 @@ def _w90(dt: str, *chunked_channels: int, ptrs=()) -> bool:
                             aligned=vec_width(dt, *chunked_channels, ptrs=ptrs) == max_vec(dt))
 
 
-def _launch(fname: str, entry: str, family: str, dtype: str, vec: int, grid, block, args, shared_mem=0,
+def _launch(fname: str, entry: str, family: str, dtype: str, vec: int | Vecs, grid, block, args, shared_mem=0,
             tf32: bool = False):
-    kern = _module.get_function(fname, entry, defines(dtype, vec, tf32))
+    kern = _module.get_function(fname, entry, defines(dtype, vec, tf32=tf32))
     if shared_mem and entry in IGEMM_ENTRIES:  # static tables + dynamic stages may pass 48 KiB: opt in
         kern.max_dynamic_shared_size_bytes = int(shared_mem)
     kern(tuple(int(v) for v in grid), tuple(int(v) for v in block), tuple(args), shared_mem=int(shared_mem))
@@ -512,9 +538,14 @@ def implicit_gemm_forward(x, w, b, g: ConvGeometry, precision: str = "ieee", y=N
                 *extra)
         _launch_w90(FWD_SM90_FILE, FWD_SM90_ENTRIES[0] + sfx, "conv2d_fwd_implicit_gemm" + sfx, dt, grid, args)
     else:
-        # the 16-byte vectors' runs: x's pixels (NCHW) or channels (NHWC), the weights' reduction
-        runs = (g.H * g.W, g.c_per_group * g.R * g.S) if nchw else (g.c_per_group,)
-        vec = vec_width(dt, *runs, ptrs=(xa.data.ptr, wm.data.ptr)) if not nchw or nchw_vectors(g) else 1
+        # the 16-byte vectors' runs: x's pixels (NCHW) or channels (NHWC); the weights' reduction
+        # (NCHW: C/groups*R*S, any geometry -- the mixed ring when x is scalar) or channels (NHWC)
+        if nchw:
+            vec = operand_vecs(dt, vec_width(dt, g.H * g.W, ptrs=(xa.data.ptr,)) if nchw_vectors(g) else 1,
+                               vec_width(dt, g.c_per_group * g.R * g.S, ptrs=(wm.data.ptr,)))
+        else:
+            vec = operand_vecs(dt, vec_width(dt, g.c_per_group, ptrs=(xa.data.ptr,)),
+                               vec_width(dt, g.c_per_group, ptrs=(wm.data.ptr,)))
         ws = _workspace(splits, y.size)
         tile = (IG_BM, igemm_bn(g.k_per_group))
         extra = epilogue.args(grid, splits, tile) if epilogue is not None else ()
@@ -562,8 +593,9 @@ def _grad_x(dy, w, g: ConvGeometry, algo: str, operand, dt: str, tf32: bool = Fa
         else:
             ws = _workspace(splits, dx.size)
             args = (d, w_grsck, dx, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
-            runs = (g.H * g.W, Kg) if nchw else (Kg,)
-            vec = vec_width(dt, *runs, ptrs=(d.data.ptr, w_grsck.data.ptr)) if not nchw or nchw_vectors(g) else 1
+            # dy's pixels (NCHW) or channels (NHWC); the weights' K/groups (the mixed ring when dy is scalar)
+            va = vec_width(dt, g.H * g.W if nchw else Kg, ptrs=(d.data.ptr,)) if not nchw or nchw_vectors(g) else 1
+            vec = operand_vecs(dt, va, vec_width(dt, Kg, ptrs=(w_grsck.data.ptr,)))
             _launch(BWD_FILE, igemm_entry("conv2d_bwd_dx_implicit_gemm", Cg), "conv2d_bwd_dx_implicit_gemm", dt,
                     vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec), tf32=tf32)
         launched(f"conv2d_bwd_dx_implicit_gemm[split={splits}]")
@@ -593,8 +625,14 @@ def _grad_w(dy, x, g: ConvGeometry, algo: str, operand, dt: str, tf32: bool = Fa
             _launch_w90(DW_SM90_FILE, DW_SM90_ENTRIES[0], "conv2d_bwd_dw_implicit_gemm", dt, grid, args)
         else:
             args = (xn, d, dw, ws, np.int32(splits), i32(kt_chunk), np.int32(nchw), *_geom_args(g))
-            runs = (g.H * g.W,) if nchw else (g.c_per_group, g.k_per_group)
-            vec = vec_width(dt, *runs, ptrs=(xn.data.ptr, d.data.ptr)) if not nchw or nchw_vectors(g) else 1
+            # NCHW: x's pixels (A, only nchw_vectors geometries) and dy's pixels P*Q (B, any geometry:
+            # the mixed ring when x is scalar); NHWC: channels of both
+            if nchw:
+                vec = operand_vecs(dt, vec_width(dt, g.H * g.W, ptrs=(xn.data.ptr,)) if nchw_vectors(g) else 1,
+                                   vec_width(dt, g.P * g.Q, ptrs=(d.data.ptr,)))
+            else:
+                vec = operand_vecs(dt, vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(xn.data.ptr,)),
+                                   vec_width(dt, g.c_per_group, g.k_per_group, ptrs=(d.data.ptr,)))
             _launch(BWD_FILE, igemm_entry("conv2d_bwd_dw_implicit_gemm", g.k_per_group),
                     "conv2d_bwd_dw_implicit_gemm", dt, vec, grid, (IG_THREADS,), args, igemm_smem(dt, vec),
                     tf32=tf32)
